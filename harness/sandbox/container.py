@@ -1,0 +1,330 @@
+"""One ephemeral, hardened Docker container and the commands run inside it."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import select
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import Mount
+
+from harness.config import Hardening
+from harness.errors import SandboxError
+from harness.sandbox.result import TIMEOUT_EXIT_CODE, ExecResult
+
+# PID 1 of every sandbox. It forks nothing while it waits (a fifo read is a builtin),
+# so even with the pids limit exhausted it can answer SIGUSR1 by killing every other
+# process in the container: the last resort when a runaway command cannot be killed
+# by a new `docker exec` (which needs a free pid).
+_INIT = (
+    "trap 'kill -KILL -1 2>/dev/null' USR1; trap 'exit 0' TERM INT; "
+    "mkdir -p /tmp/.harness && mkfifo /tmp/.harness/init && exec 3<>/tmp/.harness/init; "
+    "while :; do read -r -u 3 _; done"
+)
+# Docker starts every exec as the leader of its own session and process group. The
+# launcher records its pid (= the session id) so a timeout can kill the session, runs
+# the command, reports the exit status in a trailer on stderr, and then kills its
+# process group: what the command left running in the background ends with it, so
+# each action starts from the same state (a process detached with setsid survives).
+# Only shell builtins run after the command, so this works with no pid to spare.
+_LAUNCH = (
+    'token=$1; shift; echo $$ > "/tmp/.harness/$token.sid"; "$@"; rc=$?; '
+    'printf "\\0harness-exit:%s:%d" "$token" "$rc" >&2; kill -KILL 0'
+)
+_KILL_GRACE_S = 2.0
+_OOM_COUNTER = re.compile(rb"^oom_kill (\d+)$", re.MULTILINE)
+
+
+class Container:
+    """A running sandbox container; `with Container(...) as c:` always removes it."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        image: str,
+        *,
+        hardening: Hardening,
+        labels: Mapping[str, str],
+        workspace: str | None = None,
+        read_only_mounts: Mapping[str, str] | None = None,
+        environment: Mapping[str, str] | None = None,
+        output_limit: int = 1 << 20,
+        default_timeout: float = 120.0,
+    ) -> None:
+        self.client = client
+        self.image = image
+        self.hardening = hardening
+        self.labels = dict(labels)
+        self.workspace = workspace
+        self.read_only_mounts = dict(read_only_mounts or {})
+        self.environment = dict(environment or {})
+        self.output_limit = output_limit
+        self.default_timeout = default_timeout
+        self._container: Any = None
+        self._oom_seen = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def id(self) -> str:
+        """The engine's id of the running container."""
+        if self._container is None:
+            raise SandboxError("the container is not running; call start() first")
+        return str(self._container.id)
+
+    def start(self) -> Container:
+        """Create and start the container with the hardening settings."""
+        try:
+            self._container = self.client.containers.create(self.image, **self._create_args())
+            self._container.start()
+        except docker.errors.ImageNotFound as exc:
+            self.stop()
+            raise SandboxError(
+                f"image {self.image} is missing; run `harness images build`"
+            ) from exc
+        except docker.errors.APIError as exc:
+            self.stop()
+            raise SandboxError(f"cannot start a container from {self.image}: {exc}") from exc
+        return self
+
+    def stop(self) -> None:
+        """Remove the container and its anonymous volumes; safe to call twice."""
+        container, self._container = self._container, None
+        if container is None:
+            return
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True, v=True)
+
+    def __enter__(self) -> Container:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _create_args(self) -> dict[str, Any]:
+        h = self.hardening
+        mounts = [Mount(target=target, source=source, type="bind", read_only=True)
+                  for source, target in self.read_only_mounts.items()]
+        if self.workspace:
+            mounts.append(Mount(target="/workspace", source=self.workspace, type="bind"))
+        tmpfs = {"/tmp": f"rw,nosuid,nodev,size={h.tmpfs_size},mode=1777"}
+        if h.user == "agent":
+            tmpfs["/home/agent"] = "rw,nosuid,nodev,size=64m,uid=1000,gid=1000,mode=0700"
+        args: dict[str, Any] = {
+            "command": ["bash", "-c", _INIT],
+            "user": h.user,
+            "working_dir": "/workspace",
+            "environment": self.environment,
+            "labels": self.labels,
+            "mounts": mounts,
+            "tmpfs": tmpfs,
+            "read_only": h.read_only_root,
+            "network_mode": "bridge" if h.network else "none",
+            "pids_limit": h.pids_limit,
+            "mem_limit": h.memory,
+            "memswap_limit": h.memory,
+            "nano_cpus": int(h.cpus * 1e9),
+            "ipc_mode": "private",
+            "detach": True,
+        }
+        if h.drop_capabilities:
+            args["cap_drop"] = ["ALL"]
+        if h.no_new_privileges:
+            args["security_opt"] = ["no-new-privileges:true"]
+        return args
+
+    # ------------------------------------------------------------ commands
+
+    def exec(
+        self,
+        command: Sequence[str] | str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        output_limit: int | None = None,
+    ) -> ExecResult:
+        """Run `command` (argv, or a string for bash -c) and return its result.
+
+        Past `timeout` seconds the command's whole process tree is killed and the
+        result says `timed_out`; output past `output_limit` bytes per stream is
+        dropped (the command still runs to its end) and the result says `truncated`.
+        """
+        argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
+        if not argv:
+            raise ValueError("empty command")
+        limit = output_limit or self.output_limit
+        timeout = self.default_timeout if timeout is None else timeout
+        token = uuid.uuid4().hex
+        api = self.client.api
+        started = time.monotonic()
+        try:
+            exec_id = api.exec_create(
+                self.id, ["bash", "-c", _LAUNCH, "harness", token, *argv],
+                environment=dict(env or {}), workdir=cwd or None,
+            )["Id"]
+            stream = api.exec_start(exec_id, socket=True)
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"cannot run {argv[0]!r} in the sandbox: {exc}") from exc
+        reader = _FrameReader(stream, limit, trailer=f"\0harness-exit:{token}:".encode())
+        try:
+            finished = reader.drain(deadline=started + timeout)
+            timed_out = not finished
+            if timed_out:
+                self._kill_session(token)
+                if not reader.drain(deadline=time.monotonic() + _KILL_GRACE_S):
+                    self._kill_everything()
+                    reader.drain(deadline=time.monotonic() + _KILL_GRACE_S)
+        finally:
+            reader.close()
+        duration = time.monotonic() - started
+        if timed_out:
+            exit_code = TIMEOUT_EXIT_CODE
+        elif reader.exit_code is not None:
+            exit_code = reader.exit_code
+        else:  # the launcher itself was killed (OOM, or a kill from outside)
+            exit_code = self._exit_code(exec_id)
+        oom = exit_code in (137, -9) or timed_out
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=reader.text(1),
+            stderr=reader.text(2),
+            duration_s=round(duration, 6),
+            timed_out=timed_out,
+            truncated=reader.truncated,
+            oom_killed=self._oom_killed() if oom else False,
+        )
+
+    def _exit_code(self, exec_id: str) -> int:
+        for _ in range(50):
+            info = self.client.api.exec_inspect(exec_id)
+            if not info.get("Running"):
+                return int(info.get("ExitCode") or 0)
+            time.sleep(0.01)
+        raise SandboxError("the command's stream ended but the engine still reports it running")
+
+    def _kill_session(self, token: str) -> None:
+        """Kill the command's process group from a second, detached exec. It uses only
+        builtins; when not even that exec can start (a fork bomb holds every pid), the
+        caller falls back to `_kill_everything`."""
+        script = f'read -r sid < /tmp/.harness/{token}.sid && kill -KILL -- "-$sid"'
+        with contextlib.suppress(docker.errors.APIError):
+            exec_id = self.client.api.exec_create(self.id, ["bash", "-c", script])["Id"]
+            self.client.api.exec_start(exec_id, detach=True)
+
+    def _kill_everything(self) -> None:
+        with contextlib.suppress(docker.errors.APIError):
+            self.client.api.kill(self.id, signal="SIGUSR1")
+
+    def _oom_killed(self) -> bool:
+        """Whether the cgroup's OOM-kill counter rose since last looked at."""
+        script = ("cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control "
+                  "2>/dev/null; true")
+        try:
+            exec_id = self.client.api.exec_create(self.id, ["sh", "-c", script])["Id"]
+            output = self.client.api.exec_start(exec_id)
+        except docker.errors.APIError:
+            return False
+        match = _OOM_COUNTER.search(output or b"")
+        if match is None:
+            return False
+        count = int(match.group(1))
+        rose, self._oom_seen = count > self._oom_seen, count
+        return rose
+
+
+class _FrameReader:
+    """Reads Docker's multiplexed exec stream (8-byte frame headers) under a deadline,
+    keeping at most `limit` bytes of each of stdout and stderr."""
+
+    def __init__(self, stream: Any, limit: int, *, trailer: bytes) -> None:
+        self._stream = stream
+        self._trailer = trailer
+        self._stderr_tail = bytearray()
+        self.exit_code: int | None = None
+        self._sock: socket.socket = getattr(stream, "_sock", stream)
+        self._limit = limit
+        self._buffer = bytearray()
+        self._kept = {1: bytearray(), 2: bytearray()}
+        self.truncated = False
+        self._eof = False
+
+    def drain(self, *, deadline: float) -> bool:
+        """Read until the stream ends (True) or the deadline passes (False)."""
+        while not self._eof:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            ready, _, _ = select.select([self._sock], [], [], min(remaining, 1.0))
+            if not ready:
+                continue
+            try:
+                chunk = self._sock.recv(1 << 16)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._eof = True
+                break
+            self._buffer += chunk
+            self._split_frames()
+        return True
+
+    def _split_frames(self) -> None:
+        while len(self._buffer) >= 8:
+            kind, size = struct.unpack(">BxxxL", self._buffer[:8])
+            if len(self._buffer) < 8 + size:
+                return
+            payload = self._buffer[8 : 8 + size]
+            del self._buffer[: 8 + size]
+            if kind == 2:
+                payload = self._take_trailer(payload)
+            kept = self._kept.get(kind)
+            if kept is None:
+                continue
+            room = self._limit - len(kept)
+            if room >= len(payload):
+                kept += payload
+            else:
+                kept += payload[: max(room, 0)]
+                self.truncated = True
+
+    def _take_trailer(self, payload: bytearray) -> bytearray:
+        """Remove the launcher's exit-status trailer from stderr and remember the status."""
+        window = self._stderr_tail + payload
+        at = window.rfind(self._trailer)
+        if at < 0:
+            self._stderr_tail = window[-(len(self._trailer) + 16):]
+            return payload
+        digits = bytes(window[at + len(self._trailer):])
+        if digits.lstrip(b"-").isdigit():
+            self.exit_code = int(digits)
+        # The trailer may have started in an earlier frame; what of it was kept stays
+        # (at most a few bytes), the rest of this frame from the trailer on is dropped.
+        start_in_payload = at - len(self._stderr_tail)
+        self._stderr_tail = bytearray()
+        return payload[: max(start_in_payload, 0)]
+
+    def text(self, kind: int) -> str:
+        """What was kept of stdout (1) or stderr (2), decoded leniently."""
+        return self._kept[kind].decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        """Close the stream's socket."""
+        with contextlib.suppress(OSError):
+            self._stream.close()
+        with contextlib.suppress(OSError):
+            self._sock.close()

@@ -1,0 +1,149 @@
+"""The sandbox one agent works in: a hardened container over a throwaway git clone."""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import docker
+
+from harness.config import SandboxSettings
+from harness.errors import SandboxError
+from harness.sandbox import engine, images
+from harness.sandbox.container import Container
+from harness.sandbox.labels import resource_labels
+from harness.sandbox.result import ExecResult
+from harness.sandbox.workspace import Workspace, WorkspaceChanges
+
+WORKSPACE = "/workspace"
+_WRITE_CHUNK = 96 * 1024  # one argv string may hold at most 128 KiB (MAX_ARG_STRLEN)
+
+
+class Sandbox:
+    """A container over a throwaway clone of `repo` at `ref`. Nothing done inside
+    reaches the origin. `with Sandbox(repo) as sb:` always removes both."""
+
+    def __init__(
+        self,
+        repo: str | Path,
+        *,
+        ref: str | None = None,
+        settings: SandboxSettings | None = None,
+        environment: Mapping[str, str] | None = None,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self.id = f"hx-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.settings = settings or SandboxSettings()
+        self.workspace = Workspace(repo, ref, name=self.id)
+        self._environment = dict(environment or {})
+        self._client = client
+        self._container: Container | None = None
+        self.open_duration_s = 0.0
+
+    @property
+    def container(self) -> Container:
+        """The running container."""
+        if self._container is None:
+            raise SandboxError(f"sandbox {self.id} is not open")
+        return self._container
+
+    @property
+    def hardening_overrides(self) -> dict[str, object]:
+        """Hardening settings that differ from the defaults (for the trace)."""
+        return self.settings.hardening.overrides()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def open(self) -> Sandbox:
+        """Clone the repo and start the container; on failure, undo what was made."""
+        started = time.monotonic()
+        try:
+            client = self._client or engine.connect()
+            image = _image_reference(client, self.settings.image)
+            self.workspace.create()
+            self._container = Container(
+                client,
+                image,
+                hardening=self.settings.hardening,
+                labels=resource_labels(self.id, "sandbox"),
+                workspace=str(self.workspace.path),
+                read_only_mounts=self.workspace.container_mounts(),
+                environment={**self._environment, **self.workspace.container_environment()},
+                output_limit=self.settings.output_limit_bytes,
+                default_timeout=self.settings.exec_timeout_s,
+            ).start()
+        except BaseException:
+            self.close()
+            raise
+        self.open_duration_s = time.monotonic() - started
+        return self
+
+    def close(self) -> None:
+        """Remove the container and the clone; safe to call twice."""
+        try:
+            if self._container is not None:
+                self._container.stop()
+        finally:
+            self._container = None
+            self.workspace.remove()
+
+    def __enter__(self) -> Sandbox:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ actions
+
+    def exec(
+        self,
+        command: Sequence[str] | str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        """Run a command in the container (see `Container.exec`)."""
+        return self.container.exec(command, timeout=timeout, env=env, cwd=cwd)
+
+    def read_file(self, path: str) -> bytes:
+        """The bytes of a file as the agent sees it; FileNotFoundError if it is missing."""
+        script = '[ -e "$1" ] || exit 44; [ -d "$1" ] && exit 45; base64 -w0 -- "$1"'
+        result = self.container.exec(["bash", "-c", script, "read", path],
+                                     output_limit=1 << 30)
+        if result.exit_code == 44:
+            raise FileNotFoundError(path)
+        if result.exit_code == 45:
+            raise IsADirectoryError(path)
+        if not result.ok:
+            raise SandboxError(f"cannot read {path}: {result.stderr.strip()}")
+        return base64.b64decode(result.stdout)
+
+    def write_file(self, path: str, content: bytes | str) -> None:
+        """Write a file as the agent would (its permissions apply), creating parent folders."""
+        data = content.encode() if isinstance(content, str) else content
+        encoded = base64.b64encode(data).decode()
+        chunks = [encoded[i : i + _WRITE_CHUNK] for i in range(0, len(encoded), _WRITE_CHUNK)]
+        quoted = shlex.quote(path)
+        for index, chunk in enumerate(chunks or [""]):
+            redirect = ">" if index == 0 else ">>"
+            prepare = f"mkdir -p -- \"$(dirname -- {quoted})\" && " if index == 0 else ""
+            script = f'{prepare}printf %s "$1" | base64 -d {redirect} {quoted}'
+            result = self.container.exec(["bash", "-c", script, "write", chunk])
+            if not result.ok:
+                raise SandboxError(f"cannot write {path}: {result.stderr.strip()}")
+
+    def changes(self) -> WorkspaceChanges:
+        """What was committed in the workspace since the base."""
+        return self.workspace.changes()
+
+
+def _image_reference(client: docker.DockerClient, image: str) -> str:
+    """An image reference: a definition under sandboxes/ is built when missing."""
+    if ":" in image or "/" in image:
+        return image
+    return images.ensure(client, images.ImageDefinition.named(image))

@@ -1,0 +1,302 @@
+"""The throwaway git workspace: a clone of the target repo that the agent may wreck.
+
+The clone borrows the origin's objects through git's alternates (`clone --shared`):
+it costs milliseconds however large the origin is, and it never writes into the
+origin, whose object folders are mounted read-only into the container. The host
+path of those folders means nothing inside the container, so the clone keeps no
+alternates file: each side names them in GIT_ALTERNATE_OBJECT_DIRECTORIES instead. The
+workspace is agent-controlled, so every host-side git command here runs with
+hooks, fsmonitor and external diff/textconv programs switched off: a planted
+`.git/config` must not run anything on the host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import git
+
+from harness.errors import WorkspaceError
+from harness.sandbox.home import state_dir
+
+AGENT_UID = 1000
+AGENT_GID = 1000
+
+# Options that neutralise repository-level configuration an agent could plant.
+_SAFE_GIT = [
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=false",
+    "-c", "core.sshCommand=false",
+    "-c", "safe.directory=*",
+    "-c", "protocol.allow=never",
+]
+# External diff programs and textconv filters come from agent-writable config.
+_PLAIN_DIFF = ["--no-ext-diff", "--no-textconv", "--no-color", "--no-renames"]
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A commit the agent made since the base."""
+
+    sha: str
+    author: str
+    email: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """Lines added and removed in one file between the base and the workspace head."""
+
+    path: str
+    added: int
+    removed: int
+    binary: bool = False
+
+
+@dataclass(frozen=True)
+class WorkspaceChanges:
+    """Everything committed in the workspace since the base."""
+
+    base: str
+    head: str
+    commits: list[Commit] = field(default_factory=list)
+    files: list[FileChange] = field(default_factory=list)
+    diff: str = ""
+
+    @property
+    def commit_count(self) -> int:
+        """Commits made since the base, on every branch and tag of the workspace."""
+        return len(self.commits)
+
+    @property
+    def lines_added(self) -> int:
+        """Lines added over all files."""
+        return sum(change.added for change in self.files)
+
+    @property
+    def lines_removed(self) -> int:
+        """Lines removed over all files."""
+        return sum(change.removed for change in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form with the totals."""
+        data = asdict(self)
+        data.update(
+            commit_count=self.commit_count,
+            files_changed=len(self.files),
+            lines_added=self.lines_added,
+            lines_removed=self.lines_removed,
+        )
+        return data
+
+
+class Workspace:
+    """A throwaway clone of `origin` at `ref`, removed by `remove()` (or leaving `with`)."""
+
+    def __init__(self, origin: str | Path, ref: str | None = None, *, name: str) -> None:
+        self.origin = str(origin)
+        self.ref = ref
+        self.name = name
+        self.path = state_dir("workspaces") / name / "repo"
+        self.base = ""
+        self.branch = ""
+        self._original_tips: list[str] = []
+        self._object_stores: list[Path] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    def create(self) -> Workspace:
+        """Clone the origin and check out the base; the clone is owned by the agent's uid."""
+        source = self._local_source()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        (self.path.parent / "owner.pid").write_text(str(os.getpid()))
+        try:
+            git.Repo.clone_from(
+                str(source), str(self.path), multi_options=["--shared", "--no-checkout"],
+            )
+        except git.GitCommandError as exc:
+            raise WorkspaceError(
+                f"cannot clone {self.origin}: {exc.stderr.strip() or exc}"
+            ) from exc
+        self._object_stores = _borrowed_stores(self.path / ".git" / "objects")
+        (self.path / ".git" / "objects" / "info" / "alternates").unlink(missing_ok=True)
+        self.base = self._resolve_base()
+        self.branch = self._branch_name()
+        self._git("checkout", "-q", "-B", self.branch, self.base)
+        self._original_tips = sorted(set(self._git("for-each-ref", "--format=%(objectname)").split()))
+        if os.geteuid() == 0:
+            _chown_tree(self.path, AGENT_UID, AGENT_GID)
+        return self
+
+    def remove(self) -> None:
+        """Delete the clone; the origin is not touched."""
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+    def __enter__(self) -> Workspace:
+        try:
+            return self.create()
+        except BaseException:
+            self.remove()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
+
+    # ------------------------------------------------------------- mounting
+
+    def container_mounts(self) -> dict[str, str]:
+        """Borrowed object folders (host path -> path in the container), to mount read-only."""
+        return {str(store): f"/harness/objects/{index}"
+                for index, store in enumerate(self._object_stores)}
+
+    def container_environment(self) -> dict[str, str]:
+        """Environment that lets git inside the container find the borrowed objects."""
+        if not self._object_stores:
+            return {}
+        return {"GIT_ALTERNATE_OBJECT_DIRECTORIES": ":".join(self.container_mounts().values())}
+
+    # -------------------------------------------------------------- reading
+
+    def head(self) -> str:
+        """The commit the workspace's HEAD points at."""
+        return self._git("rev-parse", "--verify", "HEAD^{commit}")
+
+    def changes(self) -> WorkspaceChanges:
+        """Commits, files, line counts and the unified diff since the base."""
+        self._check_layout()
+        head = self.head()
+        exclude = [f"^{tip}" for tip in self._original_tips] or [f"^{self.base}"]
+        log = self._git(
+            "log", "--format=%H%x00%an%x00%ae%x00%B%x1e", "--branches", "--tags", "HEAD",
+            *exclude, "--",
+        )
+        commits = []
+        for record in log.split("\x1e"):
+            record = record.strip("\n")
+            if not record:
+                continue
+            sha, author, email, message = record.split("\x00", 3)
+            commits.append(Commit(sha, author, email, message.strip()))
+        files = []
+        for line in self._git("diff", *_PLAIN_DIFF, "--numstat", self.base, head).splitlines():
+            added, removed, path = line.split("\t", 2)
+            binary = added == "-"
+            files.append(FileChange(path, 0 if binary else int(added),
+                                    0 if binary else int(removed), binary))
+        diff = self._git("diff", *_PLAIN_DIFF, self.base, head)
+        return WorkspaceChanges(self.base, head, commits, files, diff)
+
+    # ------------------------------------------------------------- internals
+
+    def _local_source(self) -> Path:
+        """A local repository to clone from: the origin itself or a cached mirror of a URL."""
+        candidate = Path(self.origin).expanduser()
+        if candidate.exists():
+            try:
+                top = git.Repo(candidate, search_parent_directories=False)
+            except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+                raise WorkspaceError(f"{self.origin} is not a git repository") from exc
+            return Path(top.git_dir if top.bare else top.working_tree_dir or candidate).resolve()
+        if "://" not in self.origin and not re.match(r"^[\w.-]+@[\w.-]+:", self.origin):
+            raise WorkspaceError(f"repository {self.origin} does not exist")
+        return _mirror(self.origin)
+
+    def _resolve_base(self) -> str:
+        ref = self.ref or "HEAD"
+        for candidate in (ref, f"origin/{ref}", f"refs/tags/{ref}"):
+            try:
+                return self._git("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")
+            except WorkspaceError:
+                continue
+        raise WorkspaceError(f"{self.origin} has no branch, tag or commit {ref!r}")
+
+    def _branch_name(self) -> str:
+        if self.ref and not _SHA.match(self.ref):
+            try:
+                self._git("rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{self.ref}")
+                return self.ref
+            except WorkspaceError:
+                pass
+        if not self.ref:
+            head = self._git("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+            if head:
+                return head
+        return "harness-work"
+
+    def _check_layout(self) -> None:
+        dot_git = self.path / ".git"
+        if dot_git.is_symlink() or not dot_git.is_dir():
+            raise WorkspaceError(
+                f"the workspace's .git was replaced by the agent ({dot_git}); refusing to read it"
+            )
+
+    def _git(self, *args: str, check: bool = True) -> str:
+        return run_git(self.path, *args, check=check, alternates=self._object_stores)
+
+
+def run_git(
+    repo: Path, *args: str, check: bool = True, alternates: list[Path] | None = None
+) -> str:
+    """Run git in `repo` with agent-planted configuration neutralised; return stdout."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+    if alternates:
+        env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = ":".join(str(p) for p in alternates)
+    done = subprocess.run(
+        ["git", *_SAFE_GIT, "-C", str(repo), *args],
+        capture_output=True, env=env, check=False,
+    )
+    if check and done.returncode != 0:
+        raise WorkspaceError(
+            f"git {' '.join(args)} failed in {repo}: "
+            f"{done.stderr.decode(errors='replace').strip()}"
+        )
+    return done.stdout.decode(errors="replace").strip()
+
+
+def _borrowed_stores(objects: Path) -> list[Path]:
+    """The object folders `objects` borrows from through alternates, transitively."""
+    stores: list[Path] = []
+    pending = [objects]
+    while pending:
+        alternates = pending.pop() / "info" / "alternates"
+        if not alternates.is_file():
+            continue
+        for line in alternates.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                store = (alternates.parent.parent / line).resolve()
+                if store not in stores:
+                    stores.append(store)
+                    pending.append(store)
+    return stores
+
+
+def _mirror(url: str) -> Path:
+    """A bare mirror of a remote repository, cached by URL and fetched before each use."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    mirror = state_dir("mirrors") / f"{key}.git"
+    try:
+        if mirror.exists():
+            git.Repo(mirror).git.fetch("--prune", "origin")
+        else:
+            git.Repo.clone_from(url, str(mirror), multi_options=["--mirror"])
+    except git.GitCommandError as exc:
+        raise WorkspaceError(f"cannot fetch {url}: {exc.stderr.strip() or exc}") from exc
+    return mirror
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Give the agent's uid the clone. Never follows links (and the clone holds none of the origin)."""
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs + files:
+            os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
