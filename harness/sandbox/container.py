@@ -36,7 +36,7 @@ _INIT = (
 # each action starts from the same state (a process detached with setsid survives).
 # Only shell builtins run after the command, so this works with no pid to spare.
 _LAUNCH = (
-    'token=$1; shift; echo $$ > "/tmp/.harness/$token.sid"; "$@"; rc=$?; '
+    'token=$1; shift; { echo $$ > "/tmp/.harness/$token.sid"; } 2>/dev/null; "$@"; rc=$?; '
     'printf "\\0harness-exit:%s:%d" "$token" "$rc" >&2; kill -KILL 0'
 )
 _KILL_GRACE_S = 2.0

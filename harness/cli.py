@@ -1,0 +1,190 @@
+"""The `harness` command. Exit codes are listed in `harness --help` and the README."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from harness import __version__
+from harness.config import Config, load_config
+from harness.errors import HarnessError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+EXIT_CODES = """\b
+Exit codes:
+  0    success (exec: the command's own exit code is passed through)
+  1    a check failed (doctor)
+  2    usage or configuration error
+  125  infrastructure error in exec (engine, image, workspace), as `docker run` does
+"""
+
+
+@click.group(epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="harness")
+def main() -> None:
+    """A transactional sandbox for AI coding agents."""
+
+
+def _config(path: str | None) -> Config:
+    try:
+        return load_config(path)
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+
+
+def _fail(message: str, *, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+# -------------------------------------------------------------------- exec
+
+
+@main.command("exec", epilog=EXIT_CODES)
+@click.option("--repo", required=True, help="Target repository: a local path or a URL.")
+@click.option("--ref", default=None, help="Branch, tag or commit to start from (default HEAD).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="harness.yaml with sandbox settings.")
+@click.option("--timeout", type=float, default=None, help="Seconds before the command is killed.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.argument("command", nargs=-1, required=True)
+def exec_command(
+    repo: str, ref: str | None, config_path: str | None, timeout: float | None,
+    as_json: bool, command: tuple[str, ...],
+) -> None:
+    """Run COMMAND in a fresh sandbox over a throwaway clone of --repo.
+
+    One argument is run by bash (`-- "make test | tail"`); several are run as an argv.
+    The origin repository is never changed.
+    """
+    from harness.sandbox import Sandbox
+
+    config = _config(config_path)
+    argv: str | list[str] = command[0] if len(command) == 1 else list(command)
+    try:
+        with Sandbox(repo, ref=ref, settings=config.sandbox) as sandbox:
+            result = sandbox.exec(argv, timeout=timeout)
+            changes = sandbox.changes()
+            sandbox_id = sandbox.id
+            overrides = sandbox.hardening_overrides
+    except HarnessError as exc:
+        _fail(str(exc), code=125)
+    if as_json:
+        _print_json({
+            **result.to_dict(),
+            "sandbox": sandbox_id,
+            "hardening_overrides": overrides,
+            "workspace": changes.to_dict(),
+        })
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        notes = [f"exit {result.exit_code} in {result.duration_s:.2f}s"]
+        if result.timed_out:
+            notes.append("timed out")
+        if result.truncated:
+            notes.append("output truncated")
+        if result.oom_killed:
+            notes.append("killed at the memory limit")
+        notes.append(f"{changes.commit_count} commit(s) since base")
+        err.print(f"[dim]harness: {'; '.join(notes)}[/]")
+    sys.exit(result.exit_code)
+
+
+# ------------------------------------------------------------------ images
+
+
+@main.group()
+def images() -> None:
+    """Sandbox images (definitions in sandboxes/)."""
+
+
+@images.command("build")
+@click.option("--offline/--online", default=None,
+              help="Force a build path; default tries the registry, then builds offline.")
+@click.option("--force", is_flag=True, help="Rebuild even when the tagged image exists.")
+@click.argument("names", nargs=-1)
+def images_build(offline: bool | None, force: bool, names: tuple[str, ...]) -> None:
+    """Build the sandbox images NAMES (default: all definitions)."""
+    from harness.sandbox import engine
+    from harness.sandbox import images as image_defs
+
+    try:
+        client = engine.connect()
+        wanted = names or tuple(sorted(
+            p.name for p in image_defs.definitions_root().iterdir() if (p / "Dockerfile").is_file()
+        ))
+        for name in wanted:
+            definition = image_defs.ImageDefinition.named(name)
+            with err.status(f"building {definition.tag}") as status:
+                tag = image_defs.ensure(
+                    client, definition, offline=offline, force=force, progress=status.update,
+                )
+            out.print(f"{name}: {tag}")
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+
+
+# ---------------------------------------------------------------- upkeep
+
+
+@main.command()
+@click.option("--all", "everything", is_flag=True,
+              help="Also remove sandboxes of harness processes still running.")
+@click.option("--json", "as_json", is_flag=True)
+def gc(everything: bool, as_json: bool) -> None:
+    """Remove containers, volumes and workspaces left by crashed runs."""
+    from harness.sandbox import engine
+    from harness.sandbox.cleanup import collect_garbage
+
+    try:
+        report = collect_garbage(engine.connect(), everything=everything)
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    out.print(f"removed {len(report.containers)} container(s), {len(report.volumes)} "
+              f"volume(s), {len(report.workspaces)} workspace(s)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def doctor(as_json: bool) -> None:
+    """Check the engine, images and binaries; say what to do about each problem."""
+    from harness.doctor import run_checks
+
+    checks = run_checks()
+    if as_json:
+        _print_json([check.to_dict() for check in checks])
+    else:
+        table = Table("check", "", "found", "to fix")
+        for check in checks:
+            table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]",
+                          check.detail, check.fix)
+        out.print(table)
+    sys.exit(0 if all(check.ok for check in checks) else 1)
+
+
+@main.command()
+def demo() -> None:
+    """Open a sandbox on the bundled fixture repo, work in it, show the diff, tear down."""
+    from harness.demo import run_demo
+
+    try:
+        run_demo(out)
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+if __name__ == "__main__":
+    main()

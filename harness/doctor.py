@@ -1,0 +1,75 @@
+"""Checks that the machine can run sandboxes, each with what to do when it cannot."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.sandbox import engine, images
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check: its name, whether it passed, what was found and what to do."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return asdict(self)
+
+
+def run_checks() -> list[Check]:
+    """Every check, in the order a new user should fix them."""
+    checks = [_engine()]
+    if checks[0].ok:
+        checks.append(_image("agent"))
+    checks.append(_binary("git", "apt-get install git"))
+    checks.append(_postgres())
+    checks.append(_binary("debootstrap", "apt-get install debootstrap (for offline image builds)",
+                          required=False))
+    return checks
+
+
+def _engine() -> Check:
+    try:
+        client = engine.connect()
+        version = client.version().get("Version", "?")
+    except HarnessError as exc:
+        return Check("docker engine", False, str(exc).split(". ")[0], engine.START_HINT)
+    return Check("docker engine", True, f"Docker {version} answers")
+
+
+def _image(name: str) -> Check:
+    try:
+        definition = images.ImageDefinition.named(name)
+        if images.exists(engine.connect(), definition.tag):
+            return Check(f"image {name}", True, definition.tag)
+        return Check(f"image {name}", False, f"{definition.tag} is not built",
+                     "harness images build")
+    except HarnessError as exc:
+        return Check(f"image {name}", False, str(exc), "check the sandboxes/ folder")
+
+
+def _binary(name: str, fix: str, *, required: bool = True) -> Check:
+    path = shutil.which(name)
+    if path:
+        return Check(name, True, path)
+    return Check(name, not required, "not found" + ("" if required else " (optional)"), fix)
+
+
+def _postgres() -> Check:
+    for name in ("pg_ctl", "pg_dump"):
+        path = shutil.which(name)
+        if path is None:
+            return Check("postgres binaries", False, f"{name} not found",
+                         "apt-get install postgresql")
+    version = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True,
+                             check=False).stdout.strip()
+    return Check("postgres binaries", True, version)

@@ -1,0 +1,62 @@
+"""A real Docker engine and the agent image, once per session.
+
+Locally a missing engine skips the tests that need it, with the reason; in CI
+(CI=true) it is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from harness.errors import HarnessError
+from harness.sandbox import engine, images, labels
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI needs a Docker engine and the sandbox images: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    """The engine the harness would use."""
+    try:
+        return engine.connect()
+    except HarnessError as exc:
+        _unavailable(str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def agent_image(docker_client: docker.DockerClient) -> str:
+    """The agent image's tag, built when missing."""
+    try:
+        return images.ensure(docker_client, images.ImageDefinition.named("agent"))
+    except HarnessError as exc:
+        _unavailable(f"cannot build the agent image: {exc}")
+        raise
+
+
+def harness_resources(client: docker.DockerClient) -> list[str]:
+    """Names of containers and volumes that carry the harness label."""
+    selector = {"label": labels.SANDBOX}
+    return [c.name for c in client.containers.list(all=True, filters=selector)] + [
+        v.name for v in client.volumes.list(filters=selector)
+    ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_resources(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After the whole session, no labelled container or volume may remain."""
+    yield
+    try:
+        client = engine.connect()
+    except HarnessError:
+        return
+    left = harness_resources(client)
+    assert not left, f"the suite left harness resources behind: {left}"

@@ -1,0 +1,70 @@
+"""Leaving a sandbox always removes its container and workspace; gc removes leftovers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+import pytest
+
+from harness.config import Hardening
+from harness.errors import SandboxError
+from harness.sandbox import Sandbox, labels
+from harness.sandbox.cleanup import collect_garbage
+from harness.sandbox.container import Container
+
+pytestmark = pytest.mark.docker
+
+
+def _containers_of(client: docker.DockerClient, sandbox_id: str) -> list[str]:
+    return [c.name for c in client.containers.list(
+        all=True, filters={"label": f"{labels.SANDBOX}={sandbox_id}"})]
+
+
+def test_leaving_the_block_removes_container_and_workspace(
+    docker_client: docker.DockerClient, shop_repo: Path
+) -> None:
+    with Sandbox(shop_repo) as sb:
+        assert _containers_of(docker_client, sb.id)
+        workspace = sb.workspace.path
+        assert workspace.is_dir()
+    assert not _containers_of(docker_client, sb.id)
+    assert not workspace.exists()
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_exception_inside_the_block_still_cleans_up(
+    docker_client: docker.DockerClient, shop_repo: Path, error: type[BaseException]
+) -> None:
+    with pytest.raises(error), Sandbox(shop_repo) as sb:
+        sandbox_id, workspace = sb.id, sb.workspace.path
+        raise error()
+    assert not _containers_of(docker_client, sandbox_id)
+    assert not workspace.exists()
+
+
+def test_a_failed_start_leaves_nothing(docker_client: docker.DockerClient, shop_repo: Path) -> None:
+    from harness.config import SandboxSettings
+
+    sb = Sandbox(shop_repo, settings=SandboxSettings(image="harness-missing:nope"))
+    with pytest.raises(SandboxError, match="missing"):
+        sb.open()
+    assert not _containers_of(docker_client, sb.id)
+    assert not sb.workspace.path.exists()
+
+
+def test_gc_removes_resources_of_dead_processes_only(
+    docker_client: docker.DockerClient, agent_image: str
+) -> None:
+    orphan_labels = {**labels.resource_labels("hx-orphan", "sandbox"), labels.PID: "999999999"}
+    orphan = Container(docker_client, agent_image, hardening=Hardening(), labels=orphan_labels)
+    live = Container(docker_client, agent_image, hardening=Hardening(),
+                     labels=labels.resource_labels("hx-live", "sandbox"))
+    orphan.start()
+    orphan_name = docker_client.containers.get(orphan.id).name
+    with live:
+        report = collect_garbage(docker_client)
+        assert orphan_name in report.containers
+        assert _containers_of(docker_client, "hx-orphan") == []
+        assert _containers_of(docker_client, "hx-live"), "a sandbox in use is kept"
+    assert _containers_of(docker_client, "hx-live") == []

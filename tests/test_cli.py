@@ -1,0 +1,88 @@
+"""The `harness` command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fix_git import fingerprint
+
+HARNESS = [sys.executable, "-m", "harness.cli"]
+
+
+def harness(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HARNESS, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.docker
+def test_exec_json_reports_result_and_commits_and_leaves_origin_alone(
+    shop_repo: Path, agent_image: str
+) -> None:
+    before = fingerprint(shop_repo)
+    done = harness("exec", "--repo", str(shop_repo), "--json", "--",
+                   "echo hi; echo oops >&2; git commit -q --allow-empty -m wip; exit 3")
+    assert done.returncode == 3, done.stderr
+    report = json.loads(done.stdout)
+    assert report["exit_code"] == 3
+    assert report["stdout"] == "hi\n"
+    assert report["stderr"] == "oops\n"
+    assert report["timed_out"] is False and report["truncated"] is False
+    assert report["duration_s"] > 0
+    assert report["workspace"]["commit_count"] == 1
+    assert report["workspace"]["commits"][0]["message"] == "wip"
+    assert fingerprint(shop_repo) == before
+
+
+@pytest.mark.docker
+def test_exec_with_several_arguments_runs_an_argv(shop_repo: Path, agent_image: str) -> None:
+    done = harness("exec", "--repo", str(shop_repo), "--", "echo", "$HOME")
+    assert done.returncode == 0
+    assert done.stdout == "$HOME\n"
+    assert "exit 0" in done.stderr
+
+
+@pytest.mark.docker
+def test_exec_timeout_flag_kills_the_command(shop_repo: Path, agent_image: str) -> None:
+    done = harness("exec", "--repo", str(shop_repo), "--json", "--timeout", "1", "--", "sleep 30")
+    report = json.loads(done.stdout)
+    assert report["timed_out"] is True
+    assert done.returncode == 124
+
+
+def test_exec_on_a_missing_repo_exits_125_with_a_message(tmp_path: Path) -> None:
+    done = harness("exec", "--repo", str(tmp_path / "absent"), "--", "true")
+    assert done.returncode == 125
+    assert "does not exist" in done.stderr
+
+
+def test_a_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "harness.yaml"
+    config.write_text("sandbox:\n  hardening:\n    netwrok: true\n")
+    done = harness("exec", "--repo", ".", "--config", str(config), "--", "true")
+    assert done.returncode == 2
+    assert "harness.yaml:3: sandbox.hardening.netwrok: unknown key" in done.stderr
+
+
+@pytest.mark.docker
+def test_doctor_reports_every_check_as_json(agent_image: str) -> None:
+    done = harness("doctor", "--json")
+    checks = {check["name"]: check for check in json.loads(done.stdout)}
+    assert checks["docker engine"]["ok"]
+    assert checks["image agent"]["ok"]
+    assert done.returncode == (0 if all(c["ok"] for c in checks.values()) else 1)
+
+
+@pytest.mark.docker
+def test_gc_json_lists_what_it_removed(agent_image: str) -> None:
+    done = harness("gc", "--json")
+    assert done.returncode == 0
+    assert set(json.loads(done.stdout)) == {"containers", "volumes", "workspaces"}
+
+
+def test_help_documents_the_exit_codes() -> None:
+    done = harness("--help")
+    assert "Exit codes" in done.stdout and "125" in done.stdout
