@@ -19,8 +19,9 @@ err = Console(stderr=True, highlight=False)
 
 EXIT_CODES = """\b
 Exit codes:
-  0    success (exec: the command's own exit code is passed through)
-  1    a check failed (doctor)
+  0    success (exec: the command's own exit code is passed through;
+       check: allowed or warned)
+  1    check: blocked or needs approval; doctor: a check failed
   2    usage or configuration error
   125  infrastructure error in exec (engine, image, workspace), as `docker run` does
 """
@@ -100,6 +101,57 @@ def exec_command(
         notes.append(f"{changes.commit_count} commit(s) since base")
         err.print(f"[dim]harness: {'; '.join(notes)}[/]")
     sys.exit(result.exit_code)
+
+
+# ------------------------------------------------------------------- check
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="harness.yaml whose guardrails section to apply (default: built-in rules).")
+@click.option("--shell", "shell_command", default=None, help="A shell command line to judge.")
+@click.option("--sql", "sql_text", default=None, help="SQL to judge (as db_mutate).")
+@click.option("--write", "write_path", default=None, help="A path to judge a file write to.")
+@click.option("--batch", "batch_file", type=click.File("r"), default=None,
+              help="A JSONL file of actions ('-' for stdin); one decision per line.")
+@click.option("--branch", default=None, help="The workspace's current branch.")
+def check(config_path: str | None, shell_command: str | None, sql_text: str | None,
+          write_path: str | None, batch_file: Any, branch: str | None) -> None:
+    """Judge an action with the guardrails and print the decision as JSON."""
+    from harness.actions import ActionError, ToolAction
+    from harness.guardrails import Context, Policy
+
+    given = [v is not None for v in (shell_command, sql_text, write_path, batch_file)]
+    if sum(given) != 1:
+        _fail("give exactly one of --shell, --sql, --write or --batch", code=2)
+    policy = Policy(_config(config_path).guardrails)
+    context = Context(branch=branch)
+    if batch_file is None:
+        if shell_command is not None:
+            action = ToolAction("shell_exec", {"command": shell_command})
+        elif sql_text is not None:
+            action = ToolAction("db_mutate", {"sql": sql_text})
+        else:
+            action = ToolAction("write_file", {"path": write_path})
+        decision = policy.evaluate(action, context)
+        click.echo(json.dumps(decision.to_dict()))
+        sys.exit(0 if decision.allowed else 1)
+    worst_allowed = True
+    for number, line in enumerate(batch_file, start=1):
+        if not line.strip():
+            continue
+        try:
+            action = ToolAction.from_json(line)
+        except ActionError as exc:
+            click.echo(json.dumps({"line": number, "decision": "block",
+                                   "rule_id": "tool.bad-parameters", "reason": str(exc),
+                                   "span": None}))
+            worst_allowed = False
+            continue
+        decision = policy.evaluate(action, context)
+        worst_allowed = worst_allowed and decision.allowed
+        click.echo(json.dumps({"line": number, **decision.to_dict()}))
+    sys.exit(0 if worst_allowed else 1)
 
 
 # ------------------------------------------------------------------ images

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import ConfigError
 
@@ -48,22 +57,100 @@ class Orchestrator(_Strict):
 # ------------------------------------------------------------------ guardrails
 
 
-class GuardrailRule(_Strict):
-    """One rule of the simple form: a pattern and what to do when it matches."""
+Action = Literal["block", "warn", "require_approval"]
 
-    pattern: str
-    """Text (or, with `regex: true`, a regular expression) looked for in the action."""
-    action: Literal["block", "warn", "require_approval"] = "block"
+
+class _Rule(_Strict):
     id: str | None = None
-    """A name for the rule, shown in every decision it makes; derived from the pattern if unset."""
+    """A name shown in every decision the rule makes; derived from the rule if unset."""
+    action: Action = "block"
+
+
+class PatternRule(_Rule):
+    """The simple form: a pattern looked for in what an action would run.
+
+    For shell commands it matches a run of words starting at the program (so
+    `echo "rm -rf /"` does not match `rm -rf /`); for SQL it matches a run of words of a
+    statement, ignoring case, comments and string literals. With `regex: true` the
+    pattern is a regular expression searched in each normalised command or statement."""
+
+    kind: Literal["pattern"] = "pattern"
+    pattern: str = Field(min_length=1)
     regex: bool = False
 
-    @field_validator("pattern")
+    @model_validator(mode="after")
+    def _compiles(self) -> PatternRule:
+        if self.regex:
+            _compile(self.pattern)
+        return self
+
+
+class ShellRule(_Rule):
+    """A program (glob on its base name), optionally with arguments that must all appear."""
+
+    kind: Literal["shell"]
+    program: str
+    args: list[str] = []
+    args_regex: str | None = None
+
+    @field_validator("args_regex")
     @classmethod
-    def _pattern_compiles(cls, value: str, info: Any) -> str:
-        if not value:
-            raise ValueError("pattern must not be empty")
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile(value)
         return value
+
+
+class SqlRule(_Rule):
+    """Statements by kind and/or target table; optionally only without a WHERE clause."""
+
+    kind: Literal["sql"]
+    statements: list[str] = []
+    """Statement kinds (SELECT, INSERT, UPDATE, DELETE, DROP, ...); empty for any."""
+    tables: list[str] = []
+    """Target tables, bare or schema-qualified; empty for any."""
+    without_where: bool = False
+    multi_statement: bool = False
+    """Match an action holding more than one statement."""
+
+
+class PathRule(_Rule):
+    """Paths by glob (relative to the workspace root, or absolute) and kind of access."""
+
+    kind: Literal["path"]
+    glob: list[str] | str
+    access: Literal["read", "write", "any"] = "write"
+
+
+class GitRule(_Rule):
+    """git subcommands, optionally only forced ones or those naming given branches."""
+
+    kind: Literal["git"]
+    subcommand: str
+    force: bool = False
+    branches: list[str] = []
+
+
+class ToolRule(_Rule):
+    """Tools by name: `deny` lists tools to stop, `allow` lists the only tools permitted."""
+
+    kind: Literal["tool"]
+    deny: list[str] = []
+    allow: list[str] | None = None
+
+
+def _rule_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "pattern"))
+    return str(getattr(value, "kind", "pattern"))
+
+
+GuardrailRule = Annotated[
+    Annotated[PatternRule, Tag("pattern")] | Annotated[ShellRule, Tag("shell")]
+    | Annotated[SqlRule, Tag("sql")] | Annotated[PathRule, Tag("path")]
+    | Annotated[GitRule, Tag("git")] | Annotated[ToolRule, Tag("tool")],
+    Discriminator(_rule_kind),
+]
 
 
 class Guardrails(_Strict):
@@ -72,8 +159,31 @@ class Guardrails(_Strict):
     type: Literal["deterministic"] = "deterministic"
     rules: list[GuardrailRule] = []
     protected_tables: list[str] = []
+    """Tables no action may write (bare names match in any schema)."""
     protected_paths: list[str] = []
+    """Globs no action may write, relative to the workspace root or absolute."""
     protected_branches: list[str] = ["main", "master"]
+    builtin: dict[str, Literal["block", "warn", "require_approval", "off"]] = {}
+    """Built-in rules switched off or given another action, by rule id."""
+    fail_closed: bool = True
+    """Block input that cannot be parsed; with false it is only a warning."""
+    max_input_bytes: int = Field(256 * 1024, ge=1024)
+    """Larger inputs are not analysed (and so are blocked when failing closed)."""
+
+    @field_validator("builtin", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false.
+        if isinstance(value, dict):
+            return {k: "off" if v is False else v for k, v in value.items()}
+        return value
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
 
 
 # ------------------------------------------------------------- state injection
@@ -276,12 +386,17 @@ def _describe(
             break
     where = f"{origin}:{line}" if line is not None else origin
     message = error["msg"]
+    if error["type"] == "union_tag_invalid":
+        context = error.get("ctx", {})
+        message = (f"unknown kind {context.get('tag')!r}; expected one of "
+                   f"{context.get('expected_tags')}")
     if error["type"] == "extra_forbidden":
         message = "unknown key (check its spelling and section)"
     return f"{where}: {key or '<top>'}: {message}"
 
 
-_UNION_TAGS = {"env_var", "db_schema", "auth_header", "file"}
+_UNION_TAGS = {"env_var", "db_schema", "auth_header", "file", "pattern", "shell", "sql", "path",
+               "git", "tool"}
 
 
 def _record_lines(

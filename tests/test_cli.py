@@ -86,3 +86,44 @@ def test_gc_json_lists_what_it_removed(agent_image: str) -> None:
 def test_help_documents_the_exit_codes() -> None:
     done = harness("--help")
     assert "Exit codes" in done.stdout and "125" in done.stdout
+
+
+def test_check_prints_the_decision_and_exits_by_verdict() -> None:
+    blocked = harness("check", "--shell", "rm -rf /")
+    assert blocked.returncode == 1
+    decision = json.loads(blocked.stdout)
+    assert decision["decision"] == "block"
+    assert decision["rule_id"] == "shell.recursive-delete"
+    assert decision["span"] == {"start": 0, "end": 8, "text": "rm -rf /"}
+    allowed = harness("check", "--sql", "SELECT * FROM orders WHERE id = 1")
+    assert (allowed.returncode, json.loads(allowed.stdout)["decision"]) == (0, "allow")
+    assert harness("check", "--write", "/etc/passwd").returncode == 1
+
+
+def test_check_warn_exits_0_and_config_errors_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "harness.yaml"
+    config.write_text("guardrails:\n  builtin: {sql.truncate: warn}\n")
+    warned = harness("check", "--config", str(config), "--sql", "TRUNCATE t")
+    assert (warned.returncode, json.loads(warned.stdout)["decision"]) == (0, "warn")
+    config.write_text("guardrails:\n  rules:\n    - {kind: nope}\n")
+    broken = harness("check", "--config", str(config), "--sql", "SELECT 1")
+    assert broken.returncode == 2
+    assert "harness.yaml:3: guardrails.rules[0]: unknown kind 'nope'" in broken.stderr
+    assert harness("check").returncode == 2
+
+
+def test_check_batch_prints_one_decision_per_line_in_order(tmp_path: Path) -> None:
+    batch = tmp_path / "actions.jsonl"
+    batch.write_text("\n".join([
+        '{"tool": "shell_exec", "command": "git status"}',
+        '{"tool": "db_mutate", "sql": "DELETE FROM orders"}',
+        "{not json",
+        '{"tool": "write_file", "path": ".github/workflows/ci.yml"}',
+        '{"tool": "shell_exec", "parameters": {"command": "ls"}}',
+    ]) + "\n")
+    done = harness("check", "--batch", str(batch))
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["decision"] for line in lines] == ["allow", "block", "block", "allow", "allow"]
+    assert lines[1]["rule_id"] == "sql.delete-without-where"
+    assert lines[2]["rule_id"] == "tool.bad-parameters"
+    assert done.returncode == 1

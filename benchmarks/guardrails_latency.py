@@ -1,0 +1,119 @@
+"""Guardrail decision latency: typical and 10 KB inputs, corpus throughput, 1 MB bound.
+
+Issue 4's targets: p99 under 1 ms per decision for inputs up to 10 KB; no input of up
+to 1 MB takes more than 1 s. Baseline: `sqlparse.parse` of the same SQL, the obvious
+way to analyse it, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.actions import ToolAction  # noqa: E402
+from harness.config import load_config  # noqa: E402
+from harness.guardrails import Context, Policy  # noqa: E402
+
+CORPUS = ROOT / "tests" / "guardrails" / "corpus"
+
+
+def micros(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1e6
+    return {"runs": len(ordered), "median_us": round(statistics.median(ordered) * 1e6, 1),
+            "p95_us": round(at(0.95), 1), "p99_us": round(at(0.99), 1),
+            "max_us": round(ordered[-1] * 1e6, 1)}
+
+
+def measure(call: Callable[[], object], repeat: int) -> list[float]:
+    call()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def main() -> None:
+    policy = Policy(load_config(CORPUS / "policy.yaml").guardrails)
+    context = Context(branch="agent/work")
+    actions = [ToolAction.from_json(line)
+               for name in ("destructive.jsonl", "everyday.jsonl")
+               for line in (CORPUS / name).read_text().splitlines() if line.strip()]
+    shell_actions = [a for a in actions if a.tool == "shell_exec"]
+    sql_actions = [a for a in actions if a.tool == "db_mutate"]
+
+    def each(group: list[ToolAction], repeat: int) -> list[float]:
+        samples: list[float] = []
+        for action in group:
+            samples += measure(lambda a=action: policy.evaluate(a, context), repeat)
+        return samples
+
+    long_shell = " && ".join(f"grep -n 'pattern {i}' src/module_{i}.py | head -3"
+                             for i in range(200))[:10_240]
+    long_shell = long_shell[: long_shell.rfind(" && ")]
+    long_insert = "INSERT INTO orders (user_id, total, note) VALUES " + ", ".join(
+        f"({i}, {i}.99, 'note {i}')" for i in range(400))
+    long_insert = long_insert[: long_insert.rfind("), (") + 1]
+    long_in = "UPDATE orders SET status = 'x' WHERE id IN (" + ", ".join(
+        str(i) for i in range(1800)) + ")"
+    long_mixed = "; ".join(f"UPDATE orders SET total = total + {i} WHERE id = {i}"
+                           for i in range(200))[:10_240]
+    long_mixed = long_mixed[: long_mixed.rfind(";")]
+
+    def one(tool: str, key: str, text: str, repeat: int) -> dict[str, float]:
+        action = ToolAction(tool, {key: text})
+        return {"bytes": len(text), **micros(measure(lambda: policy.evaluate(action, context),
+                                                      repeat))}
+
+    started = time.perf_counter()
+    for action in actions:
+        policy.evaluate(action, context)
+    corpus_seconds = time.perf_counter() - started
+
+    megabyte_shell = "echo " + "word " * 200_000
+    megabyte_sql = "INSERT INTO t (a) VALUES " + ", ".join(["(1)"] * 200_000)
+    near_cap_sql = "SELECT " + " + ".join(["a"] * 40_000)
+    results = {
+        "typical_shell": micros(each(shell_actions, 20)),
+        "typical_sql": micros(each(sql_actions, 20)),
+        "long_10kb": {
+            "shell_200_commands": one("shell_exec", "command", long_shell, 200),
+            "sql_insert_400_rows": one("db_mutate", "sql", long_insert, 200),
+            "sql_in_list_1800": one("db_mutate", "sql", long_in, 200),
+            "sql_200_statements": one("db_mutate", "sql", long_mixed, 200),
+        },
+        "baseline_sqlparse_parse_10kb_insert": micros(measure(
+            lambda: sqlparse.parse(long_insert), 10)),
+        "corpus": {"actions": len(actions), "seconds": round(corpus_seconds, 4),
+                   "decisions_per_second": round(len(actions) / corpus_seconds)},
+        "one_megabyte": {
+            "shell_max_ms": round(max(measure(lambda: policy.evaluate(
+                ToolAction("shell_exec", {"command": megabyte_shell}), context), 3)) * 1e3, 2),
+            "sql_max_ms": round(max(measure(lambda: policy.evaluate(
+                ToolAction("db_mutate", {"sql": megabyte_sql}), context), 3)) * 1e3, 2),
+            "sql_just_under_input_cap_max_ms": round(max(measure(lambda: policy.evaluate(
+                ToolAction("db_mutate", {"sql": near_cap_sql}), context), 3)) * 1e3, 2),
+        },
+    }
+    insert = results["long_10kb"]["sql_insert_400_rows"]  # type: ignore[index]
+    baseline = results["baseline_sqlparse_parse_10kb_insert"]
+    results["ratio_baseline_to_harness_10kb_insert_median"] = round(
+        baseline["median_us"] / insert["median_us"], 1)  # type: ignore[index]
+    results["target"] = "p99 < 1000 us up to 10 KB; every input up to 1 MB < 1 s"
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

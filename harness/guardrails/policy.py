@@ -1,0 +1,350 @@
+"""The policy: every rule, built-in and configured, applied to one tool action.
+
+Precedence: every rule is evaluated; the most severe verdict wins (block, then
+require_approval, then warn, then allow). Among findings of equal severity the first
+reported decides: built-in rules in catalogue order (per command or statement, in the
+order they appear in the input), then configured rules in file order. Every finding is
+kept in the decision.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from harness.actions import ToolAction
+from harness.config import (
+    GitRule,
+    Guardrails,
+    PathRule,
+    PatternRule,
+    ShellRule,
+    SqlRule,
+    ToolRule,
+    _Rule,
+)
+from harness.errors import ConfigError
+from harness.guardrails import rules, shell, sql
+from harness.guardrails.decision import Decision, Finding, Span, Verdict
+from harness.guardrails.paths import SCRATCH, WORKSPACE, inside, matches, resolve
+
+KNOWN_TOOLS = frozenset({"shell_exec", "read_file", "write_file", "list_files", "git_commit",
+                         "git_diff", "db_query", "db_mutate", "http_request"})
+_MAIN_PARAMETER = {"shell_exec": "command", "db_query": "sql", "db_mutate": "sql",
+                   "write_file": "path", "read_file": "path", "list_files": "path"}
+
+Approver = Callable[[ToolAction, Decision], bool]
+"""Answers a require_approval decision: True approves the action, False denies it."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the policy knows of where the action runs."""
+
+    cwd: str = WORKSPACE
+    branch: str | None = None
+    """The workspace's current branch, for history-rewrite rules."""
+    tools: frozenset[str] = KNOWN_TOOLS
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A rule finding before its verdict is settled."""
+
+    rule_id: str
+    verdict: Verdict
+    reason: str
+    span: tuple[int, int] | None
+
+
+class Policy:
+    """Deterministic guardrails built from the `guardrails` section of a config."""
+
+    def __init__(self, guardrails: Guardrails | None = None, *, approver: Approver | None = None
+                 ) -> None:
+        self.guardrails = guardrails or Guardrails()
+        unknown = sorted(set(self.guardrails.builtin) - set(rules.CATALOGUE))
+        if unknown:
+            raise ConfigError(
+                f"guardrails.builtin names unknown rules {unknown}; known rules: "
+                f"{', '.join(rules.CATALOGUE)}")
+        self.approver = approver
+        self._patterns = [(index, rule) for index, rule in enumerate(self.guardrails.rules)]
+
+    # ------------------------------------------------------------ entry points
+
+    def evaluate(self, action: ToolAction, context: Context | None = None) -> Decision:
+        """The decision for `action`, with require_approval left unresolved."""
+        context = context or Context()
+        text = ""
+        parameter = _MAIN_PARAMETER.get(action.tool)
+        if parameter is not None:
+            value = action.parameters.get(parameter)
+            text = value if isinstance(value, str) else ""
+        units = list(self._units(action, context, text))
+        findings = [Finding(u.rule_id, u.verdict, u.reason, _span(text, u.span)) for u in units]
+        return Decision.from_findings(findings)
+
+    def authorize(self, action: ToolAction, context: Context | None = None) -> Decision:
+        """The decision for `action` with require_approval answered by the approver
+        (denied when there is none): the verdict is then allow, warn or block."""
+        decision = self.evaluate(action, context)
+        if decision.verdict != Verdict.REQUIRE_APPROVAL:
+            return decision
+        if self.approver is None:
+            return _settled(decision, Verdict.BLOCK, "no-approver",
+                            f"{decision.reason} (needs approval; no approver is configured, "
+                            "so it is denied)")
+        if self.approver(action, decision):
+            return _settled(decision, Verdict.WARN, "approved", f"{decision.reason} (approved)")
+        return _settled(decision, Verdict.BLOCK, "denied", f"{decision.reason} (approval denied)")
+
+    # ------------------------------------------------------------ rules
+
+    def _units(self, action: ToolAction, context: Context, text: str) -> Iterator[_Unit]:
+        tool = action.tool
+        yield from self._tool_rules(tool)
+        if tool not in context.tools:
+            yield self._builtin("tool.unknown", f"unknown tool {tool!r}", None)
+            return
+        parameter = _MAIN_PARAMETER.get(tool)
+        if parameter is not None and not isinstance(action.parameters.get(parameter), str):
+            yield self._builtin("tool.bad-parameters",
+                                f"{tool} needs the string parameter {parameter!r}", None)
+            return
+        if len(text.encode(errors="replace")) > self.guardrails.max_input_bytes:
+            yield self._builtin("input.too-large", f"{tool} input of {len(text)} characters is "
+                                f"over the {self.guardrails.max_input_bytes}-byte limit",
+                                (0, len(text)))
+            return
+        if tool == "shell_exec":
+            yield from self._shell(text, context)
+        elif tool in ("db_query", "db_mutate"):
+            yield from self._sql(text, None, read_only=tool == "db_query")
+        elif tool == "write_file":
+            yield from self._write(text, context)
+        elif tool in ("read_file", "list_files"):
+            path = resolve(text, context.cwd)
+            yield from self._path_rules(path, "read", (0, len(text)))
+
+    def _builtin(self, rule_id: str, reason: str, span: tuple[int, int] | None
+                 ) -> _Unit:
+        verdict, _ = rules.CATALOGUE[rule_id]
+        override = self.guardrails.builtin.get(rule_id)
+        if override is not None and override != "off":
+            verdict = Verdict.parse(override)
+        if not self.guardrails.fail_closed and rule_id in (
+                "shell.unparseable", "sql.unparseable", "input.too-large"):
+            verdict = min(verdict, Verdict.WARN)
+        return _Unit(rule_id, verdict, reason, span)
+
+    def _hits(self, hits: Iterator[rules.Hit]) -> Iterator[_Unit]:
+        for hit in hits:
+            if self.guardrails.builtin.get(hit.rule_id) == "off":
+                continue
+            yield self._builtin(hit.rule_id, hit.reason, hit.span)
+
+    def _shell(self, text: str, context: Context) -> Iterator[_Unit]:
+        analysis = shell.analyse(text)
+        yield from self._hits(self._shell_hits(analysis, context))
+        for sql_text, span in analysis.sql:
+            if sql_text.lstrip().startswith("\\"):
+                yield from self._psql_meta(sql_text.lstrip(), span, context)
+            else:
+                yield from self._sql(sql_text, span, read_only=False)
+        for command in analysis.commands:
+            yield from self._command_rules(command, context)
+
+    def _shell_hits(self, analysis: shell.ShellAnalysis, context: Context
+                    ) -> Iterator[rules.Hit]:
+        g = self.guardrails
+        return rules.shell_hits(analysis, cwd=context.cwd, protected_paths=g.protected_paths,
+                                protected_branches=g.protected_branches, branch=context.branch)
+
+    def _psql_meta(self, text: str, span: tuple[int, int], context: Context) -> Iterator[_Unit]:
+        """A psql backslash command: `\\!` runs a shell, `\\copy ... program` a program."""
+        if text.startswith("\\!"):
+            inner = self._shell_hits(shell.analyse(text[2:]), context)
+            yield from self._hits(rules.Hit(hit.rule_id, f"psql \\! {hit.reason}", span)
+                                  for hit in inner)
+        elif re.search(r"\\copy\b.*\bprogram\b", text, re.IGNORECASE | re.DOTALL):
+            yield self._builtin("sql.copy-program", "psql \\copy ... program runs a command",
+                                span)
+
+    def _sql(self, text: str, span: tuple[int, int] | None, *, read_only: bool
+             ) -> Iterator[_Unit]:
+        try:
+            analysis = sql.analyse(text)
+        except sql.SqlSyntaxError as exc:
+            at = span or (exc.offset, len(text))
+            yield self._builtin("sql.unparseable", f"the SQL cannot be split: {exc}", at)
+            return
+        for statement in analysis.statements:
+            yield from self._hits(rules.sql_hits(
+                statement, protected_tables=self.guardrails.protected_tables, span=span))
+            if read_only:
+                writing = [s.kind for s in statement.walk() if s.writes]
+                if writing:
+                    yield self._builtin("tool.read-only", f"db_query is read-only but the SQL "
+                                        f"runs {writing[0]}", span or statement.span)
+        yield from self._statement_rules(analysis.statements, span)
+
+    def _write(self, text: str, context: Context) -> Iterator[_Unit]:
+        path = resolve(text, context.cwd)
+        whole = (0, len(text))
+        if not inside(path, WORKSPACE) and not inside(path, SCRATCH) and \
+                self.guardrails.builtin.get("path.outside-workspace") != "off":
+            yield self._builtin("path.outside-workspace",
+                                f"{path} is outside the workspace and /tmp", whole)
+        for pattern in self.guardrails.protected_paths:
+            if matches(path, pattern) and self.guardrails.builtin.get("path.protected") != "off":
+                yield self._builtin("path.protected",
+                                    f"{path} is protected by {pattern!r}", whole)
+                break
+        yield from self._path_rules(path, "write", whole)
+
+    # ------------------------------------------------------------ configured rules
+
+    def _rule_id(self, index: int, rule: _Rule) -> str:
+        return rule.id or f"config.rules[{index}]"
+
+    def _unit(self, index: int, rule: _Rule, reason: str, span: tuple[int, int] | None
+              ) -> _Unit:
+        return _Unit(self._rule_id(index, rule), Verdict.parse(rule.action),
+                     reason, span)
+
+    def _tool_rules(self, tool: str) -> Iterator[_Unit]:
+        for index, rule in self._patterns:
+            if not isinstance(rule, ToolRule):
+                continue
+            if any(fnmatch.fnmatchcase(tool, name) for name in rule.deny):
+                yield self._unit(index, rule, f"the tool {tool!r} is denied", None)
+            elif rule.allow is not None and not any(
+                    fnmatch.fnmatchcase(tool, name) for name in rule.allow):
+                yield self._unit(index, rule, f"the tool {tool!r} is not in the allow-list", None)
+
+    def _command_rules(self, command: shell.Command, context: Context) -> Iterator[_Unit]:
+        argv = command.argv
+        if not argv:
+            return
+        joined = " ".join(argv)
+        for index, rule in self._patterns:
+            if isinstance(rule, PatternRule):
+                if rule.regex:
+                    if re.search(rule.pattern, joined):
+                        yield self._unit(index, rule, f"the command matches {rule.pattern!r}",
+                                         command.span)
+                elif _argv_matches(_pattern_words(rule.pattern), command):
+                    yield self._unit(index, rule, f"the command matches {rule.pattern!r}",
+                                     command.span)
+            elif isinstance(rule, ShellRule):
+                if not fnmatch.fnmatchcase(command.program, rule.program):
+                    continue
+                if rule.args and not all(arg in command.args for arg in rule.args):
+                    continue
+                if rule.args_regex and not re.search(rule.args_regex, " ".join(command.args)):
+                    continue
+                yield self._unit(index, rule, f"{command.program} is restricted by a rule",
+                                 command.span)
+            elif isinstance(rule, GitRule) and command.program == "git":
+                yield from self._git_rule(index, rule, command)
+            elif isinstance(rule, PathRule) and rule.access in ("write", "any"):
+                for redirect in command.redirects:
+                    if redirect.op.startswith(">") or redirect.op.startswith("&>"):
+                        path = resolve(redirect.target, context.cwd)
+                        if any(matches(path, g) for g in _globs(rule)):
+                            yield self._unit(index, rule, f"writes {path}", command.span)
+
+    def _git_rule(self, index: int, rule: GitRule, command: shell.Command) -> Iterator[_Unit]:
+        args = [a for a in command.args]
+        words = [a for a in args if not a.startswith("-")]
+        if not words or words[0] != rule.subcommand:
+            return
+        if rule.force and not any(a in ("-f", "--force", "--force-with-lease") or
+                                  a.startswith("+") for a in args):
+            return
+        if rule.branches and not any(
+                w.lstrip("+").split(":")[-1].removeprefix("refs/heads/") in rule.branches
+                for w in words[1:]):
+            return
+        yield self._unit(index, rule, f"git {rule.subcommand} is restricted by a rule",
+                         command.span)
+
+    def _statement_rules(self, statements: list[sql.Statement], span: tuple[int, int] | None
+                         ) -> Iterator[_Unit]:
+        for index, rule in self._patterns:
+            if isinstance(rule, SqlRule) and rule.multi_statement:
+                if len(statements) > 1:
+                    yield self._unit(index, rule, f"{len(statements)} statements in one action",
+                                     span or (statements[0].span[0], statements[-1].span[1]))
+                continue
+            for outer in statements:
+                for statement in outer.walk():
+                    where = span or statement.span
+                    if isinstance(rule, PatternRule):
+                        if _sql_matches(rule, statement):
+                            yield self._unit(index, rule,
+                                             f"the statement matches {rule.pattern!r}", where)
+                    elif isinstance(rule, SqlRule) and _sql_rule_matches(rule, statement):
+                        yield self._unit(index, rule, f"{statement.kind} "
+                                         f"{', '.join(statement.targets)} is restricted by a "
+                                         "rule", where)
+
+    def _path_rules(self, path: str, access: str, span: tuple[int, int]) -> Iterator[_Unit]:
+        for index, rule in self._patterns:
+            if isinstance(rule, PathRule) and rule.access in (access, "any") and any(
+                    matches(path, g) for g in _globs(rule)):
+                yield self._unit(index, rule, f"{access} of {path} is restricted by a rule", span)
+
+
+def _globs(rule: PathRule) -> list[str]:
+    return [rule.glob] if isinstance(rule.glob, str) else rule.glob
+
+
+def _pattern_words(pattern: str) -> list[str]:
+    try:
+        return shlex.split(pattern)
+    except ValueError:
+        return pattern.split()
+
+
+def _argv_matches(words: list[str], command: shell.Command) -> bool:
+    """The program is the pattern's first word, and the other words follow in order."""
+    if not words or posixpath.basename(words[0]) != command.program:
+        return False
+    remaining = iter(command.args)
+    return all(any(arg == word for arg in remaining) for word in words[1:])
+
+
+def _sql_matches(rule: PatternRule, statement: sql.Statement) -> bool:
+    if rule.regex:
+        return re.search(rule.pattern, " ".join(statement.words), re.IGNORECASE) is not None
+    words = rule.pattern.upper().split()
+    have = statement.words
+    return any(list(have[i : i + len(words)]) == words for i in range(len(have) - len(words) + 1))
+
+
+def _sql_rule_matches(rule: SqlRule, statement: sql.Statement) -> bool:
+    if rule.statements and statement.kind not in {k.upper() for k in rule.statements}:
+        return False
+    if rule.tables and not any(rules.protected_match(t, rule.tables) for t in statement.targets):
+        return False
+    if rule.without_where:
+        return statement.kind in ("UPDATE", "DELETE") and (
+            not statement.has_where or statement.where_constant_true)
+    return True
+
+
+def _span(text: str, span: tuple[int, int] | None) -> Span | None:
+    if span is None:
+        return None
+    start, end = span
+    return Span(start, end, text[start:end])
+
+
+def _settled(decision: Decision, verdict: Verdict, approval: str, reason: str) -> Decision:
+    return Decision(verdict, decision.rule_id, reason, decision.span, decision.findings, approval)

@@ -1,0 +1,62 @@
+"""The corpus: destructive actions are all blocked, everyday ones all allowed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.actions import ToolAction
+from harness.config import load_config
+from harness.guardrails import Context, Policy
+
+CORPUS = Path(__file__).parent / "corpus"
+POLICY = Policy(load_config(CORPUS / "policy.yaml").guardrails)
+CONTEXT = Context(branch="agent/work")
+
+
+def _load(name: str) -> list[ToolAction]:
+    return [ToolAction.from_json(line) for line in (CORPUS / name).read_text().splitlines()
+            if line.strip()]
+
+
+DESTRUCTIVE = _load("destructive.jsonl")
+EVERYDAY = _load("everyday.jsonl")
+
+
+def _label(action: ToolAction) -> str:
+    return json.dumps(dict(action.parameters))[:80]
+
+
+def test_the_corpus_is_big_enough() -> None:
+    assert len(DESTRUCTIVE) >= 150
+    assert len(EVERYDAY) >= 150
+    tools = {a.tool for a in DESTRUCTIVE} | {a.tool for a in EVERYDAY}
+    assert tools == {"shell_exec", "db_mutate"}
+
+
+@pytest.mark.parametrize("action", DESTRUCTIVE, ids=_label)
+def test_destructive_action_is_blocked(action: ToolAction) -> None:
+    decision = POLICY.evaluate(action, CONTEXT)
+    assert not decision.allowed, decision
+    assert decision.rule_id, "every block names its rule"
+    assert decision.reason
+
+
+@pytest.mark.parametrize("action", EVERYDAY, ids=_label)
+def test_everyday_action_is_allowed(action: ToolAction) -> None:
+    decision = POLICY.evaluate(action, CONTEXT)
+    assert decision.allowed, decision
+
+
+def test_false_positive_rate_is_zero_and_recall_is_total(capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    false_positives = [a for a in EVERYDAY if not POLICY.evaluate(a, CONTEXT).allowed]
+    missed = [a for a in DESTRUCTIVE if POLICY.evaluate(a, CONTEXT).allowed]
+    with capsys.disabled():
+        print(f"\nguardrail corpus: {len(EVERYDAY)} everyday, false-positive rate "
+              f"{len(false_positives) / len(EVERYDAY):.3f}; {len(DESTRUCTIVE)} destructive, "
+              f"missed {len(missed)}")
+    assert false_positives == []
+    assert missed == []

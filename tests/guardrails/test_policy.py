@@ -1,0 +1,191 @@
+"""The policy: precedence, approvals, configured rules, overrides, fail-closed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from harness.actions import ToolAction
+from harness.config import ConfigError, parse_config
+from harness.guardrails import Context, Decision, Policy, Verdict
+
+
+def policy(yaml_text: str = "", **kwargs: object) -> Policy:
+    return Policy(parse_config(yaml_text).guardrails, **kwargs)  # type: ignore[arg-type]
+
+
+def shell(command: str) -> ToolAction:
+    return ToolAction("shell_exec", {"command": command})
+
+
+def sql(text: str, tool: str = "db_mutate") -> ToolAction:
+    return ToolAction(tool, {"sql": text})
+
+
+def test_the_reference_rules_block_what_they_name_but_not_mentions() -> None:
+    p = policy("guardrails:\n  builtin: {shell.recursive-delete: off, sql.drop-database: off}\n"
+               "  rules:\n    - {pattern: 'rm -rf /', action: block}\n"
+               "    - {pattern: 'DROP DATABASE', action: block}\n")
+    blocked = p.evaluate(shell("sudo rm -rf /"))
+    assert (blocked.verdict, blocked.rule_id) == (Verdict.BLOCK, "config.rules[0]")
+    assert p.evaluate(sql("drop   database prod")).rule_id == "config.rules[1]"
+    assert p.evaluate(shell("psql -c 'DROP DATABASE prod'")).rule_id == "config.rules[1]"
+    assert p.evaluate(shell("echo 'rm -rf /'")).allowed
+    assert p.evaluate(sql("SELECT 'DROP DATABASE x' -- DROP DATABASE y")).allowed
+
+
+def test_the_most_severe_finding_wins_and_all_are_kept() -> None:
+    p = policy("guardrails:\n  rules:\n    - {kind: shell, program: rm, action: warn, id: no-rm}\n")
+    decision = p.evaluate(shell("rm -rf / && rm x"))
+    assert decision.verdict == Verdict.BLOCK
+    assert decision.rule_id == "shell.recursive-delete"
+    assert {f.rule_id for f in decision.findings} == {"shell.recursive-delete", "no-rm"}
+    warned = p.evaluate(shell("rm x"))
+    assert (warned.verdict, warned.rule_id, warned.allowed) == (Verdict.WARN, "no-rm", True)
+
+
+def test_decision_names_rule_span_and_reason() -> None:
+    text = "ls -la; psql -c 'TRUNCATE orders'"
+    decision = Policy().evaluate(shell(text))
+    assert decision.rule_id == "sql.truncate"
+    assert decision.span is not None
+    assert decision.span.text == "psql -c 'TRUNCATE orders'"
+    assert "TRUNCATE orders" in decision.reason
+    assert decision.to_dict()["decision"] == "block"
+
+
+def test_require_approval_is_denied_without_an_approver() -> None:
+    yaml_text = "guardrails:\n  rules:\n    - {kind: tool, deny: [http_request], action: require_approval}\n"
+    action = ToolAction("http_request", {"url": "https://api.example.com"})
+    raw = policy(yaml_text).evaluate(action)
+    assert raw.verdict == Verdict.REQUIRE_APPROVAL and not raw.allowed
+    denied = policy(yaml_text).authorize(action)
+    assert (denied.verdict, denied.approval) == (Verdict.BLOCK, "no-approver")
+
+
+@pytest.mark.parametrize(("answer", "verdict", "approval"), [
+    (True, Verdict.WARN, "approved"), (False, Verdict.BLOCK, "denied")])
+def test_require_approval_asks_the_approver(answer: bool, verdict: Verdict, approval: str) -> None:
+    asked: list[tuple[ToolAction, Decision]] = []
+
+    def approver(action: ToolAction, decision: Decision) -> bool:
+        asked.append((action, decision))
+        return answer
+
+    p = policy("guardrails:\n  rules:\n    - {kind: sql, statements: [ALTER], action: require_approval}\n",
+               approver=approver)
+    decision = p.authorize(sql("ALTER TABLE orders ADD COLUMN x int"))
+    assert (decision.verdict, decision.approval) == (verdict, approval)
+    assert len(asked) == 1 and asked[0][1].verdict == Verdict.REQUIRE_APPROVAL
+
+
+def test_builtin_rules_can_be_switched_off_or_softened_one_by_one() -> None:
+    assert not Policy().evaluate(sql("TRUNCATE t")).allowed
+    off = policy("guardrails:\n  builtin: {sql.truncate: 'off'}\n").evaluate(sql("TRUNCATE t"))
+    assert off.verdict == Verdict.ALLOW
+    soft = policy("guardrails:\n  builtin: {sql.truncate: warn}\n").evaluate(sql("TRUNCATE t"))
+    assert (soft.verdict, soft.rule_id) == (Verdict.WARN, "sql.truncate")
+    assert not policy("guardrails:\n  builtin: {sql.truncate: 'off'}\n").evaluate(
+        sql("DELETE FROM t")).allowed, "other rules stay on"
+
+
+def test_fail_closed_blocks_unparseable_input_unless_configured_otherwise() -> None:
+    assert Policy().evaluate(shell("echo 'oops")).verdict == Verdict.BLOCK
+    assert Policy().evaluate(sql("SELECT 'oops")).rule_id == "sql.unparseable"
+    open_policy = policy("guardrails:\n  fail_closed: false\n")
+    assert open_policy.evaluate(shell("echo 'oops")).verdict == Verdict.WARN
+
+
+def test_protected_tables_block_every_write_but_allow_reads() -> None:
+    p = policy("guardrails:\n  protected_tables: [users, billing.payments]\n")
+    for text in ["INSERT INTO users (email) VALUES ('a')", "UPDATE public.users SET a = 1 WHERE id = 1",
+                 "DELETE FROM users WHERE id = 1",
+                 "MERGE INTO users USING s ON true WHEN MATCHED THEN DELETE",
+                 "ALTER TABLE users ADD COLUMN x int", "COPY users FROM STDIN",
+                 "UPDATE billing.payments SET a = 1 WHERE id = 1",
+                 "WITH x AS (DELETE FROM users WHERE id = 1 RETURNING *) SELECT * FROM x"]:
+        decision = p.evaluate(sql(text))
+        assert decision.rule_id == "sql.protected-table", text
+    for text in ["SELECT * FROM users", "SELECT * FROM users u JOIN orders o ON o.user_id = u.id",
+                 "UPDATE payments SET a = 1 WHERE id = 1", "UPDATE other.users_log SET a = 1 WHERE id = 1"]:
+        assert p.evaluate(sql(text)).allowed, text
+
+
+def test_db_query_is_read_only() -> None:
+    assert Policy().evaluate(sql("SELECT * FROM t", "db_query")).allowed
+    decision = Policy().evaluate(sql("UPDATE t SET a = 1 WHERE id = 1", "db_query"))
+    assert decision.rule_id == "tool.read-only"
+
+
+def test_file_writes_are_judged_by_path() -> None:
+    p = policy("guardrails:\n  protected_paths: ['.github/workflows/**', '/etc/**']\n")
+    assert p.evaluate(ToolAction("write_file", {"path": "src/app.py"})).allowed
+    assert p.evaluate(ToolAction("write_file", {"path": "/tmp/scratch.txt"})).allowed
+    for path, rule in [(".github/workflows/ci.yml", "path.protected"),
+                       ("./.github/workflows/x/../ci.yml", "path.protected"),
+                       ("../outside.txt", "path.outside-workspace"),
+                       ("/home/agent/.bashrc", "path.outside-workspace")]:
+        assert p.evaluate(ToolAction("write_file", {"path": path})).rule_id == rule, path
+    assert p.evaluate(ToolAction("read_file", {"path": ".github/workflows/ci.yml"})).allowed
+
+
+def test_configured_rule_kinds() -> None:
+    p = policy("""guardrails:
+  rules:
+    - {id: no-curl, kind: shell, program: curl, action: block}
+    - {id: no-secrets-read, kind: path, glob: 'secrets/**', access: read}
+    - {id: no-push-release, kind: git, subcommand: push, branches: [release]}
+    - {id: one-statement, kind: sql, multi_statement: true}
+    - {id: no-grant, kind: sql, statements: [GRANT], action: warn}
+    - {id: only-shell, kind: tool, allow: [shell_exec, db_mutate, read_file]}
+    - {id: no-sudo-regex, pattern: '^sudo ', regex: true}
+""")
+    assert p.evaluate(shell("curl -s http://localhost")).rule_id == "no-curl"
+    assert p.evaluate(ToolAction("read_file", {"path": "secrets/key.pem"})).rule_id == "no-secrets-read"
+    assert p.evaluate(shell("git push origin release")).rule_id == "no-push-release"
+    assert p.evaluate(shell("git push origin feature")).allowed
+    assert p.evaluate(sql("SELECT 1; SELECT 2")).rule_id == "one-statement"
+    assert p.evaluate(sql("GRANT SELECT ON t TO bob")).verdict == Verdict.WARN
+    assert p.evaluate(ToolAction("git_diff", {})).rule_id == "only-shell"
+    assert p.evaluate(shell("sudo ls")).rule_id == "no-sudo-regex"
+
+
+def test_git_history_rewrites_depend_on_the_current_branch() -> None:
+    p = Policy()
+    on_main, on_feature = Context(branch="main"), Context(branch="feature")
+    assert p.evaluate(shell("git rebase -i HEAD~3"), on_main).rule_id == "git.rewrite-history"
+    assert p.evaluate(shell("git commit --amend -m x"), on_main).rule_id == "git.rewrite-history"
+    assert p.evaluate(shell("git rebase -i HEAD~3"), on_feature).allowed
+    assert p.evaluate(shell("git push --force"), on_main).rule_id == "git.force-push"
+    assert p.evaluate(shell("git push --force"), on_feature).allowed
+
+
+@pytest.mark.parametrize("action", [ToolAction("launch_missiles", {}),
+                                    ToolAction("shell_exec", {"command": 42}),
+                                    ToolAction("db_mutate", {})])
+def test_unknown_tools_and_bad_parameters_are_refused(action: ToolAction) -> None:
+    decision = Policy().evaluate(action)
+    assert decision.rule_id in ("tool.unknown", "tool.bad-parameters")
+    assert not decision.allowed
+
+
+def test_oversized_input_is_refused_without_being_parsed() -> None:
+    huge = "echo " + "a" * (1 << 20)
+    decision = Policy().evaluate(shell(huge))
+    assert decision.rule_id == "input.too-large"
+
+
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("guardrails:\n  rules:\n    - {kind: shel, program: x}\n", "rules[0]: unknown kind 'shel'"),
+    ("guardrails:\n  rules:\n    - {pattern: '(', regex: true}\n", "bad regular expression"),
+    ("guardrails:\n  builtin: {sql.truncate: maybe}\n", "guardrails.builtin.sql.truncate"),
+])
+def test_config_errors_in_rules_name_the_rule(yaml_text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_config(yaml_text)
+
+
+def test_an_unknown_builtin_rule_id_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=re.escape("unknown rules ['sql.trunacte']")):
+        policy("guardrails:\n  builtin: {sql.trunacte: 'off'}\n")
