@@ -85,6 +85,16 @@ def main() -> None:
     megabyte_shell = "echo " + "word " * 200_000
     megabyte_sql = "INSERT INTO t (a) VALUES " + ", ".join(["(1)"] * 200_000)
     near_cap_sql = "SELECT " + " + ".join(["a"] * 40_000)
+    cap = policy.guardrails.max_input_bytes - 100
+    near_cap_shell = " && ".join(f"grep -n 'p{i}' m{i}.py" for i in range(20_000))
+    near_cap_shell = near_cap_shell[: near_cap_shell.rfind(" && ", 0, cap)]
+    near_cap_statements = "; ".join(f"UPDATE t SET a = {i} WHERE id = {i}" for i in range(20_000))
+    near_cap_statements = near_cap_statements[: near_cap_statements.rfind(";", 0, cap)]
+
+    def slowest_ms(tool: str, key: str, text: str) -> float:
+        action = ToolAction(tool, {key: text})
+        return round(max(measure(lambda: policy.evaluate(action, context), 3)) * 1e3, 2)
+
     results = {
         "typical_shell": micros(each(shell_actions, 20)),
         "typical_sql": micros(each(sql_actions, 20)),
@@ -99,12 +109,14 @@ def main() -> None:
         "corpus": {"actions": len(actions), "seconds": round(corpus_seconds, 4),
                    "decisions_per_second": round(len(actions) / corpus_seconds)},
         "one_megabyte": {
-            "shell_max_ms": round(max(measure(lambda: policy.evaluate(
-                ToolAction("shell_exec", {"command": megabyte_shell}), context), 3)) * 1e3, 2),
-            "sql_max_ms": round(max(measure(lambda: policy.evaluate(
-                ToolAction("db_mutate", {"sql": megabyte_sql}), context), 3)) * 1e3, 2),
-            "sql_just_under_input_cap_max_ms": round(max(measure(lambda: policy.evaluate(
-                ToolAction("db_mutate", {"sql": near_cap_sql}), context), 3)) * 1e3, 2),
+            "shell_1mb_max_ms": slowest_ms("shell_exec", "command", megabyte_shell),
+            "sql_1mb_max_ms": slowest_ms("db_mutate", "sql", megabyte_sql),
+            "input_cap_bytes": policy.guardrails.max_input_bytes,
+            "shell_commands_just_under_cap_max_ms": slowest_ms("shell_exec", "command",
+                                                               near_cap_shell),
+            "sql_statements_just_under_cap_max_ms": slowest_ms("db_mutate", "sql",
+                                                               near_cap_statements),
+            "sql_one_huge_expression_max_ms": slowest_ms("db_mutate", "sql", near_cap_sql),
         },
     }
     insert = results["long_10kb"]["sql_insert_400_rows"]  # type: ignore[index]

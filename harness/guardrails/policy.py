@@ -73,7 +73,9 @@ class Policy:
                 f"guardrails.builtin names unknown rules {unknown}; known rules: "
                 f"{', '.join(rules.CATALOGUE)}")
         self.approver = approver
-        self._patterns = [(index, rule) for index, rule in enumerate(self.guardrails.rules)]
+        self._patterns = list(enumerate(self.guardrails.rules))
+        self._pattern_words = {index: _pattern_words(rule.pattern) for index, rule in self._patterns
+                               if isinstance(rule, PatternRule) and not rule.regex}
 
     # ------------------------------------------------------------ entry points
 
@@ -238,7 +240,7 @@ class Policy:
                     if re.search(rule.pattern, joined):
                         yield self._unit(index, rule, f"the command matches {rule.pattern!r}",
                                          command.span)
-                elif _argv_matches(_pattern_words(rule.pattern), command):
+                elif _argv_matches(self._pattern_words[index], command):
                     yield self._unit(index, rule, f"the command matches {rule.pattern!r}",
                                      command.span)
             elif isinstance(rule, ShellRule):

@@ -95,7 +95,7 @@ class Command:
     find_roots: tuple[str, ...] = ()
     """For a command run by `find -exec`, the roots find searched."""
 
-    @property
+    @functools.cached_property
     def program(self) -> str:
         """The program's base name ('' when empty)."""
         return posixpath.basename(self.argv[0]) if self.argv else ""
@@ -140,7 +140,11 @@ def analyse(text: str) -> ShellAnalysis:
         analysis.problems.append(Problem(
             "shell.hidden-characters", "the command contains invisible (zero-width) characters",
             (0, len(text))))
-    _Walker(analysis, cleaned, depth=0, outer_span=None, env={}).run()
+    try:
+        _Walker(analysis, cleaned, depth=0, outer_span=None, env={}).run()
+    except RecursionError:
+        analysis.problems.append(Problem(
+            "shell.unparseable", "the command is nested too deeply to analyse", (0, len(text))))
     return analysis
 
 
@@ -209,6 +213,16 @@ class _Walker:
             self.analysis.functions[name] = commands
             return []
         produced: list[Command] = []
+        if kind == "list":
+            # `a && b && c ...` nests to the left: walk that spine without recursing.
+            spine = [node]
+            while spine[-1].named_children and spine[-1].named_children[0].type == "list":
+                spine.append(spine[-1].named_children[0])
+            for index, part in enumerate(reversed(spine)):
+                for child in part.named_children[(1 if index else 0):]:
+                    if not (index == 0 and child.type == "list"):
+                        produced.extend(self._visit(child))
+            return produced
         for child in node.named_children:
             produced.extend(self._visit(child))
         return produced

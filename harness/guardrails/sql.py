@@ -3,7 +3,8 @@
 The text is first masked, keeping every offset: string literals, dollar-quoted bodies
 and comments are blanked, so nothing inside them can look like SQL. Statements are
 split on the semicolons that remain, lists of literals are folded (a 10 KB VALUES list
-costs no more than one row), and each statement is tokenised by sqlparse and read by a
+costs no more than one row), and each statement is tokenised with sqlparse's keyword
+tables and read by a
 small state machine: its kind, the tables it writes, whether an UPDATE or DELETE has a
 WHERE clause (and whether that clause is constant-true), data-modifying CTEs, COPY ...
 PROGRAM, procedural code whose body cannot be seen. Anything the analysis cannot be
@@ -12,10 +13,11 @@ sure of is said in `Statement.uncertain`.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
-import sqlparse
+from sqlparse import keywords as sql_keywords
 from sqlparse import tokens as T
 
 MAX_STATEMENT_CHARS = 64 * 1024
@@ -237,7 +239,11 @@ def _statement(folded: str, span: tuple[int, int], original: str) -> Statement:
             f"statement too large to analyse ({len(folded)} characters after folding literal "
             f"lists; the limit is {MAX_STATEMENT_CHARS})"))
     words = _tokens(folded)
-    return _Reader(words, span, original).statement()
+    try:
+        return _Reader(words, span, original).statement()
+    except RecursionError:
+        return Statement("UNKNOWN", span, original, uncertain="statement nested too deeply to "
+                         "analyse")
 
 
 @dataclass(frozen=True)
@@ -248,30 +254,57 @@ class _Token:
     end: int
 
 
+# One pass of one regular expression over the masked text; words are classified with
+# sqlparse's own keyword tables (the ones its lexer loads), so the vocabulary is
+# sqlparse's while the cost is a single C-level scan.
+_TOKEN = re.compile(r"""\s*(?:
+    (?P<name>"(?:[^"]|"")*")
+  | (?P<lit>(?:[eEbBxXnN]|[uU]&)?'[^']*'
+      | \$(?P<tag>[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?\$.*?\$(?P=tag)?\$
+      | \$\d+
+      | (?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
+  | (?P<word>[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*)
+  | (?P<op>::|<>|!=|>=|<=|\|\||[-+*/%^<>=~!@#&|?])
+  | (?P<punct>[(),;.\[\]])
+  | (?P<other>.))
+""", re.VERBOSE | re.DOTALL)
+
+
+@functools.cache
+def _keywords() -> dict[str, object]:
+    merged: dict[str, object] = {}
+    for table in (sql_keywords.KEYWORDS_COMMON, sql_keywords.KEYWORDS_ORACLE,
+                  sql_keywords.KEYWORDS_MYSQL, sql_keywords.KEYWORDS_PLPGSQL,
+                  sql_keywords.KEYWORDS_HQL, sql_keywords.KEYWORDS_MSACCESS,
+                  sql_keywords.KEYWORDS_SNOWFLAKE, sql_keywords.KEYWORDS_BIGQUERY,
+                  sql_keywords.KEYWORDS):
+        for word, ttype in table.items():
+            if ttype in T.Keyword or ttype in T.Name.Builtin:
+                merged.setdefault(word, ttype)
+    return merged
+
+
 def _tokens(folded: str) -> list[_Token]:
+    keywords = _keywords()
     tokens: list[_Token] = []
-    offset = 0
-    for ttype, value in sqlparse.lexer.tokenize(folded):  # type: ignore[no-untyped-call]
-        start, offset = offset, offset + len(value)
-        if ttype in T.Whitespace or ttype in T.Newline or ttype in T.Comment:
+    for match in _TOKEN.finditer(folded):
+        kind = match.lastgroup
+        if kind is None:  # trailing blanks
             continue
-        if ttype in T.Keyword or ttype in T.Name.Builtin:
-            # sqlparse lexes some phrases as one keyword ("IF EXISTS", "CREATE OR REPLACE").
-            position = start
-            for word in value.split():
-                at = folded.index(word, position)
-                tokens.append(_Token("kw", word.upper(), at, at + len(word)))
-                position = at + len(word)
-        elif ttype in T.Name or ttype in T.Literal.String.Symbol:
-            tokens.append(_Token("name", _identifier(value), start, offset))
-        elif ttype in T.Punctuation:
-            tokens.append(_Token("punct", value, start, offset))
-        elif ttype in T.Operator or ttype in T.Comparison:
-            tokens.append(_Token("op", value.upper(), start, offset))
-        elif ttype in T.Literal:
-            tokens.append(_Token("lit", value, start, offset))
+        if kind == "tag":
+            kind = "lit"
+        start, end = match.span(kind)
+        value = folded[start:end]
+        if kind == "word":
+            upper = value.upper()
+            if upper in keywords:
+                tokens.append(_Token("kw", upper, start, end))
+            else:
+                tokens.append(_Token("name", value.lower(), start, end))
+        elif kind == "name":
+            tokens.append(_Token("name", _identifier(value), start, end))
         else:
-            tokens.append(_Token("other", value, start, offset))
+            tokens.append(_Token(kind, value.upper() if kind == "op" else value, start, end))
     return tokens
 
 
@@ -647,7 +680,10 @@ def _atom_true(tokens: list[_Token]) -> bool:
         return True
     if values and values[0] == "NOT" and len(values) > 1:
         return _atom_false(tokens[1:])
+    present = set(values)
     for operator in ("=", ">=", "<=", "IS NOT DISTINCT FROM", "LIKE", "<", ">", "<>", "!="):
+        if operator.split()[0] not in present:
+            continue
         sides = _split_operator(values, operator)
         if sides is None:
             continue

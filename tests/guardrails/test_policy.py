@@ -189,3 +189,18 @@ def test_config_errors_in_rules_name_the_rule(yaml_text: str, message: str) -> N
 def test_an_unknown_builtin_rule_id_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=re.escape("unknown rules ['sql.trunacte']")):
         policy("guardrails:\n  builtin: {sql.trunacte: 'off'}\n")
+
+
+def test_a_long_command_chain_is_analysed_to_its_end() -> None:
+    chain = " && ".join(["true"] * 5000 + ["rm -rf /"])
+    assert Policy().evaluate(shell(chain)).rule_id == "shell.recursive-delete"
+
+
+@pytest.mark.parametrize("action", [
+    shell("(" * 3000 + "ls" + ")" * 3000),
+    sql("DELETE FROM t WHERE " + "(a OR " * 3000 + "b" + ")" * 3000),
+])
+def test_input_nested_too_deeply_fails_closed(action: ToolAction) -> None:
+    decision = Policy().evaluate(action)
+    assert decision.verdict == Verdict.BLOCK
+    assert "nested too deeply" in decision.reason
