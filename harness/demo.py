@@ -6,7 +6,9 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
 
+from harness.actions import ToolAction
 from harness.fixtures import fixture_repo
+from harness.guardrails import Policy
 from harness.sandbox import Sandbox
 from harness.sandbox.workspace import run_git
 
@@ -41,7 +43,11 @@ def run_demo(console: Console) -> None:
             title="workspace changes",
         ))
         console.print(Syntax(changes.diff, "diff", theme="ansi_dark"))
-        console.print("[bold]Now the agent goes rogue, inside the sandbox:[/]")
+        console.print("[bold]Now the agent goes rogue.[/] The guardrails judge the action first:")
+        decision = Policy().evaluate(ToolAction("shell_exec", {"command": ROGUE}))
+        console.print(f"[bold red]{decision.verdict.label}[/] by [bold]{decision.rule_id}[/]: "
+                      f"{decision.reason}")
+        console.print("[bold]Had it run anyway, only the throwaway sandbox would suffer:[/]")
         _step(console, sandbox, ROGUE)
     intact = run_git(repo, "rev-parse", "HEAD") == origin_head and not run_git(
         repo, "status", "--porcelain")
