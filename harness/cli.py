@@ -57,12 +57,14 @@ def _print_json(data: Any) -> None:
 @click.option("--ref", default=None, help="Branch, tag or commit to start from (default HEAD).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="harness.yaml with sandbox settings.")
+@click.option("--db", "database", default=None,
+              help="Attach a snapshot of this database: a DSN or a seed .sql file.")
 @click.option("--timeout", type=float, default=None, help="Seconds before the command is killed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.argument("command", nargs=-1, required=True)
 def exec_command(
-    repo: str, ref: str | None, config_path: str | None, timeout: float | None,
-    as_json: bool, command: tuple[str, ...],
+    repo: str, ref: str | None, config_path: str | None, database: str | None,
+    timeout: float | None, as_json: bool, command: tuple[str, ...],
 ) -> None:
     """Run COMMAND in a fresh sandbox over a throwaway clone of --repo.
 
@@ -74,9 +76,10 @@ def exec_command(
     config = _config(config_path)
     argv: str | list[str] = command[0] if len(command) == 1 else list(command)
     try:
-        with Sandbox(repo, ref=ref, settings=config.sandbox) as sandbox:
+        with Sandbox(repo, ref=ref, settings=config.sandbox, database=database) as sandbox:
             result = sandbox.exec(argv, timeout=timeout)
             changes = sandbox.changes()
+            delta = sandbox.row_delta()
             sandbox_id = sandbox.id
             overrides = sandbox.hardening_overrides
     except HarnessError as exc:
@@ -87,9 +90,11 @@ def exec_command(
             "sandbox": sandbox_id,
             "hardening_overrides": overrides,
             "workspace": changes.to_dict(),
+            **({"row_delta": delta.summary()} if delta is not None else {}),
         })
     else:
         sys.stdout.write(result.stdout)
+        sys.stdout.flush()
         sys.stderr.write(result.stderr)
         notes = [f"exit {result.exit_code} in {result.duration_s:.2f}s"]
         if result.timed_out:
@@ -99,6 +104,9 @@ def exec_command(
         if result.oom_killed:
             notes.append("killed at the memory limit")
         notes.append(f"{changes.commit_count} commit(s) since base")
+        if delta is not None:
+            total = delta.summary()["total"]
+            notes.append(f"rows +{total['inserted']} ~{total['updated']} -{total['deleted']}")
         err.print(f"[dim]harness: {'; '.join(notes)}[/]")
     sys.exit(result.exit_code)
 
@@ -152,6 +160,87 @@ def check(config_path: str | None, shell_command: str | None, sql_text: str | No
         worst_allowed = worst_allowed and decision.allowed
         click.echo(json.dumps({"line": number, **decision.to_dict()}))
     sys.exit(0 if worst_allowed else 1)
+
+
+# --------------------------------------------------------------------- db
+
+
+@main.group()
+def db() -> None:
+    """Database snapshots on the sandbox database server."""
+
+
+@db.command("snapshot")
+@click.option("--source", required=True, help="A DSN or a seed .sql file.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--refresh", is_flag=True, help="Rebuild even when a cached baseline exists.")
+@click.option("--json", "as_json", is_flag=True)
+def db_snapshot(source: str, config_path: str | None, refresh: bool, as_json: bool) -> None:
+    """Make (or reuse) the baseline of SOURCE and print its identity and timing."""
+    import time
+
+    from harness.sandbox.database import SandboxDatabase, open_baseline
+
+    settings = _config(config_path).sandbox.database
+    started = time.monotonic()
+    try:
+        server, baseline = open_baseline(source, settings, refresh=refresh)
+        probe = SandboxDatabase(server, baseline, "probe-clone").create()
+        probe.drop()
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+    report = {**baseline.to_dict(), "clone_seconds": round(probe.clone_seconds, 3),
+              "total_seconds": round(time.monotonic() - started, 3)}
+    if as_json:
+        _print_json(report)
+        return
+    state = "reused" if baseline.reused else f"built in {baseline.build_seconds:.2f}s"
+    out.print(f"baseline [bold]{baseline.dbname}[/] of {baseline.source} ({state}): "
+              f"{baseline.tables} tables, {baseline.rows} rows, PostgreSQL "
+              f"{baseline.server_version.split()[0]}; a sandbox clone takes "
+              f"{probe.clone_seconds * 1000:.0f} ms")
+
+
+@db.command("verify")
+@click.option("--source", required=True, help="The DSN of the database to compare with.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def db_verify(source: str, config_path: str | None, as_json: bool) -> None:
+    """Snapshot SOURCE afresh and compare every table's row count and checksum; exit 1 on
+    any difference."""
+    import psycopg
+
+    from harness.sandbox.database import SandboxDatabase, open_baseline
+    from harness.sandbox.snapshot import Source, compare, table_fingerprints
+
+    try:
+        parsed = Source.parse(source)
+        if parsed.kind != "dsn":
+            _fail("db verify compares with a live database: give --source a DSN", code=2)
+        server, baseline = open_baseline(parsed, _config(config_path).sandbox.database,
+                                         refresh=True)
+        clone = SandboxDatabase(server, baseline, "verify").create()
+        try:
+            with psycopg.connect(parsed.location) as conn:
+                expected = table_fingerprints(conn)
+            with clone.connect_as_owner() as conn:
+                found = table_fingerprints(conn)
+        finally:
+            clone.drop()
+    except (HarnessError, psycopg.Error) as exc:
+        _fail(str(exc), code=2)
+    checks = compare(expected, found)
+    different = [c for c in checks if not c.equal]
+    if as_json:
+        _print_json({"equal": not different, "checked": len(checks),
+                     "different": [c.__dict__ for c in different]})
+    else:
+        table = Table("table", "source rows", "snapshot rows", "")
+        for check in checks:
+            table.add_row(check.table, str(check.source_rows), str(check.snapshot_rows),
+                          "[green]equal[/]" if check.equal else "[red]DIFFERENT[/]")
+        out.print(table)
+    sys.exit(1 if different else 0)
 
 
 # ------------------------------------------------------------------ images
@@ -208,7 +297,8 @@ def gc(everything: bool, as_json: bool) -> None:
         _print_json(report.to_dict())
         return
     out.print(f"removed {len(report.containers)} container(s), {len(report.volumes)} "
-              f"volume(s), {len(report.workspaces)} workspace(s)")
+              f"volume(s), {len(report.workspaces)} workspace(s), {len(report.databases)} "
+              "sandbox database(s)")
 
 
 @main.command()

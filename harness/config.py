@@ -295,6 +295,15 @@ class Hardening(_Strict):
         }
 
 
+class DatabaseSettings(_Strict):
+    """The sandbox's copy of the target database."""
+
+    server_version: int | None = None
+    """PostgreSQL major version of the sandbox server; default: the target's own."""
+    baseline_max_age_s: float | None = Field(None, gt=0)
+    """Renew a cached baseline older than this; None keeps it until --refresh."""
+
+
 class SandboxSettings(_Strict):
     """The sandbox every episode runs in."""
 
@@ -304,6 +313,7 @@ class SandboxSettings(_Strict):
     exec_timeout_s: float = Field(120.0, gt=0)
     output_limit_bytes: int = Field(1 << 20, ge=1024)
     """Bytes of stdout and of stderr kept per command; the rest is dropped and flagged."""
+    database: DatabaseSettings = DatabaseSettings()
 
 
 class Target(_Strict):

@@ -30,6 +30,7 @@ def run_checks() -> list[Check]:
     checks = [_engine()]
     if checks[0].ok:
         checks.append(_image("agent"))
+        checks.append(_image("postgres-15"))
     checks.append(_binary("git", "apt-get install git"))
     checks.append(_postgres())
     checks.append(_binary("debootstrap", "apt-get install debootstrap (for offline image builds)",

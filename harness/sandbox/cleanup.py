@@ -10,9 +10,13 @@ from typing import Any
 
 import docker
 import docker.errors
+import psycopg
+from psycopg import sql
 
 from harness.sandbox import labels
+from harness.sandbox.database import SandboxDatabase
 from harness.sandbox.home import state_dir
+from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class GcReport:
     containers: list[str] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
     workspaces: list[str] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
@@ -29,17 +34,24 @@ class GcReport:
 
 
 def collect_garbage(client: docker.DockerClient, *, everything: bool = False) -> GcReport:
-    """Remove harness resources whose creating process is gone (all of them with
-    `everything=True`, which also ends sandboxes still in use)."""
+    """Remove harness resources whose creating process is gone: sandbox containers,
+    workspaces, and sandbox databases on this home's database servers. With
+    `everything=True`, also sandboxes still in use and the database servers themselves
+    (with their cached baselines)."""
     report = GcReport()
     selector: dict[str, str | list[str] | bool] = {"label": labels.SANDBOX}
+    if not everything:
+        _drop_orphan_databases(client, report)
     for container in client.containers.list(all=True, filters=selector):
-        if everything or _orphaned(container.labels):
+        server = container.labels.get(labels.KIND) == DB_SERVER_KIND
+        if everything or (_orphaned(container.labels) and not server):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)
             report.containers.append(container.name or container.id or "?")
     for volume in client.volumes.list(filters=selector):
-        if everything or _orphaned(volume.attrs.get("Labels") or {}):
+        volume_labels = volume.attrs.get("Labels") or {}
+        server = volume_labels.get(labels.KIND) == DB_SERVER_KIND
+        if everything or (_orphaned(volume_labels) and not server):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 volume.remove(force=True)
                 report.volumes.append(volume.name)
@@ -50,6 +62,28 @@ def collect_garbage(client: docker.DockerClient, *, everything: bool = False) ->
             shutil.rmtree(folder, ignore_errors=True)
             report.workspaces.append(folder.name)
     return report
+
+
+def _drop_orphan_databases(client: docker.DockerClient, report: GcReport) -> None:
+    """Drop sandbox databases (sb_*) whose sandbox container no longer exists."""
+    live = {SandboxDatabase.name_for(c.labels.get(labels.SANDBOX, ""))
+            for c in client.containers.list(all=True, filters={"label": labels.SANDBOX})}
+    for version in available_versions():
+        server = DatabaseServer(version, client)
+        if not server.running():
+            continue
+        address = server.ensure()
+        with address.connect() as conn:
+            names = [row[0] for row in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'sb\\_%'")]
+            for name in names:
+                if name in live:
+                    continue
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+                report.databases.append(name)
 
 
 def _orphaned(resource_labels: dict[str, str]) -> bool:

@@ -14,7 +14,9 @@ import docker
 from harness.config import SandboxSettings
 from harness.errors import SandboxError
 from harness.sandbox import engine, images
+from harness.sandbox.capture import RowDelta
 from harness.sandbox.container import Container
+from harness.sandbox.database import SandboxDatabase, open_baseline
 from harness.sandbox.labels import resource_labels
 from harness.sandbox.result import ExecResult
 from harness.sandbox.workspace import Workspace, WorkspaceChanges
@@ -34,6 +36,7 @@ class Sandbox:
         ref: str | None = None,
         settings: SandboxSettings | None = None,
         environment: Mapping[str, str] | None = None,
+        database: str | None = None,
         client: docker.DockerClient | None = None,
     ) -> None:
         self.id = f"hx-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -42,6 +45,8 @@ class Sandbox:
         self._environment = dict(environment or {})
         self._client = client
         self._container: Container | None = None
+        self._database_source = database
+        self.database: SandboxDatabase | None = None
         self.open_duration_s = 0.0
 
     @property
@@ -65,14 +70,21 @@ class Sandbox:
             client = self._client or engine.connect()
             image = _image_reference(client, self.settings.image)
             self.workspace.create()
+            mounts = self.workspace.container_mounts()
+            environment = {**self._environment, **self.workspace.container_environment()}
+            if self._database_source is not None:
+                server, baseline = open_baseline(self._database_source, self.settings.database)
+                self.database = SandboxDatabase(server, baseline, self.id).create()
+                mounts.update(self.database.mounts())
+                environment.update(self.database.environment())
             self._container = Container(
                 client,
                 image,
                 hardening=self.settings.hardening,
                 labels=resource_labels(self.id, "sandbox"),
                 workspace=str(self.workspace.path),
-                read_only_mounts=self.workspace.container_mounts(),
-                environment={**self._environment, **self.workspace.container_environment()},
+                read_only_mounts=mounts,
+                environment=environment,
                 output_limit=self.settings.output_limit_bytes,
                 default_timeout=self.settings.exec_timeout_s,
             ).start()
@@ -89,7 +101,12 @@ class Sandbox:
                 self._container.stop()
         finally:
             self._container = None
-            self.workspace.remove()
+            try:
+                if self.database is not None:
+                    self.database.drop()
+            finally:
+                self.database = None
+                self.workspace.remove()
 
     def __enter__(self) -> Sandbox:
         return self.open()
@@ -140,6 +157,10 @@ class Sandbox:
     def changes(self) -> WorkspaceChanges:
         """What was committed in the workspace since the base."""
         return self.workspace.changes()
+
+    def row_delta(self) -> RowDelta | None:
+        """The net row changes and DDL in the sandbox's database (None without one)."""
+        return self.database.delta() if self.database is not None else None
 
 
 def _image_reference(client: docker.DockerClient, image: str) -> str:

@@ -68,3 +68,23 @@ def test_gc_removes_resources_of_dead_processes_only(
         assert _containers_of(docker_client, "hx-orphan") == []
         assert _containers_of(docker_client, "hx-live"), "a sandbox in use is kept"
     assert _containers_of(docker_client, "hx-live") == []
+
+
+@pytest.mark.postgres
+def test_gc_keeps_the_database_server_and_drops_orphaned_sandbox_databases(
+    docker_client: docker.DockerClient, pg_server: object, shop_repo: Path
+) -> None:
+    from harness.sandbox.database import SandboxDatabase, open_baseline
+    from harness.sandbox.postgres import DatabaseServer
+    from tests.fix_pg import CHINOOK
+
+    server, baseline = open_baseline(str(CHINOOK))
+    orphan = SandboxDatabase(server, baseline, "hx-crashed-run").create()
+    with Sandbox(shop_repo, database=str(CHINOOK)) as live:
+        report = collect_garbage(docker_client)
+        assert orphan.name in report.databases
+        assert live.database is not None and live.database.name not in report.databases
+        with server.connect() as conn:
+            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        assert orphan.name not in names and live.database.name in names
+        assert DatabaseServer(15).running(), "the shared server survives gc"

@@ -1,0 +1,340 @@
+"""Exact capture of every row change in a sandbox database, and its netting into a delta.
+
+Why statement-level triggers with transition tables: they see every row an INSERT,
+UPDATE, DELETE or MERGE touched, set-based (measured +6% write cost on a 700k-row table,
+against +145% for row-level triggers writing jsonb), they need no server-wide setting
+(logical decoding needs wal_level=logical and a replication slot per database), and what
+they record rolls back with the agent's transaction, so a rolled-back change is never
+counted. TRUNCATE is captured by a BEFORE TRUNCATE trigger that copies the rows first;
+DDL by event triggers. Everything lives in the schema `harness_capture`, owned by the
+superuser: the agent's role can neither read it nor disable or drop the triggers of the
+tables it found (it owns none of them). On tables it creates (and so owns), an event
+trigger puts back any capture trigger dropped or disabled, at the end of that very
+DDL command, before another statement can run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+
+SCHEMA = "harness_capture"
+
+INSTALL = r"""
+CREATE SCHEMA harness_capture;
+REVOKE ALL ON SCHEMA harness_capture FROM PUBLIC;
+
+CREATE TABLE harness_capture.changes (
+    id bigserial PRIMARY KEY,
+    relname text NOT NULL,
+    op "char" NOT NULL,          -- '-': a row image removed, '+': a row image added
+    statement text NOT NULL,     -- INSERT, UPDATE, DELETE or TRUNCATE
+    image jsonb NOT NULL
+);
+CREATE TABLE harness_capture.ddl (
+    id bigserial PRIMARY KEY,
+    command_tag text NOT NULL,
+    object_type text,
+    object_identity text,
+    query text
+);
+
+CREATE FUNCTION harness_capture.on_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    INSERT INTO harness_capture.changes (relname, op, statement, image)
+    SELECT quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), '+', 'INSERT',
+           to_jsonb(n) FROM new_rows n;
+    RETURN NULL;
+END $f$;
+
+CREATE FUNCTION harness_capture.on_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    INSERT INTO harness_capture.changes (relname, op, statement, image)
+    SELECT quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), '-', 'UPDATE',
+           to_jsonb(o) FROM old_rows o;
+    INSERT INTO harness_capture.changes (relname, op, statement, image)
+    SELECT quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), '+', 'UPDATE',
+           to_jsonb(n) FROM new_rows n;
+    RETURN NULL;
+END $f$;
+
+CREATE FUNCTION harness_capture.on_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    INSERT INTO harness_capture.changes (relname, op, statement, image)
+    SELECT quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), '-', 'DELETE',
+           to_jsonb(o) FROM old_rows o;
+    RETURN NULL;
+END $f$;
+
+CREATE FUNCTION harness_capture.on_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    EXECUTE format(
+        'INSERT INTO harness_capture.changes (relname, op, statement, image) '
+        'SELECT %L, ''-'', ''TRUNCATE'', to_jsonb(t) FROM %s t',
+        quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), TG_RELID::regclass);
+    RETURN NULL;
+END $f$;
+
+CREATE FUNCTION harness_capture.attach(rel regclass) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+BEGIN
+    EXECUTE format('CREATE TRIGGER harness_capture_insert AFTER INSERT ON %s '
+                   'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION harness_capture.on_insert()', rel);
+    EXECUTE format('CREATE TRIGGER harness_capture_update AFTER UPDATE ON %s '
+                   'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION harness_capture.on_update()', rel);
+    EXECUTE format('CREATE TRIGGER harness_capture_delete AFTER DELETE ON %s '
+                   'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT '
+                   'EXECUTE FUNCTION harness_capture.on_delete()', rel);
+    EXECUTE format('CREATE TRIGGER harness_capture_truncate BEFORE TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION harness_capture.on_truncate()', rel);
+    -- ALWAYS: they fire even with session_replication_role = replica.
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER harness_capture_insert, '
+                   'ENABLE ALWAYS TRIGGER harness_capture_update, '
+                   'ENABLE ALWAYS TRIGGER harness_capture_delete, '
+                   'ENABLE ALWAYS TRIGGER harness_capture_truncate', rel);
+END $f$;
+
+-- Puts back capture triggers that were dropped or disabled (possible only on tables the
+-- agent made itself, which it owns): runs after every DDL command, as the superuser.
+CREATE FUNCTION harness_capture.heal() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    rel regclass;
+    name text;
+BEGIN
+    PERFORM set_config('harness_capture.busy', 'on', true);
+    FOR rel IN
+        SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
+          AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+          AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid
+               AND t.tgname LIKE 'harness\_capture\_%' AND t.tgenabled = 'A') < 4
+    LOOP
+        FOREACH name IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
+            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'harness_capture_' || name, rel);
+        END LOOP;
+        PERFORM harness_capture.attach(rel);
+    END LOOP;
+    PERFORM set_config('harness_capture.busy', 'off', true);
+END $f$;
+
+CREATE FUNCTION harness_capture.on_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    command record;
+BEGIN
+    -- The commands this function runs fire it again; those are the harness's, not the agent's.
+    IF current_setting('harness_capture.busy', true) = 'on' THEN
+        RETURN;
+    END IF;
+    FOR command IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+        IF command.schema_name = 'harness_capture' THEN
+            CONTINUE;
+        END IF;
+        INSERT INTO harness_capture.ddl (command_tag, object_type, object_identity, query)
+        VALUES (command.command_tag, command.object_type, command.object_identity,
+                current_query());
+    END LOOP;
+    -- New tables get capture triggers; tampered ones get theirs back.
+    PERFORM harness_capture.heal();
+END $f$;
+
+CREATE FUNCTION harness_capture.on_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    dropped record;
+BEGIN
+    FOR dropped IN SELECT * FROM pg_event_trigger_dropped_objects()
+                   WHERE original AND object_type IN ('table', 'schema', 'view', 'index',
+                                                      'sequence', 'function', 'type')
+    LOOP
+        INSERT INTO harness_capture.ddl (command_tag, object_type, object_identity, query)
+        VALUES (tg_tag, dropped.object_type, dropped.object_identity, current_query());
+    END LOOP;
+    IF current_setting('harness_capture.busy', true) IS DISTINCT FROM 'on' THEN
+        PERFORM harness_capture.heal();
+    END IF;
+END $f$;
+
+REVOKE ALL ON ALL TABLES IN SCHEMA harness_capture FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA harness_capture FROM PUBLIC;
+
+SELECT harness_capture.attach(c.oid::regclass)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%';
+
+CREATE EVENT TRIGGER harness_capture_ddl ON ddl_command_end
+    EXECUTE FUNCTION harness_capture.on_ddl();
+CREATE EVENT TRIGGER harness_capture_drop ON sql_drop
+    EXECUTE FUNCTION harness_capture.on_drop();
+"""
+
+
+def install(conn: psycopg.Connection[Any]) -> None:
+    """Install the capture in the database `conn` is connected to (as the superuser)."""
+    conn.execute(INSTALL)
+
+
+# ------------------------------------------------------------------ deltas
+
+
+@dataclass(frozen=True)
+class RowUpdate:
+    """A row that exists before and after with different contents."""
+
+    key: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    changed: list[str]
+
+
+@dataclass(frozen=True)
+class TableDelta:
+    """The net change of one table. `key` lists its primary-key columns; empty means the
+    table has none and rows are identified by their whole contents (so an UPDATE shows
+    as the old row deleted and the new one inserted, and duplicates count one by one)."""
+
+    table: str
+    key: list[str]
+    inserted: list[dict[str, Any]] = field(default_factory=list)
+    updated: list[RowUpdate] = field(default_factory=list)
+    deleted: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        """Rows inserted, updated and deleted."""
+        return len(self.inserted) + len(self.updated) + len(self.deleted)
+
+    def counts(self) -> dict[str, int]:
+        """Inserted, updated and deleted counts."""
+        return {"inserted": len(self.inserted), "updated": len(self.updated),
+                "deleted": len(self.deleted)}
+
+
+@dataclass(frozen=True)
+class DdlStatement:
+    """A schema change, in the order it ran."""
+
+    command_tag: str
+    object_type: str | None
+    object_identity: str | None
+    query: str | None
+
+
+@dataclass(frozen=True)
+class RowDelta:
+    """Every row changed in a sandbox database since its snapshot, and the DDL run."""
+
+    tables: dict[str, TableDelta] = field(default_factory=dict)
+    ddl: list[DdlStatement] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        """Rows changed over all tables."""
+        return sum(t.rows for t in self.tables.values())
+
+    def summary(self) -> dict[str, Any]:
+        """Per-table counts, totals and the DDL in order: what `harness exec --json` shows."""
+        per_table = {name: t.counts() for name, t in sorted(self.tables.items())}
+        totals = {k: sum(c[k] for c in per_table.values())
+                  for k in ("inserted", "updated", "deleted")}
+        return {"tables": per_table, "total": {**totals, "rows": self.rows},
+                "ddl": [d.query or d.command_tag for d in self.ddl]}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready (row images included)."""
+        return {"tables": {n: asdict(t) for n, t in sorted(self.tables.items())},
+                "ddl": [asdict(d) for d in self.ddl], "summary": self.summary()}
+
+
+def read_delta(conn: psycopg.Connection[Any], *, since: int = 0) -> RowDelta:
+    """The net delta of the changes recorded after change id `since` (0: all)."""
+    keys = primary_keys(conn)
+    events: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for relname, op, image in conn.execute(
+            "SELECT relname, op, image FROM harness_capture.changes WHERE id > %s ORDER BY id",
+            (since,)):
+        events.setdefault(relname, []).append((op, image))
+    tables = {name: net(name, keys.get(name, []), table_events)
+              for name, table_events in events.items()}
+    ddl: list[DdlStatement] = []
+    for row in conn.execute("SELECT command_tag, object_type, object_identity, query "
+                            "FROM harness_capture.ddl ORDER BY id"):
+        statement = DdlStatement(*row)
+        # One statement reports each object it made (a table and its key's index).
+        if ddl and ddl[-1].query == statement.query and statement.query:
+            continue
+        ddl.append(statement)
+    return RowDelta({n: t for n, t in tables.items() if t.rows}, ddl)
+
+
+def last_change_id(conn: psycopg.Connection[Any]) -> int:
+    """The id of the newest recorded change (0 when none), a mark for `read_delta`."""
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM harness_capture.changes").fetchone()
+    return int(row[0]) if row else 0
+
+
+def primary_keys(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+    """Primary-key columns of every user table, by quoted `schema.table`."""
+    rows = conn.execute("""
+        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+               array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
+        FROM pg_index i
+        JOIN pg_class c ON c.oid = i.indrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
+        WHERE i.indisprimary
+        GROUP BY 1""").fetchall()
+    return {name: list(columns) for name, columns in rows}
+
+
+def net(table: str, key: list[str], events: list[tuple[str, dict[str, Any]]]) -> TableDelta:
+    """Net a table's removals ('-') and additions ('+'), in order, into a delta."""
+    if not key:
+        return _net_by_contents(table, events)
+    first: dict[tuple[Any, ...], dict[str, Any] | None] = {}
+    last: dict[tuple[Any, ...], dict[str, Any] | None] = {}
+    for op, image in events:
+        k = tuple(image.get(column) for column in key)
+        if op == "-":
+            first.setdefault(k, image)  # it existed at the snapshot, as this
+            last[k] = None
+        else:
+            first.setdefault(k, None)  # an insert on an unseen key: it did not exist
+            last[k] = image
+    delta = TableDelta(table, key)
+    for k, before in first.items():
+        after = last[k]
+        if before is None and after is not None:
+            delta.inserted.append(after)
+        elif before is not None and after is None:
+            delta.deleted.append(before)
+        elif before is not None and after is not None and before != after:
+            changed = sorted(c for c in set(before) | set(after) if before.get(c) != after.get(c))
+            delta.updated.append(RowUpdate(dict(zip(key, k, strict=True)), before, after,
+                                           changed))
+    return delta
+
+
+def _net_by_contents(table: str, events: list[tuple[str, dict[str, Any]]]) -> TableDelta:
+    balance: Counter[str] = Counter()
+    for op, image in events:
+        balance[json.dumps(image, sort_keys=True)] += 1 if op == "+" else -1
+    delta = TableDelta(table, [])
+    for encoded, count in sorted(balance.items()):
+        rows = [json.loads(encoded)] * abs(count)
+        (delta.inserted if count > 0 else delta.deleted).extend(rows)
+    return delta

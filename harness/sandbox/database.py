@@ -1,0 +1,131 @@
+"""A sandbox's own database: a clone of a baseline, a role that can reach only it, and
+the row delta of everything done in it."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from harness.config import DatabaseSettings
+from harness.sandbox import capture
+from harness.sandbox.postgres import (
+    CONTAINER_SOCKET_DIR,
+    DatabaseServer,
+    ServerAddress,
+    choose_version,
+)
+from harness.sandbox.snapshot import Baseline, SnapshotError, Source, ensure_baseline
+
+
+def target_major(source: Source) -> int | None:
+    """The major version of a DSN source's server (None for a seed file)."""
+    if source.kind != "dsn":
+        return None
+    try:
+        with psycopg.connect(source.location, connect_timeout=10) as conn:
+            return int(conn.info.server_version) // 10000
+    except psycopg.Error as exc:
+        raise SnapshotError(f"cannot connect to the source {source.display}: {exc}") from exc
+
+
+def open_baseline(source: str | Source, settings: DatabaseSettings | None = None, *,
+                  refresh: bool = False) -> tuple[ServerAddress, Baseline]:
+    """Start the right sandbox server and make sure the source's baseline is on it."""
+    settings = settings or DatabaseSettings()
+    parsed = source if isinstance(source, Source) else Source.parse(source)
+    version = choose_version(target_major(parsed), settings.server_version)
+    server = DatabaseServer(version).ensure()
+    baseline = ensure_baseline(server, parsed, refresh=refresh,
+                               max_age_s=settings.baseline_max_age_s)
+    return server, baseline
+
+
+class SandboxDatabase:
+    """The database of one sandbox; `create()` clones the baseline, `drop()` removes it."""
+
+    def __init__(self, server: ServerAddress, baseline: Baseline, sandbox_id: str) -> None:
+        self.server = server
+        self.baseline = baseline
+        self.name = self.name_for(sandbox_id)
+        self.role = self.name
+        self.password = secrets.token_urlsafe(18)
+        self.clone_seconds = 0.0
+
+    @staticmethod
+    def name_for(sandbox_id: str) -> str:
+        """The database (and role) name of a sandbox."""
+        return "sb_" + re.sub(r"[^a-z0-9_]", "_", sandbox_id.lower())
+
+    def create(self) -> SandboxDatabase:
+        """Clone the baseline and make the sandbox's role, with rights on this database only."""
+        started = time.monotonic()
+        db, role = sql.Identifier(self.name), sql.Identifier(self.role)
+        with self.server.connect() as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+                db, sql.Identifier(self.baseline.dbname)))
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} CONNECTION LIMIT 20").format(
+                role, sql.Literal(self.password)))
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+            conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, role))
+        with self.server.connect(self.name) as conn:
+            schemas = [row[0] for row in conn.execute("""
+                SELECT nspname FROM pg_namespace
+                WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
+                  AND nspname NOT LIKE 'pg_toast%' AND nspname NOT LIKE 'pg_temp%'""")]
+            for schema in schemas:
+                name = sql.Identifier(schema)
+                for statement in (
+                    "GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}",
+                    "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES "
+                    "ON ALL TABLES IN SCHEMA {schema} TO {role}",
+                    "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+                ):
+                    conn.execute(sql.SQL(statement).format(schema=name, role=role))
+            conn.execute("TRUNCATE harness_capture.ddl")  # the grants above are not the agent's
+        self.clone_seconds = time.monotonic() - started
+        return self
+
+    def drop(self) -> None:
+        """Remove the database and the role; safe to call twice."""
+        with self.server.connect() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(self.name)))
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self.role)))
+
+    # ------------------------------------------------------------ access
+
+    def environment(self) -> dict[str, str]:
+        """What the agent's container needs for psql and any libpq client to just work."""
+        url = f"postgresql://{self.role}:{self.password}@/{self.name}?host={CONTAINER_SOCKET_DIR}"
+        return {"PGHOST": CONTAINER_SOCKET_DIR, "PGDATABASE": self.name, "PGUSER": self.role,
+                "PGPASSWORD": self.password, "DATABASE_URL": url}
+
+    def secrets(self) -> list[str]:
+        """Values to redact from anything shown or recorded."""
+        return [self.password]
+
+    def mounts(self) -> dict[str, str]:
+        """The server's socket folder, mounted read-only into the agent's container."""
+        return {str(self.server.socket_dir): CONTAINER_SOCKET_DIR}
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A connection as the sandbox's own role (what the agent can do)."""
+        kwargs.setdefault("autocommit", True)
+        return psycopg.connect(host=str(self.server.socket_dir), dbname=self.name,
+                               user=self.role, password=self.password, **kwargs)
+
+    def connect_as_owner(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A superuser connection to this database (for the harness's own reads)."""
+        return self.server.connect(self.name, **kwargs)
+
+    def delta(self, *, since: int = 0) -> capture.RowDelta:
+        """The net row delta and DDL since the snapshot (or since change id `since`)."""
+        with self.connect_as_owner() as conn:
+            return capture.read_delta(conn, since=since)

@@ -1,0 +1,186 @@
+"""The sandbox database server: PostgreSQL in a container with no network, serving a
+Unix socket in a host folder that sandboxes mount. One long-lived server per major
+version and harness home holds the cached baselines and every sandbox's copy; the
+target database never serves a sandbox."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import psycopg
+from docker.types import Mount
+
+from harness.errors import SandboxError
+from harness.sandbox import engine, images, labels
+from harness.sandbox.home import harness_home, state_dir
+
+SERVER_UID = 999
+CONTAINER_SOCKET_DIR = "/var/run/postgresql"
+DB_SERVER_KIND = "db-server"
+
+
+def available_versions() -> list[int]:
+    """Major versions with an image definition under sandboxes/ (postgres-N)."""
+    root = images.definitions_root()
+    return sorted(int(p.name.split("-", 1)[1]) for p in root.glob("postgres-*")
+                  if p.name.split("-", 1)[1].isdigit())
+
+
+def choose_version(target_major: int | None, wanted: int | None = None) -> int:
+    """The server version for a target: as asked, else the target's own, else the
+    oldest newer one (pg_dump cannot read a newer server than itself)."""
+    versions = available_versions()
+    if not versions:
+        raise SandboxError("no PostgreSQL image definitions (sandboxes/postgres-N)")
+    if wanted is not None:
+        if wanted not in versions:
+            raise SandboxError(f"no image for PostgreSQL {wanted}; available: {versions}")
+        return wanted
+    if target_major is None or target_major in versions:
+        return target_major or versions[-1]
+    newer = [v for v in versions if v > target_major]
+    if newer:
+        return newer[0]
+    raise SandboxError(
+        f"the target runs PostgreSQL {target_major}, newer than every sandbox image "
+        f"({versions}); add sandboxes/postgres-{target_major}")
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """How to reach a running sandbox database server from the host."""
+
+    socket_dir: Path
+    password: str
+    user: str = "postgres"
+
+    def conninfo(self, dbname: str = "postgres", *, with_password: bool = True) -> str:
+        """A libpq connection string for `dbname` as the superuser (without the password
+        for command-line tools, which get it from PGPASSWORD)."""
+        params = {"host": str(self.socket_dir), "user": self.user, "dbname": dbname}
+        if with_password:
+            params["password"] = self.password
+        return psycopg.conninfo.make_conninfo("", **params)
+
+    def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
+        """A superuser connection to `dbname` (autocommit unless told otherwise)."""
+        kwargs.setdefault("autocommit", True)
+        return psycopg.connect(self.conninfo(dbname), **kwargs)
+
+
+class DatabaseServer:
+    """The server for one major version; `ensure()` starts it when it is not running."""
+
+    def __init__(self, version: int = 15, client: docker.DockerClient | None = None, *,
+                 instance: str = "sandbox") -> None:
+        self.version = version
+        self._client = client
+        home_key = hashlib.sha256(str(harness_home().resolve()).encode()).hexdigest()[:10]
+        suffix = "" if instance == "sandbox" else f"-{instance}"
+        self.name = f"harness-pg{version}{suffix}-{home_key}"
+        self.volume = f"{self.name}-data"
+        self.folder = state_dir(f"postgres/{version}{suffix}")
+        self.socket_dir = self.folder / "socket"
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The Docker engine."""
+        if self._client is None:
+            self._client = engine.connect()
+        return self._client
+
+    def ensure(self) -> ServerAddress:
+        """Start the server if needed and wait until it answers."""
+        address = ServerAddress(self.socket_dir, self._password())
+        container = self._container()
+        if container is None or container.status != "running":
+            if container is not None:
+                container.remove(force=True)
+            self._start()
+        self._wait(address)
+        with address.connect() as conn:
+            # Sandbox roles may connect to their own database and nothing else.
+            conn.execute("REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 FROM PUBLIC")
+        return address
+
+    def running(self) -> bool:
+        """Whether the server's container is up."""
+        container = self._container()
+        return container is not None and container.status == "running"
+
+    def destroy(self) -> None:
+        """Stop the server and delete its data (every cached baseline and sandbox copy)."""
+        container = self._container()
+        if container is not None:
+            container.remove(force=True, v=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.volumes.get(self.volume).remove(force=True)
+
+    # ------------------------------------------------------------ internals
+
+    def _password(self) -> str:
+        path = self.folder / "superuser-password"
+        if not path.exists():
+            self.folder.chmod(0o700)
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o644)  # read by the server's uid through a single-file mount
+        return path.read_text().strip()
+
+    def _container(self) -> Any:
+        try:
+            return self.client.containers.get(self.name)
+        except docker.errors.NotFound:
+            return None
+
+    def _start(self) -> None:
+        tag = images.ensure(self.client, images.ImageDefinition.named(f"postgres-{self.version}"))
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.socket_dir.glob(".s.PGSQL.*"):
+            stale.unlink()
+        if os.geteuid() == 0:
+            os.chown(self.socket_dir, SERVER_UID, SERVER_UID)
+        else:
+            self.socket_dir.chmod(0o777)
+        server_labels = {**labels.resource_labels(self.name, DB_SERVER_KIND)}
+        with contextlib.suppress(docker.errors.APIError):
+            self.client.volumes.create(self.volume, labels=server_labels)
+        try:
+            self.client.containers.run(
+                tag, name=self.name, detach=True, network_mode="none", labels=server_labels,
+                mounts=[
+                    Mount(CONTAINER_SOCKET_DIR, str(self.socket_dir), type="bind"),
+                    Mount("/run/harness/superuser-password",
+                          str(self.folder / "superuser-password"), type="bind", read_only=True),
+                    Mount("/var/lib/postgresql/data", self.volume, type="volume"),
+                ],
+                cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
+                shm_size="256m", mem_limit="4g",
+            )
+        except docker.errors.APIError as exc:
+            raise SandboxError(f"cannot start the sandbox database server: {exc}") from exc
+
+    def _wait(self, address: ServerAddress, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                with address.connect() as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError as exc:
+                last = exc
+                container = self._container()
+                if container is None or container.status == "exited":
+                    logs = container.logs(tail=20).decode(errors="replace") if container else ""
+                    raise SandboxError(f"the sandbox database server stopped:\n{logs}") from exc
+                time.sleep(0.1)
+        raise SandboxError(f"the sandbox database server did not answer in {timeout:.0f}s: {last}")

@@ -1,0 +1,303 @@
+"""Baselines: a copy of the target database made once, kept on the sandbox database
+server, and cloned (CREATE DATABASE ... TEMPLATE) for every sandbox.
+
+A source is a live PostgreSQL (a DSN, copied with pg_dump | pg_restore: schema, data,
+sequences, constraints, indexes) or a seed SQL file (run with psql). A baseline is
+cached by the source's identity and renewed on request or past a maximum age.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from harness.errors import SandboxError
+from harness.sandbox import capture
+from harness.sandbox.postgres import ServerAddress
+
+_CONNECT = re.compile(r"^\s*\\(?:c|connect)\s+(?:-reuse-previous=\S+\s+)?\"?([\w$]+)\"?",
+                      re.MULTILINE)
+
+
+class SnapshotError(SandboxError):
+    """A baseline could not be made from its source."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a baseline comes from: a DSN or a seed SQL file."""
+
+    kind: str  # "dsn" or "seed"
+    location: str
+    identity: str
+
+    @classmethod
+    def parse(cls, value: str | Path) -> Source:
+        """A path to an existing .sql file is a seed; anything else is a DSN."""
+        path = Path(value)
+        if str(value).endswith(".sql") or path.is_file():
+            if not path.is_file():
+                raise SnapshotError(f"seed file {path} does not exist")
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            return cls("seed", str(path.resolve()), digest)
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(str(value))
+        except psycopg.ProgrammingError as exc:
+            raise SnapshotError(f"{value!r} is neither a .sql seed file nor a valid DSN: {exc}"
+                                ) from exc
+        params.pop("password", None)
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+        return cls("dsn", str(value), digest)
+
+    @property
+    def display(self) -> str:
+        """The location with any password hidden."""
+        if self.kind == "seed":
+            return self.location
+        params = psycopg.conninfo.conninfo_to_dict(self.location)
+        if "password" in params:
+            params["password"] = "***"
+        return psycopg.conninfo.make_conninfo("", **params)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A cached copy of a source on the sandbox database server."""
+
+    dbname: str
+    source_kind: str
+    source_identity: str
+    source: str
+    created_at: float
+    build_seconds: float
+    server_version: str
+    tables: int
+    rows: int
+    reused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return asdict(self)
+
+
+def baseline_name(source: Source) -> str:
+    """The database name of a source's baseline."""
+    return f"baseline_{source.kind}_{source.identity}"
+
+
+def ensure_baseline(server: ServerAddress, source: Source, *, refresh: bool = False,
+                    max_age_s: float | None = None) -> Baseline:
+    """The baseline of `source`, built unless a fresh enough one is cached."""
+    name = baseline_name(source)
+    with server.connect() as conn:
+        cached = _read_metadata(conn, name)
+    if cached and not refresh and (max_age_s is None or time.time() - cached.created_at
+                                   <= max_age_s):
+        return Baseline(**{**asdict(cached), "reused": True})
+    return _build(server, source, name)
+
+
+def _read_metadata(conn: psycopg.Connection[Any], name: str) -> Baseline | None:
+    row = conn.execute(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+        (name,)).fetchone()
+    if row is None or not row[0]:
+        return None
+    try:
+        return Baseline(**json.loads(row[0]))
+    except (TypeError, ValueError):
+        return None
+
+
+def _build(server: ServerAddress, source: Source, name: str) -> Baseline:
+    started = time.monotonic()
+    building = f"{name}_building"
+    with server.connect() as conn:
+        _drop(conn, building)
+        if source.kind == "dsn":
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
+                sql.Identifier(building)))
+            _copy_from_dsn(server, source, building)
+        else:
+            _load_seed(server, conn, source, building)
+    with server.connect() as conn:
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
+            sql.Identifier(building)))
+    with server.connect(building) as conn:
+        capture.install(conn)
+        conn.execute("TRUNCATE harness_capture.changes, harness_capture.ddl")
+        tables, rows = _size(conn)
+        version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    baseline = Baseline(name, source.kind, source.identity, source.display, time.time(),
+                        round(time.monotonic() - started, 3), version, tables, rows)
+    with server.connect() as conn:
+        _drop(conn, name)
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+            sql.Identifier(building), sql.Identifier(name)))
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(name), sql.Literal(json.dumps(baseline.to_dict()))))
+        # A template may have no other connections while it is copied.
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false IS_TEMPLATE true"
+                             ).format(sql.Identifier(name)))
+    return baseline
+
+
+def _drop(conn: psycopg.Connection[Any], name: str) -> None:
+    exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    if exists:
+        conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(
+            sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+            return str(candidate)
+        raise SnapshotError(f"{name} is not installed; `apt-get install postgresql-client`")
+    return found
+
+
+def _client_env(password: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    if password:
+        env["PGPASSWORD"] = password
+    return env
+
+
+def _copy_from_dsn(server: ServerAddress, source: Source, database: str) -> None:
+    params = psycopg.conninfo.conninfo_to_dict(source.location)
+    password = params.pop("password", None)
+    dump = subprocess.Popen(
+        [_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
+         f"--dbname={psycopg.conninfo.make_conninfo('', **params)}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=_client_env(str(password) if password is not None else None))
+    restore = subprocess.run(
+        [_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+         f"--dbname={server.conninfo(database, with_password=False)}"],
+        stdin=dump.stdout, capture_output=True, env=_client_env(server.password), check=False)
+    if dump.stdout is not None:
+        dump.stdout.close()
+    dump_errors = ""
+    if dump.stderr is not None:
+        dump_errors = dump.stderr.read().decode(errors="replace")
+        dump.stderr.close()
+    if dump.wait() != 0:
+        raise SnapshotError(f"pg_dump of {source.display} failed: {dump_errors.strip()}")
+    if restore.returncode != 0:
+        raise SnapshotError(
+            f"pg_restore into the sandbox server failed: {restore.stderr.decode().strip()}")
+
+
+def _load_seed(server: ServerAddress, conn: psycopg.Connection[Any], source: Source,
+               database: str) -> None:
+    """Run a seed file. A seed that makes and enters its own database (`CREATE DATABASE x;
+    \\c x`), as many published samples do, is run from the maintenance database and the
+    database it made becomes the baseline."""
+    text = Path(source.location).read_text(errors="replace")
+    switches = set(_CONNECT.findall(text))
+    if len(switches) > 1:
+        raise SnapshotError(f"seed {source.location} connects to several databases "
+                            f"{sorted(switches)}; one baseline holds one database")
+    if switches:
+        own = switches.pop()
+        if own.startswith(("baseline_", "sb_")) or own in ("postgres", "template0", "template1"):
+            raise SnapshotError(f"seed {source.location} enters {own!r}, a reserved name")
+        _run_psql(server, "postgres", source)
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (own,)).fetchone():
+            raise SnapshotError(f"seed {source.location} did not create the database {own!r}")
+        conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+            sql.Identifier(own), sql.Identifier(database)))
+    else:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        _run_psql(server, database, source)
+
+
+def _run_psql(server: ServerAddress, database: str, source: Source) -> None:
+    done = subprocess.run(
+        [_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(server.socket_dir),
+         "-U", server.user, "-d", database, "-f", source.location],
+        capture_output=True, env=_client_env(server.password), check=False)
+    if done.returncode != 0:
+        raise SnapshotError(f"seed {source.location} failed: "
+                            f"{done.stderr.decode(errors='replace').strip()[-2000:]}")
+
+
+def user_tables(conn: psycopg.Connection[Any]) -> list[str]:
+    """Quoted `schema.table` names of the user's tables (the capture schema excluded)."""
+    rows = conn.execute("""
+        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
+          AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'
+        ORDER BY 1""").fetchall()
+    return [row[0] for row in rows]
+
+
+def _size(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    tables = user_tables(conn)
+    rows = 0
+    for table in tables:
+        result = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table)))
+        rows += int(result.fetchone()[0])  # type: ignore[index]
+    return len(tables), rows
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    """One table compared between the source and a snapshot."""
+
+    table: str
+    source_rows: int | None
+    snapshot_rows: int | None
+    source_checksum: str | None
+    snapshot_checksum: str | None
+
+    @property
+    def equal(self) -> bool:
+        """Same row count and same content checksum."""
+        return (self.source_rows, self.source_checksum) == (self.snapshot_rows,
+                                                            self.snapshot_checksum)
+
+
+def table_fingerprints(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, str]]:
+    """Row count and an order-independent content checksum of every user table, and the
+    state of every sequence."""
+    found: dict[str, tuple[int, str]] = {}
+    for table in user_tables(conn):
+        count, checksum = conn.execute(sql.SQL(
+            "SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') "
+            "FROM {} t").format(sql.SQL(table))).fetchone()  # type: ignore[misc]
+        found[table] = (int(count), str(checksum))
+    for name, last_value, called in conn.execute("""
+            SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename),
+                   coalesce(last_value, 0), last_value IS NOT NULL
+            FROM pg_sequences WHERE schemaname NOT IN ('harness_capture')"""):
+        found[f"sequence {name}"] = (int(last_value), str(called))
+    return found
+
+
+def compare(source: dict[str, tuple[int, str]], snapshot: dict[str, tuple[int, str]]
+            ) -> list[TableCheck]:
+    """Every table of either side, compared."""
+    checks = []
+    for table in sorted(set(source) | set(snapshot)):
+        a, b = source.get(table), snapshot.get(table)
+        checks.append(TableCheck(table, a[0] if a else None, b[0] if b else None,
+                                 a[1] if a else None, b[1] if b else None))
+    return checks
