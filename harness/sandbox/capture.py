@@ -15,6 +15,7 @@ DDL command, before another statement can run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -33,7 +34,7 @@ CREATE TABLE harness_capture.changes (
     relname text NOT NULL,
     op "char" NOT NULL,          -- '-': a row image removed, '+': a row image added
     statement text NOT NULL,     -- INSERT, UPDATE, DELETE or TRUNCATE
-    image jsonb NOT NULL
+    image json NOT NULL
 );
 CREATE TABLE harness_capture.ddl (
     id bigserial PRIMARY KEY,
@@ -48,7 +49,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     INSERT INTO harness_capture.changes (relname, op, statement, image)
     SELECT quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), '+', 'INSERT',
-           to_jsonb(n) FROM new_rows n;
+           row_to_json(n) FROM new_rows n;
     RETURN NULL;
 END $f$;
 
@@ -57,10 +58,10 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     INSERT INTO harness_capture.changes (relname, op, statement, image)
     SELECT quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), '-', 'UPDATE',
-           to_jsonb(o) FROM old_rows o;
+           row_to_json(o) FROM old_rows o;
     INSERT INTO harness_capture.changes (relname, op, statement, image)
     SELECT quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), '+', 'UPDATE',
-           to_jsonb(n) FROM new_rows n;
+           row_to_json(n) FROM new_rows n;
     RETURN NULL;
 END $f$;
 
@@ -69,7 +70,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     INSERT INTO harness_capture.changes (relname, op, statement, image)
     SELECT quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), '-', 'DELETE',
-           to_jsonb(o) FROM old_rows o;
+           row_to_json(o) FROM old_rows o;
     RETURN NULL;
 END $f$;
 
@@ -78,7 +79,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     EXECUTE format(
         'INSERT INTO harness_capture.changes (relname, op, statement, image) '
-        'SELECT %L, ''-'', ''TRUNCATE'', to_jsonb(t) FROM %s t',
+        'SELECT %L, ''-'', ''TRUNCATE'', row_to_json(t) FROM %s t',
         quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), TG_RELID::regclass);
     RETURN NULL;
 END $f$;
@@ -183,6 +184,10 @@ CREATE EVENT TRIGGER harness_capture_drop ON sql_drop
 """
 
 
+VERSION = hashlib.sha256(INSTALL.encode()).hexdigest()[:8]
+"""Changes whenever the capture's SQL does."""
+
+
 def install(conn: psycopg.Connection[Any]) -> None:
     """Install the capture in the database `conn` is connected to (as the superuser)."""
     conn.execute(INSTALL)
@@ -262,12 +267,12 @@ class RowDelta:
 
 def read_delta(conn: psycopg.Connection[Any], *, since: int = 0) -> RowDelta:
     """The net delta of the changes recorded after change id `since` (0: all)."""
-    keys = primary_keys(conn)
     events: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for relname, op, image in conn.execute(
             "SELECT relname, op, image FROM harness_capture.changes WHERE id > %s ORDER BY id",
             (since,)):
         events.setdefault(relname, []).append((op, image))
+    keys = primary_keys(conn, list(events)) if events else {}
     tables = {name: net(name, keys.get(name, []), table_events)
               for name, table_events in events.items()}
     ddl: list[DdlStatement] = []
@@ -287,17 +292,15 @@ def last_change_id(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def primary_keys(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
-    """Primary-key columns of every user table, by quoted `schema.table`."""
+def primary_keys(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, list[str]]:
+    """Primary-key columns of `tables` (quoted `schema.table` names; dropped ones skipped)."""
     rows = conn.execute("""
-        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+        SELECT t.name,
                array_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
-        FROM pg_index i
-        JOIN pg_class c ON c.oid = i.indrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey)
-        WHERE i.indisprimary
-        GROUP BY 1""").fetchall()
+        FROM unnest(%s::text[]) AS t(name)
+        JOIN pg_index i ON i.indrelid = to_regclass(t.name) AND i.indisprimary
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+        GROUP BY t.name""", (tables,)).fetchall()
     return {name: list(columns) for name, columns in rows}
 
 

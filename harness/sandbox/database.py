@@ -56,6 +56,7 @@ class SandboxDatabase:
         self.role = self.name
         self.password = secrets.token_urlsafe(18)
         self.clone_seconds = 0.0
+        self._reader: psycopg.Connection[Any] | None = None
 
     @staticmethod
     def name_for(sandbox_id: str) -> str:
@@ -93,6 +94,9 @@ class SandboxDatabase:
 
     def drop(self) -> None:
         """Remove the database and the role; safe to call twice."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         with self.server.connect() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(self.name)))
@@ -127,5 +131,13 @@ class SandboxDatabase:
 
     def delta(self, *, since: int = 0) -> capture.RowDelta:
         """The net row delta and DDL since the snapshot (or since change id `since`)."""
-        with self.connect_as_owner() as conn:
-            return capture.read_delta(conn, since=since)
+        # One connection kept for the harness's reads: deltas are read after every action.
+        if self._reader is None or self._reader.closed:
+            self._reader = self.connect_as_owner()
+        return capture.read_delta(self._reader, since=since)
+
+    def mark(self) -> int:
+        """The id of the newest recorded change, to read only what comes after it."""
+        if self._reader is None or self._reader.closed:
+            self._reader = self.connect_as_owner()
+        return capture.last_change_id(self._reader)

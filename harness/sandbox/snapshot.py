@@ -92,8 +92,9 @@ class Baseline:
 
 
 def baseline_name(source: Source) -> str:
-    """The database name of a source's baseline."""
-    return f"baseline_{source.kind}_{source.identity}"
+    """The database name of a source's baseline; it names the capture's version too, so a
+    harness with a changed capture never clones a baseline made by an older one."""
+    return f"baseline_{source.kind}_{source.identity}_{capture.VERSION}"
 
 
 def ensure_baseline(server: ServerAddress, source: Source, *, refresh: bool = False,
