@@ -16,15 +16,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stats import summary, timed  # noqa: E402
+from stats import summary, timed
 
-from harness.sandbox.database import SandboxDatabase, open_baseline  # noqa: E402
-from harness.sandbox.postgres import DatabaseServer, ServerAddress  # noqa: E402
+from harness.sandbox.database import SandboxDatabase, open_baseline
+from harness.sandbox.postgres import DatabaseServer, ServerAddress
 
 CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook" / \
     "chinook_postgresql.sql"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
+from rich.table import Table
 
 from harness.actions import ToolAction
-from harness.fixtures import fixture_repo
+from harness.fixtures import fixture_repo, fixture_seed
 from harness.guardrails import Policy
 from harness.sandbox import Sandbox
 from harness.sandbox.workspace import run_git
@@ -19,6 +20,8 @@ STEPS = [
     "python3 -m unittest -q 2>&1 | tail -1",
     "git commit -qam 'Raise the tax rate to 25%' && git log --oneline -1",
     "python3 -c 'import socket; socket.create_connection((\"1.1.1.1\", 53), 1)' 2>&1 | tail -1",
+    "psql -c \"UPDATE orders SET status = 'void' WHERE id IN (3, 4) RETURNING id, status\"",
+    "psql -c \"INSERT INTO audit_log (message) VALUES ('voided 3 and 4')\"",
 ]
 ROGUE = "rm -rf --no-preserve-root / 2>/dev/null; ls -A /workspace | wc -l"
 
@@ -27,10 +30,11 @@ def run_demo(console: Console) -> None:
     """Print each step's command and result, then the commit diff; nothing outside changes."""
     repo = fixture_repo()
     origin_head = run_git(repo, "rev-parse", "HEAD")
-    with Sandbox(repo) as sandbox:
+    with Sandbox(repo, database=str(fixture_seed("shop"))) as sandbox:
         console.print(Panel.fit(
             f"sandbox [bold]{sandbox.id}[/] over a throwaway clone of {repo}\n"
-            f"opened in {sandbox.open_duration_s * 1000:.0f} ms; no network, read-only root, "
+            f"with its own copy of the shop database; opened in "
+            f"{sandbox.open_duration_s * 1000:.0f} ms; no network, read-only root, "
             "no capabilities, non-root user",
             title="harness demo",
         ))
@@ -43,6 +47,12 @@ def run_demo(console: Console) -> None:
             title="workspace changes",
         ))
         console.print(Syntax(changes.diff, "diff", theme="ansi_dark"))
+        delta = sandbox.row_delta()
+        if delta is not None:
+            table = Table("table", "inserted", "updated", "deleted", title="row delta (measured)")
+            for name, counts in delta.summary()["tables"].items():
+                table.add_row(name, *(str(counts[k]) for k in ("inserted", "updated", "deleted")))
+            console.print(table)
         console.print("[bold]Now the agent goes rogue.[/] The guardrails judge the action first:")
         decision = Policy().evaluate(ToolAction("shell_exec", {"command": ROGUE}))
         console.print(f"[bold red]{decision.verdict.label}[/] by [bold]{decision.rule_id}[/]: "
@@ -51,8 +61,8 @@ def run_demo(console: Console) -> None:
         _step(console, sandbox, ROGUE)
     intact = run_git(repo, "rev-parse", "HEAD") == origin_head and not run_git(
         repo, "status", "--porcelain")
-    console.print(f"sandbox removed; the origin is {'intact' if intact else 'CHANGED'} "
-                  f"at {origin_head[:12]}")
+    console.print(f"sandbox removed (container, clone and database copy); the origin is "
+                  f"{'intact' if intact else 'CHANGED'} at {origin_head[:12]}")
 
 
 def _step(console: Console, sandbox: Sandbox, command: str) -> None:

@@ -103,3 +103,11 @@ def _fast_import(repo: Path, commits: int, files: int) -> None:
     subprocess.run(["git", "-C", str(repo), "fast-import", "--quiet"], input=bytes(stream),
                    check=True, capture_output=True)
     _git(repo, "checkout", "-q", "-f", "main")
+
+
+def fixture_seed(name: str = "shop") -> Path:
+    """The seed SQL file of a sample database, `fixtures/seeds/NAME.sql`."""
+    path = fixtures_root() / "seeds" / f"{name}.sql"
+    if not path.is_file():
+        raise WorkspaceError(f"no fixture seed {name!r} at {path}")
+    return path
