@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,21 +28,16 @@ CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook
 ROWS = 1_000_000
 
 
-def load_chinook(target: ServerAddress) -> str:
-    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(target.socket_dir),
-                    "-U", "postgres", "-d", "postgres", "-f", str(CHINOOK)], check=True,
-                   capture_output=True, env={**os.environ, "PGPASSWORD": target.password})
+def chinook(target: ServerAddress) -> str:
+    target.run_script(CHINOOK)
     return target.conninfo("chinook")
 
 
 def fresh(target: ServerAddress, name: str, setup: str) -> str:
-    with target.connect() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    dsn = target.fresh_database(name, setup)
     with target.connect(name) as conn:
-        conn.execute(setup)
         conn.execute("VACUUM ANALYZE")
-    return target.conninfo(name)
+    return dsn
 
 
 def snapshot_figures(dsn: str, runs: int) -> dict[str, object]:
@@ -121,7 +114,7 @@ def main() -> None:
     target_server = DatabaseServer(15, instance="bench-target")
     target = target_server.ensure()
     try:
-        results: dict[str, object] = {"chinook": snapshot_figures(load_chinook(target),
+        results: dict[str, object] = {"chinook": snapshot_figures(chinook(target),
                                                                   args.runs)}
         rows = int(args.size_gb * 1024 ** 3 / 140)  # ~140 bytes a row on disk with its index
         generated = fresh(target, "bench_generated", f"""

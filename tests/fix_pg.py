@@ -4,7 +4,6 @@ server (the "real system") loaded with the Chinook sample database."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,23 +48,8 @@ def target_server(docker_client: object, harness_home: Path) -> Iterator[ServerA
 @pytest.fixture(scope="session")
 def chinook_dsn(target_server: ServerAddress) -> str:
     """The Chinook database on the target server, loaded from the shared dataset."""
-    done = subprocess.run(
-        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(target_server.socket_dir),
-         "-U", "postgres", "-d", "postgres", "-f", str(CHINOOK)],
-        capture_output=True, text=True, env={**os.environ, "PGPASSWORD": target_server.password},
-        check=False)
-    assert done.returncode == 0, done.stderr
+    target_server.run_script(CHINOOK)
     return target_server.conninfo("chinook")
-
-
-def make_target_database(target: ServerAddress, name: str, setup_sql: str) -> str:
-    """A fresh database on the target server, set up by `setup_sql`; returns its DSN."""
-    with target.connect() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    with target.connect(name) as conn:
-        conn.execute(setup_sql)
-    return target.conninfo(name)
 
 
 def rows_of(conn: psycopg.Connection[object], table: str) -> list[dict[str, object]]:

@@ -9,6 +9,8 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import docker
 import docker.errors
 import psycopg
 from docker.types import Mount
+from psycopg import sql
 
 from harness.errors import SandboxError
 from harness.sandbox import engine, images, labels
@@ -75,6 +78,45 @@ class ServerAddress:
         """A superuser connection to `dbname` (autocommit unless told otherwise)."""
         kwargs.setdefault("autocommit", True)
         return psycopg.connect(self.conninfo(dbname), **kwargs)
+
+    def run_script(self, path: Path, dbname: str = "postgres") -> None:
+        """Run a SQL file with psql (stopping at the first error) as the superuser."""
+        done = subprocess.run(
+            [client_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
+             "-U", self.user, "-d", dbname, "-f", str(path)],
+            capture_output=True, env=client_environment(self.password), check=False)
+        if done.returncode != 0:
+            raise SandboxError(f"{path} failed: "
+                               f"{done.stderr.decode(errors='replace').strip()[-2000:]}")
+
+    def fresh_database(self, name: str, setup_sql: str = "") -> str:
+        """Create (or re-create) the database `name`, run `setup_sql` in it; its DSN."""
+        with self.connect() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        if setup_sql:
+            with self.connect(name) as conn:
+                conn.execute(setup_sql)
+        return self.conninfo(name)
+
+
+def client_tool(name: str) -> str:
+    """The path of a PostgreSQL client program (psql, pg_dump, pg_restore) on the host."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    raise SandboxError(f"{name} is not installed; `apt-get install postgresql-client`")
+
+
+def client_environment(password: str | None) -> dict[str, str]:
+    """The environment for a client program: no inherited PG* settings, this password."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    if password:
+        env["PGPASSWORD"] = password
+    return env
 
 
 class DatabaseServer:

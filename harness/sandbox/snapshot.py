@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -24,7 +22,7 @@ from psycopg import sql
 
 from harness.errors import SandboxError
 from harness.sandbox import capture
-from harness.sandbox.postgres import ServerAddress
+from harness.sandbox.postgres import ServerAddress, client_environment, client_tool
 
 _CONNECT = re.compile(r"^\s*\\(?:c|connect)\s+(?:-reuse-previous=\S+\s+)?\"?([\w$]+)\"?",
                       re.MULTILINE)
@@ -163,34 +161,18 @@ def _drop(conn: psycopg.Connection[Any], name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
-            return str(candidate)
-        raise SnapshotError(f"{name} is not installed; `apt-get install postgresql-client`")
-    return found
-
-
-def _client_env(password: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    if password:
-        env["PGPASSWORD"] = password
-    return env
-
-
 def _copy_from_dsn(server: ServerAddress, source: Source, database: str) -> None:
     params = psycopg.conninfo.conninfo_to_dict(source.location)
     password = params.pop("password", None)
     dump = subprocess.Popen(
-        [_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
+        [client_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
          f"--dbname={psycopg.conninfo.make_conninfo('', **params)}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=_client_env(str(password) if password is not None else None))
+        env=client_environment(str(password) if password is not None else None))
     restore = subprocess.run(
-        [_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+        [client_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
          f"--dbname={server.conninfo(database, with_password=False)}"],
-        stdin=dump.stdout, capture_output=True, env=_client_env(server.password), check=False)
+        stdin=dump.stdout, capture_output=True, env=client_environment(server.password), check=False)
     if dump.stdout is not None:
         dump.stdout.close()
     dump_errors = ""
@@ -218,24 +200,21 @@ def _load_seed(server: ServerAddress, conn: psycopg.Connection[Any], source: Sou
         own = switches.pop()
         if own.startswith(("baseline_", "sb_")) or own in ("postgres", "template0", "template1"):
             raise SnapshotError(f"seed {source.location} enters {own!r}, a reserved name")
-        _run_psql(server, "postgres", source)
+        _run_seed(server, "postgres", source)
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (own,)).fetchone():
             raise SnapshotError(f"seed {source.location} did not create the database {own!r}")
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
             sql.Identifier(own), sql.Identifier(database)))
     else:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-        _run_psql(server, database, source)
+        _run_seed(server, database, source)
 
 
-def _run_psql(server: ServerAddress, database: str, source: Source) -> None:
-    done = subprocess.run(
-        [_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(server.socket_dir),
-         "-U", server.user, "-d", database, "-f", source.location],
-        capture_output=True, env=_client_env(server.password), check=False)
-    if done.returncode != 0:
-        raise SnapshotError(f"seed {source.location} failed: "
-                            f"{done.stderr.decode(errors='replace').strip()[-2000:]}")
+def _run_seed(server: ServerAddress, database: str, source: Source) -> None:
+    try:
+        server.run_script(Path(source.location), database)
+    except SandboxError as exc:
+        raise SnapshotError(f"seed {exc}") from exc
 
 
 def user_tables(conn: psycopg.Connection[Any]) -> list[str]:

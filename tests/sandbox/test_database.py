@@ -20,7 +20,7 @@ from harness.sandbox.capture import RowDelta
 from harness.sandbox.database import SandboxDatabase, open_baseline
 from harness.sandbox.postgres import ServerAddress
 from harness.sandbox.snapshot import SnapshotError, Source, compare, table_fingerprints
-from tests.fix_pg import CHINOOK, make_target_database, rows_of
+from tests.fix_pg import CHINOOK, rows_of
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
@@ -39,7 +39,7 @@ INSERT INTO items_log (item, note) SELECT g, 'n' FROM generate_series(1, 10) g;
 
 @pytest.fixture(scope="module")
 def generated_dsn(target_server: ServerAddress) -> str:
-    return make_target_database(target_server, "generated", GENERATED)
+    return target_server.fresh_database("generated", GENERATED)
 
 
 @pytest.fixture()
