@@ -243,6 +243,141 @@ def db_verify(source: str, config_path: str | None, as_json: bool) -> None:
     sys.exit(1 if different else 0)
 
 
+# -------------------------------------------------------------------- run
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--actions", "actions_file", required=True, type=click.File("r"),
+              help="JSONL: one tool call a line ('-' for stdin).")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the trace (default $HARNESS_HOME/traces/TRACE_ID.jsonl).")
+@click.option("--json", "as_json", is_flag=True)
+def run(config_path: str, actions_file: Any, trace_path: str | None, as_json: bool) -> None:
+    """Run an episode from a file of actions; print each result and the change set."""
+    from pathlib import Path
+
+    from harness.episode import Episode
+
+    config = _config(config_path)
+    lines = [line for line in actions_file.read().splitlines() if line.strip()]
+    try:
+        episode = Episode(config, trace_path=Path(trace_path) if trace_path else None,
+                          config_source=str(Path(config_path).resolve())).open()
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+    results = []
+    try:
+        for line in lines:
+            result = episode.act(line)
+            results.append(result)
+            if not as_json:
+                _print_result(result)
+    finally:
+        changeset = episode.close()
+    dry_run = config.orchestrator.blast_radius.dry_run
+    if as_json:
+        _print_json({"trace_id": episode.trace_id, "trace": str(episode.trace_path),
+                     "dry_run": dry_run, "actions": [r.to_dict() for r in results],
+                     "changeset": changeset.summary()})
+        return
+    summary = changeset.summary()
+    rows = summary["rows"]["total"] if summary["rows"] else None
+    out.print(f"\n[bold]change set[/] (trace {episode.trace_id}): {summary['commits']} "
+              f"commit(s), {summary['files_changed']} file(s), +{summary['lines_added']} "
+              f"-{summary['lines_removed']} lines"
+              + (f", rows +{rows['inserted']} ~{rows['updated']} -{rows['deleted']}"
+                 if rows else ""))
+    refused = sum(1 for r in results if r.status == "refused")
+    out.print(f"{len(results)} action(s), {refused} refused; "
+              + ("dry run: nothing is promoted" if dry_run else "promotion: see issue #6"))
+    out.print(f"trace: {episode.trace_path}")
+
+
+def _print_result(result: Any) -> None:
+    if result.refusal is not None:
+        out.print(f"[{result.index:>3}] {result.tool:<12} [red]refused[/] "
+                  f"{result.refusal.rule}: {result.refusal.reason}", soft_wrap=True)
+        return
+    detail = ""
+    if "exit_code" in result.output:
+        detail = f"exit {result.output['exit_code']}"
+    elif "error" in result.output:
+        detail = str(result.output["error"])[:100]
+    colour = "green" if result.status == "ok" else "yellow"
+    out.print(f"[{result.index:>3}] {result.tool:<12} [{colour}]{result.status}[/] {detail}",
+              soft_wrap=True)
+
+
+@main.group()
+def trace() -> None:
+    """Read traces."""
+
+
+@trace.command("show")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def trace_show(path: str) -> None:
+    """Render a trace as a timeline."""
+    from pathlib import Path
+
+    from harness.tracing import read_trace
+
+    spans = read_trace(Path(path))
+    if not spans:
+        _fail(f"{path} holds no spans", code=2)
+    start = min(s["start"] for s in spans)
+    children: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        if span["parent_id"]:
+            children.setdefault(span["parent_id"], []).append(span)
+    table = Table("t+ms", "step", "ms", "details", title=f"trace {spans[0]['trace_id']}")
+    for span in sorted((s for s in spans if not s["parent_id"]), key=lambda s: s["start"]):
+        a = span["attributes"]
+        if span["name"] == "action":
+            refusal = a.get("refusal")
+            details = (f"[red]refused[/] {refusal['rule']}: {refusal['reason']}" if refusal
+                       else f"{a.get('status')} {json.dumps(a.get('parameters'))[:80]}")
+            name = f"#{a.get('index')} {a.get('tool')}"
+        else:
+            details = json.dumps(a.get("counters") or a.get("changeset") or
+                                 {"sandbox": a.get("sandbox")})[:100]
+            name = span["name"]
+        table.add_row(f"{(span['start'] - start) * 1000:.0f}", name, f"{span['duration_ms']:.1f}",
+                      details)
+        for child in sorted(children.get(span["span_id"], []), key=lambda s: s["start"]):
+            extra = child["attributes"]
+            text = (f"{extra.get('decision')} {extra.get('rule_id') or ''}"
+                    if child["name"] == "guardrail" else json.dumps(extra)[:80])
+            table.add_row("", f"  {child['name']}", f"{child['duration_ms']:.1f}", text)
+    out.print(table)
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def replay(path: str, as_json: bool) -> None:
+    """Re-run a trace's actions in a fresh sandbox and report every divergence (exit 1 if any)."""
+    from pathlib import Path
+
+    from harness.replay import replay_trace
+
+    try:
+        report = replay_trace(Path(path))
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        out.print(f"replayed {report.actions} action(s) of trace {report.original_trace} as "
+                  f"{report.replay_trace}")
+        for divergence in report.divergences:
+            out.print(f"  [red]#{divergence.index} {divergence.field}[/]: recorded "
+                      f"{divergence.recorded!r}, replayed {divergence.replayed!r}")
+        if not report.divergences:
+            out.print("[green]no divergence[/]")
+    sys.exit(1 if report.divergences else 0)
+
+
 # ------------------------------------------------------------------ images
 
 

@@ -48,10 +48,22 @@ class BlastRadius(_Strict):
     """Run everything in the sandbox but promote nothing; only show the plan."""
 
 
+class EpisodeLimits(_Strict):
+    """Limits on an episode beside its blast radius; None for no limit."""
+
+    max_actions: int | None = Field(200, ge=1)
+    max_wall_seconds: float | None = Field(3600, gt=0)
+    max_shell_seconds: float | None = Field(None, gt=0)
+    """Total time the episode's shell commands may run."""
+    max_output_bytes: int | None = Field(64 << 20, ge=1024)
+    """Total stdout and stderr the episode's actions may return."""
+
+
 class Orchestrator(_Strict):
     """The episode orchestrator's settings."""
 
     blast_radius: BlastRadius = BlastRadius()
+    limits: EpisodeLimits = EpisodeLimits()
 
 
 # ------------------------------------------------------------------ guardrails
@@ -324,6 +336,23 @@ class Target(_Strict):
     database: str | None = None
 
 
+class HttpTool(_Strict):
+    """The http_request tool: the harness makes requests for the agent, to these hosts only."""
+
+    allow_hosts: list[str] = []
+    """Host names (or host:port) the agent may reach; empty: none."""
+    timeout_s: float = Field(10, gt=0)
+    max_response_bytes: int = Field(1 << 20, ge=1024)
+
+
+class Tools(_Strict):
+    """Settings of the built-in tools."""
+
+    http: HttpTool = HttpTool()
+    max_query_rows: int = Field(500, ge=1)
+    """Rows a db_query returns at most (the rest are counted, not shown)."""
+
+
 class Config(_Strict):
     """A whole harness configuration."""
 
@@ -333,6 +362,7 @@ class Config(_Strict):
     observability: Observability = Observability()
     sandbox: SandboxSettings = SandboxSettings()
     target: Target = Target()
+    tools: Tools = Tools()
 
 
 # ---------------------------------------------------------------------- loading

@@ -3,6 +3,7 @@ server (the "real system") loaded with the Chinook sample database."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +28,19 @@ def _start(server: DatabaseServer) -> ServerAddress:
         raise
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _remove_the_session_database_server(harness_home: Path) -> Iterator[None]:
+    """Whoever started it (a fixture, a Sandbox, a CLI run), the session's sandbox database
+    server goes at the end of the session."""
+    yield
+    with contextlib.suppress(HarnessError):
+        DatabaseServer(15).destroy()
+
+
 @pytest.fixture(scope="session")
-def pg_server(docker_client: object, harness_home: Path) -> Iterator[ServerAddress]:
+def pg_server(docker_client: object, harness_home: Path) -> ServerAddress:
     """The sandbox database server of this test session."""
-    server = DatabaseServer(15)
-    address = _start(server)
-    yield address
-    server.destroy()
+    return _start(DatabaseServer(15))
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,8 @@ class Policy:
     def evaluate(self, action: ToolAction, context: Context | None = None) -> Decision:
         """The decision for `action`, with require_approval left unresolved."""
         context = context or Context()
+        if action.tool == "list_files" and "path" not in action.parameters:
+            action = ToolAction(action.tool, {**action.parameters, "path": "."})
         text = ""
         parameter = _MAIN_PARAMETER.get(action.tool)
         if parameter is not None:

@@ -168,6 +168,14 @@ BEGIN
     END IF;
 END $f$;
 
+-- What the sandbox's own transaction has recorded so far (committed changes and its own
+-- uncommitted ones): lets the harness weigh a db_mutate before it commits.
+CREATE FUNCTION harness_capture.changes_since(since bigint)
+RETURNS TABLE (relname text, op "char", image json)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT relname, op, image FROM harness_capture.changes WHERE id > since ORDER BY id
+$f$;
+
 REVOKE ALL ON ALL TABLES IN SCHEMA harness_capture FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA harness_capture FROM PUBLIC;
 
@@ -265,25 +273,27 @@ class RowDelta:
                 "ddl": [asdict(d) for d in self.ddl], "summary": self.summary()}
 
 
-def read_delta(conn: psycopg.Connection[Any], *, since: int = 0) -> RowDelta:
-    """The net delta of the changes recorded after change id `since` (0: all)."""
+def read_delta(conn: psycopg.Connection[Any], *, since: int = 0, ddl: bool = True
+               ) -> RowDelta:
+    """The net delta of the changes recorded after change id `since` (0: all) as `conn`
+    sees them: a superuser's connection, or the sandbox role's own inside its transaction
+    (then without DDL)."""
     events: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for relname, op, image in conn.execute(
-            "SELECT relname, op, image FROM harness_capture.changes WHERE id > %s ORDER BY id",
-            (since,)):
+            "SELECT relname, op, image FROM harness_capture.changes_since(%s)", (since,)):
         events.setdefault(relname, []).append((op, image))
     keys = primary_keys(conn, list(events)) if events else {}
     tables = {name: net(name, keys.get(name, []), table_events)
               for name, table_events in events.items()}
-    ddl: list[DdlStatement] = []
-    for row in conn.execute("SELECT command_tag, object_type, object_identity, query "
-                            "FROM harness_capture.ddl ORDER BY id"):
+    statements: list[DdlStatement] = []
+    for row in (conn.execute("SELECT command_tag, object_type, object_identity, query "
+                             "FROM harness_capture.ddl ORDER BY id") if ddl else []):
         statement = DdlStatement(*row)
         # One statement reports each object it made (a table and its key's index).
-        if ddl and ddl[-1].query == statement.query and statement.query:
+        if statements and statements[-1].query == statement.query and statement.query:
             continue
-        ddl.append(statement)
-    return RowDelta({n: t for n, t in tables.items() if t.rows}, ddl)
+        statements.append(statement)
+    return RowDelta({n: t for n, t in tables.items() if t.rows}, statements)
 
 
 def last_change_id(conn: psycopg.Connection[Any]) -> int:

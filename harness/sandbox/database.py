@@ -88,6 +88,9 @@ class SandboxDatabase:
                     "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
                 ):
                     conn.execute(sql.SQL(statement).format(schema=name, role=role))
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA harness_capture TO {}").format(role))
+            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION harness_capture.changes_since(bigint) "
+                                 "TO {}").format(role))
             conn.execute("TRUNCATE harness_capture.ddl")  # the grants above are not the agent's
         self.clone_seconds = time.monotonic() - started
         return self

@@ -239,6 +239,12 @@ class Workspace:
                 f"the workspace's .git was replaced by the agent ({dot_git}); refusing to read it"
             )
 
+    def git(self, *args: str, check: bool = True) -> str:
+        """Run a read-only git command on the clone from the host (planted configuration
+        neutralised); never use it for commands that touch the work tree."""
+        self._check_layout()
+        return self._git(*args, check=check)
+
     def _git(self, *args: str, check: bool = True) -> str:
         return run_git(self.path, *args, check=check, alternates=self._object_stores)
 

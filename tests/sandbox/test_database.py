@@ -154,6 +154,16 @@ def test_the_agent_role_cannot_remove_or_read_the_capture(sandbox_db: SandboxDat
         "public.items": {"inserted": 0, "updated": 0, "deleted": 1}}
 
 
+def test_the_agent_role_weighs_its_own_open_transaction(sandbox_db: SandboxDatabase) -> None:
+    from harness.sandbox.capture import read_delta
+
+    with sandbox_db.connect(autocommit=False) as conn:
+        conn.execute("DELETE FROM items WHERE id > 30")
+        assert read_delta(conn, ddl=False).rows == 10, "its uncommitted rows count"
+        conn.rollback()
+    assert sandbox_db.delta().rows == 0
+
+
 def test_capture_is_invisible_to_normal_queries(sandbox_db: SandboxDatabase) -> None:
     with sandbox_db.connect() as conn:
         tables = {r[0] for r in conn.execute(

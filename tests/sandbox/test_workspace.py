@@ -58,7 +58,8 @@ def test_the_origin_is_byte_for_byte_unchanged_after_hostile_work(shop_repo: Pat
     ])
     with Sandbox(shop_repo) as sb:
         sb.exec(hostile, timeout=60)
-        assert sb.exec("git log --oneline | wc -l").stdout.strip() == "5"
+        expected = int(git(shop_repo, "rev-list", "--count", "HEAD")) + 1
+        assert sb.exec("git log --oneline | wc -l").stdout.strip() == str(expected)
         changes = sb.changes()  # host-side git must not run planted config
     assert changes.commit_count == 1
     assert not Path("/tmp/host-pwned").exists()

@@ -1,0 +1,94 @@
+"""The blast-radius budget of an episode: counters, and the checks made before and after
+each action."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.config import BlastRadius, EpisodeLimits
+
+
+@dataclass
+class Counters:
+    """What an episode has used so far."""
+
+    actions: int = 0
+    commits: int = 0
+    rows: int = 0
+    shell_seconds: float = 0.0
+    output_bytes: int = 0
+    refused: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def wall_seconds(self) -> float:
+        """Seconds since the episode opened."""
+        return time.monotonic() - self.started
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (rounded)."""
+        data = asdict(self)
+        data.pop("started")
+        data["shell_seconds"] = round(self.shell_seconds, 3)
+        data["wall_seconds"] = round(self.wall_seconds, 3)
+        return data
+
+
+@dataclass(frozen=True)
+class Overrun:
+    """A limit an action would cross (or did)."""
+
+    limit: str
+    reason: str
+
+
+class Budget:
+    """Limits and counters; `before` refuses an action that may not start."""
+
+    def __init__(self, blast_radius: BlastRadius, limits: EpisodeLimits) -> None:
+        self.blast_radius = blast_radius
+        self.limits = limits
+        self.counters = Counters()
+
+    def before(self, tool: str) -> Overrun | None:
+        """Why `tool` may not run now, if it may not."""
+        c, limits, blast = self.counters, self.limits, self.blast_radius
+        max_actions = min(v for v in (limits.max_actions, blast.max_tool_calls, 10**12)
+                          if v is not None)
+        if c.actions >= max_actions:
+            return Overrun("max_actions", f"the episode has used its {max_actions} actions")
+        if limits.max_wall_seconds is not None and c.wall_seconds >= limits.max_wall_seconds:
+            return Overrun("max_wall_seconds",
+                           f"the episode has run for its {limits.max_wall_seconds:g} s")
+        if tool == "shell_exec" and limits.max_shell_seconds is not None and \
+                c.shell_seconds >= limits.max_shell_seconds:
+            return Overrun("max_shell_seconds",
+                           f"shell commands have used their {limits.max_shell_seconds:g} s")
+        if limits.max_output_bytes is not None and c.output_bytes >= limits.max_output_bytes:
+            return Overrun("max_output_bytes",
+                           f"actions have returned their {limits.max_output_bytes} bytes")
+        if tool == "git_commit" and c.commits >= blast.max_commits:
+            return Overrun("max_commits", f"the episode has made its {blast.max_commits} "
+                           "commits (blast radius)")
+        if tool == "db_mutate" and c.rows >= blast.max_database_rows:
+            return Overrun("max_database_rows", f"the episode has changed its "
+                           f"{blast.max_database_rows} rows (blast radius)")
+        return None
+
+    def rows_overrun(self, projected_rows: int) -> Overrun | None:
+        """Whether a database change bringing the episode to `projected_rows` is too much."""
+        limit = self.blast_radius.max_database_rows
+        if projected_rows > limit:
+            return Overrun("max_database_rows",
+                           f"it would bring the episode to {projected_rows} changed rows "
+                           f"({projected_rows - self.counters.rows} by this action); the "
+                           f"blast radius allows {limit}")
+        return None
+
+    def remaining_shell_seconds(self) -> float | None:
+        """Shell time left, to cap a command's timeout."""
+        if self.limits.max_shell_seconds is None:
+            return None
+        return max(0.0, self.limits.max_shell_seconds - self.counters.shell_seconds)

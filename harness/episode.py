@@ -1,0 +1,468 @@
+"""The episode: one agent's run in one sandbox. Every action passes the same pipeline:
+guardrails decide -> budget pre-check -> execute in the sandbox -> measure the effect
+(rows from the capture, commits from git) -> update counters -> record a trace span.
+A refused action returns a structured refusal the agent can read; the episode goes on."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+
+from harness.actions import ActionError, ToolAction
+from harness.budget import Budget, Overrun
+from harness.changeset import ChangeSet
+from harness.config import Config, DbSchemaSource, FileSource
+from harness.errors import HarnessError
+from harness.guardrails import Context, Decision, Policy
+from harness.guardrails.policy import Approver
+from harness.sandbox import Sandbox
+from harness.sandbox.capture import read_delta
+from harness.sandbox.home import state_dir
+from harness.state import (
+    InjectedState,
+    auth_headers,
+    database_schema,
+    environment,
+    file_state,
+    sources_of,
+)
+from harness.tools import TOOLS, parameter_problem
+from harness.tracing import Redactor, Span, Tracer
+
+Status = Literal["ok", "error", "refused"]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an action did not run: by which check (guardrail, budget or invalid), which
+    rule or limit, and why."""
+
+    kind: Literal["guardrail", "budget", "invalid"]
+    rule: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """The outcome of one action, as the agent reads it and the trace records it."""
+
+    index: int
+    tool: str
+    status: Status
+    output: dict[str, Any] = field(default_factory=dict)
+    refusal: Refusal | None = None
+    decision: dict[str, Any] | None = None
+    counters: dict[str, Any] = field(default_factory=dict)
+    duration_s: float = 0.0
+    span_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return asdict(self)
+
+    def observation(self) -> str:
+        """What an agent sees: the output, or the refusal and how to go on."""
+        if self.refusal is not None:
+            return (f"REFUSED by the harness ({self.refusal.kind} {self.refusal.rule}): "
+                    f"{self.refusal.reason}. The action did not run; try something else.")
+        return json.dumps(self.output, default=str)
+
+
+class Episode:
+    """An agent's run: `with Episode(config) as episode: episode.act(action)`; `close()`
+    returns the ChangeSet. Sync API; one action at a time."""
+
+    def __init__(self, config: Config, *, trace_path: Path | None = None,
+                 approver: Approver | None = None, host_env: Mapping[str, str] | None = None,
+                 config_source: str | None = None) -> None:
+        if not config.target.repo:
+            raise HarnessError("the config names no target repository (target.repo)")
+        self.config = config
+        self.config_source = config_source
+        self.policy = Policy(config.guardrails, approver=approver)
+        self.budget = Budget(config.orchestrator.blast_radius, config.orchestrator.limits)
+        self._env = environment(config.state_injection, host_env)
+        self._headers = auth_headers(config.state_injection, host_env)
+        self.redactor = Redactor([v for v in self._headers.values() if v])
+        self.tracer = Tracer(None, redactor=self.redactor)
+        self.trace_path = trace_path or state_dir("traces") / f"{self.tracer.trace_id}.jsonl"
+        self.sandbox = Sandbox(config.target.repo, ref=config.target.branch,
+                               settings=config.sandbox, environment=self._env,
+                               database=config.target.database)
+        self.state = InjectedState()
+        self.results: list[ActionResult] = []
+        self._db: psycopg.Connection[Any] | None = None
+        self._closed: ChangeSet | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def open(self) -> Episode:
+        """Open the sandbox, inject the state and start the trace."""
+        try:
+            self.sandbox.open()
+            if self.sandbox.database is not None:
+                for secret in self.sandbox.database.secrets():
+                    self.redactor.add(secret)
+            self.tracer = Tracer(self.trace_path, redactor=self.redactor,
+                                 trace_id=self.tracer.trace_id)
+            self.state = self._inject()
+            self.tracer.event("episode.start", sandbox=self.sandbox.id,
+                              config=self.config.model_dump(mode="json"),
+                              config_source=self.config_source,
+                              hardening_overrides=self.sandbox.hardening_overrides,
+                              base=self.sandbox.workspace.base, state=self.state.to_dict())
+        except BaseException:
+            self.sandbox.close()
+            raise
+        return self
+
+    def close(self) -> ChangeSet:
+        """Measure the whole change, end the trace and remove the sandbox."""
+        if self._closed is not None:
+            return self._closed
+        try:
+            changes = ChangeSet(self.tracer.trace_id, self.sandbox.changes(),
+                                self.sandbox.row_delta())
+            self.tracer.event("episode.end", counters=self.budget.counters.to_dict(),
+                              changeset=changes.summary())
+            self._closed = changes
+            return changes
+        finally:
+            if self._db is not None:
+                self._db.close()
+            self.tracer.close()
+            self.sandbox.close()
+
+    def __enter__(self) -> Episode:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def trace_id(self) -> str:
+        """The id every span of this episode carries."""
+        return self.tracer.trace_id
+
+    @staticmethod
+    def tool_schemas() -> list[dict[str, Any]]:
+        """The built-in tools in the Chat Completions `tools` format."""
+        return [spec.openai_schema() for spec in TOOLS.values()]
+
+    # ------------------------------------------------------------ acting
+
+    def act(self, action: ToolAction | Mapping[str, Any] | str) -> ActionResult:
+        """Run one action through the whole pipeline; never raises for the agent's mistakes."""
+        index = len(self.results)
+        started = time.monotonic()
+        with self.tracer.span("action", index=index) as span:
+            result = self._act(action, index, span)
+            result = ActionResult(**{**asdict(result), "refusal": result.refusal,
+                                     "duration_s": round(time.monotonic() - started, 6),
+                                     "span_id": span.span_id,
+                                     "counters": self.budget.counters.to_dict()})
+            span.set(status=result.status, counters=result.counters,
+                     refusal=asdict(result.refusal) if result.refusal else None,
+                     result=_summary(result.output))
+        self.results.append(result)
+        return result
+
+    def _act(self, raw: ToolAction | Mapping[str, Any] | str, index: int, span: Span
+             ) -> ActionResult:
+        counters = self.budget.counters
+        try:
+            action = raw if isinstance(raw, ToolAction) else (
+                ToolAction.from_json(raw) if isinstance(raw, str) else ToolAction.from_dict(raw))
+        except ActionError as exc:
+            counters.refused += 1
+            span.set(tool=None, parameters=None)
+            return ActionResult(index, "?", "refused", refusal=Refusal("invalid", "bad-action",
+                                                                       str(exc)))
+        span.set(tool=action.tool, parameters=dict(action.parameters))
+        problem = parameter_problem(action)
+        if problem is not None:
+            counters.refused += 1
+            return ActionResult(index, action.tool, "refused",
+                                refusal=Refusal("invalid", "bad-parameters", problem))
+        with self.tracer.span("guardrail", span) as check:
+            decision = self.policy.authorize(action, Context(branch=self.sandbox.workspace.branch))
+            check.set(decision=decision.verdict.label, rule_id=decision.rule_id,
+                      reason=decision.reason, approval=decision.approval)
+        if not decision.allowed:
+            counters.refused += 1
+            return ActionResult(index, action.tool, "refused", decision=decision.to_dict(),
+                                refusal=Refusal("guardrail", decision.rule_id or "?",
+                                                decision.reason))
+        overrun = self.budget.before(action.tool)
+        if overrun is not None:
+            counters.refused += 1
+            return self._over(index, action, decision, overrun)
+        counters.actions += 1
+        with self.tracer.span("execute", span) as execution:
+            status, output, overrun = self._execute(action)
+            execution.set(status=status)
+        with self.tracer.span("measure", span) as measure:
+            notes = self._measure(action.tool)
+            measure.set(commits=counters.commits, rows=counters.rows, **notes)
+            output.update(notes)
+        if overrun is not None:
+            counters.refused += 1
+            return self._over(index, action, decision, overrun, output)
+        return ActionResult(index, action.tool, status, output, decision=decision.to_dict()
+                            if decision.findings else None)
+
+    def _over(self, index: int, action: ToolAction, decision: Decision, overrun: Overrun,
+              output: dict[str, Any] | None = None) -> ActionResult:
+        return ActionResult(index, action.tool, "refused", output or {},
+                            refusal=Refusal("budget", overrun.limit, overrun.reason),
+                            decision=decision.to_dict() if decision.findings else None)
+
+    # ------------------------------------------------------------ tools
+
+    def _execute(self, action: ToolAction) -> tuple[Status, dict[str, Any], Overrun | None]:
+        handler = getattr(self, f"_tool_{action.tool}")
+        try:
+            return handler(action.parameters)  # type: ignore[no-any-return]
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            return "error", {"error": f"{type(exc).__name__}: {exc}"}, None
+        except psycopg.Error as exc:
+            return "error", {"error": _pg_error(exc)}, None
+        except HarnessError as exc:
+            return "error", {"error": str(exc)}, None
+
+    def _shell(self, command: str | list[str], timeout: float | None = None) -> dict[str, Any]:
+        remaining = self.budget.remaining_shell_seconds()
+        if remaining is not None:
+            timeout = min(timeout or remaining, remaining)
+        result = self.sandbox.exec(command, timeout=timeout)
+        counters = self.budget.counters
+        counters.shell_seconds += result.duration_s
+        counters.output_bytes += len(result.stdout.encode()) + len(result.stderr.encode())
+        return result.to_dict()
+
+    def _tool_shell_exec(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
+        return "ok", self._shell(p["command"], p.get("timeout")), None
+
+    def _tool_read_file(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
+        data = self.sandbox.read_file(_in_workspace(p["path"]))
+        self.budget.counters.output_bytes += len(data)
+        try:
+            return "ok", {"content": data.decode(), "sha256": _sha(data), "bytes": len(data)}, \
+                None
+        except UnicodeDecodeError:
+            return "ok", {"content_base64": base64.b64encode(data).decode(), "sha256": _sha(data),
+                          "bytes": len(data)}, None
+
+    def _tool_write_file(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
+        data = p["content"].encode()
+        self.sandbox.write_file(_in_workspace(p["path"]), data)
+        return "ok", {"written": len(data), "sha256": _sha(data)}, None
+
+    def _tool_list_files(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
+        path = _in_workspace(p.get("path", "."))
+        output = self._shell(["find", path, "-mindepth", "1", "-maxdepth", "2", "-not", "-path",
+                              "*/.git", "-not", "-path", "*/.git/*", "-printf", "%y %s %P\\n"])
+        entries = sorted(line.split(" ", 2) for line in output["stdout"].splitlines())
+        status: Status = "ok" if output["exit_code"] == 0 else "error"
+        return status, {"path": path, "entries": [{"type": "dir" if t == "d" else "file",
+                                                   "bytes": int(s), "path": n}
+                                                  for t, s, n in entries],
+                        **({"error": output["stderr"]} if status == "error" else {})}, None
+
+    def _tool_git_commit(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
+        output = self._shell(["bash", "-c", 'git add -A && git commit -q -m "$1" && '
+                              'git rev-parse HEAD', "commit", p["message"]])
+        status: Status = "ok" if output["exit_code"] == 0 else "error"
+        return status, {"commit": output["stdout"].strip() if status == "ok" else None,
+                        "stderr": output["stderr"]}, None
+
+    def _tool_git_diff(self, _: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
+        output = self._shell("git status --short && git --no-pager diff HEAD")
+        return "ok", {"diff": output["stdout"], "stderr": output["stderr"]}, None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        database = self.sandbox.database
+        if database is None:
+            raise HarnessError("this episode has no database (target.database is not set)")
+        if self._db is None or self._db.closed:
+            self._db = database.connect(autocommit=False)
+        return self._db
+
+    def _tool_db_query(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
+        conn = self._connection()
+        try:
+            conn.execute("SET TRANSACTION READ ONLY")
+            results = _results(conn.execute(p["sql"]), self.config.tools.max_query_rows)
+        finally:
+            conn.rollback()
+        self.budget.counters.output_bytes += len(json.dumps(results, default=str))
+        return "ok", {"results": results}, None
+
+    def _tool_db_mutate(self, p: Mapping[str, Any]
+                        ) -> tuple[Status, dict[str, Any], Overrun | None]:
+        conn = self._connection()
+        try:
+            results = _results(conn.execute(p["sql"]), self.config.tools.max_query_rows)
+            # The capture of this very transaction is visible to it: weigh, then decide.
+            projected = read_delta(conn, ddl=False).rows
+            overrun = self.budget.rows_overrun(projected)
+            if overrun is not None:
+                conn.rollback()
+                return "refused", {"rolled_back": True, "rows_measured":
+                                   projected - self.budget.counters.rows}, overrun
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        return "ok", {"results": results}, None
+
+    def _tool_http_request(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
+        url = urllib.parse.urlsplit(p["url"])
+        allowed = self.config.tools.http.allow_hosts
+        host = url.hostname or ""
+        if url.scheme not in ("http", "https") or not (
+                host in allowed or f"{host}:{url.port}" in allowed):
+            return "error", {"error": f"{host or p['url']!r} is not an allowed host "
+                             f"(tools.http.allow_hosts: {allowed})"}, None
+        headers = {k: v for k, v in (p.get("headers") or {}).items()
+                   if k.lower() not in {h.lower() for h in self._headers}}
+        headers.update({k: v for k, v in self._headers.items() if v})  # added at the edge
+        body = p.get("body")
+        request = urllib.request.Request(p["url"], method=p["method"], headers=headers,
+                                         data=body.encode() if body is not None else None)
+        limit = self.config.tools.http.max_response_bytes
+        try:
+            with urllib.request.urlopen(request, timeout=self.config.tools.http.timeout_s) as r:
+                status, data, reply_headers = r.status, r.read(limit + 1), dict(r.headers)
+        except urllib.error.HTTPError as exc:
+            status, data, reply_headers = exc.code, exc.read(limit + 1), dict(exc.headers)
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            return "error", {"error": f"request failed: {exc}"}, None
+        self.budget.counters.output_bytes += len(data)
+        return "ok", self.redactor({
+            "status": status, "headers": reply_headers,
+            "body": data[:limit].decode("utf-8", errors="replace"),
+            "truncated": len(data) > limit}), None
+
+    # ------------------------------------------------------------ measuring
+
+    def _measure(self, tool: str) -> dict[str, Any]:
+        """Commits from git and rows from the capture, after the actions that can change them.
+        Commits past the budget made through the shell are reset away (their changes stay,
+        uncommitted)."""
+        notes: dict[str, Any] = {}
+        counters = self.budget.counters
+        if tool in ("shell_exec", "git_commit"):
+            changes = self.sandbox.changes()
+            counters.commits = changes.commit_count
+            allowed = self.config.orchestrator.blast_radius.max_commits
+            if counters.commits > allowed:
+                notes["commits_reset"] = self._reset_commits(allowed)
+                counters.commits = self.sandbox.changes().commit_count
+        if tool in ("shell_exec", "db_mutate") and self.sandbox.database is not None:
+            counters.rows = self.sandbox.database.delta().rows
+            if counters.rows > self.config.orchestrator.blast_radius.max_database_rows:
+                notes["rows_over_budget"] = counters.rows
+        return notes
+
+    def _reset_commits(self, allowed: int) -> list[str]:
+        workspace = self.sandbox.workspace
+        new = workspace.git("rev-list", "--reverse", f"{workspace.base}..HEAD").split()
+        keep = new[allowed - 1] if allowed > 0 and len(new) >= allowed else workspace.base
+        self._shell(["git", "reset", "-q", "--soft", keep])
+        return new[allowed:] if allowed > 0 else new
+
+    # ------------------------------------------------------------ state
+
+    def _inject(self) -> InjectedState:
+        schema: dict[str, Any] = {}
+        database = self.sandbox.database
+        db_sources = sources_of(self.config.state_injection, DbSchemaSource)
+        if database is not None and db_sources:
+            tables = [t for source in db_sources for t in source.tables]
+            with database.connect_as_owner() as conn:
+                schema = database_schema(conn, tables)
+        files = []
+        for source in sources_of(self.config.state_injection, FileSource):
+            path = _in_workspace(source.path)
+            relative = path.removeprefix("/workspace/")
+            try:
+                content = self.sandbox.read_file(path)
+            except FileNotFoundError:
+                continue
+            stamp = self.sandbox.workspace.git("log", "-1", "--format=%ct", "--", relative)
+            # `git status` reads the work tree (and so filters): run it inside, not on the host.
+            status = self.sandbox.exec(["git", "status", "--porcelain", "--", relative])
+            dirty = bool(status.stdout.strip())
+            files.append(file_state(relative, content, int(stamp) if stamp else None, dirty))
+        return InjectedState(env=dict(self._env), schema=schema,
+                             auth_headers={k: v is not None for k, v in self._headers.items()},
+                             files=files)
+
+
+def _in_workspace(path: str) -> str:
+    return path if path.startswith("/") else f"/workspace/{path.removeprefix('./')}"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _results(cursor: psycopg.Cursor[Any], limit: int) -> list[dict[str, Any]]:
+    """Every statement's outcome: its status, and its rows (up to `limit`) if it has any."""
+    results = []
+    while True:
+        entry: dict[str, Any] = {"status": cursor.statusmessage, "rowcount": cursor.rowcount}
+        if cursor.description is not None:
+            rows = cursor.fetchmany(limit)
+            entry["columns"] = [c.name for c in cursor.description]
+            entry["rows"] = [[_plain(v) for v in row] for row in rows]
+            entry["more_rows"] = cursor.fetchone() is not None
+        results.append(entry)
+        if not cursor.nextset():
+            return results
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
+def _pg_error(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    parts = [diag.message_primary or str(exc).strip()]
+    if diag.message_detail:
+        parts.append(f"DETAIL: {diag.message_detail}")
+    if diag.sqlstate:
+        parts.append(f"(SQLSTATE {diag.sqlstate})")
+    return " ".join(parts)
+
+
+def _summary(output: dict[str, Any]) -> dict[str, Any]:
+    """What the trace keeps of an output: short values whole, long text by size and digest."""
+    summary: dict[str, Any] = {}
+    if isinstance(output.get("stdout"), str):
+        summary["stdout_sha256"] = _sha(output["stdout"].encode())
+    for key, value in output.items():
+        if isinstance(value, str) and len(value) > 512:
+            summary[key] = {"bytes": len(value.encode()), "sha256": _sha(value.encode()),
+                            "head": value[:200]}
+        elif key == "results":
+            summary[key] = [{k: v for k, v in r.items() if k != "rows"} | (
+                {"rows_sha256": _sha(json.dumps(r["rows"], default=str).encode())}
+                if "rows" in r else {}) for r in value]
+        elif key == "entries":
+            summary[key] = len(value)
+        else:
+            summary[key] = value
+    return summary
