@@ -251,8 +251,12 @@ class Tracing(_Strict):
 
     enabled: bool = True
     propagate_trace_id: bool = True
+    """Give the agent's commands the trace id (HARNESS_TRACE_ID and TRACEPARENT)."""
     path: str | None = None
+    """Folder for trace files; default $HARNESS_HOME/traces."""
     otlp_endpoint: str | None = None
+    """Also send each trace, when the episode ends, to this OTLP/HTTP endpoint
+    (e.g. http://127.0.0.1:4318/v1/traces)."""
 
 
 class Logging(_Strict):

@@ -96,9 +96,14 @@ class Episode:
         self._headers = auth_headers(config.state_injection, host_env)
         self.redactor = Redactor([v for v in self._headers.values() if v])
         self.tracer = Tracer(None, redactor=self.redactor)
-        self.trace_path = trace_path or state_dir("traces") / f"{self.tracer.trace_id}.jsonl"
+        self.trace_path = trace_path or Path(config.observability.tracing.path or
+                                             state_dir("traces")) / f"{self.tracer.trace_id}.jsonl"
+        sandbox_env = dict(self._env)
+        if config.observability.tracing.propagate_trace_id:
+            sandbox_env["HARNESS_TRACE_ID"] = self.tracer.trace_id
+            sandbox_env["TRACEPARENT"] = f"00-{self.tracer.trace_id}-{'0' * 15}1-01"
         self.sandbox = Sandbox(config.target.repo, ref=config.target.branch,
-                               settings=config.sandbox, environment=self._env,
+                               settings=config.sandbox, environment=sandbox_env,
                                database=config.target.database)
         self.state = InjectedState()
         self.results: list[ActionResult] = []
@@ -114,8 +119,10 @@ class Episode:
             if self.sandbox.database is not None:
                 for secret in self.sandbox.database.secrets():
                     self.redactor.add(secret)
-            self.tracer = Tracer(self.trace_path, redactor=self.redactor,
-                                 trace_id=self.tracer.trace_id)
+            tracing = self.config.observability.tracing
+            self.tracer = Tracer(self.trace_path if tracing.enabled else None,
+                                 redactor=self.redactor, trace_id=self.tracer.trace_id,
+                                 otlp_endpoint=tracing.otlp_endpoint if tracing.enabled else None)
             self.state = self._inject()
             self.tracer.event("episode.start", sandbox=self.sandbox.id,
                               config=self.config.model_dump(mode="json"),
@@ -364,12 +371,12 @@ class Episode:
         notes: dict[str, Any] = {}
         counters = self.budget.counters
         if tool in ("shell_exec", "git_commit"):
-            changes = self.sandbox.changes()
-            counters.commits = changes.commit_count
+            workspace = self.sandbox.workspace
+            counters.commits = workspace.commit_count()
             allowed = self.config.orchestrator.blast_radius.max_commits
             if counters.commits > allowed:
                 notes["commits_reset"] = self._reset_commits(allowed)
-                counters.commits = self.sandbox.changes().commit_count
+                counters.commits = workspace.commit_count()
         if tool in ("shell_exec", "db_mutate") and self.sandbox.database is not None:
             counters.rows = self.sandbox.database.delta().rows
             if counters.rows > self.config.orchestrator.blast_radius.max_database_rows:

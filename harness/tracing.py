@@ -72,15 +72,16 @@ class Tracer:
     """Writes the spans of one trace to a JSONL file (and keeps them in memory)."""
 
     def __init__(self, path: Path | None, *, redactor: Redactor | None = None,
-                 trace_id: str | None = None) -> None:
+                 trace_id: str | None = None, otlp_endpoint: str | None = None) -> None:
         self.trace_id = trace_id or secrets.token_hex(16)
         self.path = path
+        self.otlp_endpoint = otlp_endpoint
         self.redact = redactor or Redactor()
         self.spans: list[Span] = []
         self._file: TextIO | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
+            self._file = path.open("w", encoding="utf-8")  # one trace per file
 
     @contextlib.contextmanager
     def span(self, name: str, parent: Span | None = None, **attributes: Any) -> Iterator[Span]:
@@ -109,10 +110,15 @@ class Tracer:
             self._file.flush()
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file, and send the whole trace to the OTLP endpoint if one is set."""
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self.otlp_endpoint and self.spans:
+            from harness.otel import export
+
+            export([span.to_dict() for span in self.spans], self.otlp_endpoint)
+            self.otlp_endpoint = None
 
 
 def read_trace(path: Path) -> list[dict[str, Any]]:

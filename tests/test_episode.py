@@ -9,7 +9,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -233,3 +233,51 @@ def test_harness_run_takes_the_reference_configuration_with_a_target(
     shown = subprocess.run([sys.executable, "-m", "harness.cli", "trace", "show",
                             report["trace"]], capture_output=True, text=True, check=False)
     assert shown.returncode == 0 and "guardrail" in shown.stdout
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        _Collector.received.append(self.rfile.read(length))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_trace_goes_to_an_otlp_endpoint_with_genai_attributes(
+        shop_repo: Path, tmp_path: Path) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+    cfg = parse_config(f"observability:\n  tracing: {{otlp_endpoint: '{endpoint}'}}\n"
+                       f"target:\n  repo: {shop_repo}\n")
+    try:
+        with Episode(cfg, trace_path=tmp_path / "t.jsonl") as episode:
+            seen = episode.act({"tool": "shell_exec", "parameters": {
+                "command": "echo $HARNESS_TRACE_ID"}})
+            episode.act({"tool": "shell_exec", "parameters": {"command": "rm -rf /"}})
+        assert seen.output["stdout"].strip() == episode.trace_id
+    finally:
+        server.shutdown()
+        server.server_close()
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(b"".join(_Collector.received))
+    spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert {s.trace_id.hex() for s in spans} == {episode.trace_id}
+    tools = [s for s in spans if s.name == "execute_tool shell_exec"]
+    assert len(tools) == 2
+    attributes = {a.key: a.value.string_value for a in tools[0].attributes}
+    assert attributes["gen_ai.operation.name"] == "execute_tool"
+    assert attributes["gen_ai.tool.name"] == "shell_exec"
+    assert {s.name for s in spans} >= {"guardrail", "execute", "measure", "episode.start"}
+    refused = [s for s in tools if s.status.code == 2]
+    assert len(refused) == 1, "the refused action is marked as an error"
