@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -33,7 +34,11 @@ def fixture_repo(name: str = "shop", *, fresh: bool = False) -> Path:
     tree = fixtures_root() / "repos" / name
     if not tree.is_dir():
         raise WorkspaceError(f"no fixture repository {name!r} in {tree.parent}")
-    target = state_dir("fixtures") / name
+    digest = hashlib.sha256()
+    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(tree).as_posix().encode() + b"\0" + path.read_bytes())
+    # Named by content: a changed sample tree makes a new repository, never a stale one.
+    target = state_dir("fixtures") / f"{name}-{digest.hexdigest()[:10]}"
     if target.exists() and not fresh:
         return target
     with _building(target) as scratch:
