@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness.sandbox.capture import RowDelta
@@ -16,6 +17,8 @@ class ChangeSet:
     trace_id: str
     workspace: WorkspaceChanges
     rows: RowDelta | None
+    bundle: Path | None = None
+    """A git bundle of HEAD's commits since the base (None when there are none)."""
 
     @property
     def commit_count(self) -> int:
@@ -42,4 +45,5 @@ class ChangeSet:
         """Everything, JSON-ready (diff and row images included)."""
         return {"trace_id": self.trace_id, "workspace": self.workspace.to_dict(),
                 "rows": self.rows.to_dict() if self.rows is not None else None,
+                "bundle": str(self.bundle) if self.bundle else None,
                 "summary": self.summary()}

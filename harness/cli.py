@@ -7,6 +7,7 @@ import sys
 from typing import Any, NoReturn
 
 import click
+import psycopg
 from rich.console import Console
 from rich.table import Table
 
@@ -20,9 +21,12 @@ err = Console(stderr=True, highlight=False)
 EXIT_CODES = """\b
 Exit codes:
   0    success (exec: the command's own exit code is passed through;
-       check: allowed or warned)
-  1    check: blocked or needs approval; doctor: a check failed
-  2    usage or configuration error
+       check: allowed or warned; run: promoted, or within limits)
+  1    check: blocked or needs approval; replay: a divergence; db verify: a
+       difference; doctor: a check failed
+  2    usage, configuration or infrastructure error
+  3    run --promote: refused by a limit
+  4    run --promote / revert: a conflict with the real database
   125  infrastructure error in exec (engine, image, workspace), as `docker run` does
 """
 
@@ -252,9 +256,14 @@ def db_verify(source: str, config_path: str | None, as_json: bool) -> None:
               help="JSONL: one tool call a line ('-' for stdin).")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
               help="Where to write the trace (default $HARNESS_HOME/traces/TRACE_ID.jsonl).")
+@click.option("--promote", "do_promote", is_flag=True,
+              help="Promote the change set to the real systems when it fits the limits.")
+@click.option("--dry-run", is_flag=True, help="Check limits and conflicts; change nothing.")
 @click.option("--json", "as_json", is_flag=True)
-def run(config_path: str, actions_file: Any, trace_path: str | None, as_json: bool) -> None:
-    """Run an episode from a file of actions; print each result and the change set."""
+def run(config_path: str, actions_file: Any, trace_path: str | None, do_promote: bool,
+        dry_run: bool, as_json: bool) -> None:
+    """Run an episode from a file of actions; print each result, the change set, the limit
+    check and, with --promote, the promotion."""
     from pathlib import Path
 
     from harness.episode import Episode
@@ -275,12 +284,19 @@ def run(config_path: str, actions_file: Any, trace_path: str | None, as_json: bo
                 _print_result(result)
     finally:
         changeset = episode.close()
-    dry_run = config.orchestrator.blast_radius.dry_run
+    from harness.promote import promote
+
+    dry_run = dry_run or config.orchestrator.blast_radius.dry_run or not do_promote
+    try:
+        promotion = promote(changeset, config, dry_run=dry_run)
+    except (HarnessError, psycopg.Error) as exc:
+        _fail(f"promotion failed, nothing changed: {exc}", code=2)
+    code = {"refused": 3, "conflict": 4, "failed": 2}.get(promotion.outcome, 0)
     if as_json:
         _print_json({"trace_id": episode.trace_id, "trace": str(episode.trace_path),
                      "dry_run": dry_run, "actions": [r.to_dict() for r in results],
-                     "changeset": changeset.summary()})
-        return
+                     "changeset": changeset.summary(), "promotion": promotion.to_dict()})
+        sys.exit(code)
     summary = changeset.summary()
     rows = summary["rows"]["total"] if summary["rows"] else None
     out.print(f"\n[bold]change set[/] (trace {episode.trace_id}): {summary['commits']} "
@@ -289,9 +305,74 @@ def run(config_path: str, actions_file: Any, trace_path: str | None, as_json: bo
               + (f", rows +{rows['inserted']} ~{rows['updated']} -{rows['deleted']}"
                  if rows else ""))
     refused = sum(1 for r in results if r.status == "refused")
-    out.print(f"{len(results)} action(s), {refused} refused; "
-              + ("dry run: nothing is promoted" if dry_run else "promotion: see issue #6"))
+    out.print(f"{len(results)} action(s), {refused} refused")
+    _print_promotion(promotion)
     out.print(f"trace: {episode.trace_path}")
+    sys.exit(code)
+
+
+def _print_promotion(promotion: Any) -> None:
+    outcome = promotion.outcome
+    if outcome == "refused":
+        out.print("[bold red]refused by the limits[/] (nothing promoted):")
+        for v in promotion.violations:
+            out.print(f"  {v.limit}: {v.detail} (allowed {v.allowed})")
+    elif outcome == "conflict":
+        out.print("[bold red]conflict with the real database[/] (nothing changed):")
+        for c in promotion.conflicts:
+            out.print(f"  {c.table} {json.dumps(c.key)}: {c.reason}; expected "
+                      f"{json.dumps(c.expected)}, found {json.dumps(c.found)}", soft_wrap=True)
+    elif outcome == "dry-run":
+        out.print("[bold]dry run[/]: within limits, no conflicts; nothing promoted. Plan: "
+                  + json.dumps(promotion.plan, default=str), soft_wrap=True)
+    elif outcome == "promoted":
+        out.print(f"[bold green]promoted[/]: {json.dumps(promotion.refs)}; receipt "
+                  f"{promotion.receipt}", soft_wrap=True)
+    elif outcome == "reverted":
+        out.print("[bold green]reverted[/]")
+    else:
+        out.print(f"[bold red]promotion failed[/], nothing changed: {promotion.error}")
+
+
+@main.command("promote", epilog=EXIT_CODES)
+@click.option("--recover", is_flag=True, required=True,
+              help="Settle promotions a crash interrupted (commit or roll back each).")
+@click.option("--json", "as_json", is_flag=True)
+def promote_command(recover: bool, as_json: bool) -> None:
+    """Finish what a crashed promotion left: never half-applied."""
+    from harness.promote import recover as settle
+
+    try:
+        settled = settle()
+    except (HarnessError, psycopg.Error) as exc:
+        _fail(str(exc), code=2)
+    if as_json:
+        _print_json(settled)
+        return
+    for entry in settled:
+        out.print(f"{entry['id']}: was {entry['state']}, {entry['decision']}")
+    if not settled:
+        out.print("nothing to recover")
+
+
+@main.command(epilog=EXIT_CODES)
+@click.argument("receipt", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def revert(receipt: str, as_json: bool) -> None:
+    """Undo a promotion from its RECEIPT, with the same conflict checks."""
+    from pathlib import Path
+
+    from harness.promote import revert as undo
+
+    try:
+        result = undo(Path(receipt))
+    except (HarnessError, psycopg.Error) as exc:
+        _fail(str(exc), code=2)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        _print_promotion(result)
+    sys.exit({"conflict": 4, "failed": 2}.get(result.outcome, 0))
 
 
 def _print_result(result: Any) -> None:

@@ -44,6 +44,12 @@ class BlastRadius(_Strict):
     """Files a change set may touch; None for no limit."""
     max_tool_calls: int | None = Field(None, ge=0)
     """Actions an episode may take; None for no limit."""
+    max_lines_changed: int | None = Field(None, ge=0)
+    """Lines added plus removed over the change set; None for no limit."""
+    max_rows_per_table: dict[str, int] = {}
+    """Row limits for single tables (bare or schema-qualified names)."""
+    allow_ddl: bool = False
+    """Promote schema changes (replayed in order in the same transaction)."""
     dry_run: bool = True
     """Run everything in the sandbox but promote nothing; only show the plan."""
 
@@ -340,6 +346,15 @@ class Target(_Strict):
     database: str | None = None
 
 
+class Promotion(_Strict):
+    """How a change set reaches the real systems."""
+
+    branch_prefix: str = "harness/"
+    """Commits are pushed to a new branch `<prefix><trace id>` on the target repository."""
+    fast_forward: bool = False
+    """Also fast-forward `target.branch` when its head is still the base (never forced)."""
+
+
 class HttpTool(_Strict):
     """The http_request tool: the harness makes requests for the agent, to these hosts only."""
 
@@ -366,6 +381,7 @@ class Config(_Strict):
     observability: Observability = Observability()
     sandbox: SandboxSettings = SandboxSettings()
     target: Target = Target()
+    promotion: Promotion = Promotion()
     tools: Tools = Tools()
 
 

@@ -26,6 +26,7 @@ from harness.config import Config, DbSchemaSource, FileSource
 from harness.errors import HarnessError
 from harness.guardrails import Context, Decision, Policy
 from harness.guardrails.policy import Approver
+from harness.promote.promotion import PromotionResult
 from harness.sandbox import Sandbox
 from harness.sandbox.capture import read_delta
 from harness.sandbox.home import state_dir
@@ -139,8 +140,10 @@ class Episode:
         if self._closed is not None:
             return self._closed
         try:
+            bundle = state_dir("changesets") / f"{self.tracer.trace_id}.bundle"
             changes = ChangeSet(self.tracer.trace_id, self.sandbox.changes(),
-                                self.sandbox.row_delta())
+                                self.sandbox.row_delta(),
+                                bundle if self.sandbox.workspace.bundle(bundle) else None)
             self.tracer.event("episode.end", counters=self.budget.counters.to_dict(),
                               changeset=changes.summary())
             self._closed = changes
@@ -150,6 +153,13 @@ class Episode:
                 self._db.close()
             self.tracer.close()
             self.sandbox.close()
+
+    def promote(self, *, dry_run: bool | None = None) -> PromotionResult:
+        """Close the episode (if open) and hand its change set to the diff-and-commit stage;
+        with dry_run (default: the config's) only the plan and its conflicts are shown."""
+        from harness.promote import promote
+
+        return promote(self.close(), self.config, dry_run=dry_run)
 
     def __enter__(self) -> Episode:
         return self.open()

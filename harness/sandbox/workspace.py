@@ -170,6 +170,15 @@ class Workspace:
         """The commit the workspace's HEAD points at."""
         return self._git("rev-parse", "--verify", "HEAD^{commit}")
 
+    def bundle(self, path: Path) -> bool:
+        """Write the commits of HEAD since the base to a git bundle at `path` (False, and no
+        file, when there are none): the change set keeps them after the clone is gone."""
+        if self.head() == self.base:
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.git("bundle", "create", str(path), "HEAD", f"^{self.base}")
+        return True
+
     def commit_count(self) -> int:
         """Commits made since the base on every branch and tag (cheaper than `changes()`)."""
         self._check_layout()

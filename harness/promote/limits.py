@@ -1,0 +1,72 @@
+"""The limit check of the diff-and-commit stage: a change set over any limit is refused as
+a whole, with every violated limit listed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.changeset import ChangeSet
+from harness.config import Config
+from harness.guardrails.paths import matches, resolve
+from harness.guardrails.rules import protected_match
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One limit the change set breaks."""
+
+    limit: str
+    allowed: Any
+    actual: Any
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return asdict(self)
+
+
+def check_limits(changeset: ChangeSet, config: Config) -> list[Violation]:
+    """Every limit of `config` that `changeset` breaks (empty when it fits)."""
+    blast = config.orchestrator.blast_radius
+    found: list[Violation] = []
+    workspace = changeset.workspace
+    if workspace.commit_count > blast.max_commits:
+        found.append(Violation("max_commits", blast.max_commits, workspace.commit_count,
+                               f"{workspace.commit_count} commits since the base"))
+    if blast.max_files_changed is not None and len(workspace.files) > blast.max_files_changed:
+        found.append(Violation("max_files_changed", blast.max_files_changed,
+                               len(workspace.files), f"{len(workspace.files)} files changed"))
+    lines = workspace.lines_added + workspace.lines_removed
+    if blast.max_lines_changed is not None and lines > blast.max_lines_changed:
+        found.append(Violation("max_lines_changed", blast.max_lines_changed, lines,
+                               f"+{workspace.lines_added} -{workspace.lines_removed} lines"))
+    for change in workspace.files:
+        path = resolve(change.path)
+        for pattern in config.guardrails.protected_paths:
+            if matches(path, pattern):
+                found.append(Violation("protected_paths", pattern, change.path,
+                                       f"{change.path} is protected by {pattern!r}"))
+                break
+    rows = changeset.rows
+    if rows is None:
+        return found
+    if rows.rows > blast.max_database_rows:
+        found.append(Violation("max_database_rows", blast.max_database_rows, rows.rows,
+                               f"{rows.rows} rows changed"))
+    for table, delta in sorted(rows.tables.items()):
+        bare = table.replace('"', "")
+        limit_name = protected_match(bare, list(blast.max_rows_per_table))
+        if limit_name is not None and delta.rows > blast.max_rows_per_table[limit_name]:
+            found.append(Violation(f"max_rows_per_table[{limit_name}]",
+                                   blast.max_rows_per_table[limit_name], delta.rows,
+                                   f"{delta.rows} rows changed in {bare}"))
+        protected = protected_match(bare, config.guardrails.protected_tables)
+        if protected is not None:
+            found.append(Violation("protected_tables", protected, delta.rows,
+                                   f"{delta.rows} rows changed in the protected table {bare}"))
+    if rows.ddl and not blast.allow_ddl:
+        found.append(Violation("allow_ddl", False, len(rows.ddl),
+                               f"{len(rows.ddl)} schema change(s): "
+                               + "; ".join((d.query or d.command_tag)[:80] for d in rows.ddl)))
+    return found

@@ -1,0 +1,224 @@
+"""Promotion to a real git remote and a real PostgreSQL, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from harness.config import Config, parse_config
+from harness.episode import Episode
+from harness.fixtures import fixture_seed
+from harness.promote import promote, recover, revert
+from harness.sandbox.postgres import ServerAddress
+from harness.sandbox.snapshot import table_fingerprints
+from tests.fix_git import git
+
+pytestmark = [pytest.mark.docker, pytest.mark.postgres]
+
+WORK = [
+    {"tool": "shell_exec", "parameters": {"command": "echo 'RATE = 1' >> shop/orders.py"}},
+    {"tool": "git_commit", "parameters": {"message": "Add a rate"}},
+    {"tool": "db_mutate", "parameters": {"sql": "UPDATE orders SET status = 'void' WHERE id IN (3, 4)"}},
+    {"tool": "db_mutate", "parameters": {"sql": "INSERT INTO users (email) VALUES ('new@example.com')"}},
+    {"tool": "db_mutate", "parameters": {"sql": "DELETE FROM order_lines WHERE order_id = 7 AND line = 3"}},
+]
+
+
+@pytest.fixture()
+def remote(shop_repo: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(shop_repo), str(path)], check=True)
+    return path
+
+
+@pytest.fixture()
+def target_db(target_server: ServerAddress, request: pytest.FixtureRequest) -> str:
+    name = "promo_" + request.node.name[:40].replace("[", "_").replace("]", "").replace("-", "_")
+    dsn = target_server.fresh_database(name)
+    target_server.run_script(fixture_seed("shop"), name)
+    return dsn
+
+
+def make_config(remote: Path, dsn: str, *, protect: bool = True, **blast: Any) -> Config:
+    limits = {"max_commits": 3, "max_database_rows": 10, "dry_run": False, **blast}
+    protected = ("protected_tables: [audit_log]\n  protected_paths: ['.github/workflows/**']"
+                 if protect else "protected_tables: []")
+    return parse_config(f"""
+orchestrator:
+  blast_radius: {json.dumps(limits)}
+guardrails:
+  {protected}
+target:
+  repo: {remote}
+  database: "{dsn}"
+promotion:
+  fast_forward: true
+""")
+
+
+def tables_of(dsn: str) -> dict[str, tuple[int, str]]:
+    with psycopg.connect(dsn) as conn:
+        return {k: v for k, v in table_fingerprints(conn).items() if not k.startswith("sequence")}
+
+
+def refs_of(remote: Path) -> str:
+    return git(remote, "for-each-ref", "--format=%(refname) %(objectname)")
+
+
+def run_episode(config: Config, actions: list[Any]) -> tuple[Episode, dict[str, Any]]:
+    episode = Episode(config).open()
+    for action in actions:
+        result = episode.act(action)
+        assert result.status == "ok", result
+    assert episode.sandbox.database is not None
+    with episode.sandbox.database.connect_as_owner() as conn:
+        final = {k: v for k, v in table_fingerprints(conn).items()
+                 if not k.startswith("sequence")}
+    return episode, final
+
+
+def test_within_limits_the_real_systems_end_exactly_as_the_sandbox(
+        remote: Path, target_db: str) -> None:
+    base = git(remote, "rev-parse", "main")
+    episode, sandbox_tables = run_episode(make_config(remote, target_db), WORK)
+    result = episode.promote()
+    assert result.outcome == "promoted", result
+    assert tables_of(target_db) == sandbox_tables
+    branch = f"refs/heads/harness/{episode.trace_id}"
+    head = git(remote, "rev-parse", branch)
+    assert git(remote, "rev-list", "--count", f"{base}..{head}") == "1"
+    assert git(remote, "rev-parse", "main") == head, "main was fast-forwarded"
+    assert git(remote, "log", "-1", "--format=%s", head) == "Add a rate"
+    with psycopg.connect(target_db) as conn:  # the sequence moved past the inserted id
+        conn.execute("INSERT INTO users (email) VALUES ('after@example.com')")
+    receipt = json.loads(Path(result.receipt or "").read_text())
+    assert receipt["trace_id"] == episode.trace_id and receipt["inverse"]
+
+
+@pytest.mark.parametrize(("blast", "extra_action", "limit"), [
+    ({"max_commits": 0}, None, "max_commits"),
+    ({"max_database_rows": 2}, None, "max_database_rows"),
+    ({"max_rows_per_table": {"orders": 1}}, None, "max_rows_per_table[orders]"),
+    ({}, {"tool": "shell_exec", "parameters": {
+        "command": "psql -c \"INSERT INTO audit_log (message) VALUES ('x')\""}},
+     "protected_tables"),
+    ({}, {"tool": "shell_exec", "parameters": {
+        "command": "mkdir -p .github/workflows && echo x > .github/workflows/ci.yml && "
+                   "git add -A && git commit -qm ci"}}, "protected_paths"),
+    ({}, {"tool": "shell_exec", "parameters": {
+        "command": "psql -c 'CREATE TABLE extra (id int)'"}}, "allow_ddl"),
+])
+def test_over_a_limit_nothing_reaches_either_system(
+        remote: Path, target_db: str, blast: dict[str, Any], extra_action: Any,
+        limit: str) -> None:
+    before_db, before_refs = tables_of(target_db), refs_of(remote)
+    generous = make_config(remote, target_db, protect=False, max_commits=10,
+                           max_database_rows=100, allow_ddl=True)
+    with Episode(generous) as episode:
+        for action in WORK + ([extra_action] if extra_action else []):
+            assert episode.act(action).status == "ok"
+    changeset = episode.close()
+    # The same change set, judged by the configured limits (the episode's own budget would
+    # have stopped most of these before they happened).
+    result = promote(changeset, make_config(remote, target_db, **blast))
+    assert result.outcome == "refused"
+    assert limit in [v.limit for v in result.violations]
+    assert tables_of(target_db) == before_db
+    assert refs_of(remote) == before_refs
+
+
+def test_a_concurrent_writer_makes_promotion_fail_naming_the_row(
+        remote: Path, target_db: str) -> None:
+    before_refs = refs_of(remote)
+    episode, _ = run_episode(make_config(remote, target_db), WORK)
+    with psycopg.connect(target_db) as conn:
+        conn.execute("UPDATE orders SET total = 1.00 WHERE id = 4")
+    before_db = tables_of(target_db)
+    result = episode.promote()
+    assert result.outcome == "conflict"
+    assert [(c.table, c.key) for c in result.conflicts] == [("public.orders", {"id": 4})]
+    assert result.conflicts[0].found["total"] == 1.00  # type: ignore[index]
+    assert tables_of(target_db) == before_db
+    assert refs_of(remote) == before_refs
+
+
+def test_dry_run_shows_the_plan_and_changes_nothing(remote: Path, target_db: str) -> None:
+    before_db, before_refs = tables_of(target_db), refs_of(remote)
+    episode, _ = run_episode(make_config(remote, target_db), WORK)
+    result = episode.promote(dry_run=True)
+    assert result.outcome == "dry-run"
+    assert result.plan["database"]["total"] == {"inserted": 1, "updated": 2, "deleted": 1,
+                                                "rows": 4}
+    assert result.plan["git"]["commits"] == 1
+    assert tables_of(target_db) == before_db and refs_of(remote) == before_refs
+
+
+def test_revert_restores_the_database_and_the_refs(remote: Path, target_db: str) -> None:
+    before_db, before_refs = tables_of(target_db), refs_of(remote)
+    episode, _ = run_episode(make_config(remote, target_db), WORK)
+    result = episode.promote()
+    assert result.outcome == "promoted"
+    assert tables_of(target_db) != before_db
+    undone = revert(Path(result.receipt or ""))
+    assert undone.outcome == "reverted"
+    assert tables_of(target_db) == before_db
+    assert refs_of(remote) == before_refs
+
+
+@pytest.mark.parametrize(("crash", "expect_promoted"), [("after-prepare", False),
+                                                        ("after-push", True)])
+def test_a_crash_mid_promotion_is_settled_by_recover(
+        remote: Path, target_db: str, tmp_path: Path, crash: str, expect_promoted: bool) -> None:
+    config_file = tmp_path / "harness.yaml"
+    config = make_config(remote, target_db)
+    import yaml
+
+    config_file.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    actions = tmp_path / "actions.jsonl"
+    actions.write_text("\n".join(json.dumps(a) for a in WORK) + "\n")
+    before_db, before_refs = tables_of(target_db), refs_of(remote)
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--config",
+                           str(config_file), "--actions", str(actions), "--promote"],
+                          env={**os.environ, "HARNESS_PROMOTE_CRASH": crash},
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 137, done.stderr
+    assert tables_of(target_db) == before_db, "prepared, not committed: nothing visible yet"
+    settled = recover()
+    assert [s["decision"] for s in settled] == ["commit" if expect_promoted else "rollback"]
+    if expect_promoted:
+        assert tables_of(target_db) != before_db
+        assert refs_of(remote) != before_refs
+    else:
+        assert tables_of(target_db) == before_db
+        assert refs_of(remote) == before_refs
+    with psycopg.connect(target_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone() == (0,)
+
+
+def test_run_exit_codes(remote: Path, target_db: str, tmp_path: Path) -> None:
+    import yaml
+
+    def run(**blast: Any) -> subprocess.CompletedProcess[str]:
+        config_file = tmp_path / "harness.yaml"
+        config_file.write_text(yaml.safe_dump(make_config(remote, target_db, **blast)
+                                              .model_dump(mode="json")))
+        actions = tmp_path / "actions.jsonl"
+        through_shell = {"tool": "shell_exec", "parameters": {
+            "command": "psql -c 'UPDATE orders SET total = total + 1 WHERE id <= 20'"}}
+        actions.write_text("\n".join(json.dumps(a) for a in [*WORK, through_shell]) + "\n")
+        return subprocess.run([sys.executable, "-m", "harness.cli", "run", "--config",
+                               str(config_file), "--actions", str(actions), "--json"],
+                              capture_output=True, text=True, check=False)
+
+    assert run(max_database_rows=30).returncode == 0
+    refused = run(max_database_rows=10)
+    assert refused.returncode == 3
+    assert json.loads(refused.stdout)["promotion"]["violations"][0]["limit"] == \
+        "max_database_rows"
