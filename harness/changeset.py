@@ -41,6 +41,29 @@ class ChangeSet:
             "rows": self.rows.summary() if self.rows is not None else None,
         }
 
+    def markdown(self) -> str:
+        """A readable summary (for a PR comment or a CI job summary)."""
+        w = self.workspace
+        lines = [f"### Change set `{self.trace_id}`", "",
+                 f"- **{self.commit_count}** commit(s), **{len(w.files)}** file(s), "
+                 f"+{w.lines_added} -{w.lines_removed} lines"]
+        lines += [f"  - `{c.sha[:12]}` {c.message.splitlines()[0] if c.message else ''} "
+                  f"({c.author})" for c in w.commits]
+        if w.files:
+            lines += ["", "| file | + | - |", "|---|---:|---:|"]
+            lines += [f"| `{f.path}` | {f.added} | {f.removed} |" for f in w.files]
+        if self.rows is not None:
+            summary = self.rows.summary()
+            lines += ["", f"- **{self.row_count}** row(s) changed in the database"]
+            if summary["tables"]:
+                lines += ["", "| table | inserted | updated | deleted |", "|---|---:|---:|---:|"]
+                lines += [f"| `{name}` | {c['inserted']} | {c['updated']} | {c['deleted']} |"
+                          for name, c in summary["tables"].items()]
+            if summary["ddl"]:
+                lines += ["", "Schema changes:", ""]
+                lines += [f"- `{statement}`" for statement in summary["ddl"]]
+        return "\n".join(lines) + "\n"
+
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready (diff and row images included)."""
         return {"trace_id": self.trace_id, "workspace": self.workspace.to_dict(),

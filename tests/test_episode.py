@@ -172,6 +172,17 @@ def test_episode_on_chinook_measures_rows_made_through_the_shell(
         shop_repo: Path, tmp_path: Path) -> None:
     cfg = config(shop_repo, str(CHINOOK), max_database_rows=100)
     with Episode(cfg, trace_path=tmp_path / "t.jsonl") as episode:
+        routine = [{"tool": "db_query", "parameters": {
+            "sql": f"SELECT name FROM artist WHERE artist_id = {i}"}} for i in range(1, 9)]
+        routine += [{"tool": "shell_exec", "parameters": {
+            "command": f"psql -tA -c 'SELECT count(*) FROM track WHERE genre_id = {i}'"}}
+            for i in range(1, 7)]
+        routine += [{"tool": "db_mutate", "parameters": {
+            "sql": f"UPDATE genre SET name = name || '!' WHERE genre_id = {i}"}}
+            for i in range(1, 4)]
+        routine += [{"tool": "list_files", "parameters": {}},
+                    {"tool": "git_diff", "parameters": {}}]
+        assert all(episode.act(action).status == "ok" for action in routine)
         result = episode.act({"tool": "shell_exec", "parameters": {
             "command": "psql -c \"UPDATE track SET unit_price = 1.29 WHERE album_id = 1\""}})
         assert result.status == "ok" and result.output["stdout"].strip() == "UPDATE 10"
@@ -187,6 +198,8 @@ def test_episode_on_chinook_measures_rows_made_through_the_shell(
         changeset = episode.close()
     assert changeset.rows is not None
     assert changeset.rows.summary()["tables"]["public.track"]["updated"] == 10
+    assert changeset.rows.summary()["tables"]["public.genre"]["updated"] == 3
+    assert len(read_trace(tmp_path / "t.jsonl")) > 4 * 20
 
 
 @pytest.mark.parametrize(("limits", "first_refused", "rule"), [

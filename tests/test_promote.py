@@ -99,7 +99,7 @@ def test_within_limits_the_real_systems_end_exactly_as_the_sandbox(
     with psycopg.connect(target_db) as conn:  # the sequence moved past the inserted id
         conn.execute("INSERT INTO users (email) VALUES ('after@example.com')")
     receipt = json.loads(Path(result.receipt or "").read_text())
-    assert receipt["trace_id"] == episode.trace_id and receipt["inverse"]
+    assert receipt["trace_id"] == episode.trace_id and receipt["rows"]["tables"]
 
 
 @pytest.mark.parametrize(("blast", "extra_action", "limit"), [
@@ -222,3 +222,20 @@ def test_run_exit_codes(remote: Path, target_db: str, tmp_path: Path) -> None:
     assert refused.returncode == 3
     assert json.loads(refused.stdout)["promotion"]["violations"][0]["limit"] == \
         "max_database_rows"
+
+
+def test_allowed_ddl_is_replayed_before_the_rows(remote: Path, target_db: str) -> None:
+    config = make_config(remote, target_db, allow_ddl=True)
+    with Episode(config) as episode:
+        assert episode.act({"tool": "db_mutate", "parameters": {
+            "sql": "CREATE TABLE coupons (code text PRIMARY KEY, percent int)"}}).status == "ok"
+        assert episode.act({"tool": "db_mutate", "parameters": {
+            "sql": "INSERT INTO coupons VALUES ('TEN', 10), ('TWENTY', 20)"}}).status == "ok"
+    changeset = episode.close()
+    markdown = changeset.markdown()
+    assert "| `public.coupons` | 2 | 0 | 0 |" in markdown
+    assert "CREATE TABLE coupons" in markdown
+    assert promote(changeset, config).outcome == "promoted"
+    with psycopg.connect(target_db) as conn:
+        assert conn.execute("SELECT code, percent FROM coupons ORDER BY code").fetchall() == [
+            ("TEN", 10), ("TWENTY", 20)]

@@ -29,7 +29,7 @@ from harness.errors import HarnessError
 from harness.promote import git
 from harness.promote.limits import Violation, check_limits
 from harness.promote.rows import Applied, Conflict, apply_delta, invert
-from harness.sandbox.capture import DdlStatement, RowDelta, RowUpdate, TableDelta
+from harness.sandbox.capture import RowDelta
 from harness.sandbox.home import state_dir
 
 Outcome = Literal["promoted", "dry-run", "refused", "conflict", "failed", "reverted"]
@@ -163,11 +163,14 @@ def _commit_both(changeset: ChangeSet, config: Config, conn: psycopg.Connection[
             journal.finish()
             return PromotionResult("failed", changeset.trace_id, plan=plan, error=str(exc))
         journal.write(state="pushed")
+    # The receipt is ready before the commit, so a committed promotion always has one.
+    pending = write_receipt(changeset, config, promotion_id, pushed, applied)
     _failpoint("after-push")
     if conn is not None:
         conn.execute(sql.SQL("COMMIT PREPARED {}").format(sql.Literal(gid)))
+    receipt = pending.with_suffix("")
+    pending.replace(receipt)
     journal.write(state="committed")
-    receipt = write_receipt(changeset, config, promotion_id, pushed, applied)
     journal.finish()
     return PromotionResult("promoted", changeset.trace_id, plan=plan, refs=pushed,
                            receipt=str(receipt))
@@ -195,6 +198,12 @@ def recover() -> list[dict[str, Any]]:
                     conn.execute(sql.SQL(verb).format(sql.Literal(data["gid"])))
                 else:
                     decision = "nothing prepared" if data["state"] == "started" else decision
+        pending = state_dir("receipts") / f"{data['id']}.json.pending"
+        if pending.exists():
+            if decision == "commit":
+                pending.replace(pending.with_suffix(""))
+            else:
+                pending.unlink()
         path.unlink()
         settled.append({"id": data["id"], "state": data["state"], "decision": decision})
     return settled
@@ -206,7 +215,7 @@ def recover() -> list[dict[str, Any]]:
 def write_receipt(changeset: ChangeSet, config: Config, promotion_id: str,
                   refs: dict[str, str], applied: Applied) -> Path:
     """A receipt: the change set, who and when, the trace id, and the inverse change."""
-    path = state_dir("receipts") / f"{promotion_id}.json"
+    path = state_dir("receipts") / f"{promotion_id}.json.pending"
     rows = changeset.rows
     receipt = {
         "id": promotion_id, "trace_id": changeset.trace_id,
@@ -218,9 +227,11 @@ def write_receipt(changeset: ChangeSet, config: Config, promotion_id: str,
                     if config.promotion.fast_forward else {}),
         "applied": asdict(applied), "changeset": changeset.summary(),
         "rows": rows.to_dict() if rows is not None else None,
-        "inverse": invert(rows).to_dict() if rows is not None else None,
     }
-    path.write_text(json.dumps(receipt, indent=2, default=str))
+    with path.open("w") as handle:
+        handle.write(json.dumps(receipt, default=str))  # dumps: the C encoder; dump is not
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
 
 
@@ -228,7 +239,7 @@ def revert(receipt_path: Path) -> PromotionResult:
     """Undo a promotion: apply the inverse rows with the same conflict checks, and move the
     pushed refs back if they still point where the promotion put them."""
     receipt = json.loads(receipt_path.read_text())
-    inverse = _delta_from_dict(receipt["inverse"]) if receipt.get("inverse") else None
+    inverse = invert(RowDelta.from_dict(receipt["rows"])) if receipt.get("rows") else None
     conflicts: list[Conflict] = []
     conn = psycopg.connect(receipt["database"]) if inverse and inverse.rows else None
     try:
@@ -250,11 +261,3 @@ def revert(receipt_path: Path) -> PromotionResult:
         if conn is not None:
             conn.close()
     return PromotionResult("reverted", receipt["trace_id"], refs=receipt.get("refs") or {})
-
-
-def _delta_from_dict(data: dict[str, Any]) -> RowDelta:
-    tables = {}
-    for name, table in data["tables"].items():
-        tables[name] = TableDelta(name, table["key"], table["inserted"],
-                                  [RowUpdate(**u) for u in table["updated"]], table["deleted"])
-    return RowDelta(tables, [DdlStatement(**d) for d in data.get("ddl", [])])

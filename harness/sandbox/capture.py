@@ -268,9 +268,22 @@ class RowDelta:
                 "ddl": [d.query or d.command_tag for d in self.ddl]}
 
     def to_dict(self) -> dict[str, Any]:
-        """Everything, JSON-ready (row images included)."""
-        return {"tables": {n: asdict(t) for n, t in sorted(self.tables.items())},
-                "ddl": [asdict(d) for d in self.ddl], "summary": self.summary()}
+        """Everything, JSON-ready (row images included; shared, not copied)."""
+        return {
+            "tables": {name: {"table": t.table, "key": t.key, "inserted": t.inserted,
+                              "updated": [{"key": u.key, "before": u.before, "after": u.after,
+                                           "changed": u.changed} for u in t.updated],
+                              "deleted": t.deleted}
+                       for name, t in sorted(self.tables.items())},
+            "ddl": [asdict(d) for d in self.ddl], "summary": self.summary()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RowDelta:
+        """The inverse of `to_dict`."""
+        tables = {name: TableDelta(name, t["key"], t["inserted"],
+                                   [RowUpdate(**u) for u in t["updated"]], t["deleted"])
+                  for name, t in data["tables"].items()}
+        return cls(tables, [DdlStatement(**d) for d in data.get("ddl", [])])
 
 
 def read_delta(conn: psycopg.Connection[Any], *, since: int = 0, ddl: bool = True
