@@ -205,7 +205,7 @@ def test_a_crash_mid_promotion_is_settled_by_recover(
 def test_run_exit_codes(remote: Path, target_db: str, tmp_path: Path) -> None:
     import yaml
 
-    def run(**blast: Any) -> subprocess.CompletedProcess[str]:
+    def run(*flags: str, **blast: Any) -> subprocess.CompletedProcess[str]:
         config_file = tmp_path / "harness.yaml"
         config_file.write_text(yaml.safe_dump(make_config(remote, target_db, **blast)
                                               .model_dump(mode="json")))
@@ -214,14 +214,24 @@ def test_run_exit_codes(remote: Path, target_db: str, tmp_path: Path) -> None:
             "command": "psql -c 'UPDATE orders SET total = total + 1 WHERE id <= 20'"}}
         actions.write_text("\n".join(json.dumps(a) for a in [*WORK, through_shell]) + "\n")
         return subprocess.run([sys.executable, "-m", "harness.cli", "run", "--config",
-                               str(config_file), "--actions", str(actions), "--json"],
+                               str(config_file), "--actions", str(actions), "--json", *flags],
                               capture_output=True, text=True, check=False)
 
-    assert run(max_database_rows=30).returncode == 0
+    within = run(max_database_rows=30)
+    assert within.returncode == 0
+    assert json.loads(within.stdout)["promotion"]["outcome"] == "dry-run", "no --promote"
     refused = run(max_database_rows=10)
     assert refused.returncode == 3
     assert json.loads(refused.stdout)["promotion"]["violations"][0]["limit"] == \
         "max_database_rows"
+    promoted = run("--promote", max_database_rows=30)
+    assert (promoted.returncode, json.loads(promoted.stdout)["promotion"]["outcome"]) == (
+        0, "promoted")
+    # The cached snapshot is now older than the real rows, so the same work meets them
+    # changed: a conflict, exit 4, nothing changed.
+    conflicted = run("--promote", max_database_rows=30)
+    assert conflicted.returncode == 4
+    assert json.loads(conflicted.stdout)["promotion"]["conflicts"]
 
 
 def test_allowed_ddl_is_replayed_before_the_rows(remote: Path, target_db: str) -> None:
@@ -239,3 +249,41 @@ def test_allowed_ddl_is_replayed_before_the_rows(remote: Path, target_db: str) -
     with psycopg.connect(target_db) as conn:
         assert conn.execute("SELECT code, percent FROM coupons ORDER BY code").fetchall() == [
             ("TEN", 10), ("TWENTY", 20)]
+
+
+def test_fast_forward_is_refused_when_the_target_moved_and_nothing_changes(
+        remote: Path, target_db: str, shop_repo: Path, tmp_path: Path) -> None:
+    episode, _ = run_episode(make_config(remote, target_db), WORK)
+    other = tmp_path / "other"
+    subprocess.run(["git", "clone", "-q", str(remote), str(other)], check=True)
+    git(other, "-c", "user.name=x", "-c", "user.email=x@x", "commit", "-q", "--allow-empty",
+        "-m", "someone else")
+    git(other, "push", "-q", "origin", "main")
+    before_db, before_refs = tables_of(target_db), refs_of(remote)
+    result = episode.promote()
+    assert result.outcome == "failed"
+    assert "nothing changed" in (result.error or "")
+    assert tables_of(target_db) == before_db, "the prepared transaction was rolled back"
+    assert refs_of(remote) == before_refs, "the atomic push moved no ref"
+    with psycopg.connect(target_db) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone() == (0,)
+
+
+def test_parents_are_inserted_before_children_and_a_taken_key_is_a_conflict(
+        remote: Path, target_db: str) -> None:
+    config = make_config(remote, target_db)
+    work = [{"tool": "db_mutate", "parameters": {"sql": (
+        "WITH u AS (INSERT INTO users (id, email) VALUES (900, 'p@example.com') RETURNING id) "
+        "INSERT INTO orders (id, user_id, total) SELECT 900, id, 1.00 FROM u")}}]
+    episode, sandbox_tables = run_episode(config, work)
+    result = episode.promote()
+    assert result.outcome == "promoted", result
+    assert tables_of(target_db) == sandbox_tables
+    second, _ = run_episode(config, [{"tool": "db_mutate", "parameters": {
+        "sql": "INSERT INTO users (id, email) VALUES (901, 'q@example.com')"}}])
+    with psycopg.connect(target_db) as conn:
+        conn.execute("INSERT INTO users (id, email) VALUES (901, 'someone@example.com')")
+    conflict = second.promote()
+    assert conflict.outcome == "conflict"
+    assert conflict.conflicts[0].key == {"id": 901}
+    assert conflict.conflicts[0].reason == "a row with this key exists already"
