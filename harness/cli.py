@@ -459,6 +459,55 @@ def replay(path: str, as_json: bool) -> None:
     sys.exit(1 if report.divergences else 0)
 
 
+# ------------------------------------------------------------------- gate
+
+
+@main.command(epilog="""\b
+Exit codes:
+  0  the PR fits every limit and check
+  1  it does not (every failing check is listed)
+  2  usage or infrastructure error (never 0 on an error)
+""")
+@click.option("--repo", required=True, type=click.Path(), help="The repository (a checkout).")
+@click.option("--base", required=True, help="The PR's base ref.")
+@click.option("--head", required=True, help="The PR's head ref.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--db", "database", default=None,
+              help="Rehearse the PR's migrations (gate.migrate) on a snapshot of this DSN.")
+@click.option("--junit", type=click.Path(dir_okay=False), default=None,
+              help="Also write JUnit XML here.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the markdown summary here.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of markdown.")
+def gate(repo: str, base: str, head: str, config_path: str | None, database: str | None,
+         junit: str | None, markdown_path: str | None, as_json: bool) -> None:
+    """Decide whether an agent's PR may merge, by the limits that bound a live episode."""
+    import os
+    from pathlib import Path
+
+    from harness.gate import run_gate
+
+    config = _config(config_path)
+    try:
+        report = run_gate(Path(repo), base, head, config, database=database)
+    except (HarnessError, psycopg.Error) as exc:
+        _fail(str(exc), code=2)
+    markdown = report.markdown()
+    if junit:
+        Path(junit).write_text(report.junit_xml())
+    if markdown_path:
+        Path(markdown_path).write_text(markdown)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as handle:
+            handle.write(markdown)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        click.echo(markdown)
+    sys.exit(0 if report.passed else 1)
+
+
 # ------------------------------------------------------------------ images
 
 

@@ -372,6 +372,23 @@ class Tools(_Strict):
     """Rows a db_query returns at most (the rest are counted, not shown)."""
 
 
+class Gate(_Strict):
+    """The CI gate for agent pull requests (`harness gate`)."""
+
+    migrate: str | None = None
+    """Command that applies the PR's migrations, run in a sandbox at the PR's head with a
+    snapshot of the database (`--db`), e.g. `for f in migrations/*.sql; do psql -f $f; done`."""
+    ci_paths: list[str] = [".github/workflows/**", ".github/actions/**", ".gitlab-ci.yml",
+                           ".circleci/**", "Jenkinsfile", "azure-pipelines.yml", ".ci/**",
+                           ".buildkite/**"]
+    """Changes here are CI configuration changes, which fail the gate."""
+    sql_paths: list[str] = ["**/*.sql", "**/migrations/**", "**/migrate/**"]
+    """Added lines here are judged as SQL by the guardrails."""
+    fail_on_new_executables: bool = True
+    secret_min_entropy: float = Field(4.0, gt=0)
+    """Shannon entropy (bits per character) above which a long token counts as a secret."""
+
+
 class Config(_Strict):
     """A whole harness configuration."""
 
@@ -383,6 +400,7 @@ class Config(_Strict):
     target: Target = Target()
     promotion: Promotion = Promotion()
     tools: Tools = Tools()
+    gate: Gate = Gate()
 
 
 # ---------------------------------------------------------------------- loading

@@ -7,10 +7,11 @@ against +145% for row-level triggers writing jsonb), they need no server-wide se
 they record rolls back with the agent's transaction, so a rolled-back change is never
 counted. TRUNCATE is captured by a BEFORE TRUNCATE trigger that copies the rows first;
 DDL by event triggers. Everything lives in the schema `harness_capture`, owned by the
-superuser: the agent's role can neither read it nor disable or drop the triggers of the
-tables it found (it owns none of them). On tables it creates (and so owns), an event
-trigger puts back any capture trigger dropped or disabled, at the end of that very
-DDL command, before another statement can run.
+superuser: the agent's role cannot read it or change its functions. The agent owns the
+tables of its copy (so migrations can ALTER them); an event trigger puts back any
+capture trigger dropped or disabled, at the end of that very DDL command, before
+another statement can run, and the triggers fire ALWAYS (session_replication_role
+cannot silence them).
 """
 
 from __future__ import annotations
@@ -123,7 +124,10 @@ BEGIN
                AND t.tgname LIKE 'harness\_capture\_%' AND t.tgenabled = 'A') < 4
     LOOP
         FOREACH name IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
-            EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', 'harness_capture_' || name, rel);
+            IF EXISTS (SELECT 1 FROM pg_trigger
+                       WHERE tgrelid = rel AND tgname = 'harness_capture_' || name) THEN
+                EXECUTE format('DROP TRIGGER %I ON %s', 'harness_capture_' || name, rel);
+            END IF;
         END LOOP;
         PERFORM harness_capture.attach(rel);
     END LOOP;

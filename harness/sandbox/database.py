@@ -75,6 +75,8 @@ class SandboxDatabase:
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
             conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, role))
         with self.server.connect(self.name) as conn:
+            # The harness's own DDL below is not the agent's: the capture's DDL hook skips it.
+            conn.execute("SET harness_capture.busy = 'on'")
             schemas = [row[0] for row in conn.execute("""
                 SELECT nspname FROM pg_namespace
                 WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
@@ -88,6 +90,24 @@ class SandboxDatabase:
                     "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
                 ):
                     conn.execute(sql.SQL(statement).format(schema=name, role=role))
+            # The agent owns its copy's tables (so migrations can ALTER them); capture
+            # triggers it disables or drops are put back by the capture's DDL hook.
+            for (table,) in conn.execute("""
+                    SELECT c.oid::regclass::text FROM pg_class c
+                    JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
+                      AND n.nspname NOT LIKE 'pg_toast%'""").fetchall():
+                conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.SQL(table), role))
+            for (sequence,) in conn.execute("""
+                    SELECT c.oid::regclass::text FROM pg_class c
+                    JOIN pg_namespace n ON n.oid = c.relnamespace
+                    LEFT JOIN pg_depend d ON d.objid = c.oid AND d.deptype IN ('a', 'i')
+                    WHERE c.relkind = 'S' AND d.objid IS NULL
+                      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
+                    """).fetchall():
+                conn.execute(sql.SQL("ALTER SEQUENCE {} OWNER TO {}").format(sql.SQL(sequence),
+                                                                              role))
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA harness_capture TO {}").format(role))
             conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION harness_capture.changes_since(bigint) "
                                  "TO {}").format(role))

@@ -136,19 +136,21 @@ def test_writes_in_the_sandbox_never_reach_the_source(
 
 def test_the_agent_role_cannot_remove_or_read_the_capture(sandbox_db: SandboxDatabase) -> None:
     for statement in ["DROP SCHEMA harness_capture CASCADE",
-                      "ALTER TABLE items DISABLE TRIGGER ALL",
-                      "DROP TRIGGER harness_capture_delete ON items",
                       "DROP EVENT TRIGGER harness_capture_ddl",
+                      "DROP FUNCTION harness_capture.on_delete()",
+                      "CREATE OR REPLACE FUNCTION harness_capture.on_delete() RETURNS trigger "
+                      "LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
                       "SELECT * FROM harness_capture.changes",
-                      "SET session_replication_role = replica",
-                      "ALTER TABLE items OWNER TO CURRENT_USER"]:
+                      "SET session_replication_role = replica"]:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             run(sandbox_db, statement)
-    # Its own tables it may alter; capture triggers it disables or drops come back.
-    run(sandbox_db, "CREATE TABLE mine (id int PRIMARY KEY)", "CREATE INDEX mine_idx ON mine (id)",
-        "ALTER TABLE mine DISABLE TRIGGER ALL", "INSERT INTO mine VALUES (1)",
-        "DROP TRIGGER harness_capture_insert ON mine", "INSERT INTO mine VALUES (2)",
-        "DELETE FROM items WHERE id = 20")
+    # It owns its tables and may alter them (migrations do); capture triggers it disables
+    # or drops come back at the end of that very command.
+    run(sandbox_db, "ALTER TABLE items ADD COLUMN note text",
+        "ALTER TABLE items DISABLE TRIGGER USER", "DELETE FROM items WHERE id = 20",
+        "CREATE TABLE mine (id int PRIMARY KEY)", "CREATE INDEX mine_idx ON mine (id)",
+        "ALTER TABLE mine DISABLE TRIGGER USER", "INSERT INTO mine VALUES (1)",
+        "DROP TRIGGER harness_capture_insert ON mine", "INSERT INTO mine VALUES (2)")
     assert counts(sandbox_db.delta()) == {
         "public.mine": {"inserted": 2, "updated": 0, "deleted": 0},
         "public.items": {"inserted": 0, "updated": 0, "deleted": 1}}

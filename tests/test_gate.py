@@ -1,0 +1,183 @@
+"""The CI gate on real git repositories (and real PostgreSQL for the rehearsal)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness.config import parse_config
+from harness.gate import GateError, run_gate
+from harness.gate.secrets import scan_line
+from harness.sandbox.postgres import ServerAddress
+from tests.fix_git import git
+
+CONFIG = """
+orchestrator:
+  blast_radius: {max_commits: 3, max_database_rows: 100, max_files_changed: 5,
+                 max_lines_changed: 200, allow_ddl: true}
+guardrails:
+  protected_tables: [audit]
+  protected_paths: ["deploy/**"]
+gate:
+  migrate: "for f in migrations/*.sql; do psql -v ON_ERROR_STOP=1 -q -f $f || exit 1; done"
+"""
+
+
+@pytest.fixture()
+def pr_repo(shop_repo: Path, tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(shop_repo), str(repo)], check=True)
+    git(repo, "checkout", "-q", "-b", "agent/pr")
+    git(repo, "config", "user.name", "agent")
+    git(repo, "config", "user.email", "agent@example.com")
+    return repo
+
+
+def commit(repo: Path, files: dict[str, str], message: str = "change",
+           executable: tuple[str, ...] = ()) -> None:
+    for name, content in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        if name in executable:
+            path.chmod(0o755)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+def gate(repo: Path, *extra: str, config: str = CONFIG, tmp: Path | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    config_file = (tmp or repo.parent) / "harness.yaml"
+    config_file.write_text(config)
+    return subprocess.run([sys.executable, "-m", "harness.cli", "gate", "--repo", str(repo),
+                           "--base", "main", "--head", "agent/pr", "--config", str(config_file),
+                           *extra], capture_output=True, text=True, check=False)
+
+
+def failing(done: subprocess.CompletedProcess[str]) -> dict[str, list[str]]:
+    report = json.loads(done.stdout)
+    return {c["name"]: c["details"] for c in report["checks"] if not c["passed"]}
+
+
+def test_a_pr_within_limits_passes(pr_repo: Path) -> None:
+    commit(pr_repo, {"shop/orders.py": "RATE = 2\n", "docs/notes.md": "notes\n"})
+    done = gate(pr_repo, "--json")
+    assert done.returncode == 0, done.stdout
+    assert json.loads(done.stdout)["passed"] is True
+
+
+@pytest.mark.parametrize(("setup", "limit"), [
+    ("commits", "max_commits"), ("files", "max_files_changed"), ("lines", "max_lines_changed"),
+    ("protected", "protected_paths"),
+])
+def test_a_pr_over_a_limit_fails_naming_it(pr_repo: Path, setup: str, limit: str) -> None:
+    if setup == "commits":
+        for n in range(4):
+            commit(pr_repo, {f"f{n}.txt": "x\n"}, f"commit {n}")
+    elif setup == "files":
+        commit(pr_repo, {f"f{n}.txt": "x\n" for n in range(6)})
+    elif setup == "lines":
+        commit(pr_repo, {"big.txt": "line\n" * 300})
+    else:
+        commit(pr_repo, {"deploy/prod.yaml": "replicas: 0\n"})
+    done = gate(pr_repo, "--json")
+    assert done.returncode == 1
+    assert any(detail.startswith(f"{limit}:") for detail in failing(done)["limits"])
+
+
+def test_a_secret_in_the_diff_fails_with_file_and_line(pr_repo: Path) -> None:
+    commit(pr_repo, {"shop/settings.py": "DEBUG = False\nAPI_TOKEN = 'ghp_" + "a1B2" * 9 + "'\n"})
+    done = gate(pr_repo, "--json")
+    assert done.returncode == 1
+    assert failing(done)["secrets"] == ["shop/settings.py:2: GitHub token (ghp_...B2)"]
+
+
+def test_destructive_sql_ci_changes_and_new_executables_fail(pr_repo: Path, tmp_path: Path
+                                                             ) -> None:
+    commit(pr_repo, {"migrations/002_cleanup.sql": "-- tidy up\nTRUNCATE orders;\n",
+                     ".github/workflows/ci.yml": "on: push\n",
+                     "scripts/deploy.sh": "#!/bin/sh\necho deploy\n"},
+           executable=("scripts/deploy.sh",))
+    junit = tmp_path / "gate.xml"
+    done = gate(pr_repo, "--json", "--junit", str(junit))
+    assert done.returncode == 1
+    failed = failing(done)
+    assert failed["destructive-sql"] == ["migrations/002_cleanup.sql: sql.truncate: TRUNCATE orders"]
+    assert failed["ci-config"] == [".github/workflows/ci.yml is CI configuration"]
+    assert failed["new-executables"] == ["scripts/deploy.sh is a new executable file"]
+    suite = ET.parse(junit).getroot()
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert set(cases) == {"limits", "secrets", "destructive-sql", "ci-config", "new-executables"}
+    assert cases["limits"].find("failure") is None
+    assert cases["ci-config"].find("failure") is not None
+    assert suite.get("failures") == "3"
+
+
+@pytest.mark.docker
+@pytest.mark.postgres
+def test_a_migration_deleting_500_rows_of_a_protected_table_fails_with_the_count(
+        pr_repo: Path, target_server: ServerAddress) -> None:
+    dsn = target_server.fresh_database("gate_rehearsal", """
+        CREATE TABLE audit (id int PRIMARY KEY, message text);
+        INSERT INTO audit SELECT g, 'm' FROM generate_series(1, 800) g;""")
+    commit(pr_repo, {"migrations/003_prune.sql": "DELETE FROM audit WHERE id <= 500;\n"})
+    done = gate(pr_repo, "--json", "--db", dsn)
+    assert done.returncode == 1, done.stderr
+    rehearsal = failing(done)["database-rehearsal"]
+    assert "protected_tables: 500 rows changed in the protected table public.audit " \
+           "(allowed audit)" in rehearsal
+    assert "public.audit: +0 ~0 -500" in rehearsal
+
+
+@pytest.mark.docker
+@pytest.mark.postgres
+def test_a_harmless_migration_passes_the_rehearsal(pr_repo: Path,
+                                                   target_server: ServerAddress) -> None:
+    dsn = target_server.fresh_database("gate_ok", "CREATE TABLE items (id int PRIMARY KEY);")
+    commit(pr_repo, {"migrations/004_add.sql": "ALTER TABLE items ADD COLUMN name text;\n"
+                                                 "INSERT INTO items VALUES (1, 'a');\n"})
+    done = gate(pr_repo, "--json", "--db", dsn)
+    assert done.returncode == 0, done.stdout
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    rehearsal = checks["database-rehearsal"]
+    assert rehearsal["summary"].startswith("rows +1 ~0 -0")
+    assert "DDL: ALTER TABLE items ADD COLUMN name text;" in rehearsal["details"]
+
+
+def test_a_broken_repo_or_unknown_ref_exits_2(tmp_path: Path, pr_repo: Path) -> None:
+    missing = gate(tmp_path / "nowhere", tmp=tmp_path)
+    assert missing.returncode == 2 and "not a git repository" in missing.stderr
+    config_file = tmp_path / "h.yaml"
+    config_file.write_text(CONFIG)
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "gate", "--repo", str(pr_repo),
+                           "--base", "main", "--head", "no-such-branch", "--config",
+                           str(config_file)], capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "unknown head ref 'no-such-branch'" in done.stderr
+    with pytest.raises(GateError):
+        run_gate(pr_repo, "nope", "agent/pr", parse_config(CONFIG))
+
+
+@pytest.mark.parametrize(("line", "kind"), [
+    ("aws = 'AKIAIOSFODNN7EXAMPLE'", "AWS access key id"),
+    ("-----BEGIN RSA PRIVATE KEY-----", "private key"),
+    ("url = 'postgresql://app:hunter2hunter2@db.internal/app'", "credentials in a URL"),
+    ("SECRET_KEY = 'q8Zr2LmX9vT4bN7kP1sW6yJ3dF0hG5cE'", "high-entropy string"),
+])
+def test_secret_formats(line: str, kind: str) -> None:
+    assert [f.kind for f in scan_line("x", 1, line, min_entropy=4.0)] == [kind]
+
+
+@pytest.mark.parametrize("line", [
+    "commit = 'e0a358d050c9ba5d1a917fde86595e9dee90556e'",
+    "def test_total_includes_tax_and_rounds_half_up(self):",
+    "integrity = 'sha512-Q8Zr2LmX9vT4bN7kP1sW6yJ3dF0hG5cEaaa'",
+    "path = 'src/harness/sandbox/workspace_changes.py'",
+])
+def test_ordinary_code_is_not_a_secret(line: str) -> None:
+    assert scan_line("x", 1, line, min_entropy=4.0) == []
