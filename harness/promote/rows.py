@@ -167,44 +167,45 @@ def _check_by_contents(conn: psycopg.Connection[Any], table: TableDelta) -> list
     return conflicts
 
 
-def _insert(conn: psycopg.Connection[Any], table: TableDelta) -> int:
-    if not table.inserted:
-        return 0
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _columns(conn, table.table))
-    values = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c))
-                                for c in _columns(conn, table.table))
+def _in_chunks(conn: psycopg.Connection[Any], statement: sql.Composed,
+               images: list[dict[str, Any]]) -> int:
+    """Run `statement` (which reads %(images)s) over the images, a chunk at a time; the
+    number of rows it changed."""
     count = 0
-    for start in range(0, len(table.inserted), _CHUNK):
-        cursor = conn.execute(sql.SQL(
-            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ORDER BY e.ord").format(
-                sql.SQL(table.table), columns, values, _rows_of("images", table.table)),
-            {"images": _images(table.inserted[start : start + _CHUNK])})
+    for start in range(0, len(images), _CHUNK):
+        cursor = conn.execute(statement, {"images": _images(images[start : start + _CHUNK])})
         count += cursor.rowcount
     return count
 
 
-def _update(conn: psycopg.Connection[Any], table: TableDelta) -> int:
-    if not table.updated:
+def _insert(conn: psycopg.Connection[Any], table: TableDelta) -> int:
+    if not table.inserted:
         return 0
+    names = _columns(conn, table.table)
+    statement = sql.SQL(
+        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ORDER BY e.ord").format(
+            sql.SQL(table.table), sql.SQL(", ").join(sql.Identifier(c) for c in names),
+            sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in names),
+            _rows_of("images", table.table))
+    return _in_chunks(conn, statement, table.inserted)
+
+
+def _update(conn: psycopg.Connection[Any], table: TableDelta) -> int:
+    names = [c for c in _columns(conn, table.table) if c not in table.key]
+    if not table.updated or not names:
+        return 0  # (an update of key columns only is a delete and an insert)
     if not table.key:
         raise AssertionError("a table without a key has no updates, only deletes and inserts")
-    names = [c for c in _columns(conn, table.table) if c not in table.key]
     assignments = sql.SQL("({}) = ROW({})").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in names),
         sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in names))
     if len(names) == 1:
         assignments = sql.SQL("{} = r.{}").format(sql.Identifier(names[0]),
                                                   sql.Identifier(names[0]))
-    count = 0
-    afters = [u.after for u in table.updated]
-    for start in range(0, len(afters), _CHUNK):
-        cursor = conn.execute(sql.SQL("UPDATE {} t SET {} FROM (SELECT r.* FROM {}) r WHERE {}"
-                                      ).format(sql.SQL(table.table), assignments,
-                                               _rows_of("images", table.table),
-                                               _key_match(table.key)),
-                              {"images": _images(afters[start : start + _CHUNK])})
-        count += cursor.rowcount
-    return count
+    statement = sql.SQL("UPDATE {} t SET {} FROM (SELECT r.* FROM {}) r WHERE {}").format(
+        sql.SQL(table.table), assignments, _rows_of("images", table.table),
+        _key_match(table.key))
+    return _in_chunks(conn, statement, [u.after for u in table.updated])
 
 
 def _delete(conn: psycopg.Connection[Any], table: TableDelta) -> int:
@@ -221,15 +222,9 @@ def _delete(conn: psycopg.Connection[Any], table: TableDelta) -> int:
                 (json.dumps(image),))
             count += cursor.rowcount
         return count
-    count = 0
-    for start in range(0, len(table.deleted), _CHUNK):
-        cursor = conn.execute(sql.SQL("DELETE FROM {} t USING (SELECT r.* FROM {}) r WHERE {}"
-                                      ).format(sql.SQL(table.table),
-                                               _rows_of("images", table.table),
-                                               _key_match(table.key)),
-                              {"images": _images(table.deleted[start : start + _CHUNK])})
-        count += cursor.rowcount
-    return count
+    statement = sql.SQL("DELETE FROM {} t USING (SELECT r.* FROM {}) r WHERE {}").format(
+        sql.SQL(table.table), _rows_of("images", table.table), _key_match(table.key))
+    return _in_chunks(conn, statement, table.deleted)
 
 
 def _advance_sequences(conn: psycopg.Connection[Any], table: str) -> None:
