@@ -325,11 +325,11 @@ def _argv_matches(words: list[str], command: shell.Command) -> bool:
 
 
 def _sql_matches(rule: PatternRule, statement: sql.Statement) -> bool:
+    text = " ".join(statement.words)
     if rule.regex:
-        return re.search(rule.pattern, " ".join(statement.words), re.IGNORECASE) is not None
-    words = rule.pattern.upper().split()
-    have = statement.words
-    return any(list(have[i : i + len(words)]) == words for i in range(len(have) - len(words) + 1))
+        return re.search(rule.pattern, text, re.IGNORECASE) is not None
+    # A run of whole words: compare with single spaces around both sides.
+    return f" {' '.join(rule.pattern.upper().split())} " in f" {text} "
 
 
 def _sql_rule_matches(rule: SqlRule, statement: sql.Statement) -> bool:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from sqlparse import keywords as sql_keywords
 from sqlparse import tokens as T
@@ -246,8 +247,7 @@ def _statement(folded: str, span: tuple[int, int], original: str) -> Statement:
                          "analyse")
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(NamedTuple):  # a tuple: thousands are made per large input
     kind: str  # "kw", "name", "punct", "op", "lit", "other"
     value: str  # upper-cased for keywords, normalised for names
     start: int  # offset in the folded statement
@@ -343,11 +343,12 @@ class _Reader:
         if head.kind == "punct" and head.value == "(":
             keyword = "SELECT"  # (SELECT ...) UNION ...
         statement = self._dispatch(keyword, index)
+        extra: dict[str, object] = {"words": tuple(t.value.upper() for t in self.tokens)}
         if nested:
-            statement = _replace(statement, nested=statement.nested + tuple(nested))
+            extra["nested"] = statement.nested + tuple(nested)
         if functions:
-            statement = _replace(statement, functions=tuple(functions))
-        return _replace(statement, words=tuple(t.value.upper() for t in self.tokens))
+            extra["functions"] = tuple(functions)
+        return replace(statement, **extra)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ helpers
 
@@ -612,12 +613,6 @@ class _Reader:
 
 def _tuple(value: str | None) -> tuple[str, ...]:
     return (value,) if value else ()
-
-
-def _replace(statement: Statement, **changes: object) -> Statement:
-    from dataclasses import replace
-
-    return replace(statement, **changes)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------- constant-true WHERE
