@@ -25,8 +25,8 @@ Exit codes:
   1    check: blocked or needs approval; replay: a divergence; db verify: a
        difference; doctor: a check failed
   2    usage, configuration or infrastructure error
-  3    run --promote: refused by a limit
-  4    run --promote / revert: a conflict with the real database
+  3    run: the change set is refused by a limit
+  4    run, revert: a conflict with the real database
   125  infrastructure error in exec (engine, image, workspace), as `docker run` does
 """
 
@@ -586,7 +586,7 @@ def doctor(as_json: bool) -> None:
 
 @main.command()
 def demo() -> None:
-    """Open a sandbox on the bundled fixture repo, work in it, show the diff, tear down."""
+    """Run a demo episode on the bundled fixtures: guardrails, budgets, change set."""
     from harness.demo import run_demo
 
     try:

@@ -417,7 +417,20 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None) -> Config:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    return parse_config(text, origin=str(path))
+    return _relative_to(parse_config(text, origin=str(path)), path.resolve().parent)
+
+
+def _relative_to(config: Config, folder: Path) -> Config:
+    """Relative local paths in `target` mean paths beside the config file."""
+    changes: dict[str, str] = {}
+    repo, database = config.target.repo, config.target.database
+    if repo and "://" not in repo and not Path(repo).is_absolute() and ":" not in repo:
+        changes["repo"] = str(folder / repo)
+    if database and database.endswith(".sql") and not Path(database).is_absolute():
+        changes["database"] = str(folder / database)
+    if not changes:
+        return config
+    return config.model_copy(update={"target": config.target.model_copy(update=changes)})
 
 
 def parse_config(text: str, *, origin: str = "<string>") -> Config:

@@ -66,3 +66,17 @@ def test_not_a_mapping_or_not_yaml_is_a_config_error(text: str) -> None:
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_relative_target_paths_are_beside_the_config_file(tmp_path: Path) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "harness.yaml").write_text(
+        "target:\n  repo: ../repo\n  database: seeds/app.sql\n")
+    config = load_config(folder / "harness.yaml")
+    assert config.target.repo == str(folder / "../repo")
+    assert config.target.database == str(folder / "seeds/app.sql")
+    url = folder / "url.yaml"
+    url.write_text("target:\n  repo: https://example.com/r.git\n  database: postgresql:///x\n")
+    assert load_config(url).target.repo == "https://example.com/r.git"
+    assert load_config(url).target.database == "postgresql:///x"
