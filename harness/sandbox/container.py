@@ -56,6 +56,7 @@ class Container:
         workspace: str | None = None,
         read_only_mounts: Mapping[str, str] | None = None,
         environment: Mapping[str, str] | None = None,
+        owner: tuple[int, int] = (1000, 1000),
         output_limit: int = 1 << 20,
         default_timeout: float = 120.0,
     ) -> None:
@@ -66,6 +67,7 @@ class Container:
         self.workspace = workspace
         self.read_only_mounts = dict(read_only_mounts or {})
         self.environment = dict(environment or {})
+        self.owner = owner
         self.output_limit = output_limit
         self.default_timeout = default_timeout
         self._container: Any = None
@@ -120,11 +122,15 @@ class Container:
         if self.workspace:
             mounts.append(Mount(target="/workspace", source=self.workspace, type="bind"))
         tmpfs = {"/tmp": f"rw,nosuid,nodev,size={h.tmpfs_size},mode=1777"}
+        user = h.user
         if h.user == "agent":
-            tmpfs["/home/agent"] = "rw,nosuid,nodev,size=64m,uid=1000,gid=1000,mode=0700"
+            uid, gid = self.owner
+            # The agent runs as whoever owns the workspace (uid 1000, `agent`, as root).
+            user = "agent" if self.owner == (1000, 1000) else f"{uid}:{gid}"
+            tmpfs["/home/agent"] = f"rw,nosuid,nodev,size=64m,uid={uid},gid={gid},mode=0700"
         args: dict[str, Any] = {
             "command": ["bash", "-c", _INIT],
-            "user": h.user,
+            "user": user,
             "working_dir": "/workspace",
             "environment": self.environment,
             "labels": self.labels,

@@ -38,10 +38,11 @@ class Sandbox:
         environment: Mapping[str, str] | None = None,
         database: str | None = None,
         client: docker.DockerClient | None = None,
+        owner: tuple[int, int] | None = None,
     ) -> None:
         self.id = f"hx-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.settings = settings or SandboxSettings()
-        self.workspace = Workspace(repo, ref, name=self.id)
+        self.workspace = Workspace(repo, ref, name=self.id, owner=owner)
         self._environment = dict(environment or {})
         self._client = client
         self._container: Container | None = None
@@ -84,7 +85,8 @@ class Sandbox:
                 labels=resource_labels(self.id, "sandbox"),
                 workspace=str(self.workspace.path),
                 read_only_mounts=mounts,
-                environment=environment,
+                environment={"HOME": "/home/agent", **environment},
+                owner=self.workspace.owner,
                 output_limit=self.settings.output_limit_bytes,
                 default_timeout=self.settings.exec_timeout_s,
             ).start()

@@ -102,8 +102,11 @@ class WorkspaceChanges:
 class Workspace:
     """A throwaway clone of `origin` at `ref`, removed by `remove()` (or leaving `with`)."""
 
-    def __init__(self, origin: str | Path, ref: str | None = None, *, name: str) -> None:
+    def __init__(self, origin: str | Path, ref: str | None = None, *, name: str,
+                 owner: tuple[int, int] | None = None) -> None:
         self.origin = str(origin)
+        self.owner = owner or workspace_owner()
+        """The uid and gid the agent runs as, who must own the clone."""
         self.ref = ref
         self.name = name
         self.path = state_dir("workspaces") / name / "repo"
@@ -133,8 +136,8 @@ class Workspace:
         self.branch = self._branch_name()
         self._git("checkout", "-q", "-B", self.branch, self.base)
         self._original_tips = sorted(set(self._git("for-each-ref", "--format=%(objectname)").split()))
-        if os.geteuid() == 0:
-            _chown_tree(self.path, AGENT_UID, AGENT_GID)
+        if os.geteuid() == 0 and self.owner != (os.geteuid(), os.getegid()):
+            _chown_tree(self.path, *self.owner)
         return self
 
     def remove(self) -> None:
@@ -263,6 +266,15 @@ class Workspace:
 
     def _git(self, *args: str, check: bool = True) -> str:
         return run_git(self.path, *args, check=check, alternates=self._object_stores)
+
+
+def workspace_owner() -> tuple[int, int]:
+    """Who the agent runs as: the image's `agent` (uid 1000) when the harness runs as root
+    (it can hand the clone over), else the harness's own user, who owns the clone already
+    (a developer's laptop, where the uid is often not 1000)."""
+    if os.geteuid() == 0:
+        return AGENT_UID, AGENT_GID
+    return os.geteuid(), os.getegid()
 
 
 def run_git(

@@ -156,3 +156,12 @@ def test_hardening_overrides_are_reported(agent_image: str, shop_repo: Path) -> 
 def test_the_root_filesystem_is_read_only_by_default(sandbox: Sandbox) -> None:
     result = sandbox.exec("touch /var/tmp/probe")
     assert "Read-only file system" in result.stderr
+
+
+def test_the_agent_runs_as_the_owner_of_the_workspace(agent_image: str, shop_repo: Path) -> None:
+    # As on a laptop whose user is not uid 1000: the agent takes the workspace owner's uid.
+    with Sandbox(shop_repo, owner=(1234, 1234)) as sb:
+        result = sb.exec("id -u; touch /workspace/new && echo ok > $HOME/x && cat $HOME/x && "
+                         "git commit -q --allow-empty -m as-1234 && echo committed")
+        assert result.stdout.split() == ["1234", "ok", "committed"], result.stderr
+        assert sb.changes().commit_count == 1
