@@ -264,11 +264,14 @@ def run(config_path: str, actions_file: Any, trace_path: str | None, do_promote:
         dry_run: bool, as_json: bool) -> None:
     """Run an episode from a file of actions; print each result, the change set, the limit
     check and, with --promote, the promotion."""
+    import logging
     from pathlib import Path
 
     from harness.episode import Episode
 
     config = _config(config_path)
+    logging.basicConfig(level=config.observability.logging.level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     lines = [line for line in actions_file.read().splitlines() if line.strip()]
     try:
         episode = Episode(config, trace_path=Path(trace_path) if trace_path else None,

@@ -269,7 +269,9 @@ class Logging(_Strict):
     """How much the harness logs."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """Level of the `harness` loggers (each action is logged at info)."""
     include_tool_io: bool = False
+    """Record each action's full output in the trace (redacted) and log its I/O at debug."""
 
 
 class Observability(_Strict):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import time
 import urllib.error
 import urllib.parse
@@ -42,6 +43,7 @@ from harness.tools import TOOLS, parameter_problem
 from harness.tracing import Redactor, Span, Tracer
 
 Status = Literal["ok", "error", "refused"]
+_LOG = logging.getLogger("harness.episode")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ class Episode:
             raise HarnessError("the config names no target repository (target.repo)")
         self.config = config
         self.config_source = config_source
+        _LOG.setLevel(config.observability.logging.level.upper())
         self.policy = Policy(config.guardrails, approver=approver)
         self.budget = Budget(config.orchestrator.blast_radius, config.orchestrator.limits)
         self._env = environment(config.state_injection, host_env)
@@ -189,11 +192,27 @@ class Episode:
                                      "duration_s": round(time.monotonic() - started, 6),
                                      "span_id": span.span_id,
                                      "counters": self.budget.counters.to_dict()})
+            logging_config = self.config.observability.logging
             span.set(status=result.status, counters=result.counters,
                      refusal=asdict(result.refusal) if result.refusal else None,
                      result=_summary(result.output))
+            if logging_config.include_tool_io:
+                span.set(output=result.output)  # redacted when written, like every attribute
         self.results.append(result)
+        self._log(result, span)
         return result
+
+    def _log(self, result: ActionResult, span: Span) -> None:
+        if result.refusal is not None:
+            _LOG.info("#%d %s refused by %s %s: %s", result.index, result.tool,
+                      result.refusal.kind, result.refusal.rule, result.refusal.reason)
+        else:
+            _LOG.info("#%d %s %s in %.0f ms", result.index, result.tool, result.status,
+                      result.duration_s * 1000)
+        if self.config.observability.logging.include_tool_io:
+            _LOG.debug("#%d parameters %s output %s", result.index,
+                       json.dumps(span.attributes.get("parameters"), default=str),
+                       json.dumps(self.redactor(result.output), default=str)[:4000])
 
     def _act(self, raw: ToolAction | Mapping[str, Any] | str, index: int, span: Span
              ) -> ActionResult:

@@ -294,3 +294,19 @@ def test_the_trace_goes_to_an_otlp_endpoint_with_genai_attributes(
     assert {s.name for s in spans} >= {"guardrail", "execute", "measure", "episode.start"}
     refused = [s for s in tools if s.status.code == 2]
     assert len(refused) == 1, "the refused action is marked as an error"
+
+
+@pytest.mark.parametrize("include", [True, False])
+def test_include_tool_io_records_full_outputs_in_the_trace(
+        shop_repo: Path, tmp_path: Path, include: bool, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = parse_config(f"observability:\n  logging: {{level: debug, include_tool_io: {include}}}\n"
+                       f"target:\n  repo: {shop_repo}\n")
+    with caplog.at_level("DEBUG", logger="harness.episode"), \
+            Episode(cfg, trace_path=tmp_path / "t.jsonl") as episode:
+        episode.act({"tool": "shell_exec", "parameters": {
+            "command": "for i in $(seq 100); do printf marker-; done"}})
+    marker = "marker-" * 100  # in the output only (past the 512-byte digest limit)
+    text = (tmp_path / "t.jsonl").read_text()
+    assert (marker in text) is include, "long outputs are digested unless asked for"
+    assert "#0 shell_exec ok" in caplog.text
+    assert ("parameters" in caplog.text) is include
