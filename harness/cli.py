@@ -462,6 +462,59 @@ def replay(path: str, as_json: bool) -> None:
     sys.exit(1 if report.divergences else 0)
 
 
+# ------------------------------------------------------------------- eval
+
+
+@main.command("eval", epilog="""\b
+Agents: NAME (a scenario's own scripted agent, e.g. good, reckless),
+scripted:FILE.jsonl, subprocess:COMMAND, openai:MODEL@BASE_URL (key from
+OPENAI_API_KEY). Exit 0 when every run finished, 2 on a usage error.
+""")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--agent", "agents", multiple=True, required=True, help="Repeatable.")
+@click.option("--repeat", type=int, default=1, show_default=True)
+@click.option("--parallel", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Perturbations are reproducible from it.")
+@click.option("--out", type=click.Path(file_okay=False), default="harness-eval",
+              show_default=True, help="Folder for report.json, report.md and report.html.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, parallel: int,
+                 seed: int, out: str, as_json: bool) -> None:
+    """Run scenarios (files or folders of *.yaml) with agents, and report."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from harness.eval.agents import agent_factory
+    from harness.eval.report import html_page, markdown, summarise
+    from harness.eval.runner import evaluate
+    from harness.eval.scenario import scenarios_in
+
+    try:
+        scenarios = scenarios_in([Path(p) for p in paths])
+        factories = {spec: agent_factory(spec) for spec in agents}
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+    total = len(scenarios) * len(factories) * repeat
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("evaluating", total=total)
+        runs = evaluate(scenarios, factories, repeat=repeat, parallel=parallel, seed=seed,
+                        progress=lambda _run: progress.advance(task))
+    summary = summarise(runs)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(summary, indent=2, default=str))
+    (folder / "report.md").write_text(markdown(summary))
+    (folder / "report.html").write_text(html_page(summary))
+    if as_json:
+        _print_json(summary)
+    else:
+        click.echo(markdown(summary))
+        err.print(f"reports in {folder}/ (report.json, report.md, report.html)")
+    sys.exit(2 if any(r.error for r in runs) else 0)
+
+
 # ------------------------------------------------------------------- gate
 
 

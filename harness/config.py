@@ -463,12 +463,14 @@ def _validate(
 
 
 def _describe(
-    error: Any, lines: dict[tuple[str | int, ...], int], origin: str
+    error: Any, lines: dict[tuple[str | int, ...], int], origin: str,
+    tags: frozenset[str] | set[str] | None = None,
 ) -> str:
     # Pydantic puts the discriminator's tag into the location of union members; drop it.
+    tags = _UNION_TAGS if tags is None else tags
     loc = tuple(
         part for part in error["loc"]
-        if not (isinstance(part, str) and part in _UNION_TAGS)
+        if not (isinstance(part, str) and part in tags)
     )
     key = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in loc)
     key = key.replace(".[", "[")

@@ -88,7 +88,8 @@ class Episode:
 
     def __init__(self, config: Config, *, trace_path: Path | None = None,
                  approver: Approver | None = None, host_env: Mapping[str, str] | None = None,
-                 config_source: str | None = None) -> None:
+                 config_source: str | None = None,
+                 hidden_env: Mapping[str, str] | None = None) -> None:
         if not config.target.repo:
             raise HarnessError("the config names no target repository (target.repo)")
         self.config = config
@@ -102,7 +103,7 @@ class Episode:
         self.tracer = Tracer(None, redactor=self.redactor)
         self.trace_path = trace_path or Path(config.observability.tracing.path or
                                              state_dir("traces")) / f"{self.tracer.trace_id}.jsonl"
-        sandbox_env = dict(self._env)
+        sandbox_env = {**(hidden_env or {}), **self._env}  # hidden: set, but never told
         if config.observability.tracing.propagate_trace_id:
             sandbox_env["HARNESS_TRACE_ID"] = self.tracer.trace_id
             sandbox_env["TRACEPARENT"] = f"00-{self.tracer.trace_id}-{'0' * 15}1-01"

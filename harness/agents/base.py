@@ -4,6 +4,7 @@ through an episode."""
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +42,11 @@ class Agent(abc.ABC):
         """Release what the agent holds (a process, a connection)."""
 
 
-def drive(episode: Episode, agent: Agent, task: str, *, max_steps: int = 50
-          ) -> list[ActionResult]:
-    """Run `agent` in `episode` until it is done or has taken `max_steps` actions."""
+def drive(episode: Episode, agent: Agent, task: str, *, max_steps: int = 50,
+          act: Callable[[Proposal], ActionResult] | None = None) -> list[ActionResult]:
+    """Run `agent` in `episode` until it is done or has taken `max_steps` actions (through
+    `act` when given: an evaluation's perturbations sit there)."""
+    act = act or episode.act
     agent.start(Briefing(task, episode.state.prompt_text(), Episode.tool_schemas()))
     results: list[ActionResult] = []
     last: ActionResult | None = None
@@ -52,7 +55,7 @@ def drive(episode: Episode, agent: Agent, task: str, *, max_steps: int = 50
             proposal = agent.next(last)
             if proposal is None:
                 break
-            last = episode.act(proposal)
+            last = act(proposal)
             results.append(last)
     finally:
         agent.close()

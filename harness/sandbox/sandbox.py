@@ -85,7 +85,10 @@ class Sandbox:
                 labels=resource_labels(self.id, "sandbox"),
                 workspace=str(self.workspace.path),
                 read_only_mounts=mounts,
-                environment={"HOME": "/home/agent", **environment},
+                # No .pyc files: they would land in `git add -A`, and a same-size edit within
+                # one second of the last import would run stale bytecode.
+                environment={"HOME": "/home/agent", "PYTHONDONTWRITEBYTECODE": "1",
+                             **environment},
                 owner=self.workspace.owner,
                 output_limit=self.settings.output_limit_bytes,
                 default_timeout=self.settings.exec_timeout_s,

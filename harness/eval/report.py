@@ -1,0 +1,102 @@
+"""The evaluation report: per scenario and overall success rate, pass^k, safety
+violations, blast-radius events, actions and wall time, agents side by side; as JSON,
+markdown and a self-contained HTML page with a chart."""
+
+from __future__ import annotations
+
+import html
+import statistics
+from dataclasses import asdict
+from typing import Any
+
+from harness.eval.runner import RunResult
+
+
+def summarise(runs: list[RunResult]) -> dict[str, Any]:
+    """Figures per agent and scenario, and per agent overall."""
+    agents = sorted({r.agent for r in runs})
+    scenarios = sorted({r.scenario for r in runs})
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for agent in agents:
+        table[agent] = {}
+        for scenario in [*scenarios, "(overall)"]:
+            chosen = [r for r in runs if r.agent == agent and
+                      (scenario == "(overall)" or r.scenario == scenario)]
+            if chosen:
+                table[agent][scenario] = _figures(chosen, per_scenario=scenario != "(overall)")
+    return {"agents": agents, "scenarios": scenarios, "table": table,
+            "runs": [asdict(r) for r in runs]}
+
+
+def _figures(runs: list[RunResult], *, per_scenario: bool) -> dict[str, Any]:
+    successes = sum(r.success for r in runs)
+    by_scenario: dict[str, list[bool]] = {}
+    for r in runs:
+        by_scenario.setdefault(r.scenario, []).append(r.success)
+    pass_k = sum(all(v) for v in by_scenario.values()) / len(by_scenario)
+    return {
+        "runs": len(runs),
+        "success_rate": round(successes / len(runs), 3),
+        "pass_k": round(pass_k, 3) if not per_scenario else float(all(r.success for r in runs)),
+        "safety_violations": sum(len(r.safety_violations) for r in runs),
+        "blast_radius_events": sum(r.blast_radius_events for r in runs),
+        "mean_actions": round(statistics.mean(r.actions for r in runs), 1),
+        "mean_wall_seconds": round(statistics.mean(r.wall_seconds for r in runs), 2),
+        "errors": sum(r.error is not None for r in runs),
+    }
+
+
+_COLUMNS = ("success_rate", "pass_k", "safety_violations", "blast_radius_events",
+            "mean_actions", "mean_wall_seconds")
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The report as markdown tables, one per agent."""
+    lines = ["# harness eval", ""]
+    for agent in summary["agents"]:
+        lines += [f"## {agent}", "", "| scenario | runs | " + " | ".join(_COLUMNS) + " |",
+                  "|---|---:|" + "---:|" * len(_COLUMNS)]
+        for scenario, figures in summary["table"][agent].items():
+            name = f"**{scenario}**" if scenario == "(overall)" else scenario
+            lines.append(f"| {name} | {figures['runs']} | "
+                         + " | ".join(str(figures[c]) for c in _COLUMNS) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def html_page(summary: dict[str, Any]) -> str:
+    """A self-contained page: the tables and a bar chart of success rate per scenario."""
+    agents, scenarios = summary["agents"], summary["scenarios"]
+    palette = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280"]
+    width, row = 640, 22
+    bars = []
+    for s_index, scenario in enumerate(scenarios):
+        y0 = 30 + s_index * (row * len(agents) + 10)
+        bars.append(f'<text x="0" y="{y0 + row - 6}" font-size="12">{html.escape(scenario)}</text>')
+        for a_index, agent in enumerate(agents):
+            figures = summary["table"][agent].get(scenario)
+            rate = figures["success_rate"] if figures else 0
+            y = y0 + a_index * row
+            bars.append(f'<rect x="220" y="{y}" width="{rate * (width - 260):.0f}" '
+                        f'height="{row - 4}" fill="{palette[a_index % len(palette)]}">'
+                        f'<title>{html.escape(agent)}: {rate:.0%}</title></rect>')
+            bars.append(f'<text x="{225 + rate * (width - 260):.0f}" y="{y + row - 8}" '
+                        f'font-size="11">{rate:.0%}</text>')
+    height = 40 + len(scenarios) * (row * len(agents) + 10)
+    legend = " ".join(f'<span style="color:{palette[i % len(palette)]}">&#9632; '
+                      f'{html.escape(a)}</span>' for i, a in enumerate(agents))
+    tables = []
+    for agent in agents:
+        rows = "".join(
+            f"<tr><td>{html.escape(s)}</td><td>{f['runs']}</td>"
+            + "".join(f"<td>{f[c]}</td>" for c in _COLUMNS) + "</tr>"
+            for s, f in summary["table"][agent].items())
+        tables.append(f"<h2>{html.escape(agent)}</h2><table><tr><th>scenario</th><th>runs</th>"
+                      + "".join(f"<th>{c}</th>" for c in _COLUMNS) + f"</tr>{rows}</table>")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>harness eval</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
+</style></head><body><h1>harness eval</h1><p>success rate per scenario: {legend}</p>
+<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">{"".join(bars)}</svg>
+{"".join(tables)}</body></html>
+"""
