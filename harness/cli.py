@@ -515,6 +515,30 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
     sys.exit(2 if any(r.error for r in runs) else 0)
 
 
+# -------------------------------------------------------------------- mcp
+
+
+@main.command(epilog=EXIT_CODES)
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--http", "http_port", type=int, default=None,
+              help="Serve streamable HTTP on 127.0.0.1:PORT/mcp instead of stdio.")
+@click.option("--allow-promote/--no-promote", default=None,
+              help="Offer the promote tool (default: when the config is not a dry run).")
+def mcp(config_path: str, http_port: int | None, allow_promote: bool | None) -> None:
+    """Serve an episode's tools over the Model Context Protocol (one episode per session)."""
+    import logging
+
+    from harness.mcpserver import serve_http, serve_stdio
+
+    config = _config(config_path)
+    # stdout belongs to the protocol on stdio: logs go to stderr.
+    logging.basicConfig(level=config.observability.logging.level.upper(), stream=sys.stderr)
+    if http_port is None:
+        serve_stdio(config, allow_promote=allow_promote)
+    else:
+        serve_http(config, port=http_port, allow_promote=allow_promote)
+
+
 # ------------------------------------------------------------------- gate
 
 
