@@ -3,9 +3,8 @@ streamable HTTP on 127.0.0.1), so an existing MCP-capable agent works in the san
 instead of on the real machine.
 
 Over stdio the server process is the session: its episode opens at the first call and
-closes (sandbox removed, trace written) when the client ends the session. Over HTTP,
-requests carrying an `Mcp-Session-Id` (the handshake-era protocol) get an episode each;
-the SDK's 2026-07-28 protocol is stateless and carries none, so those requests share
+closes (sandbox removed, trace written) when the client ends the session. Over HTTP the
+SDK's 2026-07-28 protocol is stateless (no session id reaches a tool), so requests share
 the server's one episode, closed when the server stops."""
 
 from __future__ import annotations
@@ -37,12 +36,9 @@ class Sessions:
         self._guard = threading.Lock()
 
     def key(self, ctx: Context[Any] | None) -> str:
-        """The session a request belongs to: the HTTP session id (Mcp-Session-Id), or the
-        process's one episode."""
-        request = getattr(ctx.request_context, "request", None) if ctx else None
-        headers = getattr(request, "headers", None)
-        session_id = headers.get("mcp-session-id") if headers is not None else None
-        return str(session_id) if session_id else PROCESS
+        """The session a request belongs to. Every request is the process's: stdio has one
+        session, and the stateless HTTP protocol gives tools no session to tell apart."""
+        return PROCESS
 
     def episode(self, key: str) -> tuple[Episode, threading.Lock]:
         """The session's episode, opened on first use."""
