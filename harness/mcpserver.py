@@ -22,6 +22,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from harness.actions import ToolAction
 from harness.config import Config
 from harness.episode import ActionResult, Episode
+from harness.tools import TOOLS
 
 PROCESS = "process"
 
@@ -90,41 +91,32 @@ def build_server(config: Config, *, allow_promote: bool | None = None) -> tuple[
         return json.dumps(result.output, default=str)
 
     async def shell_exec(command: str, ctx: Context[Any], timeout: float | None = None) -> str:
-        """Run a bash command line in the workspace (/workspace). No network."""
         return await act(ctx, "shell_exec", {"command": command}
                          | ({"timeout": timeout} if timeout is not None else {}))
 
     async def read_file(path: str, ctx: Context[Any]) -> str:
-        """Read a file (relative to the workspace root, or absolute)."""
         return await act(ctx, "read_file", {"path": path})
 
     async def write_file(path: str, content: str, ctx: Context[Any]) -> str:
-        """Write a file, creating parent folders; replaces its content."""
         return await act(ctx, "write_file", {"path": path, "content": content})
 
     async def list_files(ctx: Context[Any], path: str = ".") -> str:
-        """List files and folders below a path (two levels, .git skipped)."""
         return await act(ctx, "list_files", {"path": path})
 
     async def git_commit(message: str, ctx: Context[Any]) -> str:
-        """Stage every change in the workspace and commit it."""
         return await act(ctx, "git_commit", {"message": message})
 
     async def git_diff(ctx: Context[Any]) -> str:
-        """Show uncommitted changes (staged and not) in the workspace."""
         return await act(ctx, "git_diff", {})
 
     async def db_query(sql: str, ctx: Context[Any]) -> str:
-        """Run read-only SQL on the database; returns the rows."""
         return await act(ctx, "db_query", {"sql": sql})
 
     async def db_mutate(sql: str, ctx: Context[Any]) -> str:
-        """Run SQL that changes the database, in one transaction."""
         return await act(ctx, "db_mutate", {"sql": sql})
 
     async def http_request(method: str, url: str, ctx: Context[Any],
                            headers: dict[str, str] | None = None, body: str | None = None) -> str:
-        """Make an HTTP request to an allow-listed host; the harness adds auth headers."""
         parameters: dict[str, Any] = {"method": method, "url": url}
         if headers is not None:
             parameters["headers"] = headers
@@ -145,8 +137,10 @@ def build_server(config: Config, *, allow_promote: bool | None = None) -> tuple[
         return await anyio.to_thread.run_sync(run)
 
     for tool in (shell_exec, read_file, write_file, list_files, git_commit, git_diff, db_query,
-                 db_mutate, http_request, changeset):
-        server.add_tool(tool, name=tool.__name__)
+                 db_mutate, http_request):
+        # One wording for every client of the tools: the episode's own specs.
+        server.add_tool(tool, name=tool.__name__, description=TOOLS[tool.__name__].description)
+    server.add_tool(changeset, name="changeset")
 
     promote_allowed = (not config.orchestrator.blast_radius.dry_run) if allow_promote is None \
         else allow_promote

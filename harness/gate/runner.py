@@ -18,7 +18,14 @@ from harness.gate.secrets import scan_line
 from harness.guardrails import Policy
 from harness.guardrails.paths import matches, resolve
 from harness.promote.limits import check_limits
-from harness.sandbox.workspace import Commit, FileChange, WorkspaceChanges, run_git
+from harness.sandbox.workspace import (
+    COMMIT_FORMAT,
+    PLAIN_DIFF,
+    WorkspaceChanges,
+    parse_commits,
+    parse_numstat,
+    run_git,
+)
 
 
 class GateError(HarnessError):
@@ -48,8 +55,7 @@ def run_gate(repo: Path, base: str, head: str, config: Config, *, database: str 
             raise GateError(f"unknown {name} ref {ref!r} in {repo}") from None
     fork = git("merge-base", resolved["base"], resolved["head"])
     changes = _changes(git, fork, resolved["head"])
-    added = _added_lines(git("diff", "--no-ext-diff", "--no-textconv", "--no-color", "-U0",
-                             fork, resolved["head"]))
+    added = _added_lines(git("diff", *PLAIN_DIFF, "-U0", fork, resolved["head"]))
     raw = git("diff", "--raw", "--no-renames", fork, resolved["head"])
     checks = [
         _timed("limits", lambda: _limits(changes, config)),
@@ -72,20 +78,8 @@ def _timed(name: str, check: Callable[[], tuple[bool, str, list[str]]]) -> Check
 
 
 def _changes(git: Callable[..., str], base: str, head: str) -> WorkspaceChanges:
-    log = git("log", "--format=%H%x00%an%x00%ae%x00%B%x1e", f"{base}..{head}", "--")
-    commits = []
-    for record in log.split("\x1e"):
-        record = record.strip("\n")
-        if record:
-            sha, author, email, message = record.split("\x00", 3)
-            commits.append(Commit(sha, author, email, message.strip()))
-    files = []
-    for line in git("diff", "--no-ext-diff", "--numstat", "--no-renames", base, head
-                    ).splitlines():
-        plus, minus, path = line.split("\t", 2)
-        binary = plus == "-"
-        files.append(FileChange(path, 0 if binary else int(plus), 0 if binary else int(minus),
-                                binary))
+    commits = parse_commits(git("log", COMMIT_FORMAT, f"{base}..{head}", "--"))
+    files = parse_numstat(git("diff", *PLAIN_DIFF, "--numstat", base, head))
     return WorkspaceChanges(base, head, commits, files, "")
 
 

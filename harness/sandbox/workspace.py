@@ -38,7 +38,9 @@ _SAFE_GIT = [
     "-c", "protocol.allow=never",
 ]
 # External diff programs and textconv filters come from agent-writable config.
-_PLAIN_DIFF = ["--no-ext-diff", "--no-textconv", "--no-color", "--no-renames"]
+PLAIN_DIFF = ["--no-ext-diff", "--no-textconv", "--no-color", "--no-renames"]
+COMMIT_FORMAT = "--format=%H%x00%an%x00%ae%x00%B%x1e"
+"""`git log` format that `parse_commits` reads."""
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -194,24 +196,10 @@ class Workspace:
         self._check_layout()
         head = self.head()
         exclude = [f"^{tip}" for tip in self._original_tips] or [f"^{self.base}"]
-        log = self._git(
-            "log", "--format=%H%x00%an%x00%ae%x00%B%x1e", "--branches", "--tags", "HEAD",
-            *exclude, "--",
-        )
-        commits = []
-        for record in log.split("\x1e"):
-            record = record.strip("\n")
-            if not record:
-                continue
-            sha, author, email, message = record.split("\x00", 3)
-            commits.append(Commit(sha, author, email, message.strip()))
-        files = []
-        for line in self._git("diff", *_PLAIN_DIFF, "--numstat", self.base, head).splitlines():
-            added, removed, path = line.split("\t", 2)
-            binary = added == "-"
-            files.append(FileChange(path, 0 if binary else int(added),
-                                    0 if binary else int(removed), binary))
-        diff = self._git("diff", *_PLAIN_DIFF, self.base, head)
+        commits = parse_commits(self._git("log", COMMIT_FORMAT, "--branches", "--tags", "HEAD",
+                                          *exclude, "--"))
+        files = parse_numstat(self._git("diff", *PLAIN_DIFF, "--numstat", self.base, head))
+        diff = self._git("diff", *PLAIN_DIFF, self.base, head)
         return WorkspaceChanges(self.base, head, commits, files, diff)
 
     # ------------------------------------------------------------- internals
@@ -266,6 +254,28 @@ class Workspace:
 
     def _git(self, *args: str, check: bool = True) -> str:
         return run_git(self.path, *args, check=check, alternates=self._object_stores)
+
+
+def parse_commits(log: str) -> list[Commit]:
+    """Commits from `git log` output in COMMIT_FORMAT."""
+    commits = []
+    for record in log.split("\x1e"):
+        record = record.strip("\n")
+        if record:
+            sha, author, email, message = record.split("\x00", 3)
+            commits.append(Commit(sha, author, email, message.strip()))
+    return commits
+
+
+def parse_numstat(numstat: str) -> list[FileChange]:
+    """Files from `git diff --numstat` output (binary files count no lines)."""
+    files = []
+    for line in numstat.splitlines():
+        added, removed, path = line.split("\t", 2)
+        binary = added == "-"
+        files.append(FileChange(path, 0 if binary else int(added), 0 if binary else int(removed),
+                                binary))
+    return files
 
 
 def workspace_owner() -> tuple[int, int]:
