@@ -524,19 +524,26 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
               help="Serve streamable HTTP on 127.0.0.1:PORT/mcp instead of stdio.")
 @click.option("--allow-promote/--no-promote", default=None,
               help="Offer the promote tool (default: when the config is not a dry run).")
-def mcp(config_path: str, http_port: int | None, allow_promote: bool | None) -> None:
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Over HTTP: end a session (and close its sandbox) after this many "
+                   "seconds without a request [default: 1800].")
+def mcp(config_path: str, http_port: int | None, allow_promote: bool | None,
+        idle_timeout: float | None) -> None:
     """Serve an episode's tools over the Model Context Protocol (one episode per session)."""
     import logging
 
-    from harness.mcpserver import serve_http, serve_stdio
+    from harness.mcpserver import DEFAULT_IDLE_TIMEOUT, serve_http, serve_stdio
 
     config = _config(config_path)
     # stdout belongs to the protocol on stdio: logs go to stderr.
     logging.basicConfig(level=config.observability.logging.level.upper(), stream=sys.stderr)
     if http_port is None:
+        if idle_timeout is not None:
+            raise click.UsageError("--idle-timeout applies to --http (a stdio session is the process)")
         serve_stdio(config, allow_promote=allow_promote)
     else:
-        serve_http(config, port=http_port, allow_promote=allow_promote)
+        serve_http(config, port=http_port, allow_promote=allow_promote,
+                   idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT)
 
 
 # ------------------------------------------------------------------- gate

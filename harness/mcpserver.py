@@ -2,66 +2,139 @@
 streamable HTTP on 127.0.0.1), so an existing MCP-capable agent works in the sandbox
 instead of on the real machine.
 
-Over stdio the server process is the session: its episode opens at the first call and
-closes (sandbox removed, trace written) when the client ends the session. Over HTTP the
-SDK's 2026-07-28 protocol is stateless (no session id reaches a tool), so requests share
-the server's one episode, closed when the server stops."""
+Every MCP session gets its own episode, opened at its first call and closed (sandbox
+removed, trace written) when the session ends. Over stdio the server process is the
+session. Over HTTP a session is what the initialize handshake opens (one
+`Mcp-Session-Id`); it ends with the client's DELETE, the idle timeout, or the server.
+The 2026-07-28 protocol has no sessions at all, so the HTTP server refuses it with the
+versions it does serve, and clients fall back to the handshake."""
 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
+from mcp.server.connection import Connection
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from harness.actions import ToolAction
 from harness.config import Config
 from harness.episode import ActionResult, Episode
+from harness.errors import HarnessError
 from harness.tools import TOOLS
 
+_LOG = logging.getLogger("harness.mcp")
 PROCESS = "process"
+DEFAULT_IDLE_TIMEOUT = 30 * 60.0
+_CLOSE_HOOKED = "harness.close-hooked"
+T = TypeVar("T")
+
+
+def _connection(ctx: Context[Any]) -> Connection:
+    # The SDK hands tools no public handle on their connection (whose `state` and
+    # `exit_stack` are public); the request's session proxy holds it. The mcp requirement
+    # is pinned below the next minor version and tests/test_mcp.py exercises this path.
+    connection = getattr(ctx.request_context.session, "_connection", None)
+    if not isinstance(connection, Connection):
+        raise RuntimeError("this version of the mcp SDK gives tools no connection; "
+                           "harness cannot tell MCP sessions apart")
+    return connection
 
 
 class Sessions:
-    """The open episodes, by MCP session (stdio and stateless HTTP: one per process)."""
+    """The open episodes, one per MCP session: the process's one (stdio), or one per
+    HTTP session, closed when the SDK tears that session's connection down."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, per_connection: bool = False) -> None:
         self.config = config
+        self.per_connection = per_connection
         self._episodes: dict[str, Episode] = {}
         self._locks: dict[str, threading.Lock] = {}
+        self._ended: set[str] = set()
         self._guard = threading.Lock()
 
-    def key(self, ctx: Context[Any] | None) -> str:
-        """The session a request belongs to. Every request is the process's: stdio has one
-        session, and the stateless HTTP protocol gives tools no session to tell apart."""
-        return PROCESS
+    async def run(self, ctx: Context[Any], work: Callable[[Episode], T]) -> T:
+        """`work` on the calling session's episode (opened on first use), one call at a
+        time per session, off the event loop."""
+        key = self._session(ctx)
 
-    def episode(self, key: str) -> tuple[Episode, threading.Lock]:
-        """The session's episode, opened on first use."""
+        def in_thread() -> T:
+            try:
+                episode, lock = self._episode(key)
+                with lock:
+                    return work(episode)
+            except HarnessError as error:
+                # The agent (and its user) read tool errors: say what went wrong.
+                raise ToolError(f"{type(error).__name__}: {error}") from error
+        return await anyio.to_thread.run_sync(in_thread)
+
+    def _session(self, ctx: Context[Any]) -> str:
+        if not self.per_connection:
+            return PROCESS
+        connection = _connection(ctx)
+        key = connection.session_id
+        if key is None:
+            raise ToolError("this request belongs to no MCP session; harness keeps one sandbox "
+                            "per session: connect with the initialize handshake")
+        if not connection.state.get(_CLOSE_HOOKED):
+            connection.state[_CLOSE_HOOKED] = True
+
+            async def session_ended() -> None:
+                await anyio.to_thread.run_sync(self.end, key)
+            connection.exit_stack.push_async_callback(session_ended)
+        return key
+
+    async def restart(self, ctx: Context[Any]) -> None:
+        """Close the calling session's episode; its next call opens a fresh one."""
+        key = self._session(ctx)
+        await anyio.to_thread.run_sync(self.close, key)
+
+    def _episode(self, key: str) -> tuple[Episode, threading.Lock]:
         with self._guard:
+            if key in self._ended:
+                raise ToolError("this MCP session has ended and its sandbox is closed")
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._episodes:
                 self._episodes[key] = Episode(self.config).open()
+                _LOG.info("MCP session %s: episode %s opened", key, self._episodes[key].trace_id)
+                with self._guard:
+                    ended_meanwhile = key in self._ended
+                if ended_meanwhile:
+                    self._episodes.pop(key).close()
+                    raise ToolError("this MCP session has ended and its sandbox is closed")
             return self._episodes[key], lock
 
     def close(self, key: str) -> None:
-        """End a session: close its episode (the sandbox goes, the trace stays)."""
+        """Close the session's episode (the sandbox goes, the trace stays) once its
+        running call, if any, is done; a later call opens a fresh one."""
         with self._guard:
             episode = self._episodes.pop(key, None)
-            self._locks.pop(key, None)
-        if episode is not None:
-            episode.close()
+            lock = self._locks.pop(key, None)
+        if episode is not None and lock is not None:
+            with lock:
+                episode.close()
+            _LOG.info("MCP session %s: episode %s closed", key, episode.trace_id)
+
+    def end(self, key: str) -> None:
+        """The session is over: close its episode and open none for it again."""
+        with self._guard:
+            self._ended.add(key)
+        self.close(key)
 
     def close_all(self) -> None:
         """End every session."""
         for key in list(self._episodes):
-            self.close(key)
+            self.end(key)
 
     @property
     def open_keys(self) -> list[str]:
@@ -69,22 +142,20 @@ class Sessions:
         return list(self._episodes)
 
 
-def build_server(config: Config, *, allow_promote: bool | None = None) -> tuple[MCPServer, Sessions]:
+def build_server(config: Config, *, allow_promote: bool | None = None,
+                 per_connection: bool = False) -> tuple[MCPServer, Sessions]:
     """An MCP server offering the episode's tools, `changeset`, and (when allowed: not a
-    dry run, or `allow_promote`) `promote`."""
-    sessions = Sessions(config)
+    dry run, or `allow_promote`) `promote`; `per_connection` keys episodes on HTTP
+    sessions instead of the process."""
+    sessions = Sessions(config, per_connection=per_connection)
     server: MCPServer = MCPServer("harness", instructions=(
         "Tools of a transactional sandbox: a throwaway clone of the repository in a "
         "hardened container, and a copy of its database. Refused actions come back as "
         "tool errors with the reason; read the harness://state/prompt resource first."))
 
     async def act(ctx: Context[Any], tool: str, parameters: dict[str, Any]) -> str:
-        def run() -> ActionResult:
-            episode, lock = sessions.episode(sessions.key(ctx))
-            with lock:
-                return episode.act(ToolAction(tool, parameters))
-
-        result = await anyio.to_thread.run_sync(run)
+        result: ActionResult = await sessions.run(
+            ctx, lambda episode: episode.act(ToolAction(tool, parameters)))
         if result.refusal is not None or result.status == "error":
             raise ToolError(result.observation() if result.refusal else
                             json.dumps(result.output, default=str))
@@ -126,15 +197,13 @@ def build_server(config: Config, *, allow_promote: bool | None = None) -> tuple[
 
     async def changeset(ctx: Context[Any]) -> str:
         """What this session has changed so far: commits, files, lines, rows per table."""
-        def run() -> str:
-            episode, lock = sessions.episode(sessions.key(ctx))
-            with lock:
-                changes = episode.sandbox.changes()
-                rows = episode.sandbox.row_delta()
+        def measure(episode: Episode) -> str:
+            changes = episode.sandbox.changes()
+            rows = episode.sandbox.row_delta()
             return json.dumps({"workspace": {k: v for k, v in changes.to_dict().items()
                                              if k != "diff"},
                                "rows": rows.summary() if rows else None}, default=str)
-        return await anyio.to_thread.run_sync(run)
+        return await sessions.run(ctx, measure)
 
     for tool in (shell_exec, read_file, write_file, list_files, git_commit, git_diff, db_query,
                  db_mutate, http_request):
@@ -146,32 +215,25 @@ def build_server(config: Config, *, allow_promote: bool | None = None) -> tuple[
         else allow_promote
     if promote_allowed:
         async def promote(ctx: Context[Any]) -> str:
-            """Promote this session's change set to the real systems within the limits; the
-            session's sandbox is closed afterwards."""
-            key = sessions.key(ctx)
-
-            def run() -> str:
-                episode, lock = sessions.episode(key)
-                with lock:
-                    result = episode.promote()
-                sessions.close(key)
-                return json.dumps(result.to_dict(), default=str)
-            return await anyio.to_thread.run_sync(run)
+            """Promote this session's change set to the real systems within the limits. The
+            sandbox is closed afterwards; a later call starts a fresh one."""
+            result = await sessions.run(ctx, lambda episode: episode.promote())
+            await sessions.restart(ctx)
+            return json.dumps(result.to_dict(), default=str)
 
         server.add_tool(promote, name="promote")
 
     @server.resource("harness://state/{part}", mime_type="application/json")
     async def state(part: str, ctx: Context[Any]) -> str:
         """The injected state: env, schema, files, auth_headers, or prompt (as text)."""
-        def run() -> str:
-            episode, _ = sessions.episode(sessions.key(ctx))
+        def read(episode: Episode) -> str:
             data = episode.state.to_dict()
             if part == "prompt":
                 return episode.state.prompt_text()
             if part not in data:
                 raise ToolError(f"no state {part!r}; try one of {sorted(data)} or prompt")
             return json.dumps(data[part], default=str)
-        return await anyio.to_thread.run_sync(run)
+        return await sessions.run(ctx, read)
 
     return server, sessions
 
@@ -192,21 +254,52 @@ def serve_stdio(config: Config, *, allow_promote: bool | None = None) -> None:
         sessions.close_all()
 
 
-def serve_http(config: Config, *, port: int, allow_promote: bool | None = None) -> None:
-    """Serve streamable HTTP on 127.0.0.1:`port`/mcp until stopped; every episode still
-    open is closed then."""
-    import uvicorn
+def _sessionless_refusal(requested: str, request_id: Any) -> bytes:
+    supported = list(HANDSHAKE_PROTOCOL_VERSIONS)
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {
+        "code": UNSUPPORTED_PROTOCOL_VERSION,
+        "message": (f"protocol {requested} has no sessions, and harness keeps one sandbox per "
+                    f"session: connect with the initialize handshake ({supported[-1]})"),
+        "data": {"supported": supported, "requested": requested}}}).encode()
 
-    server, sessions = build_server(config, allow_promote=allow_promote)
-    app = server.streamable_http_app(host="127.0.0.1")
 
-    async def closing_app(scope: Any, receive: Any, send: Any) -> None:
-        # uvicorn re-raises SIGTERM once it has shut down, so a `finally` would not run:
-        # the episodes close on the ASGI lifespan's shutdown message instead.
+def http_app(config: Config, *, allow_promote: bool | None = None,
+             idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> tuple[Any, Sessions]:
+    """The ASGI app of the HTTP server: one episode per handshake session; sessionless
+    (2026-07-28) requests refused; every episode closed at the lifespan's shutdown."""
+    server, sessions = build_server(config, allow_promote=allow_promote, per_connection=True)
+    app = server.streamable_http_app(host="127.0.0.1", session_idle_timeout=idle_timeout)
+
+    async def refuse(scope: Any, receive: Any, send: Any, requested: str) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            parsed = json.loads(body)
+            request_id = parsed.get("id") if isinstance(parsed, dict) else None
+        except ValueError:
+            request_id = None
+        payload = _sessionless_refusal(requested, request_id)
+        await send({"type": "http.response.start", "status": 400, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def harness_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            requested = dict(scope["headers"]).get(b"mcp-protocol-version")
+            if requested is not None and requested.decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS:
+                await refuse(scope, receive, send, requested.decode("latin-1"))
+                return
         if scope["type"] != "lifespan":
             await app(scope, receive, send)
             return
 
+        # uvicorn re-raises SIGTERM once it has shut down, so a `finally` after it would
+        # not run: the episodes close on the lifespan's shutdown message instead.
         async def shutdown_aware() -> Any:
             message = await receive()
             if message["type"] == "lifespan.shutdown":
@@ -215,7 +308,18 @@ def serve_http(config: Config, *, port: int, allow_promote: bool | None = None) 
 
         await app(scope, shutdown_aware, send)
 
+    return harness_app, sessions
+
+
+def serve_http(config: Config, *, port: int, allow_promote: bool | None = None,
+               idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
+    """Serve streamable HTTP on 127.0.0.1:`port`/mcp until stopped."""
+    import uvicorn
+
+    app, sessions = http_app(config, allow_promote=allow_promote, idle_timeout=idle_timeout)
+    print(f"harness mcp: serving http://127.0.0.1:{port}/mcp (one sandbox per session, "
+          f"closed after {idle_timeout:g} s idle)", file=sys.stderr, flush=True)
     try:
-        uvicorn.run(closing_app, host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
     finally:
         sessions.close_all()

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import docker
+import httpx2
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
+from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
 
 from harness.fixtures import fixture_seed
 from harness.sandbox import labels
@@ -114,31 +119,133 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_over_http_the_tools_work_and_stopping_the_server_cleans_up(
-        config_file: Path, docker_client: docker.DockerClient) -> None:
+@contextlib.contextmanager
+def serving(config_file: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`harness mcp --http` in its own process; its URL once it accepts connections."""
     port = _free_port()
-    before = sandboxes(docker_client)
     server = subprocess.Popen([sys.executable, "-m", "harness.cli", "mcp", "--config",
-                               str(config_file), "--http", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               str(config_file), "--http", str(port), *options],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
             time.sleep(0.1)
-
-        async def session() -> dict[str, Any]:
-            async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=120) as one:
-                return await exercise(one)
-
-        check(anyio.run(session))
-        assert sandboxes(docker_client) == before + 1
+        yield f"http://127.0.0.1:{port}/mcp", server
     finally:
         server.terminate()
-        server.wait(timeout=30)
-    assert sandboxes(docker_client) == before, "stopping the server removed the sandbox"
+        server.wait(timeout=60)
+        if server.stderr:
+            server.stderr.close()
+
+
+def wait_for_sandboxes(client: docker.DockerClient, count: int) -> int:
+    deadline = time.monotonic() + 30
+    while sandboxes(client) != count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return sandboxes(client)
+
+
+def test_over_http_each_session_has_its_own_sandbox_closed_when_the_session_ends(
+        config_file: Path, docker_client: docker.DockerClient) -> None:
+    before = sandboxes(docker_client)
+    with serving(config_file) as (url, server):
+        async def sessions() -> tuple[dict[str, Any], list[str], int, int, str]:
+            async with Client(url, read_timeout_seconds=120) as one:
+                seen = await exercise(one)
+                async with Client(url, read_timeout_seconds=120) as two:
+                    await two.call_tool("write_file", {"path": "TWO.md", "content": "two\n"})
+                    two_changes = json.loads((await two.call_tool("changeset", {})).content[0].text)
+                    both_open = sandboxes(docker_client)
+                one_files = json.loads((await one.call_tool("list_files", {})).content[0].text)
+                after_two = await anyio.to_thread.run_sync(wait_for_sandboxes, docker_client,
+                                                           before + 1)
+                still = (await one.call_tool("shell_exec", {"command": "cat NOTES.md"})).content[0].text
+            return seen | {"two": two_changes}, one_files, both_open, after_two, still
+
+        seen, one_files, both_open, after_two, still = anyio.run(sessions)
+        check(seen)
+        assert seen["two"]["workspace"]["commit_count"] == 0, "session two sees none of one's work"
+        assert seen["two"]["rows"]["total"]["updated"] == 0
+        assert "TWO.md" not in json.dumps(one_files), "session one sees none of two's work"
+        assert both_open == before + 2, "one sandbox per session"
+        assert after_two == before + 1, "ending session two closed its sandbox only"
+        assert json.loads(still)["stdout"] == "notes\n"
+        assert wait_for_sandboxes(docker_client, before) == before, "ending session one closed it"
+        assert server.poll() is None, "the server outlives its sessions"
+    traces = sorted((config_file.parent / "traces").glob("*.jsonl"))
+    assert len(traces) == 2 and all("episode.end" in t.read_text() for t in traces)
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
+
+
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def open_raw_session(url: str) -> dict[str, str]:
+    """The initialize handshake by hand (a client that may vanish without a DELETE)."""
+    opened = httpx2.post(url, headers=HEADERS, json={
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                   "clientInfo": {"name": "raw", "version": "0"}}})
+    assert opened.status_code == 200, opened.text
+    headers = HEADERS | {"mcp-session-id": opened.headers["mcp-session-id"],
+                         "mcp-protocol-version": "2025-11-25"}
+    httpx2.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return headers
+
+
+def call_raw(url: str, headers: dict[str, str], tool: str, arguments: dict[str, Any]) -> httpx2.Response:
+    return httpx2.post(url, headers=headers, timeout=120, json={
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}})
+
+
+def test_over_http_an_abandoned_session_is_closed_when_idle_and_stopping_closes_the_rest(
+        config_file: Path, docker_client: docker.DockerClient) -> None:
+    before = sandboxes(docker_client)
+    with serving(config_file, "--idle-timeout", "3") as (url, _):
+        abandoned = open_raw_session(url)
+        answer = call_raw(url, abandoned, "shell_exec", {"command": "echo here"})
+        assert answer.status_code == 200 and "here" in answer.text
+        assert sandboxes(docker_client) == before + 1
+        assert wait_for_sandboxes(docker_client, before) == before, "the idle session was closed"
+        late = call_raw(url, abandoned, "shell_exec", {"command": "echo late"})
+        assert late.status_code == 404, "an ended session stays ended"
+
+        open_at_stop = open_raw_session(url)
+        assert call_raw(url, open_at_stop, "list_files", {}).status_code == 200
+        assert sandboxes(docker_client) == before + 1
+    assert sandboxes(docker_client) == before, "stopping the server closed the open session"
+
+
+def test_over_http_the_sessionless_protocol_is_refused_with_the_versions_served(
+        config_file: Path, docker_client: docker.DockerClient) -> None:
+    before = sandboxes(docker_client)
+    with serving(config_file) as (url, _):
+        refusals: list[BaseException] = []
+
+        async def modern_only() -> None:
+            try:
+                async with Client(url, mode="2026-07-28") as client:
+                    await client.call_tool("list_files", {})
+            except* MCPError as group:
+                refusals.extend(leaves(group))
+
+        anyio.run(modern_only)
+        assert len(refusals) == 1 and isinstance(refusals[0], MCPError)
+        refused = refusals[0]
+        assert refused.code == UNSUPPORTED_PROTOCOL_VERSION
+        assert "one sandbox per session" in str(refused)
+        assert "2025-11-25" in refused.error.data["supported"]
+    assert sandboxes(docker_client) == before
 
 
 def test_promote_is_offered_only_when_allowed_and_promotes_the_session(
@@ -171,3 +278,20 @@ def test_promote_is_offered_only_when_allowed_and_promotes_the_session(
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "Add x"
     assert sessions.open_keys == [], "promoting ends the session's episode"
+
+
+def test_a_sandbox_that_cannot_open_is_a_tool_error_that_says_why(tmp_path: Path) -> None:
+    from harness.config import parse_config
+    from harness.mcpserver import build_server
+
+    (tmp_path / "plain").mkdir()
+    server, sessions = build_server(parse_config(f"target:\n  repo: {tmp_path / 'plain'}\n"))
+
+    async def run() -> tuple[bool, str]:
+        async with Client(server) as client:
+            result = await client.call_tool("list_files", {})
+            return result.is_error, result.content[0].text
+
+    is_error, text = anyio.run(run)
+    assert is_error and f"WorkspaceError: {tmp_path / 'plain'} is not a git repository" in text
+    assert sessions.open_keys == []
