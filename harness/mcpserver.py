@@ -11,13 +11,14 @@ versions it does serve, and clients fall back to the handshake."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from mcp.server.connection import Connection
@@ -25,12 +26,13 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import WithJsonSchema
 
 from harness.actions import ToolAction
 from harness.config import Config
 from harness.episode import ActionResult, Episode
 from harness.errors import HarnessError
-from harness.tools import TOOLS
+from harness.tools import TOOLS, ToolSpec
 
 _LOG = logging.getLogger("harness.mcp")
 PROCESS = "process"
@@ -142,6 +144,27 @@ class Sessions:
         return list(self._episodes)
 
 
+def _episode_tool(spec: ToolSpec, act: Callable[[Context[Any], str, dict[str, Any]], Awaitable[str]]
+                  ) -> Callable[..., Awaitable[str]]:
+    """An MCP tool function for one of the episode's tools, whose parameters publish the
+    tool's own JSON schema (the SDK derives input schemas from signatures). The episode
+    validates the arguments itself, as it does for every other client."""
+    async def tool(ctx: Context[Any], **arguments: Any) -> str:
+        return await act(ctx, spec.name, {name: value for name, value in arguments.items()
+                                          if value is not None})
+
+    required = set(spec.parameters["required"])
+    parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context[Any])]
+    for name, schema in spec.parameters["properties"].items():
+        parameters.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Any, WithJsonSchema(schema)],
+            default=inspect.Parameter.empty if name in required else schema.get("default")))
+    tool.__name__ = spec.name
+    tool.__signature__ = inspect.Signature(parameters, return_annotation=str)  # type: ignore[attr-defined]
+    tool.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": str}
+    return tool
+
+
 def build_server(config: Config, *, allow_promote: bool | None = None,
                  per_connection: bool = False) -> tuple[MCPServer, Sessions]:
     """An MCP server offering the episode's tools, `changeset`, and (when allowed: not a
@@ -161,40 +184,6 @@ def build_server(config: Config, *, allow_promote: bool | None = None,
                             json.dumps(result.output, default=str))
         return json.dumps(result.output, default=str)
 
-    async def shell_exec(command: str, ctx: Context[Any], timeout: float | None = None) -> str:
-        return await act(ctx, "shell_exec", {"command": command}
-                         | ({"timeout": timeout} if timeout is not None else {}))
-
-    async def read_file(path: str, ctx: Context[Any]) -> str:
-        return await act(ctx, "read_file", {"path": path})
-
-    async def write_file(path: str, content: str, ctx: Context[Any]) -> str:
-        return await act(ctx, "write_file", {"path": path, "content": content})
-
-    async def list_files(ctx: Context[Any], path: str = ".") -> str:
-        return await act(ctx, "list_files", {"path": path})
-
-    async def git_commit(message: str, ctx: Context[Any]) -> str:
-        return await act(ctx, "git_commit", {"message": message})
-
-    async def git_diff(ctx: Context[Any]) -> str:
-        return await act(ctx, "git_diff", {})
-
-    async def db_query(sql: str, ctx: Context[Any]) -> str:
-        return await act(ctx, "db_query", {"sql": sql})
-
-    async def db_mutate(sql: str, ctx: Context[Any]) -> str:
-        return await act(ctx, "db_mutate", {"sql": sql})
-
-    async def http_request(method: str, url: str, ctx: Context[Any],
-                           headers: dict[str, str] | None = None, body: str | None = None) -> str:
-        parameters: dict[str, Any] = {"method": method, "url": url}
-        if headers is not None:
-            parameters["headers"] = headers
-        if body is not None:
-            parameters["body"] = body
-        return await act(ctx, "http_request", parameters)
-
     async def changeset(ctx: Context[Any]) -> str:
         """What this session has changed so far: commits, files, lines, rows per table."""
         def measure(episode: Episode) -> str:
@@ -205,10 +194,8 @@ def build_server(config: Config, *, allow_promote: bool | None = None,
                                "rows": rows.summary() if rows else None}, default=str)
         return await sessions.run(ctx, measure)
 
-    for tool in (shell_exec, read_file, write_file, list_files, git_commit, git_diff, db_query,
-                 db_mutate, http_request):
-        # One wording for every client of the tools: the episode's own specs.
-        server.add_tool(tool, name=tool.__name__, description=TOOLS[tool.__name__].description)
+    for spec in TOOLS.values():
+        server.add_tool(_episode_tool(spec, act), name=spec.name, description=spec.description)
     server.add_tool(changeset, name="changeset")
 
     promote_allowed = (not config.orchestrator.blast_radius.dry_run) if allow_promote is None \

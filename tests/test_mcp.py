@@ -64,7 +64,8 @@ async def exercise(client: Client) -> dict[str, Any]:
              ("db_query", {"sql": "SELECT count(*) FROM orders"}),
              ("db_mutate", {"sql": "UPDATE orders SET status = 'void' WHERE id = 1"}),
              ("db_mutate", {"sql": "DELETE FROM users"}),
-             ("http_request", {"method": "GET", "url": "http://10.9.9.9/"})]
+             ("http_request", {"method": "GET", "url": "http://10.9.9.9/"}),
+             ("shell_exec", {"command": 5})]
     results = []
     for name, arguments in calls:
         result = await client.call_tool(name, arguments)
@@ -83,10 +84,11 @@ def check(seen: dict[str, Any]) -> None:
                                     "git_commit", "git_diff", "db_query", "db_mutate",
                                     "http_request", "changeset"]), "no promote on a dry run"
     results = seen["results"]
-    assert [index for index, (_, is_error, _) in enumerate(results) if is_error] == [8, 9]
+    assert [index for index, (_, is_error, _) in enumerate(results) if is_error] == [8, 9, 10]
     refused = results[8][2]
     assert "REFUSED" in refused and "sql.delete-without-where" in refused
     assert "not an allowed host" in results[9][2]
+    assert "shell_exec.command must be a string" in results[10][2]
     assert json.loads(results[0][2])["stdout"] == "mcp\n"
     assert seen["changeset"]["workspace"]["commit_count"] == 1
     assert seen["changeset"]["rows"]["total"]["updated"] == 1
@@ -295,3 +297,28 @@ def test_a_sandbox_that_cannot_open_is_a_tool_error_that_says_why(tmp_path: Path
     is_error, text = anyio.run(run)
     assert is_error and f"WorkspaceError: {tmp_path / 'plain'} is not a git repository" in text
     assert sessions.open_keys == []
+
+
+def test_the_tools_publish_the_episode_tool_schemas(tmp_path: Path) -> None:
+    from harness.config import parse_config
+    from harness.mcpserver import build_server
+    from harness.tools import TOOLS
+
+    server, _ = build_server(parse_config(f"target:\n  repo: {tmp_path}\n"))
+
+    async def listed() -> dict[str, Any]:
+        async with Client(server) as client:
+            return {t.name: (t.description, t.input_schema) for t in (await client.list_tools()).tools}
+
+    tools = anyio.run(listed)
+    for name, spec in TOOLS.items():
+        description, schema = tools[name]
+        assert description == spec.description
+        assert sorted(schema.get("required", [])) == sorted(spec.parameters["required"])
+        published = {parameter: {k: v for k, v in property_schema.items() if k not in ("title", "default")}
+                     for parameter, property_schema in schema["properties"].items()}
+        expected = {parameter: {k: v for k, v in property_schema.items() if k != "default"}
+                    for parameter, property_schema in spec.parameters["properties"].items()}
+        assert published == expected, name
+    assert tools["http_request"][1]["properties"]["method"]["enum"][0] == "GET"
+    assert tools["list_files"][1]["properties"]["path"]["default"] == "."
