@@ -24,7 +24,7 @@ import anyio
 from mcp.server.connection import Connection
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
+from mcp_types import UNSUPPORTED_PROTOCOL_VERSION, Resource
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import WithJsonSchema
 
@@ -144,6 +144,28 @@ class Sessions:
         return list(self._episodes)
 
 
+STATE_RESOURCES = {
+    "prompt": ("text/plain", "The injected state as the text an agent's prompt would hold."),
+    "env": ("application/json", "Environment variables set in the sandbox's shell."),
+    "schema": ("application/json", "The database's tables: columns, keys, row estimates."),
+    "files": ("application/json", "Injected files with sha256, age and uncommitted changes."),
+    "auth_headers": ("application/json",
+                     "Header names the harness adds to HTTP requests (never their values)."),
+}
+
+
+class _HarnessMCPServer(MCPServer):
+    """Lists each part of the injected state as a resource. They are read through the
+    `harness://state/{part}` template, because only a template's reader learns the
+    session it serves."""
+
+    async def list_resources(self) -> list[Resource]:
+        return [*await super().list_resources(), *(
+            Resource(uri=f"harness://state/{part}", name=part, description=description,
+                     mime_type=mime_type)
+            for part, (mime_type, description) in STATE_RESOURCES.items())]
+
+
 def _episode_tool(spec: ToolSpec, act: Callable[[Context[Any], str, dict[str, Any]], Awaitable[str]]
                   ) -> Callable[..., Awaitable[str]]:
     """An MCP tool function for one of the episode's tools, whose parameters publish the
@@ -171,7 +193,7 @@ def build_server(config: Config, *, allow_promote: bool | None = None,
     dry run, or `allow_promote`) `promote`; `per_connection` keys episodes on HTTP
     sessions instead of the process."""
     sessions = Sessions(config, per_connection=per_connection)
-    server: MCPServer = MCPServer("harness", instructions=(
+    server: MCPServer = _HarnessMCPServer("harness", instructions=(
         "Tools of a transactional sandbox: a throwaway clone of the repository in a "
         "hardened container, and a copy of its database. Refused actions come back as "
         "tool errors with the reason; read the harness://state/prompt resource first."))
@@ -218,7 +240,7 @@ def build_server(config: Config, *, allow_promote: bool | None = None,
             if part == "prompt":
                 return episode.state.prompt_text()
             if part not in data:
-                raise ToolError(f"no state {part!r}; try one of {sorted(data)} or prompt")
+                raise ToolError(f"no state {part!r}; try one of {sorted(STATE_RESOURCES)}")
             return json.dumps(data[part], default=str)
         return await sessions.run(ctx, read)
 

@@ -72,10 +72,10 @@ async def exercise(client: Client) -> dict[str, Any]:
         results.append((name, result.is_error, result.content[0].text))
     seen["results"] = results
     seen["changeset"] = json.loads((await client.call_tool("changeset", {})).content[0].text)
-    prompt = await client.read_resource("harness://state/prompt")
-    seen["prompt"] = prompt.contents[0].text  # type: ignore[union-attr]
-    env = await client.read_resource("harness://state/env")
-    seen["env"] = json.loads(env.contents[0].text)  # type: ignore[union-attr]
+    seen["resources"] = {}
+    for resource in (await client.list_resources()).resources:
+        read = await client.read_resource(resource.uri)
+        seen["resources"][str(resource.uri)] = read.contents[0].text  # type: ignore[union-attr]
     return seen
 
 
@@ -92,8 +92,14 @@ def check(seen: dict[str, Any]) -> None:
     assert json.loads(results[0][2])["stdout"] == "mcp\n"
     assert seen["changeset"]["workspace"]["commit_count"] == 1
     assert seen["changeset"]["rows"]["total"]["updated"] == 1
-    assert "public.orders(" in seen["prompt"]
-    assert seen["env"] == {"APP_MODE": "mcp"}
+    resources = seen["resources"]
+    assert sorted(resources) == sorted(f"harness://state/{part}" for part in
+                                       ("prompt", "env", "schema", "files", "auth_headers"))
+    assert "public.orders(" in resources["harness://state/prompt"]
+    assert json.loads(resources["harness://state/env"]) == {"APP_MODE": "mcp"}
+    assert "public.orders" in json.loads(resources["harness://state/schema"])
+    assert json.loads(resources["harness://state/files"]) == []
+    assert json.loads(resources["harness://state/auth_headers"]) == {}
 
 
 def test_over_stdio_one_session_one_episode_closed_at_the_end(
