@@ -77,8 +77,11 @@ class ActionResult:
     def observation(self) -> str:
         """What an agent sees: the output, or the refusal and how to go on."""
         if self.refusal is not None:
+            what = ("The statement ran in a transaction that was rolled back: nothing it "
+                    "changed was kept" if self.output.get("rolled_back")
+                    else "The action did not run")
             return (f"REFUSED by the harness ({self.refusal.kind} {self.refusal.rule}): "
-                    f"{self.refusal.reason}. The action did not run; try something else.")
+                    f"{self.refusal.reason}. {what}; try something else.")
         return json.dumps(self.output, default=str)
 
 

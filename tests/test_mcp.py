@@ -65,7 +65,8 @@ async def exercise(client: Client) -> dict[str, Any]:
              ("db_mutate", {"sql": "UPDATE orders SET status = 'void' WHERE id = 1"}),
              ("db_mutate", {"sql": "DELETE FROM users"}),
              ("http_request", {"method": "GET", "url": "http://10.9.9.9/"}),
-             ("shell_exec", {"command": 5})]
+             ("shell_exec", {"command": 5}),
+             ("db_mutate", {"sql": "UPDATE orders SET status = 'void' WHERE id <= 100"})]
     results = []
     for name, arguments in calls:
         result = await client.call_tool(name, arguments)
@@ -84,11 +85,13 @@ def check(seen: dict[str, Any]) -> None:
                                     "git_commit", "git_diff", "db_query", "db_mutate",
                                     "http_request", "changeset"]), "no promote on a dry run"
     results = seen["results"]
-    assert [index for index, (_, is_error, _) in enumerate(results) if is_error] == [8, 9, 10]
+    assert [index for index, (_, is_error, _) in enumerate(results) if is_error] == [8, 9, 10, 11]
     refused = results[8][2]
     assert "REFUSED" in refused and "sql.delete-without-where" in refused
     assert "not an allowed host" in results[9][2]
     assert "shell_exec.command must be a string" in results[10][2]
+    over = results[11][2]
+    assert "budget max_database_rows" in over and "rolled back: nothing it changed was kept" in over
     assert json.loads(results[0][2])["stdout"] == "mcp\n"
     assert seen["changeset"]["workspace"]["commit_count"] == 1
     assert seen["changeset"]["rows"]["total"]["updated"] == 1
