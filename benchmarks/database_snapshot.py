@@ -1,7 +1,8 @@
 """Database snapshots and change capture.
 
-Figures: baseline creation and per-sandbox clone time for Chinook and for a generated
-database of --size-gb; delta computation for 10 changed rows in a 1,000,000-row table
+Figures: baseline creation, the check that a cached baseline still matches its live
+source (against the rebuild it saves), and per-sandbox clone time for Chinook and for a
+generated database of --size-gb; delta computation for 10 changed rows in a 1,000,000-row table
 against a full-table diff of the same table (target: at least 100x faster); the write
 cost of capture (rows/s of a bulk UPDATE with and without it).
 
@@ -20,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stats import summary, timed
 
-from harness.sandbox.database import SandboxDatabase, open_baseline
+from harness.sandbox.database import SandboxDatabase, open_baseline, probe_source
 from harness.sandbox.postgres import DatabaseServer, ServerAddress
+from harness.sandbox.snapshot import Source
 
 CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook" / \
     "chinook_postgresql.sql"
@@ -43,13 +45,21 @@ def fresh(target: ServerAddress, name: str, setup: str) -> str:
 def snapshot_figures(dsn: str, runs: int) -> dict[str, object]:
     build_s = timed(lambda: open_baseline(dsn, refresh=True))
     server, baseline = open_baseline(dsn)
+    source = Source.parse(dsn)
+    checks = [timed(lambda: probe_source(source)) for _ in range(runs)]
+    reuses = [timed(lambda: open_baseline(dsn)) for _ in range(runs)]
+    assert open_baseline(dsn)[1].reused
     clones = []
     drops = []
     for index in range(runs):
         db = SandboxDatabase(server, baseline, f"bench-{index}")
         clones.append(timed(db.create))
         drops.append(timed(db.drop))
+    check = summary(checks)
     return {"rows": baseline.rows, "baseline_build_s": round(build_s, 3),
+            "source_change_check": check,
+            "open_reusing_the_checked_baseline": summary(reuses),
+            "ratio_rebuild_to_check": round(build_s * 1000 / check["median_ms"], 1),
             "clone": summary(clones), "drop": summary(drops)}
 
 

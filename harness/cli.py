@@ -198,7 +198,8 @@ def db_snapshot(source: str, config_path: str | None, refresh: bool, as_json: bo
     if as_json:
         _print_json(report)
         return
-    state = "reused" if baseline.reused else f"built in {baseline.build_seconds:.2f}s"
+    state = "reused" if baseline.reused else \
+        f"built in {baseline.build_seconds:.2f}s: {baseline.why_built}"
     out.print(f"baseline [bold]{baseline.dbname}[/] of {baseline.source} ({state}): "
               f"{baseline.tables} tables, {baseline.rows} rows, PostgreSQL "
               f"{baseline.server_version.split()[0]}; a sandbox clone takes "

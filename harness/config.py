@@ -326,6 +326,9 @@ class DatabaseSettings(_Strict):
     """PostgreSQL major version of the sandbox server; default: the target's own."""
     baseline_max_age_s: float | None = Field(None, gt=0)
     """Renew a cached baseline older than this; None keeps it until --refresh."""
+    refresh_on_source_change: bool = True
+    """Renew a cached baseline of a live source that has changed since it was made; false
+    keeps one fixed copy (reproducible runs against a moving database)."""
 
 
 class SandboxSettings(_Strict):

@@ -205,10 +205,12 @@ def test_a_crash_mid_promotion_is_settled_by_recover(
 def test_run_exit_codes(remote: Path, target_db: str, tmp_path: Path) -> None:
     import yaml
 
-    def run(*flags: str, **blast: Any) -> subprocess.CompletedProcess[str]:
+    def run(*flags: str, follow_source: bool = True, **blast: Any
+            ) -> subprocess.CompletedProcess[str]:
+        config = make_config(remote, target_db, **blast).model_dump(mode="json")
+        config["sandbox"]["database"]["refresh_on_source_change"] = follow_source
         config_file = tmp_path / "harness.yaml"
-        config_file.write_text(yaml.safe_dump(make_config(remote, target_db, **blast)
-                                              .model_dump(mode="json")))
+        config_file.write_text(yaml.safe_dump(config))
         actions = tmp_path / "actions.jsonl"
         through_shell = {"tool": "shell_exec", "parameters": {
             "command": "psql -c 'UPDATE orders SET total = total + 1 WHERE id <= 20'"}}
@@ -227,11 +229,19 @@ def test_run_exit_codes(remote: Path, target_db: str, tmp_path: Path) -> None:
     promoted = run("--promote", max_database_rows=30)
     assert (promoted.returncode, json.loads(promoted.stdout)["promotion"]["outcome"]) == (
         0, "promoted")
-    # The cached snapshot is now older than the real rows, so the same work meets them
+    # A snapshot kept fixed is now older than the real rows, so the same work meets them
     # changed: a conflict, exit 4, nothing changed.
-    conflicted = run("--promote", max_database_rows=30)
+    with psycopg.connect(target_db) as conn:
+        before = conn.execute("SELECT sum(total) FROM orders").fetchone()
+    conflicted = run("--promote", follow_source=False, max_database_rows=30)
     assert conflicted.returncode == 4
     assert json.loads(conflicted.stdout)["promotion"]["conflicts"]
+    with psycopg.connect(target_db) as conn:
+        assert conn.execute("SELECT sum(total) FROM orders").fetchone() == before
+    # Following the source (the default), the next episode starts from the promoted rows.
+    again = run("--promote", max_database_rows=30)
+    assert (again.returncode, json.loads(again.stdout)["promotion"]["outcome"]) == (
+        0, "promoted"), again.stdout[-2000:]
 
 
 def test_allowed_ddl_is_replayed_before_the_rows(remote: Path, target_db: str) -> None:

@@ -4,9 +4,11 @@ the row delta of everything done in it."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -20,29 +22,51 @@ from harness.sandbox.postgres import (
     ServerAddress,
     choose_version,
 )
-from harness.sandbox.snapshot import Baseline, SnapshotError, Source, ensure_baseline
+from harness.sandbox.snapshot import Baseline, SnapshotError, Source, ensure_baseline, source_state
+
+_LOG = logging.getLogger("harness.database")
 
 
-def target_major(source: Source) -> int | None:
-    """The major version of a DSN source's server (None for a seed file)."""
+@dataclass(frozen=True)
+class SourceProbe:
+    """What a baseline needs to know of a live source before it is reused or copied."""
+
+    major: int | None
+    """The PostgreSQL major version (None for a seed file)."""
+    state: str | None
+    """`source_state` now; None for a seed file or when it cannot be told."""
+
+
+def probe_source(source: Source) -> SourceProbe:
+    """One connection to a DSN source: its version and state (nothing for a seed file)."""
     if source.kind != "dsn":
-        return None
+        return SourceProbe(None, None)
     try:
         with psycopg.connect(source.location, connect_timeout=10) as conn:
-            return int(conn.info.server_version) // 10000
+            state = source_state(conn)
+            if state is None:
+                _LOG.warning("%s counts no writes (track_counts is off), so a cached baseline "
+                             "cannot be checked against it; baseline_max_age_s or --refresh "
+                             "renew it", source.display)
+            return SourceProbe(int(conn.info.server_version) // 10000, state)
     except psycopg.Error as exc:
         raise SnapshotError(f"cannot connect to the source {source.display}: {exc}") from exc
 
 
 def open_baseline(source: str | Source, settings: DatabaseSettings | None = None, *,
                   refresh: bool = False) -> tuple[ServerAddress, Baseline]:
-    """Start the right sandbox server and make sure the source's baseline is on it."""
+    """Start the right sandbox server and make sure an up-to-date baseline of the source is
+    on it."""
     settings = settings or DatabaseSettings()
     parsed = source if isinstance(source, Source) else Source.parse(source)
-    version = choose_version(target_major(parsed), settings.server_version)
+    probe = probe_source(parsed)
+    version = choose_version(probe.major, settings.server_version)
     server = DatabaseServer(version).ensure()
     baseline = ensure_baseline(server, parsed, refresh=refresh,
-                               max_age_s=settings.baseline_max_age_s)
+                               max_age_s=settings.baseline_max_age_s,
+                               state=probe.state, follow_source=settings.refresh_on_source_change)
+    if baseline.why_built and parsed.kind == "dsn":
+        _LOG.info("baseline of %s built: %s", parsed.display, baseline.why_built)
     return server, baseline
 
 

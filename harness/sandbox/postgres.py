@@ -24,7 +24,7 @@ from psycopg import sql
 
 from harness.errors import SandboxError
 from harness.sandbox import engine, images, labels
-from harness.sandbox.home import harness_home, state_dir
+from harness.sandbox.home import harness_home, locked, state_dir
 
 SERVER_UID = 999
 CONTAINER_SOCKET_DIR = "/var/run/postgresql"
@@ -142,16 +142,20 @@ class DatabaseServer:
 
     def ensure(self) -> ServerAddress:
         """Start the server if needed and wait until it answers."""
-        address = ServerAddress(self.socket_dir, self._password())
-        container = self._container()
-        if container is None or container.status != "running":
-            if container is not None:
-                container.remove(force=True)
-            self._start()
-        self._wait(address)
-        with address.connect() as conn:
-            # Sandbox roles may connect to their own database and nothing else.
-            conn.execute("REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 FROM PUBLIC")
+        # Episodes, MCP sessions and eval workers open at once: one of them starts the
+        # server, and the catalogue is changed by one at a time.
+        with locked(self.folder / "ensure.lock"):
+            address = ServerAddress(self.socket_dir, self._password())
+            container = self._container()
+            if container is None or container.status != "running":
+                if container is not None:
+                    container.remove(force=True)
+                self._start()
+            self._wait(address)
+            with address.connect() as conn:
+                # Sandbox roles may connect to their own database and nothing else.
+                conn.execute("REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 "
+                             "FROM PUBLIC")
         return address
 
     def running(self) -> bool:

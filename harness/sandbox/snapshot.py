@@ -3,7 +3,8 @@ server, and cloned (CREATE DATABASE ... TEMPLATE) for every sandbox.
 
 A source is a live PostgreSQL (a DSN, copied with pg_dump | pg_restore: schema, data,
 sequences, constraints, indexes) or a seed SQL file (run with psql). A baseline is
-cached by the source's identity and renewed on request or past a maximum age.
+cached by the source's identity and renewed on request, past a maximum age, or when a
+live source has changed since it was made: an agent must not work on stale data.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import re
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,11 @@ class Baseline:
     server_version: str
     tables: int
     rows: int
+    source_state: str | None = None
+    """`source_state` of a live source just before it was copied (None for a seed)."""
     reused: bool = False
+    why_built: str | None = None
+    """Why this baseline was (re)built rather than reused; None when reused."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
@@ -96,15 +101,78 @@ def baseline_name(source: Source) -> str:
 
 
 def ensure_baseline(server: ServerAddress, source: Source, *, refresh: bool = False,
-                    max_age_s: float | None = None) -> Baseline:
-    """The baseline of `source`, built unless a fresh enough one is cached."""
+                    max_age_s: float | None = None, state: str | None = None,
+                    follow_source: bool = True) -> Baseline:
+    """The baseline of `source`, built unless a cached one is fresh enough: not older than
+    `max_age_s` and, when `follow_source`, made when a live source was in `state` (its
+    `source_state` now; None when that cannot be told)."""
     name = baseline_name(source)
-    with server.connect() as conn:
-        cached = _read_metadata(conn, name)
-    if cached and not refresh and (max_age_s is None or time.time() - cached.created_at
-                                   <= max_age_s):
-        return Baseline(**{**asdict(cached), "reused": True})
-    return _build(server, source, name)
+    asked_at = time.time()
+    with server.connect() as lock:
+        # One builder per baseline across processes (parallel episodes, MCP sessions); who
+        # waited finds the baseline the other one built.
+        lock.execute("SELECT pg_advisory_lock(hashtext(%s))", (name,))
+        try:
+            cached = _read_metadata(lock, name)
+            if cached is None:
+                why = "no baseline of this source was cached"
+            elif refresh and cached.created_at < asked_at:
+                why = "a refresh was asked for"
+            elif max_age_s is not None and time.time() - cached.created_at > max_age_s:
+                why = f"the cached one was older than {max_age_s:g} s"
+            elif follow_source and state is not None and state != cached.source_state:
+                why = f"the source has changed since {_when(cached.created_at)}"
+            else:
+                return Baseline(**{**asdict(cached), "reused": True})
+            return _build(server, source, name, state, why)
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(timestamp))
+
+
+_SOURCE_STATE = """
+    SELECT current_setting('track_counts')::bool, json_build_object(
+      'relations', (SELECT coalesce(json_agg(r ORDER BY r.oid), '[]') FROM (
+        SELECT c.oid, c.relkind, c.relfilenode, c.xmin::text AS definition,
+               s.n_tup_ins, s.n_tup_upd, s.n_tup_del,
+               (SELECT string_agg(a.attname || ' ' || a.atttypid || ' ' || a.attnotnull, ','
+                                  ORDER BY a.attnum)
+                FROM pg_attribute a
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+               (SELECT string_agg(o.oid || ' ' || o.xmin::text, ',' ORDER BY o.oid)
+                FROM pg_constraint o WHERE o.conrelid = c.oid) AS constraints,
+               (SELECT string_agg(i.indexrelid::text, ',' ORDER BY i.indexrelid)
+                FROM pg_index i WHERE i.indrelid = c.oid) AS indexes
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S')
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+          AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%') r),
+      'sequences', (SELECT json_agg(q.last_value ORDER BY q.schemaname, q.sequencename)
+                    FROM pg_sequences q),
+      'routines', (SELECT string_agg(p.oid || ' ' || p.xmin::text, ',' ORDER BY p.oid)
+                   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
+      'types', (SELECT string_agg(t.oid || ' ' || t.xmin::text, ',' ORDER BY t.oid)
+                FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+                  AND n.nspname NOT LIKE 'pg_toast%'))::text"""
+
+
+def source_state(conn: psycopg.Connection[Any]) -> str | None:
+    """A digest of what a live database holds, cheap to take and different once anything a
+    baseline copies has changed: rows written (the statistics counters of every table;
+    a change is seen once its session reports it, at once or within seconds), TRUNCATE and
+    rewrites (new files), DDL (catalogue rows), sequences. None when the server counts no
+    writes (`track_counts` off). It may change without a change that matters (statistics
+    reset, VACUUM FULL, an aborted write): that costs a rebuild, never a stale copy."""
+    counting, state = conn.execute(_SOURCE_STATE).fetchone()  # type: ignore[misc]
+    if not counting:
+        return None
+    return hashlib.sha256(str(state).encode()).hexdigest()[:32]
 
 
 def _read_metadata(conn: psycopg.Connection[Any], name: str) -> Baseline | None:
@@ -119,7 +187,8 @@ def _read_metadata(conn: psycopg.Connection[Any], name: str) -> Baseline | None:
         return None
 
 
-def _build(server: ServerAddress, source: Source, name: str) -> Baseline:
+def _build(server: ServerAddress, source: Source, name: str, state: str | None,
+           why: str) -> Baseline:
     started = time.monotonic()
     building = f"{name}_building"
     with server.connect() as conn:
@@ -140,7 +209,7 @@ def _build(server: ServerAddress, source: Source, name: str) -> Baseline:
         tables, rows = _size(conn)
         version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     baseline = Baseline(name, source.kind, source.identity, source.display, time.time(),
-                        round(time.monotonic() - started, 3), version, tables, rows)
+                        round(time.monotonic() - started, 3), version, tables, rows, state)
     with server.connect() as conn:
         _drop(conn, name)
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
@@ -150,7 +219,7 @@ def _build(server: ServerAddress, source: Source, name: str) -> Baseline:
         # A template may have no other connections while it is copied.
         conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false IS_TEMPLATE true"
                              ).format(sql.Identifier(name)))
-    return baseline
+    return replace(baseline, why_built=why)
 
 
 def _drop(conn: psycopg.Connection[Any], name: str) -> None:

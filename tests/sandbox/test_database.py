@@ -110,6 +110,79 @@ def test_baseline_is_cached_by_source_and_renewed_on_request(generated_dsn: str)
     assert not renewed.reused and renewed.created_at > first.created_at
 
 
+DRIFTS = [
+    "UPDATE t SET v = 'changed' WHERE id = 1",
+    "DELETE FROM t WHERE id = 2",
+    "INSERT INTO t VALUES (100, 'new')",
+    "TRUNCATE t2",
+    "ALTER TABLE t ADD COLUMN extra int",
+    "ALTER TABLE t DROP COLUMN extra",
+    "CREATE INDEX t_v ON t (v)",
+    "ALTER TABLE t ADD CONSTRAINT v_set CHECK (v IS NOT NULL)",
+    "SELECT nextval('s')",
+    "CREATE TABLE t3 (a int)",
+    "CREATE VIEW t_view AS SELECT id FROM t",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 2'",
+]
+
+
+def test_a_baseline_of_a_source_that_changed_since_is_rebuilt(target_server: ServerAddress) -> None:
+    dsn = target_server.fresh_database("drifting", """
+        CREATE TABLE t (id int PRIMARY KEY, v text);
+        INSERT INTO t SELECT g, 'x' FROM generate_series(1, 10) g;
+        CREATE TABLE t2 (a int); INSERT INTO t2 VALUES (1);
+        CREATE SEQUENCE s;""")
+    first = open_baseline(dsn)[1]
+    assert not first.reused and first.why_built
+    assert open_baseline(dsn)[1].reused, "an unchanged source keeps its baseline"
+    for drift in DRIFTS:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # Statistics reach other sessions when the writer reports them: make it now.
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            conn.execute(drift)  # type: ignore[arg-type]
+        rebuilt = open_baseline(dsn)[1]
+        assert not rebuilt.reused, drift
+        assert rebuilt.why_built and rebuilt.why_built.startswith("the source has changed since")
+        assert open_baseline(dsn)[1].reused, f"rebuilt once after {drift}"
+    server, current = open_baseline(dsn)
+    clone = SandboxDatabase(server, current, "t-drifted").create()
+    try:
+        with psycopg.connect(dsn) as source, clone.connect_as_owner() as copy:
+            assert table_fingerprints(source) == table_fingerprints(copy), "the copy is current"
+    finally:
+        clone.drop()
+
+
+def test_sandboxes_opening_at_once_after_the_source_changed_build_one_baseline(
+        target_server: ServerAddress) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    dsn = target_server.fresh_database("racing", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
+    open_baseline(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("INSERT INTO t VALUES (2)")
+    with ThreadPoolExecutor(4) as pool:
+        opened = list(pool.map(lambda _: open_baseline(dsn)[1], range(4)))
+    assert sorted(b.reused for b in opened) == [False, True, True, True]
+    assert len({b.created_at for b in opened}) == 1, "all four got the one new baseline"
+
+
+def test_a_baseline_can_be_kept_fixed_while_its_source_moves(target_server: ServerAddress) -> None:
+    from harness.config import DatabaseSettings
+
+    dsn = target_server.fresh_database("moving", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
+    fixed = DatabaseSettings(refresh_on_source_change=False)
+    first = open_baseline(dsn, fixed)[1]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        conn.execute("INSERT INTO t VALUES (2)")
+    kept = open_baseline(dsn, fixed)[1]
+    assert kept.reused and kept.created_at == first.created_at
+    assert not open_baseline(dsn)[1].reused, "following the source again renews it"
+
+
 def test_a_seed_file_is_a_source_and_chinook_switching_databases_works(tmp_path: Path) -> None:
     _, chinook = open_baseline(str(CHINOOK))
     assert (chinook.source_kind, chinook.tables, chinook.rows) == ("seed", 11, 15607)
