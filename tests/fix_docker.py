@@ -45,7 +45,8 @@ def agent_image(docker_client: docker.DockerClient) -> str:
 def harness_resources(client: docker.DockerClient) -> list[str]:
     """Names of containers and volumes that carry the harness label."""
     selector = {"label": labels.SANDBOX}
-    return [c.name for c in client.containers.list(all=True, filters=selector)] + [
+    return [c.name for c in client.containers.list(all=True, filters=selector,
+                                                         ignore_removed=True)] + [
         v.name for v in client.volumes.list(filters=selector)
     ]
 

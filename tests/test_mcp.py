@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
 
 def sandboxes(client: docker.DockerClient) -> int:
-    return sum(1 for c in client.containers.list(all=True, filters={"label": labels.SANDBOX})
+    return sum(1 for c in client.containers.list(all=True, filters={"label": labels.SANDBOX},
+                                                 ignore_removed=True)
                if c.labels.get(labels.KIND) == "sandbox")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -14,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from harness.sandbox import labels
-from harness.sandbox.database import SandboxDatabase
+from harness.sandbox.database import OWNER_PID, SandboxDatabase
 from harness.sandbox.home import state_dir
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
 
@@ -42,7 +43,7 @@ def collect_garbage(client: docker.DockerClient, *, everything: bool = False) ->
     selector: dict[str, str | list[str] | bool] = {"label": labels.SANDBOX}
     if not everything:
         _drop_orphan_databases(client, report)
-    for container in client.containers.list(all=True, filters=selector):
+    for container in client.containers.list(all=True, filters=selector, ignore_removed=True):
         server = container.labels.get(labels.KIND) == DB_SERVER_KIND
         if everything or (_orphaned(container.labels) and not server):
             with contextlib.suppress(docker.errors.NotFound):
@@ -65,25 +66,34 @@ def collect_garbage(client: docker.DockerClient, *, everything: bool = False) ->
 
 
 def _drop_orphan_databases(client: docker.DockerClient, report: GcReport) -> None:
-    """Drop sandbox databases (sb_*) whose sandbox container no longer exists."""
+    """Drop sandbox databases (sb_*) whose sandbox container no longer exists and whose
+    owning process is gone (a sandbox makes its database before its container)."""
     live = {SandboxDatabase.name_for(c.labels.get(labels.SANDBOX, ""))
-            for c in client.containers.list(all=True, filters={"label": labels.SANDBOX})}
+            for c in client.containers.list(all=True, filters={"label": labels.SANDBOX},
+                                               ignore_removed=True)}
     for version in available_versions():
         server = DatabaseServer(version, client)
         if not server.running():
             continue
         address = server.ensure()
         with address.connect() as conn:
-            names = [row[0] for row in conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'sb\\_%'")]
-            for name in names:
-                if name in live:
+            found = conn.execute("SELECT datname, shobj_description(oid, 'pg_database') "
+                                 "FROM pg_database WHERE datname LIKE 'sb\\_%'").fetchall()
+            for name, comment in found:
+                if name in live or _alive(_owner_pid(comment)):
                     continue
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(name)))
                 with contextlib.suppress(psycopg.Error):
                     conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
                 report.databases.append(name)
+
+
+def _owner_pid(comment: str | None) -> str:
+    try:
+        return str(json.loads(comment or "{}").get(OWNER_PID, ""))
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _orphaned(resource_labels: dict[str, str]) -> bool:

@@ -4,7 +4,9 @@ the row delta of everything done in it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -25,6 +27,7 @@ from harness.sandbox.postgres import (
 from harness.sandbox.snapshot import Baseline, SnapshotError, Source, ensure_baseline, source_state
 
 _LOG = logging.getLogger("harness.database")
+OWNER_PID = "owner_pid"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,9 @@ class SandboxDatabase:
         with self.server.connect() as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
                 db, sql.Identifier(self.baseline.dbname)))
+            # Its owner, for `harness gc`: the database exists before its sandbox's container.
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                db, sql.Literal(json.dumps({OWNER_PID: os.getpid()}))))
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} CONNECTION LIMIT 20").format(
                 role, sql.Literal(self.password)))
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))

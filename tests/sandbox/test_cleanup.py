@@ -18,7 +18,7 @@ pytestmark = pytest.mark.docker
 
 def _containers_of(client: docker.DockerClient, sandbox_id: str) -> list[str]:
     return [c.name for c in client.containers.list(
-        all=True, filters={"label": f"{labels.SANDBOX}={sandbox_id}"})]
+        all=True, filters={"label": f"{labels.SANDBOX}={sandbox_id}"}, ignore_removed=True)]
 
 
 def test_leaving_the_block_removes_container_and_workspace(
@@ -80,11 +80,19 @@ def test_gc_keeps_the_database_server_and_drops_orphaned_sandbox_databases(
 
     server, baseline = open_baseline(str(CHINOOK))
     orphan = SandboxDatabase(server, baseline, "hx-crashed-run").create()
-    with Sandbox(shop_repo, database=str(CHINOOK)) as live:
-        report = collect_garbage(docker_client)
-        assert orphan.name in report.databases
-        assert live.database is not None and live.database.name not in report.databases
-        with server.connect() as conn:
-            names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
-        assert orphan.name not in names and live.database.name in names
-        assert DatabaseServer(15).running(), "the shared server survives gc"
+    with server.connect() as conn:  # as if made by a process that has since died
+        conn.execute(f"COMMENT ON DATABASE {orphan.name} IS '{{\"owner_pid\": 999999999}}'")
+    being_born = SandboxDatabase(server, baseline, "hx-no-container-yet").create()
+    try:
+        with Sandbox(shop_repo, database=str(CHINOOK)) as live:
+            report = collect_garbage(docker_client)
+            assert orphan.name in report.databases
+            assert live.database is not None and live.database.name not in report.databases
+            assert being_born.name not in report.databases, "its owner is alive"
+            with server.connect() as conn:
+                names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+            assert orphan.name not in names
+            assert {live.database.name, being_born.name} <= names
+            assert DatabaseServer(15).running(), "the shared server survives gc"
+    finally:
+        being_born.drop()
