@@ -238,7 +238,7 @@ def test_over_http_an_abandoned_session_is_closed_when_idle_and_stopping_closes_
     assert sandboxes(docker_client) == before, "stopping the server closed the open session"
 
 
-def test_over_http_the_sessionless_protocol_is_refused_with_the_versions_served(
+def test_over_http_sessionless_requests_and_web_pages_are_refused(
         config_file: Path, docker_client: docker.DockerClient) -> None:
     before = sandboxes(docker_client)
     with serving(config_file) as (url, _):
@@ -257,6 +257,16 @@ def test_over_http_the_sessionless_protocol_is_refused_with_the_versions_served(
         assert refused.code == UNSUPPORTED_PROTOCOL_VERSION
         assert "one sandbox per session" in str(refused)
         assert "2025-11-25" in refused.error.data["supported"]
+
+        # A web page the user visits must not drive the sandbox (or promote) through the
+        # browser: foreign origins and rebound host names are refused.
+        initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "page", "version": "0"}}}
+        from_page = httpx2.post(url, json=initialize,
+                                headers=HEADERS | {"Origin": "http://evil.example"})
+        rebound = httpx2.post(url, json=initialize, headers=HEADERS | {"Host": "evil.example"})
+        assert (from_page.status_code, rebound.status_code) == (403, 421)
     assert sandboxes(docker_client) == before
 
 
