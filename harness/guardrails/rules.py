@@ -35,6 +35,8 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "sql.drop-schema": (Verdict.BLOCK, "DROP SCHEMA"),
     "sql.drop-table": (Verdict.BLOCK, "DROP TABLE"),
     "sql.truncate": (Verdict.BLOCK, "TRUNCATE"),
+    "sql.drop-column": (Verdict.REQUIRE_APPROVAL, "ALTER TABLE ... DROP COLUMN: the column's "
+                        "data is gone"),
     "sql.delete-without-where": (Verdict.BLOCK, "DELETE without a WHERE clause (or a constant-"
                                  "true one)"),
     "sql.update-without-where": (Verdict.BLOCK, "UPDATE without a WHERE clause (or a constant-"
@@ -357,6 +359,8 @@ def _statement_hits(statement: Statement, protected: list[str], span: tuple[int,
         yield Hit(rule, f"DROP {object_kind} {targets}", span)
     if kind == "TRUNCATE":
         yield Hit("sql.truncate", f"TRUNCATE {targets}", span)
+    if kind == "ALTER" and object_kind == "TABLE" and _drops_column(statement.words):
+        yield Hit("sql.drop-column", f"ALTER TABLE {targets} drops a column and its data", span)
     if kind in ("DELETE", "UPDATE") and (not statement.has_where or statement.where_constant_true):
         how = "has no WHERE clause" if not statement.has_where else \
             "has a WHERE clause that is true for every row"
@@ -382,6 +386,16 @@ def _statement_hits(statement: Statement, protected: list[str], span: tuple[int,
             if match and not (kind in ("CREATE",) and object_kind not in ("TABLE", "INDEX")):
                 yield Hit("sql.protected-table",
                           f"{kind} writes {target}, a protected table ({match})", span)
+
+
+# What else ALTER TABLE can DROP: ALTER TABLE t DROP [COLUMN] [IF EXISTS] c drops a column.
+_DROPPED_NOT_A_COLUMN = frozenset({"CONSTRAINT", "DEFAULT", "NOT", "IDENTITY", "EXPRESSION"})
+
+
+def _drops_column(words: tuple[str, ...]) -> bool:
+    return any(word == "DROP" and index + 1 < len(words)
+               and words[index + 1] not in _DROPPED_NOT_A_COLUMN
+               for index, word in enumerate(words) if index > 0)
 
 
 def protected_match(target: str, protected: list[str]) -> str | None:

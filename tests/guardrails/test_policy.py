@@ -204,3 +204,24 @@ def test_input_nested_too_deeply_fails_closed(action: ToolAction) -> None:
     decision = Policy().evaluate(action)
     assert decision.verdict == Verdict.BLOCK
     assert "nested too deeply" in decision.reason
+
+
+@pytest.mark.parametrize(("text", "drops"), [
+    ("ALTER TABLE orders DROP COLUMN email", True),
+    ("alter table orders drop email", True),
+    ("ALTER TABLE orders DROP IF EXISTS note, ADD COLUMN d int", True),
+    ("psql -c 'ALTER TABLE orders DROP COLUMN email'", True),
+    ("ALTER TABLE orders ALTER COLUMN status DROP DEFAULT", False),
+    ("ALTER TABLE orders ALTER status DROP NOT NULL", False),
+    ("ALTER TABLE orders DROP CONSTRAINT orders_user_fk", False),
+    ("ALTER TABLE orders ALTER COLUMN id DROP IDENTITY IF EXISTS", False),
+    ("ALTER TABLE orders ADD COLUMN note text", False),
+])
+def test_dropping_a_column_asks_for_approval(text: str, drops: bool) -> None:
+    action = shell(text) if text.startswith("psql") else sql(text)
+    decision = Policy().evaluate(action)
+    if drops:
+        assert (decision.verdict, decision.rule_id) == (Verdict.REQUIRE_APPROVAL, "sql.drop-column")
+        assert "drops a column" in decision.reason
+    else:
+        assert decision.allowed, decision.reason
