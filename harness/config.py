@@ -387,8 +387,9 @@ class Gate(_Strict):
                            ".circleci/**", "Jenkinsfile", "azure-pipelines.yml", ".ci/**",
                            ".buildkite/**"]
     """Changes here are CI configuration changes, which fail the gate."""
-    sql_paths: list[str] = ["**/*.sql", "**/migrations/**", "**/migrate/**"]
-    """Added lines here are judged as SQL by the guardrails."""
+    sql_paths: list[str] = ["**/*.sql", "**/migrations/**", "**/migrate/**", "**/alembic/**"]
+    """Added `.sql` files here are judged as SQL by the guardrails, and added Python
+    migrations (Alembic, Django) by the SQL they run."""
     fail_on_new_executables: bool = True
     secret_min_entropy: float = Field(4.0, gt=0)
     """Shannon entropy (bits per character) above which a long token counts as a secret."""

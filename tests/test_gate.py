@@ -118,6 +118,80 @@ def test_destructive_sql_ci_changes_and_new_executables_fail(pr_repo: Path, tmp_
     assert suite.get("failures") == "3"
 
 
+ALEMBIC = '''"""drop the legacy columns"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+
+
+def upgrade():
+    op.add_column("orders", sa.Column("note", sa.Text()))
+    op.drop_column("orders", "legacy_code")
+    op.execute(
+        "DELETE FROM order_lines"
+    )
+    op.execute(sa.text("UPDATE orders SET status = 'paid' WHERE id = 1"))
+    op.get_bind().execute(sa.text(f"TRUNCATE {TABLE}"))
+    op.execute(statement)
+
+
+def downgrade():
+    op.drop_table("orders_archive")
+'''
+
+DJANGO = '''from django.db import migrations
+
+
+class Migration(migrations.Migration):
+    operations = [
+        migrations.RemoveField(model_name="order", name="coupon"),
+        migrations.DeleteModel(name="Coupon"),
+        migrations.RunSQL(sql=["UPDATE shop_order SET total = 0"],
+                          reverse_sql="SELECT 1"),
+        migrations.RunSQL("CREATE INDEX orders_status ON shop_order (status)"),
+    ]
+'''
+
+
+def test_python_migrations_are_judged_by_the_sql_they_run(pr_repo: Path) -> None:
+    commit(pr_repo, {"alembic/versions/0002_cleanup.py": ALEMBIC,
+                     "shop/migrations/0007_coupons.py": DJANGO})
+    failed = failing(gate(pr_repo, "--json"))["destructive-sql"]
+    assert failed == [
+        "alembic/versions/0002_cleanup.py:10: sql.drop-column: "
+        "ALTER TABLE orders drops a column and its data",
+        "alembic/versions/0002_cleanup.py:11: sql.delete-without-where: "
+        "DELETE on order_lines has no WHERE clause",
+        "alembic/versions/0002_cleanup.py:15: sql.truncate: TRUNCATE _",
+        "alembic/versions/0002_cleanup.py:16: execute(...) runs SQL known only at run time; "
+        "rehearse the migration with --db",
+        "alembic/versions/0002_cleanup.py:20: sql.drop-table: DROP TABLE orders_archive",
+        "shop/migrations/0007_coupons.py:6: sql.drop-column: "
+        "ALTER TABLE order drops a column and its data",
+        "shop/migrations/0007_coupons.py:7: sql.drop-table: DROP TABLE coupon",
+        "shop/migrations/0007_coupons.py:8: sql.update-without-where: "
+        "UPDATE on shop_order has no WHERE clause",
+    ], failed
+
+
+def test_a_changed_python_migration_is_judged_by_what_the_pr_adds(pr_repo: Path) -> None:
+    git(pr_repo, "checkout", "-q", "main")
+    commit(pr_repo, {"migrations/0001.py": "from alembic import op\n\n\ndef upgrade():\n"
+                                           "    op.drop_table('old')\n"}, "an old migration")
+    git(pr_repo, "checkout", "-q", "agent/pr")
+    git(pr_repo, "merge", "-q", "main")
+    commit(pr_repo, {"migrations/0001.py": "from alembic import op\n\n\ndef upgrade():\n"
+                                           "    op.drop_table('old')\n"
+                                           "    op.create_table('new')\n"})
+    done = gate(pr_repo, "--json")
+    assert "destructive-sql" not in failing(done), done.stdout
+    commit(pr_repo, {"migrations/0001.py": "from alembic import op\n\n\ndef upgrade(:\n"})
+    broken = failing(gate(pr_repo, "--json"))["destructive-sql"]
+    assert broken == ["migrations/0001.py:4: not valid Python (invalid syntax), so the SQL it "
+                      "runs cannot be read"], broken
+
+
 @pytest.mark.docker
 @pytest.mark.postgres
 def test_a_migration_deleting_500_rows_of_a_protected_table_fails_with_the_count(

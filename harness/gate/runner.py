@@ -13,6 +13,7 @@ from harness.actions import ToolAction
 from harness.changeset import ChangeSet
 from harness.config import Config
 from harness.errors import HarnessError
+from harness.gate.migrations import migration_statements
 from harness.gate.report import Check, GateReport
 from harness.gate.secrets import scan_line
 from harness.guardrails import Policy
@@ -127,17 +128,46 @@ def _sql(git: Callable[..., str], added: dict[str, list[tuple[int, str]]], head:
                  if "\t" in line and line.split("\t", 1)[0].split()[-1] == "A"}
     details = []
     for path, lines in sorted(added.items()):
-        if not path.endswith(".sql") or not any(matches(resolve(path), g)
-                                                 for g in config.gate.sql_paths):
+        if not any(matches(resolve(path), g) for g in config.gate.sql_paths):
             continue
-        text = git("show", f"{head}:{path}") if path in new_files else \
-            "\n".join(text for _, text in lines)
-        decision = policy.evaluate(ToolAction("db_mutate", {"sql": text}))
-        for finding in decision.findings:
-            if not finding.verdict <= 1:  # block or require_approval
-                details.append(f"{path}: {finding.rule_id}: {finding.reason}")
+        if path.endswith(".sql"):
+            text = git("show", f"{head}:{path}") if path in new_files else \
+                "\n".join(text for _, text in lines)
+            details += [f"{path}: {problem}" for problem in _destructive(policy, text)]
+        elif path.endswith(".py"):
+            details += _python_migration(policy, path, git("show", f"{head}:{path}"),
+                                         None if path in new_files else {n for n, _ in lines})
     return not details, f"{len(details)} destructive statement(s)" if details else \
         "no destructive SQL added", details
+
+
+def _destructive(policy: Policy, sql: str) -> list[str]:
+    decision = policy.evaluate(ToolAction("db_mutate", {"sql": sql}))
+    return [f"{finding.rule_id}: {finding.reason}" for finding in decision.findings
+            if finding.verdict > 1]  # block or require_approval
+
+
+def _python_migration(policy: Policy, path: str, source: str, added_lines: set[int] | None
+                      ) -> list[str]:
+    """Findings for the SQL-running calls of a Python migration that the PR adds or
+    changes (`added_lines` None: the whole file is new)."""
+    try:
+        statements = migration_statements(source)
+    except SyntaxError as exc:
+        return [f"{path}:{exc.lineno or 0}: not valid Python ({exc.msg}), so the SQL it runs "
+                f"cannot be read"]
+    details = []
+    for statement in statements:
+        if added_lines is not None and not any(
+                statement.first_line <= n <= statement.last_line for n in added_lines):
+            continue
+        where = f"{path}:{statement.first_line}"
+        if statement.sql is None:
+            details.append(f"{where}: {statement.call}(...) runs SQL known only at run time; "
+                           f"rehearse the migration with --db")
+            continue
+        details += [f"{where}: {problem}" for problem in _destructive(policy, statement.sql)]
+    return details
 
 
 def _ci(changes: WorkspaceChanges, config: Config) -> tuple[bool, str, list[str]]:
