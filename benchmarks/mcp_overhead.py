@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -17,8 +19,10 @@ import time
 from pathlib import Path
 
 import anyio
+import httpx2
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -29,6 +33,7 @@ from harness.episode import Episode
 from harness.fixtures import fixture_repo, fixture_seed
 
 CALL = {"command": "true"}
+TOKEN = secrets.token_urlsafe(32)
 
 
 def _free_port() -> int:
@@ -76,7 +81,8 @@ def main() -> None:
     stdio_first, stdio = anyio.run(over_stdio)
 
     port = _free_port()
-    server = subprocess.Popen([*command, "--http", str(port)], stderr=subprocess.DEVNULL)
+    server = subprocess.Popen([*command, "--http", str(port)], stderr=subprocess.DEVNULL,
+                              env=os.environ | {"HARNESS_MCP_TOKEN": TOKEN})
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -86,7 +92,9 @@ def main() -> None:
             time.sleep(0.05)
 
         async def over_http() -> tuple[float, list[float]]:
-            async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=120) as client:
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http, \
+                    Client(streamable_http_client(f"http://127.0.0.1:{port}/mcp", http_client=http),
+                           read_timeout_seconds=120) as client:
                 return await _through(client, args.runs)
 
         http_first, http = anyio.run(over_http)

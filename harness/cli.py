@@ -528,8 +528,11 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
 @click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Over HTTP: end a session (and close its sandbox) after this many "
                    "seconds without a request [default: 1800].")
+@click.option("--no-auth", is_flag=True,
+              help="Over HTTP: accept clients without the bearer token (then any local "
+                   "process can drive the sandboxes, and promote when it is offered).")
 def mcp(config_path: str, http_port: int | None, allow_promote: bool | None,
-        idle_timeout: float | None) -> None:
+        idle_timeout: float | None, no_auth: bool) -> None:
     """Serve an episode's tools over the Model Context Protocol (one episode per session)."""
     import logging
 
@@ -539,12 +542,13 @@ def mcp(config_path: str, http_port: int | None, allow_promote: bool | None,
     # stdout belongs to the protocol on stdio: logs go to stderr.
     logging.basicConfig(level=config.observability.logging.level.upper(), stream=sys.stderr)
     if http_port is None:
-        if idle_timeout is not None:
-            raise click.UsageError("--idle-timeout applies to --http (a stdio session is the process)")
+        if idle_timeout is not None or no_auth:
+            raise click.UsageError("--idle-timeout and --no-auth apply to --http (a stdio "
+                                   "session is the process that started it)")
         serve_stdio(config, allow_promote=allow_promote)
     else:
         serve_http(config, port=http_port, allow_promote=allow_promote,
-                   idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT)
+                   idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT, authenticate=not no_auth)
 
 
 # ------------------------------------------------------------------- gate

@@ -11,9 +11,13 @@ versions it does serve, and clients fall back to the handshake."""
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import inspect
 import json
 import logging
+import os
+import secrets
 import signal
 import sys
 import threading
@@ -24,7 +28,7 @@ import anyio
 from mcp.server.connection import Connection
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import UNSUPPORTED_PROTOCOL_VERSION, Resource
+from mcp_types import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION, Resource
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import WithJsonSchema
 
@@ -32,6 +36,7 @@ from harness.actions import ToolAction
 from harness.config import Config
 from harness.episode import ActionResult, Episode
 from harness.errors import HarnessError
+from harness.sandbox.home import harness_home
 from harness.tools import TOOLS, ToolSpec
 
 _LOG = logging.getLogger("harness.mcp")
@@ -263,45 +268,74 @@ def serve_stdio(config: Config, *, allow_promote: bool | None = None) -> None:
         sessions.close_all()
 
 
-def _sessionless_refusal(requested: str, request_id: Any) -> bytes:
+def _sessionless_refusal(requested: str) -> dict[str, Any]:
     supported = list(HANDSHAKE_PROTOCOL_VERSIONS)
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {
-        "code": UNSUPPORTED_PROTOCOL_VERSION,
-        "message": (f"protocol {requested} has no sessions, and harness keeps one sandbox per "
-                    f"session: connect with the initialize handshake ({supported[-1]})"),
-        "data": {"supported": supported, "requested": requested}}}).encode()
+    return {"code": UNSUPPORTED_PROTOCOL_VERSION,
+            "message": (f"protocol {requested} has no sessions, and harness keeps one sandbox "
+                        f"per session: connect with the initialize handshake ({supported[-1]})"),
+            "data": {"supported": supported, "requested": requested}}
+
+
+def bearer_token() -> str:
+    """The token HTTP clients must send: $HARNESS_MCP_TOKEN, or else one kept in
+    $HARNESS_HOME/mcp-token (made on first use, readable by its owner only)."""
+    token = os.environ.get("HARNESS_MCP_TOKEN", "").strip()
+    if token:
+        return token
+    path = harness_home() / "mcp-token"
+    with contextlib.suppress(FileExistsError):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+async def _reply(receive: Any, send: Any, status: int, payload: dict[str, Any],
+                 headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """Answer an HTTP request with a JSON-RPC error (echoing its id), reading its body."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    try:
+        parsed = json.loads(body)
+        request_id = parsed.get("id") if isinstance(parsed, dict) else None
+    except ValueError:
+        request_id = None
+    data = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": payload}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+        *headers]})
+    await send({"type": "http.response.body", "body": data})
 
 
 def http_app(config: Config, *, allow_promote: bool | None = None,
-             idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> tuple[Any, Sessions]:
-    """The ASGI app of the HTTP server: one episode per handshake session; sessionless
-    (2026-07-28) requests refused; every episode closed at the lifespan's shutdown."""
+             idle_timeout: float = DEFAULT_IDLE_TIMEOUT, token: str | None = None
+             ) -> tuple[Any, Sessions]:
+    """The ASGI app of the HTTP server: requests without `token` (when one is given)
+    refused; one episode per handshake session; sessionless (2026-07-28) requests refused;
+    every episode closed at the lifespan's shutdown."""
     server, sessions = build_server(config, allow_promote=allow_promote, per_connection=True)
     app = server.streamable_http_app(host="127.0.0.1", session_idle_timeout=idle_timeout)
-
-    async def refuse(scope: Any, receive: Any, send: Any, requested: str) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        try:
-            parsed = json.loads(body)
-            request_id = parsed.get("id") if isinstance(parsed, dict) else None
-        except ValueError:
-            request_id = None
-        payload = _sessionless_refusal(requested, request_id)
-        await send({"type": "http.response.start", "status": 400, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+    expected = f"Bearer {token}".encode() if token is not None else None
 
     async def harness_app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            requested = dict(scope["headers"]).get(b"mcp-protocol-version")
-            if requested is not None and requested.decode("latin-1") not in HANDSHAKE_PROTOCOL_VERSIONS:
-                await refuse(scope, receive, send, requested.decode("latin-1"))
+            headers = dict(scope["headers"])
+            if expected is not None and not hmac.compare_digest(
+                    headers.get(b"authorization", b""), expected):
+                await _reply(receive, send, 401, {
+                    "code": INVALID_REQUEST,
+                    "message": "harness mcp needs the header 'Authorization: Bearer <token>'; "
+                               "the token is $HARNESS_MCP_TOKEN or the file "
+                               "$HARNESS_HOME/mcp-token"},
+                    ((b"www-authenticate", b'Bearer realm="harness"'),))
+                return
+            requested = headers.get(b"mcp-protocol-version", b"").decode("latin-1")
+            if requested and requested not in HANDSHAKE_PROTOCOL_VERSIONS:
+                await _reply(receive, send, 400, _sessionless_refusal(requested))
                 return
         if scope["type"] != "lifespan":
             await app(scope, receive, send)
@@ -321,13 +355,24 @@ def http_app(config: Config, *, allow_promote: bool | None = None,
 
 
 def serve_http(config: Config, *, port: int, allow_promote: bool | None = None,
-               idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> None:
-    """Serve streamable HTTP on 127.0.0.1:`port`/mcp until stopped."""
+               idle_timeout: float = DEFAULT_IDLE_TIMEOUT, authenticate: bool = True) -> None:
+    """Serve streamable HTTP on 127.0.0.1:`port`/mcp until stopped; every client must
+    send the bearer token unless `authenticate` is off."""
     import uvicorn
 
-    app, sessions = http_app(config, allow_promote=allow_promote, idle_timeout=idle_timeout)
+    token = bearer_token() if authenticate else None
+    app, sessions = http_app(config, allow_promote=allow_promote, idle_timeout=idle_timeout,
+                             token=token)
     print(f"harness mcp: serving http://127.0.0.1:{port}/mcp (one sandbox per session, "
           f"closed after {idle_timeout:g} s idle)", file=sys.stderr, flush=True)
+    if token is not None:
+        source = "$HARNESS_MCP_TOKEN" if os.environ.get("HARNESS_MCP_TOKEN", "").strip() \
+            else str(harness_home() / "mcp-token")
+        print(f"harness mcp: clients send 'Authorization: Bearer <token>', the token in "
+              f"{source}", file=sys.stderr, flush=True)
+    else:
+        print("harness mcp: --no-auth: any local process can drive these sandboxes",
+              file=sys.stderr, flush=True)
     try:
         uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
     finally:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
 
@@ -131,13 +133,27 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@contextlib.asynccontextmanager
+async def http_client(url: str, **options: Any) -> AsyncIterator[Client]:
+    """The SDK's client over streamable HTTP, sending the server's bearer token."""
+    async with httpx2.AsyncClient(headers=AUTH) as http, Client(
+            streamable_http_client(url, http_client=http), read_timeout_seconds=120,
+            **options) as client:
+        yield client
+
+
 @contextlib.contextmanager
 def serving(config_file: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`harness mcp --http` in its own process; its URL once it accepts connections."""
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "harness.cli", "mcp", "--config",
                                str(config_file), "--http", str(port), *options],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env=os.environ | {"HARNESS_MCP_TOKEN": TOKEN})
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -166,9 +182,9 @@ def test_over_http_each_session_has_its_own_sandbox_closed_when_the_session_ends
     before = sandboxes(docker_client)
     with serving(config_file) as (url, server):
         async def sessions() -> tuple[dict[str, Any], list[str], int, int, str]:
-            async with Client(url, read_timeout_seconds=120) as one:
+            async with http_client(url) as one:
                 seen = await exercise(one)
-                async with Client(url, read_timeout_seconds=120) as two:
+                async with http_client(url) as two:
                     await two.call_tool("write_file", {"path": "TWO.md", "content": "two\n"})
                     two_changes = json.loads((await two.call_tool("changeset", {})).content[0].text)
                     both_open = sandboxes(docker_client)
@@ -198,7 +214,8 @@ def leaves(error: BaseException) -> list[BaseException]:
     return [error]
 
 
-HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+           **AUTH}
 
 
 def open_raw_session(url: str) -> dict[str, str]:
@@ -238,7 +255,7 @@ def test_over_http_an_abandoned_session_is_closed_when_idle_and_stopping_closes_
     assert sandboxes(docker_client) == before, "stopping the server closed the open session"
 
 
-def test_over_http_sessionless_requests_and_web_pages_are_refused(
+def test_over_http_sessionless_requests_web_pages_and_tokenless_clients_are_refused(
         config_file: Path, docker_client: docker.DockerClient) -> None:
     before = sandboxes(docker_client)
     with serving(config_file) as (url, _):
@@ -246,7 +263,7 @@ def test_over_http_sessionless_requests_and_web_pages_are_refused(
 
         async def modern_only() -> None:
             try:
-                async with Client(url, mode="2026-07-28") as client:
+                async with http_client(url, mode="2026-07-28") as client:
                     await client.call_tool("list_files", {})
             except* MCPError as group:
                 refusals.extend(leaves(group))
@@ -267,6 +284,12 @@ def test_over_http_sessionless_requests_and_web_pages_are_refused(
                                 headers=HEADERS | {"Origin": "http://evil.example"})
         rebound = httpx2.post(url, json=initialize, headers=HEADERS | {"Host": "evil.example"})
         assert (from_page.status_code, rebound.status_code) == (403, 421)
+
+        # Nor can another local process without the token.
+        for headers in ({k: v for k, v in HEADERS.items() if k != "Authorization"},
+                        HEADERS | {"Authorization": "Bearer wrong"}):
+            anonymous = httpx2.post(url, json=initialize, headers=headers)
+            assert anonymous.status_code == 401 and "Bearer" in anonymous.json()["error"]["message"]
     assert sandboxes(docker_client) == before
 
 
@@ -342,3 +365,16 @@ def test_the_tools_publish_the_episode_tool_schemas(tmp_path: Path) -> None:
         assert published == expected, name
     assert tools["http_request"][1]["properties"]["method"]["enum"][0] == "GET"
     assert tools["list_files"][1]["properties"]["path"]["default"] == "."
+
+
+def test_the_http_token_is_made_once_readable_by_its_owner_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.mcpserver import bearer_token
+
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HARNESS_MCP_TOKEN", raising=False)
+    token = bearer_token()
+    assert len(token) >= 40 and bearer_token() == token
+    assert (tmp_path / "home" / "mcp-token").stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("HARNESS_MCP_TOKEN", "from-the-environment")
+    assert bearer_token() == "from-the-environment"
