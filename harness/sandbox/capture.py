@@ -185,11 +185,10 @@ END $f$;
 
 -- What the sandbox's own transaction has recorded so far (committed changes and its own
 -- uncommitted ones): lets the harness weigh a db_mutate before it commits.
-CREATE FUNCTION harness_capture.changes_since(since bigint)
+CREATE FUNCTION harness_capture.recorded_changes()
 RETURNS TABLE (relname text, op "char", image json)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-    SELECT relname, op, image FROM harness_capture.changes WHERE id > since
-    ORDER BY id, op DESC
+    SELECT relname, op, image FROM harness_capture.changes ORDER BY id, op DESC
 $f$;
 
 REVOKE ALL ON ALL TABLES IN SCHEMA harness_capture FROM PUBLIC;
@@ -302,14 +301,14 @@ class RowDelta:
         return cls(tables, [DdlStatement(**d) for d in data.get("ddl", [])])
 
 
-def read_delta(conn: psycopg.Connection[Any], *, since: int = 0, ddl: bool = True
-               ) -> RowDelta:
-    """The net delta of the changes recorded after statement `since` (0: all) as `conn`
-    sees them: a superuser's connection, or the sandbox role's own inside its transaction
-    (then without DDL)."""
+def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True) -> RowDelta:
+    """The net delta of every change recorded, as `conn` sees them: a superuser's
+    connection, or the sandbox role's own inside its transaction (then without DDL).
+    Always the whole log: a mark to read "only what came since" would miss statements of
+    a transaction that was still open when the mark was taken."""
     events: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for relname, op, image in conn.execute(
-            "SELECT relname, op, image FROM harness_capture.changes_since(%s)", (since,)):
+            "SELECT relname, op, image FROM harness_capture.recorded_changes()"):
         events.setdefault(relname, []).append((op, image))
     keys = primary_keys(conn, list(events)) if events else {}
     tables = {name: net(name, keys.get(name, []), table_events)
@@ -323,12 +322,6 @@ def read_delta(conn: psycopg.Connection[Any], *, since: int = 0, ddl: bool = Tru
             continue
         statements.append(statement)
     return RowDelta({n: t for n, t in tables.items() if t.rows}, statements)
-
-
-def last_change_id(conn: psycopg.Connection[Any]) -> int:
-    """The number of the newest recorded statement (0 when none), a mark for `read_delta`."""
-    row = conn.execute("SELECT coalesce(max(id), 0) FROM harness_capture.changes").fetchone()
-    return int(row[0]) if row else 0
 
 
 def primary_keys(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, list[str]]:

@@ -139,7 +139,7 @@ class SandboxDatabase:
                 conn.execute(sql.SQL("ALTER SEQUENCE {} OWNER TO {}").format(sql.SQL(sequence),
                                                                               role))
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA harness_capture TO {}").format(role))
-            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION harness_capture.changes_since(bigint) "
+            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION harness_capture.recorded_changes() "
                                  "TO {}").format(role))
             conn.execute("TRUNCATE harness_capture.ddl")  # the grants above are not the agent's
         self.clone_seconds = time.monotonic() - started
@@ -182,15 +182,9 @@ class SandboxDatabase:
         """A superuser connection to this database (for the harness's own reads)."""
         return self.server.connect(self.name, **kwargs)
 
-    def delta(self, *, since: int = 0) -> capture.RowDelta:
-        """The net row delta and DDL since the snapshot (or since change id `since`)."""
+    def delta(self) -> capture.RowDelta:
+        """The net row delta and DDL since the snapshot."""
         # One connection kept for the harness's reads: deltas are read after every action.
         if self._reader is None or self._reader.closed:
             self._reader = self.connect_as_owner()
-        return capture.read_delta(self._reader, since=since)
-
-    def mark(self) -> int:
-        """The id of the newest recorded change, to read only what comes after it."""
-        if self._reader is None or self._reader.closed:
-            self._reader = self.connect_as_owner()
-        return capture.last_change_id(self._reader)
+        return capture.read_delta(self._reader)
