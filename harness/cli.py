@@ -539,6 +539,10 @@ def mcp(config_path: str, http_port: int | None, allow_promote: bool | None,
     from harness.mcpserver import DEFAULT_IDLE_TIMEOUT, serve_http, serve_stdio
 
     config = _config(config_path)
+    if config.target.repo is None:
+        # Every session would fail at its first call: say it now, where the user looks.
+        _fail(f"{config_path}: the config names no target repository (target.repo); "
+              "harness mcp serves a sandbox of it", code=2)
     # stdout belongs to the protocol on stdio: logs go to stderr.
     logging.basicConfig(level=config.observability.logging.level.upper(), stream=sys.stderr)
     if http_port is None:

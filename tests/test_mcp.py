@@ -378,3 +378,11 @@ def test_the_http_token_is_made_once_readable_by_its_owner_only(
     assert (tmp_path / "home" / "mcp-token").stat().st_mode & 0o777 == 0o600
     monkeypatch.setenv("HARNESS_MCP_TOKEN", "from-the-environment")
     assert bearer_token() == "from-the-environment"
+
+
+def test_a_config_without_a_target_repository_is_refused_at_start(tmp_path: Path) -> None:
+    seed = Path(__file__).resolve().parents[2] / "shared" / "seed" / "agent-scaffold-config.yaml"
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "mcp", "--config", str(seed)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "target.repo" in done.stderr and done.stdout == ""
