@@ -42,6 +42,7 @@ from harness.tools import TOOLS, ToolSpec
 _LOG = logging.getLogger("harness.mcp")
 PROCESS = "process"
 DEFAULT_IDLE_TIMEOUT = 30 * 60.0
+DEFAULT_MAX_SANDBOXES = 16
 _CLOSE_HOOKED = "harness.close-hooked"
 T = TypeVar("T")
 
@@ -61,9 +62,12 @@ class Sessions:
     """The open episodes, one per MCP session: the process's one (stdio), or one per
     HTTP session, closed when the SDK tears that session's connection down."""
 
-    def __init__(self, config: Config, *, per_connection: bool = False) -> None:
+    def __init__(self, config: Config, *, per_connection: bool = False,
+                 max_sandboxes: int | None = None) -> None:
         self.config = config
         self.per_connection = per_connection
+        self.max_sandboxes = max_sandboxes
+        self._reserved = 0
         self._episodes: dict[str, Episode] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._ended: set[str] = set()
@@ -112,14 +116,32 @@ class Sessions:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._episodes:
-                self._episodes[key] = Episode(self.config).open()
+                self._reserve()
+                try:
+                    self._episodes[key] = Episode(self.config).open()
+                except BaseException:
+                    self._release()
+                    raise
                 _LOG.info("MCP session %s: episode %s opened", key, self._episodes[key].trace_id)
                 with self._guard:
                     ended_meanwhile = key in self._ended
                 if ended_meanwhile:
                     self._episodes.pop(key).close()
+                    self._release()
                     raise ToolError("this MCP session has ended and its sandbox is closed")
             return self._episodes[key], lock
+
+    def _reserve(self) -> None:
+        with self._guard:
+            if self.max_sandboxes is not None and self._reserved >= self.max_sandboxes:
+                raise ToolError(f"{self.max_sandboxes} sandboxes are open, as many as this "
+                                "server keeps at once (--max-sandboxes): try again when a "
+                                "session has ended")
+            self._reserved += 1
+
+    def _release(self) -> None:
+        with self._guard:
+            self._reserved -= 1
 
     def close(self, key: str) -> None:
         """Close the session's episode (the sandbox goes, the trace stays) once its
@@ -128,8 +150,11 @@ class Sessions:
             episode = self._episodes.pop(key, None)
             lock = self._locks.pop(key, None)
         if episode is not None and lock is not None:
-            with lock:
-                episode.close()
+            try:
+                with lock:
+                    episode.close()
+            finally:
+                self._release()
             _LOG.info("MCP session %s: episode %s closed", key, episode.trace_id)
 
     def end(self, key: str) -> None:
@@ -193,11 +218,12 @@ def _episode_tool(spec: ToolSpec, act: Callable[[Context[Any], str, dict[str, An
 
 
 def build_server(config: Config, *, allow_promote: bool | None = None,
-                 per_connection: bool = False) -> tuple[MCPServer, Sessions]:
+                 per_connection: bool = False, max_sandboxes: int | None = None
+                 ) -> tuple[MCPServer, Sessions]:
     """An MCP server offering the episode's tools, `changeset`, and (when allowed: not a
     dry run, or `allow_promote`) `promote`; `per_connection` keys episodes on HTTP
-    sessions instead of the process."""
-    sessions = Sessions(config, per_connection=per_connection)
+    sessions instead of the process, at most `max_sandboxes` open at once."""
+    sessions = Sessions(config, per_connection=per_connection, max_sandboxes=max_sandboxes)
     server: MCPServer = _HarnessMCPServer("harness", instructions=(
         "Tools of a transactional sandbox: a throwaway clone of the repository in a "
         "hardened container, and a copy of its database. Refused actions come back as "
@@ -312,12 +338,13 @@ async def _reply(receive: Any, send: Any, status: int, payload: dict[str, Any],
 
 
 def http_app(config: Config, *, allow_promote: bool | None = None,
-             idle_timeout: float = DEFAULT_IDLE_TIMEOUT, token: str | None = None
-             ) -> tuple[Any, Sessions]:
+             idle_timeout: float = DEFAULT_IDLE_TIMEOUT, token: str | None = None,
+             max_sandboxes: int = DEFAULT_MAX_SANDBOXES) -> tuple[Any, Sessions]:
     """The ASGI app of the HTTP server: requests without `token` (when one is given)
     refused; one episode per handshake session; sessionless (2026-07-28) requests refused;
     every episode closed at the lifespan's shutdown."""
-    server, sessions = build_server(config, allow_promote=allow_promote, per_connection=True)
+    server, sessions = build_server(config, allow_promote=allow_promote, per_connection=True,
+                                    max_sandboxes=max_sandboxes)
     app = server.streamable_http_app(host="127.0.0.1", session_idle_timeout=idle_timeout)
     expected = f"Bearer {token}".encode() if token is not None else None
 
@@ -355,16 +382,18 @@ def http_app(config: Config, *, allow_promote: bool | None = None,
 
 
 def serve_http(config: Config, *, port: int, allow_promote: bool | None = None,
-               idle_timeout: float = DEFAULT_IDLE_TIMEOUT, authenticate: bool = True) -> None:
+               idle_timeout: float = DEFAULT_IDLE_TIMEOUT, authenticate: bool = True,
+               max_sandboxes: int = DEFAULT_MAX_SANDBOXES) -> None:
     """Serve streamable HTTP on 127.0.0.1:`port`/mcp until stopped; every client must
     send the bearer token unless `authenticate` is off."""
     import uvicorn
 
     token = bearer_token() if authenticate else None
     app, sessions = http_app(config, allow_promote=allow_promote, idle_timeout=idle_timeout,
-                             token=token)
-    print(f"harness mcp: serving http://127.0.0.1:{port}/mcp (one sandbox per session, "
-          f"closed after {idle_timeout:g} s idle)", file=sys.stderr, flush=True)
+                             token=token, max_sandboxes=max_sandboxes)
+    print(f"harness mcp: serving http://127.0.0.1:{port}/mcp (one sandbox per session, at "
+          f"most {max_sandboxes} at once, closed after {idle_timeout:g} s idle)",
+          file=sys.stderr, flush=True)
     if token is not None:
         source = "$HARNESS_MCP_TOKEN" if os.environ.get("HARNESS_MCP_TOKEN", "").strip() \
             else str(harness_home() / "mcp-token")

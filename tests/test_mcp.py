@@ -180,32 +180,38 @@ def wait_for_sandboxes(client: docker.DockerClient, count: int) -> int:
 def test_over_http_each_session_has_its_own_sandbox_closed_when_the_session_ends(
         config_file: Path, docker_client: docker.DockerClient) -> None:
     before = sandboxes(docker_client)
-    with serving(config_file) as (url, server):
-        async def sessions() -> tuple[dict[str, Any], list[str], int, int, str]:
-            async with http_client(url) as one:
-                seen = await exercise(one)
+    seen: dict[str, Any] = {}
+    with serving(config_file, "--max-sandboxes", "2") as (url, server):
+        async def sessions() -> None:
+            async with http_client(url) as one, http_client(url) as three:
+                seen.update(await exercise(one))
                 async with http_client(url) as two:
                     await two.call_tool("write_file", {"path": "TWO.md", "content": "two\n"})
-                    two_changes = json.loads((await two.call_tool("changeset", {})).content[0].text)
-                    both_open = sandboxes(docker_client)
-                one_files = json.loads((await one.call_tool("list_files", {})).content[0].text)
-                after_two = await anyio.to_thread.run_sync(wait_for_sandboxes, docker_client,
-                                                           before + 1)
-                still = (await one.call_tool("shell_exec", {"command": "cat NOTES.md"})).content[0].text
-            return seen | {"two": two_changes}, one_files, both_open, after_two, still
+                    seen["two"] = json.loads((await two.call_tool("changeset", {})).content[0].text)
+                    seen["both_open"] = sandboxes(docker_client)
+                    crowded = await three.call_tool("list_files", {})
+                    seen["crowded"] = (crowded.is_error, crowded.content[0].text)
+                seen["one_files"] = (await one.call_tool("list_files", {})).content[0].text
+                seen["after_two"] = await anyio.to_thread.run_sync(
+                    wait_for_sandboxes, docker_client, before + 1)
+                seen["three_admitted"] = not (await three.call_tool("list_files", {})).is_error
+                seen["still"] = (await one.call_tool("shell_exec", {"command": "cat NOTES.md"})
+                                 ).content[0].text
 
-        seen, one_files, both_open, after_two, still = anyio.run(sessions)
+        anyio.run(sessions)
         check(seen)
         assert seen["two"]["workspace"]["commit_count"] == 0, "session two sees none of one's work"
         assert seen["two"]["rows"]["total"]["updated"] == 0
-        assert "TWO.md" not in json.dumps(one_files), "session one sees none of two's work"
-        assert both_open == before + 2, "one sandbox per session"
-        assert after_two == before + 1, "ending session two closed its sandbox only"
-        assert json.loads(still)["stdout"] == "notes\n"
-        assert wait_for_sandboxes(docker_client, before) == before, "ending session one closed it"
+        assert "TWO.md" not in seen["one_files"], "session one sees none of two's work"
+        assert seen["both_open"] == before + 2, "one sandbox per session"
+        assert seen["crowded"][0] and "--max-sandboxes" in seen["crowded"][1], seen["crowded"]
+        assert seen["after_two"] == before + 1, "ending session two closed its sandbox only"
+        assert seen["three_admitted"], "a sandbox is free again once a session ends"
+        assert json.loads(seen["still"])["stdout"] == "notes\n"
+        assert wait_for_sandboxes(docker_client, before) == before, "ending the sessions closed them"
         assert server.poll() is None, "the server outlives its sessions"
     traces = sorted((config_file.parent / "traces").glob("*.jsonl"))
-    assert len(traces) == 2 and all("episode.end" in t.read_text() for t in traces)
+    assert len(traces) == 3 and all("episode.end" in t.read_text() for t in traces)
 
 
 def leaves(error: BaseException) -> list[BaseException]:
