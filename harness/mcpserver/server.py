@@ -1,0 +1,141 @@
+"""The MCP server: the episode's tools with their own schemas, `changeset`, `promote`
+when allowed, the injected state as resources; and serving it over stdio."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import Resource
+from pydantic import WithJsonSchema
+
+from harness.actions import ToolAction
+from harness.config import Config
+from harness.episode import ActionResult, Episode
+from harness.mcpserver.sessions import Sessions
+from harness.tools import TOOLS, ToolSpec
+
+STATE_RESOURCES = {
+    "prompt": ("text/plain", "The injected state as the text an agent's prompt would hold."),
+    "env": ("application/json", "Environment variables set in the sandbox's shell."),
+    "schema": ("application/json", "The database's tables: columns, keys, row estimates."),
+    "files": ("application/json", "Injected files with sha256, age and uncommitted changes."),
+    "auth_headers": ("application/json",
+                     "Header names the harness adds to HTTP requests (never their values)."),
+}
+
+
+class _HarnessMCPServer(MCPServer):
+    """Lists each part of the injected state as a resource. They are read through the
+    `harness://state/{part}` template, because only a template's reader learns the
+    session it serves."""
+
+    async def list_resources(self) -> list[Resource]:
+        return [*await super().list_resources(), *(
+            Resource(uri=f"harness://state/{part}", name=part, description=description,
+                     mime_type=mime_type)
+            for part, (mime_type, description) in STATE_RESOURCES.items())]
+
+
+def _episode_tool(spec: ToolSpec, act: Callable[[Context[Any], str, dict[str, Any]], Awaitable[str]]
+                  ) -> Callable[..., Awaitable[str]]:
+    """An MCP tool function for one of the episode's tools, whose parameters publish the
+    tool's own JSON schema (the SDK derives input schemas from signatures). The episode
+    validates the arguments itself, as it does for every other client."""
+    async def tool(ctx: Context[Any], **arguments: Any) -> str:
+        return await act(ctx, spec.name, {name: value for name, value in arguments.items()
+                                          if value is not None})
+
+    required = set(spec.parameters["required"])
+    parameters = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context[Any])]
+    for name, schema in spec.parameters["properties"].items():
+        parameters.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Any, WithJsonSchema(schema)],
+            default=inspect.Parameter.empty if name in required else schema.get("default")))
+    tool.__name__ = spec.name
+    tool.__signature__ = inspect.Signature(parameters, return_annotation=str)  # type: ignore[attr-defined]
+    tool.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": str}
+    return tool
+
+
+def build_server(config: Config, *, allow_promote: bool | None = None,
+                 per_connection: bool = False, max_sandboxes: int | None = None
+                 ) -> tuple[MCPServer, Sessions]:
+    """An MCP server offering the episode's tools, `changeset`, and (when allowed: not a
+    dry run, or `allow_promote`) `promote`; `per_connection` keys episodes on HTTP
+    sessions instead of the process, at most `max_sandboxes` open at once."""
+    sessions = Sessions(config, per_connection=per_connection, max_sandboxes=max_sandboxes)
+    server: MCPServer = _HarnessMCPServer("harness", instructions=(
+        "Tools of a transactional sandbox: a throwaway clone of the repository in a "
+        "hardened container, and a copy of its database. Refused actions come back as "
+        "tool errors with the reason; read the harness://state/prompt resource first."))
+
+    async def act(ctx: Context[Any], tool: str, parameters: dict[str, Any]) -> str:
+        result: ActionResult = await sessions.run(
+            ctx, lambda episode: episode.act(ToolAction(tool, parameters)))
+        if result.refusal is not None or result.status == "error":
+            raise ToolError(result.observation() if result.refusal else
+                            json.dumps(result.output, default=str))
+        return json.dumps(result.output, default=str)
+
+    async def changeset(ctx: Context[Any]) -> str:
+        """What this session has changed so far: commits, files, lines, rows per table."""
+        def measure(episode: Episode) -> str:
+            changes = episode.sandbox.changes()
+            rows = episode.sandbox.row_delta()
+            return json.dumps({"workspace": {k: v for k, v in changes.to_dict().items()
+                                             if k != "diff"},
+                               "rows": rows.summary() if rows else None}, default=str)
+        return await sessions.run(ctx, measure)
+
+    for spec in TOOLS.values():
+        server.add_tool(_episode_tool(spec, act), name=spec.name, description=spec.description)
+    server.add_tool(changeset, name="changeset")
+
+    promote_allowed = (not config.orchestrator.blast_radius.dry_run) if allow_promote is None \
+        else allow_promote
+    if promote_allowed:
+        async def promote(ctx: Context[Any]) -> str:
+            """Promote this session's change set to the real systems within the limits. The
+            sandbox is closed afterwards; a later call starts a fresh one."""
+            result = await sessions.run(ctx, lambda episode: episode.promote())
+            await sessions.restart(ctx)
+            return json.dumps(result.to_dict(), default=str)
+
+        server.add_tool(promote, name="promote")
+
+    @server.resource("harness://state/{part}", mime_type="application/json")
+    async def state(part: str, ctx: Context[Any]) -> str:
+        """The injected state: env, schema, files, auth_headers, or prompt (as text)."""
+        def read(episode: Episode) -> str:
+            data = episode.state.to_dict()
+            if part == "prompt":
+                return episode.state.prompt_text()
+            if part not in data:
+                raise ToolError(f"no state {part!r}; try one of {sorted(STATE_RESOURCES)}")
+            return json.dumps(data[part], default=str)
+        return await sessions.run(ctx, read)
+
+    return server, sessions
+
+
+def _exit_on_sigterm() -> None:
+    # MCP clients end a stdio server by closing stdin, then SIGTERM: either way the
+    # `finally` below must run, or the session's sandbox would outlive it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
+def serve_stdio(config: Config, *, allow_promote: bool | None = None) -> None:
+    """Serve over stdin/stdout: this process is the one session."""
+    server, sessions = build_server(config, allow_promote=allow_promote)
+    _exit_on_sigterm()
+    try:
+        server.run("stdio")
+    finally:
+        sessions.close_all()
