@@ -142,6 +142,13 @@ class Episode:
             raise
         return self
 
+    def interrupt(self) -> None:
+        """Stop the action running now, from another thread (its caller gave up on it): its
+        commands are killed and its SQL cancelled; it still ends, measured and traced."""
+        self.sandbox.interrupt()
+        if self._db is not None and not self._db.closed:
+            self._db.cancel_safe()
+
     def close(self) -> ChangeSet:
         """Measure the whole change, end the trace and remove the sandbox."""
         if self._closed is not None:

@@ -392,3 +392,43 @@ def test_a_config_without_a_target_repository_is_refused_at_start(tmp_path: Path
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert "target.repo" in done.stderr and done.stdout == ""
+
+
+def test_a_cancelled_call_stops_its_command(config_file: Path) -> None:
+    from harness.config import load_config
+    from harness.mcpserver import build_server
+
+    server, sessions = build_server(load_config(config_file))
+
+    async def run() -> str:
+        async with Client(server) as client:
+            await client.call_tool("shell_exec", {"command": "true"})  # the sandbox is open
+            with anyio.move_on_after(3):
+                await client.call_tool("shell_exec", {"command": "sleep 300; echo finished"})
+            after = await client.call_tool("shell_exec", {"command": "ps -eo args"})
+            with anyio.move_on_after(3):
+                await client.call_tool("db_query", {"sql": "SELECT pg_sleep(300)"})
+            query = await client.call_tool("db_query", {"sql": "SELECT 41 + 1 AS answer"})
+            assert json.loads(query.content[0].text)["results"][0]["rows"] == [[42]], query
+            return str(after.content[0].text)
+
+    try:
+        processes = json.loads(anyio.run(run))["stdout"]
+    finally:
+        sessions.close_all()
+    assert "sleep 300" not in processes, processes
+    trace = next((config_file.parent / "traces").glob("*.jsonl")).read_text()
+    results = [found for line in trace.splitlines() for found in results_in(json.loads(line))]
+    interrupted = [r for r in results if r.get("interrupted")]
+    assert len(interrupted) == 1, results
+    assert (interrupted[0]["exit_code"], interrupted[0]["stdout"]) == (137, "")
+
+
+def results_in(record: Any) -> list[dict[str, Any]]:
+    """Every command result (a dict with an exit code) nested in a trace record."""
+    if isinstance(record, dict):
+        found = [record] if "exit_code" in record and "interrupted" in record else []
+        return found + [r for value in record.values() for r in results_in(value)]
+    if isinstance(record, list):
+        return [r for value in record for r in results_in(value)]
+    return []

@@ -60,7 +60,19 @@ class Sessions:
             except HarnessError as error:
                 # The agent (and its user) read tool errors: say what went wrong.
                 raise ToolError(f"{type(error).__name__}: {error}") from error
-        return await anyio.to_thread.run_sync(in_thread)
+        try:
+            return await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            # The client cancelled the call: stop its command or query, or the session
+            # would wait for it (up to its timeout) before its next call could run.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._interrupt, key)
+            raise
+
+    def _interrupt(self, key: str) -> None:
+        episode = self._episodes.get(key)
+        if episode is not None:
+            episode.interrupt()
 
     def _session(self, ctx: Context[Any]) -> str:
         if not self.per_connection:

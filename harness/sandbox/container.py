@@ -7,6 +7,7 @@ import re
 import select
 import socket
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -70,6 +71,9 @@ class Container:
         self.owner = owner
         self.output_limit = output_limit
         self.default_timeout = default_timeout
+        self._running: set[str] = set()
+        self._interrupted: set[str] = set()
+        self._guard = threading.Lock()
         self._container: Any = None
         self._oom_seen = 0
 
@@ -185,6 +189,8 @@ class Container:
         except docker.errors.APIError as exc:
             raise SandboxError(f"cannot run {argv[0]!r} in the sandbox: {exc}") from exc
         reader = _FrameReader(stream, limit, trailer=f"\0harness-exit:{token}:".encode())
+        with self._guard:
+            self._running.add(token)
         try:
             finished = reader.drain(deadline=started + timeout)
             timed_out = not finished
@@ -195,6 +201,10 @@ class Container:
                     reader.drain(deadline=time.monotonic() + _KILL_GRACE_S)
         finally:
             reader.close()
+            with self._guard:
+                self._running.discard(token)
+                interrupted = token in self._interrupted
+                self._interrupted.discard(token)
         duration = time.monotonic() - started
         if timed_out:
             exit_code = TIMEOUT_EXIT_CODE
@@ -210,8 +220,18 @@ class Container:
             duration_s=round(duration, 6),
             timed_out=timed_out,
             truncated=reader.truncated,
-            oom_killed=self._oom_killed() if oom else False,
+            oom_killed=self._oom_killed() if oom and not interrupted else False,
+            interrupted=interrupted,
         )
+
+    def interrupt(self) -> None:
+        """Kill the process tree of every command running now (from another thread); each
+        `exec` returns soon after with `interrupted` set."""
+        with self._guard:
+            tokens = set(self._running)
+            self._interrupted |= tokens
+        for token in tokens:
+            self._kill_session(token)
 
     def _exit_code(self, exec_id: str) -> int:
         for _ in range(50):

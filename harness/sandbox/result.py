@@ -22,6 +22,8 @@ class ExecResult:
     """Output went past the cap; stdout/stderr hold the first bytes of each."""
     oom_killed: bool = False
     """The kernel's OOM killer ended a process of the command at the memory limit."""
+    interrupted: bool = False
+    """Its process tree was killed on request (the caller gave up on it) before it ended."""
 
     @property
     def ok(self) -> bool:

@@ -132,6 +132,11 @@ class Sandbox:
         """Run a command in the container (see `Container.exec`)."""
         return self.container.exec(command, timeout=timeout, env=env, cwd=cwd)
 
+    def interrupt(self) -> None:
+        """Kill the commands running in the container now (see `Container.interrupt`)."""
+        if self._container is not None:
+            self._container.interrupt()
+
     def read_file(self, path: str) -> bytes:
         """The bytes of a file as the agent sees it; FileNotFoundError if it is missing."""
         script = '[ -e "$1" ] || exit 44; [ -d "$1" ] && exit 45; base64 -w0 -- "$1"'
