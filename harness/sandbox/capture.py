@@ -50,38 +50,23 @@ CREATE TABLE harness_capture.ddl (
     query text
 );
 
-CREATE FUNCTION harness_capture.on_insert() RETURNS trigger
+-- One function for the INSERT, UPDATE and DELETE triggers: removals (old_rows) before
+-- additions (new_rows). A trigger's plan is made per trigger and only for the branch it
+-- runs, so an INSERT trigger never looks for old_rows.
+CREATE FUNCTION harness_capture.on_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     stmt bigint := nextval('harness_capture.statement_number');
     rel text := quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME);
 BEGIN
-    INSERT INTO harness_capture.changes (id, relname, op, statement, image)
-    SELECT stmt, rel, '+', 'INSERT', row_to_json(n) FROM new_rows n;
-    RETURN NULL;
-END $f$;
-
-CREATE FUNCTION harness_capture.on_update() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    stmt bigint := nextval('harness_capture.statement_number');
-    rel text := quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME);
-BEGIN
-    INSERT INTO harness_capture.changes (id, relname, op, statement, image)
-    SELECT stmt, rel, '-', 'UPDATE', row_to_json(o) FROM old_rows o;
-    INSERT INTO harness_capture.changes (id, relname, op, statement, image)
-    SELECT stmt, rel, '+', 'UPDATE', row_to_json(n) FROM new_rows n;
-    RETURN NULL;
-END $f$;
-
-CREATE FUNCTION harness_capture.on_delete() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-DECLARE
-    stmt bigint := nextval('harness_capture.statement_number');
-    rel text := quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME);
-BEGIN
-    INSERT INTO harness_capture.changes (id, relname, op, statement, image)
-    SELECT stmt, rel, '-', 'DELETE', row_to_json(o) FROM old_rows o;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO harness_capture.changes (id, relname, op, statement, image)
+        SELECT stmt, rel, '-', TG_OP, row_to_json(o) FROM old_rows o;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO harness_capture.changes (id, relname, op, statement, image)
+        SELECT stmt, rel, '+', TG_OP, row_to_json(n) FROM new_rows n;
+    END IF;
     RETURN NULL;
 END $f$;
 
@@ -101,13 +86,13 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
     EXECUTE format('CREATE TRIGGER harness_capture_insert AFTER INSERT ON %s '
                    'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
-                   'EXECUTE FUNCTION harness_capture.on_insert()', rel);
+                   'EXECUTE FUNCTION harness_capture.on_change()', rel);
     EXECUTE format('CREATE TRIGGER harness_capture_update AFTER UPDATE ON %s '
                    'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT '
-                   'EXECUTE FUNCTION harness_capture.on_update()', rel);
+                   'EXECUTE FUNCTION harness_capture.on_change()', rel);
     EXECUTE format('CREATE TRIGGER harness_capture_delete AFTER DELETE ON %s '
                    'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT '
-                   'EXECUTE FUNCTION harness_capture.on_delete()', rel);
+                   'EXECUTE FUNCTION harness_capture.on_change()', rel);
     EXECUTE format('CREATE TRIGGER harness_capture_truncate BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION harness_capture.on_truncate()', rel);
     -- ALWAYS: they fire even with session_replication_role = replica.

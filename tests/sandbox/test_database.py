@@ -211,8 +211,8 @@ def test_writes_in_the_sandbox_never_reach_the_source(
 def test_the_agent_role_cannot_remove_or_read_the_capture(sandbox_db: SandboxDatabase) -> None:
     for statement in ["DROP SCHEMA harness_capture CASCADE",
                       "DROP EVENT TRIGGER harness_capture_ddl",
-                      "DROP FUNCTION harness_capture.on_delete()",
-                      "CREATE OR REPLACE FUNCTION harness_capture.on_delete() RETURNS trigger "
+                      "DROP FUNCTION harness_capture.on_change()",
+                      "CREATE OR REPLACE FUNCTION harness_capture.on_change() RETURNS trigger "
                       "LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
                       "SELECT * FROM harness_capture.changes",
                       "SET session_replication_role = replica"]:
