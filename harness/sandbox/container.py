@@ -71,8 +71,8 @@ class Container:
         self.owner = owner
         self.output_limit = output_limit
         self.default_timeout = default_timeout
-        self._running: set[str] = set()
-        self._interrupted: set[str] = set()
+        self._running: dict[str, bool] = {}
+        """The tokens of the commands running now, and whether each was interrupted."""
         self._guard = threading.Lock()
         self._container: Any = None
         self._oom_seen = 0
@@ -190,7 +190,7 @@ class Container:
             raise SandboxError(f"cannot run {argv[0]!r} in the sandbox: {exc}") from exc
         reader = _FrameReader(stream, limit, trailer=f"\0harness-exit:{token}:".encode())
         with self._guard:
-            self._running.add(token)
+            self._running[token] = False
         try:
             finished = reader.drain(deadline=started + timeout)
             timed_out = not finished
@@ -202,9 +202,7 @@ class Container:
         finally:
             reader.close()
             with self._guard:
-                self._running.discard(token)
-                interrupted = token in self._interrupted
-                self._interrupted.discard(token)
+                interrupted = self._running.pop(token)
         duration = time.monotonic() - started
         if timed_out:
             exit_code = TIMEOUT_EXIT_CODE
@@ -228,8 +226,8 @@ class Container:
         """Kill the process tree of every command running now (from another thread); each
         `exec` returns soon after with `interrupted` set."""
         with self._guard:
-            tokens = set(self._running)
-            self._interrupted |= tokens
+            tokens = list(self._running)
+            self._running.update(dict.fromkeys(tokens, True))
         for token in tokens:
             self._kill_session(token)
 
