@@ -16,12 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stats import summary, timed
 
 from harness.config import parse_config
-from harness.fixtures import generated_repo
+from harness.fixtures import fixtures_root, generated_repo
 from harness.gate import run_gate
 from harness.sandbox.postgres import DatabaseServer
 
-CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook" / \
-    "chinook_postgresql.sql"
+CHINOOK = fixtures_root() / "datasets" / "chinook" / "chinook_postgresql.sql"
 
 
 def git(repo: Path, *args: str) -> None:

@@ -8,8 +8,9 @@ import pytest
 
 from harness import ConfigError, load_config
 from harness.config import AuthHeaderSource, DbSchemaSource, EnvVarSource, parse_config
+from harness.fixtures import fixtures_root
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seed" / "agent-scaffold-config.yaml"
+SEED = fixtures_root() / "configs" / "agent-scaffold-config.yaml"
 
 
 def test_the_reference_configuration_loads_as_it_is() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from harness.config import Config, parse_config
 from harness.episode import Episode
-from harness.fixtures import fixture_seed
+from harness.fixtures import fixture_seed, fixtures_root
 from harness.replay import replay_trace
 from harness.tracing import read_trace
 from tests.fix_pg import CHINOOK
@@ -227,7 +227,7 @@ def test_a_config_without_a_target_repo_is_an_error() -> None:
 
 def test_harness_run_takes_the_reference_configuration_with_a_target(
         shop_repo: Path, tmp_path: Path) -> None:
-    seed = Path(__file__).resolve().parents[2] / "shared" / "seed" / "agent-scaffold-config.yaml"
+    seed = fixtures_root() / "configs" / "agent-scaffold-config.yaml"
     cfg = tmp_path / "harness.yaml"
     cfg.write_text(seed.read_text() + f"target:\n  repo: {shop_repo}\n")
     actions = tmp_path / "actions.jsonl"

@@ -23,7 +23,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import UNSUPPORTED_PROTOCOL_VERSION
 
-from harness.fixtures import fixture_seed
+from harness.fixtures import fixture_seed, fixtures_root
 from harness.sandbox import labels
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
@@ -393,7 +393,7 @@ def test_the_http_token_is_made_once_readable_by_its_owner_only(
 
 
 def test_a_config_without_a_target_repository_is_refused_at_start(tmp_path: Path) -> None:
-    seed = Path(__file__).resolve().parents[2] / "shared" / "seed" / "agent-scaffold-config.yaml"
+    seed = fixtures_root() / "configs" / "agent-scaffold-config.yaml"
     done = subprocess.run([sys.executable, "-m", "harness.cli", "mcp", "--config", str(seed)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
