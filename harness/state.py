@@ -21,6 +21,7 @@ from harness.config import (
     FileSource,
     StateInjection,
 )
+from harness.sandbox import catalog
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,10 @@ def auth_headers(injection: StateInjection, host: Mapping[str, str] | None = Non
 
 def database_schema(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, Any]:
     """Columns, keys and constraints of `tables` (all user tables when empty)."""
-    rows = conn.execute("""
+    rows = conn.execute(f"""
         SELECT c.oid, n.nspname, c.relname
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
-          AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+        WHERE {catalog.TOP_LEVEL_TABLE} AND {catalog.USER_NAMESPACE}
         ORDER BY 2, 3""").fetchall()
     wanted = {t.lower() for t in tables}
     schema: dict[str, Any] = {}

@@ -25,6 +25,8 @@ from typing import Any
 
 import psycopg
 
+from harness.sandbox import catalog
+
 SCHEMA = "harness_capture"
 
 INSTALL = r"""
@@ -37,11 +39,14 @@ REVOKE ALL ON SCHEMA harness_capture FROM PUBLIC;
 CREATE SEQUENCE harness_capture.statement_number;
 CREATE TABLE harness_capture.changes (
     id bigint NOT NULL,          -- the statement's number, in the order statements ran
-    relname text NOT NULL,
+    relid oid NOT NULL,          -- the table the user thinks in: a partition's root
+    via oid,                     -- the partition the statement named, when it named one
     op "char" NOT NULL,          -- '-': a row image removed, '+': a row image added
-    statement text NOT NULL,     -- INSERT, UPDATE, DELETE or TRUNCATE
     image json NOT NULL
 );
+-- The last name of every table the capture watches, so that a table renamed or dropped
+-- since its rows were captured is still named.
+CREATE TABLE harness_capture.relations (relid oid PRIMARY KEY, name text NOT NULL);
 CREATE TABLE harness_capture.ddl (
     id bigserial PRIMARY KEY,
     command_tag text NOT NULL,
@@ -50,49 +55,91 @@ CREATE TABLE harness_capture.ddl (
     query text
 );
 
--- One function for the INSERT, UPDATE and DELETE triggers: removals (old_rows) before
--- additions (new_rows). A trigger's plan is made per trigger and only for the branch it
--- runs, so an INSERT trigger never looks for old_rows.
+-- A statement-level trigger fires only on the table its statement names: a write that
+-- names a partition fires the partition's, one that names the partitioned root fires the
+-- root's (its transition tables then hold the rows of every partition). Either way the
+-- rows are recorded once, under the root. A trigger's plan is made per trigger and only
+-- for the branch it runs, so an INSERT trigger never looks for old_rows.
 CREATE FUNCTION harness_capture.on_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     stmt bigint := nextval('harness_capture.statement_number');
-    rel text := quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME);
+    root oid := coalesce(pg_partition_root(TG_RELID), TG_RELID);
+    named oid := nullif(TG_RELID, coalesce(pg_partition_root(TG_RELID), TG_RELID));
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        INSERT INTO harness_capture.changes (id, relname, op, statement, image)
-        SELECT stmt, rel, '-', TG_OP, row_to_json(o) FROM old_rows o;
+        INSERT INTO harness_capture.changes (id, relid, via, op, image)
+        SELECT stmt, root, named, '-', row_to_json(o) FROM old_rows o;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO harness_capture.changes (id, relname, op, statement, image)
-        SELECT stmt, rel, '+', TG_OP, row_to_json(n) FROM new_rows n;
+        INSERT INTO harness_capture.changes (id, relid, via, op, image)
+        SELECT stmt, root, named, '+', row_to_json(n) FROM new_rows n;
     END IF;
     RETURN NULL;
 END $f$;
 
-CREATE FUNCTION harness_capture.on_truncate() RETURNS trigger
+-- Tables of an inheritance tree (not partitions): a statement through the parent lists
+-- the children's rows in the parent's transition tables, converted to the parent's
+-- columns and without saying which table holds them. Row-level triggers fire on the
+-- table that holds each row, so these tables are captured row by row.
+CREATE FUNCTION harness_capture.on_row_change() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    stmt bigint := nextval('harness_capture.statement_number');
 BEGIN
-    EXECUTE format(
-        'INSERT INTO harness_capture.changes (id, relname, op, statement, image) '
-        'SELECT %s, %L, ''-'', ''TRUNCATE'', row_to_json(t) FROM %s t',
-        nextval('harness_capture.statement_number'),
-        quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), TG_RELID::regclass);
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO harness_capture.changes (id, relid, op, image)
+        VALUES (stmt, TG_RELID, '-', row_to_json(OLD));
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO harness_capture.changes (id, relid, op, image)
+        VALUES (stmt, TG_RELID, '+', row_to_json(NEW));
+    END IF;
     RETURN NULL;
 END $f$;
+
+-- TRUNCATE fires the BEFORE TRUNCATE trigger of every table it empties (a partitioned
+-- root's partitions, a parent's children), so each copies only its own rows.
+CREATE FUNCTION harness_capture.on_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    root oid := coalesce(pg_partition_root(TG_RELID), TG_RELID);
+BEGIN
+    EXECUTE format(
+        'INSERT INTO harness_capture.changes (id, relid, via, op, image) '
+        'SELECT %s, %s, %s, ''-'', row_to_json(t) FROM ONLY %s t',
+        nextval('harness_capture.statement_number'), root,
+        coalesce(nullif(TG_RELID, root)::text, 'NULL'), TG_RELID::regclass);
+    RETURN NULL;
+END $f$;
+
+CREATE FUNCTION harness_capture.inherits(rel regclass) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent
+                   WHERE (i.inhrelid = rel OR i.inhparent = rel) AND p.relkind = 'r')
+$f$;
 
 CREATE FUNCTION harness_capture.attach(rel regclass) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 BEGIN
-    EXECUTE format('CREATE TRIGGER harness_capture_insert AFTER INSERT ON %s '
-                   'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
-                   'EXECUTE FUNCTION harness_capture.on_change()', rel);
-    EXECUTE format('CREATE TRIGGER harness_capture_update AFTER UPDATE ON %s '
-                   'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT '
-                   'EXECUTE FUNCTION harness_capture.on_change()', rel);
-    EXECUTE format('CREATE TRIGGER harness_capture_delete AFTER DELETE ON %s '
-                   'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT '
-                   'EXECUTE FUNCTION harness_capture.on_change()', rel);
+    IF harness_capture.inherits(rel) THEN
+        EXECUTE format('CREATE TRIGGER harness_capture_insert AFTER INSERT ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION harness_capture.on_row_change()', rel);
+        EXECUTE format('CREATE TRIGGER harness_capture_update AFTER UPDATE ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION harness_capture.on_row_change()', rel);
+        EXECUTE format('CREATE TRIGGER harness_capture_delete AFTER DELETE ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION harness_capture.on_row_change()', rel);
+    ELSE
+        EXECUTE format('CREATE TRIGGER harness_capture_insert AFTER INSERT ON %s '
+                       'REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT '
+                       'EXECUTE FUNCTION harness_capture.on_change()', rel);
+        EXECUTE format('CREATE TRIGGER harness_capture_update AFTER UPDATE ON %s '
+                       'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION harness_capture.on_change()', rel);
+        EXECUTE format('CREATE TRIGGER harness_capture_delete AFTER DELETE ON %s '
+                       'REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT '
+                       'EXECUTE FUNCTION harness_capture.on_change()', rel);
+    END IF;
     EXECUTE format('CREATE TRIGGER harness_capture_truncate BEFORE TRUNCATE ON %s '
                    'FOR EACH STATEMENT EXECUTE FUNCTION harness_capture.on_truncate()', rel);
     -- ALWAYS: they fire even with session_replication_role = replica.
@@ -102,8 +149,10 @@ BEGIN
                    'ENABLE ALWAYS TRIGGER harness_capture_truncate', rel);
 END $f$;
 
--- Puts back capture triggers that were dropped or disabled (possible only on tables the
--- agent made itself, which it owns): runs after every DDL command, as the superuser.
+-- Every table (partitions included) gets the capture triggers it needs, and capture
+-- triggers that were dropped or disabled (possible only on tables the agent owns), or are
+-- of the wrong kind since the table joined or left an inheritance tree, are put back.
+-- Runs after every DDL command, as the superuser; it also records each table's name.
 CREATE FUNCTION harness_capture.heal() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
@@ -113,11 +162,11 @@ BEGIN
     PERFORM set_config('harness_capture.busy', 'on', true);
     FOR rel IN
         SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
-          AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+        WHERE @TABLE@ AND @USER_NAMESPACE@
           AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid
-               AND t.tgname LIKE 'harness\_capture\_%' AND t.tgenabled = 'A') < 4
+               AND t.tgname LIKE 'harness\_capture\_%' AND t.tgenabled = 'A'
+               AND (t.tgname = 'harness_capture_truncate'
+                    OR ((t.tgtype & 1) = 1) = harness_capture.inherits(c.oid))) < 4
     LOOP
         FOREACH name IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
             IF EXISTS (SELECT 1 FROM pg_trigger
@@ -127,6 +176,12 @@ BEGIN
         END LOOP;
         PERFORM harness_capture.attach(rel);
     END LOOP;
+    INSERT INTO harness_capture.relations (relid, name)
+    SELECT c.oid, @QUALIFIED_NAME@
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE @TABLE@ AND @USER_NAMESPACE@
+    ON CONFLICT (relid) DO UPDATE SET name = EXCLUDED.name
+        WHERE harness_capture.relations.name <> EXCLUDED.name;
     PERFORM set_config('harness_capture.busy', 'off', true);
 END $f$;
 
@@ -169,27 +224,35 @@ BEGIN
 END $f$;
 
 -- What the sandbox's own transaction has recorded so far (committed changes and its own
--- uncommitted ones): lets the harness weigh a db_mutate before it commits.
+-- uncommitted ones), each row under its table's current (or last) name: lets the harness
+-- weigh a db_mutate before it commits.
 CREATE FUNCTION harness_capture.recorded_changes()
-RETURNS TABLE (relname text, op "char", image json)
+RETURNS TABLE (relname text, via text, op "char", image json)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-    SELECT relname, op, image FROM harness_capture.changes ORDER BY id, op DESC
+    WITH names AS (
+        SELECT r.relid, coalesce((SELECT @QUALIFIED_NAME@ FROM pg_class c
+                                  JOIN pg_namespace n ON n.oid = c.relnamespace
+                                  WHERE c.oid = r.relid), r.name) AS name
+        FROM harness_capture.relations r
+    )
+    SELECT coalesce(t.name, c.relid::text), v.name, c.op, c.image
+    FROM harness_capture.changes c
+    LEFT JOIN names t ON t.relid = c.relid
+    LEFT JOIN names v ON v.relid = c.via
+    ORDER BY c.id, c.op DESC
 $f$;
 
 REVOKE ALL ON ALL TABLES IN SCHEMA harness_capture FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA harness_capture FROM PUBLIC;
 
-SELECT harness_capture.attach(c.oid::regclass)
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
-  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%';
+SELECT harness_capture.heal();
 
 CREATE EVENT TRIGGER harness_capture_ddl ON ddl_command_end
     EXECUTE FUNCTION harness_capture.on_ddl();
 CREATE EVENT TRIGGER harness_capture_drop ON sql_drop
     EXECUTE FUNCTION harness_capture.on_drop();
-"""
+""".replace("@TABLE@", catalog.TABLE).replace("@USER_NAMESPACE@", catalog.USER_NAMESPACE).replace(
+    "@QUALIFIED_NAME@", catalog.QUALIFIED_NAME)
 
 
 VERSION = hashlib.sha256(INSTALL.encode()).hexdigest()[:8]
@@ -218,13 +281,16 @@ class RowUpdate:
 class TableDelta:
     """The net change of one table. `key` lists its primary-key columns; empty means the
     table has none and rows are identified by their whole contents (so an UPDATE shows
-    as the old row deleted and the new one inserted, and duplicates count one by one)."""
+    as the old row deleted and the new one inserted, and duplicates count one by one).
+    A partitioned table's rows are reported under it, whichever partition a statement
+    named; `partitions` counts them per partition where that is known."""
 
     table: str
     key: list[str]
     inserted: list[dict[str, Any]] = field(default_factory=list)
     updated: list[RowUpdate] = field(default_factory=list)
     deleted: list[dict[str, Any]] = field(default_factory=list)
+    partitions: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -261,8 +327,10 @@ class RowDelta:
 
     def summary(self) -> dict[str, Any]:
         """Per-table counts, totals and the DDL in order: what `harness exec --json` shows."""
-        per_table = {name: t.counts() for name, t in sorted(self.tables.items())}
-        totals = {k: sum(c[k] for c in per_table.values())
+        per_table: dict[str, dict[str, Any]] = {
+            name: {**t.counts(), **({"partitions": t.partitions} if t.partitions else {})}
+            for name, t in sorted(self.tables.items())}
+        totals = {k: sum(len(getattr(t, k)) for t in self.tables.values())
                   for k in ("inserted", "updated", "deleted")}
         return {"tables": per_table, "total": {**totals, "rows": self.rows},
                 "ddl": [d.query or d.command_tag for d in self.ddl]}
@@ -273,7 +341,7 @@ class RowDelta:
             "tables": {name: {"table": t.table, "key": t.key, "inserted": t.inserted,
                               "updated": [{"key": u.key, "before": u.before, "after": u.after,
                                            "changed": u.changed} for u in t.updated],
-                              "deleted": t.deleted}
+                              "deleted": t.deleted, "partitions": t.partitions}
                        for name, t in sorted(self.tables.items())},
             "ddl": [asdict(d) for d in self.ddl], "summary": self.summary()}
 
@@ -281,22 +349,31 @@ class RowDelta:
     def from_dict(cls, data: dict[str, Any]) -> RowDelta:
         """The inverse of `to_dict`."""
         tables = {name: TableDelta(name, t["key"], t["inserted"],
-                                   [RowUpdate(**u) for u in t["updated"]], t["deleted"])
+                                   [RowUpdate(**u) for u in t["updated"]], t["deleted"],
+                                   t.get("partitions") or {})
                   for name, t in data["tables"].items()}
         return cls(tables, [DdlStatement(**d) for d in data.get("ddl", [])])
+
+
+Event = tuple[str, dict[str, Any], str | None]
+"""One captured row image: op ('-' removed, '+' added), the image, and the partition the
+statement named (None when it named the table itself)."""
 
 
 def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True) -> RowDelta:
     """The net delta of every change recorded, as `conn` sees them: a superuser's
     connection, or the sandbox role's own inside its transaction (then without DDL).
     Always the whole log: a mark to read "only what came since" would miss statements of
-    a transaction that was still open when the mark was taken."""
-    events: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for relname, op, image in conn.execute(
-            "SELECT relname, op, image FROM harness_capture.recorded_changes()"):
-        events.setdefault(relname, []).append((op, image))
+    a transaction that was still open when the mark was taken. A table renamed meanwhile
+    is one table under its new name."""
+    events: dict[str, list[Event]] = {}
+    for relname, via, op, image in conn.execute(
+            "SELECT relname, via, op, image FROM harness_capture.recorded_changes()"):
+        events.setdefault(relname, []).append((op, image, via))
     keys = primary_keys(conn, list(events)) if events else {}
-    tables = {name: net(name, keys.get(name, []), table_events)
+    partitioned = partition_columns(conn, list(events)) if events else {}
+    tables = {name: pair_moves(net(name, keys.get(name, []), table_events),
+                               partitioned.get(name, []))
               for name, table_events in events.items()}
     statements: list[DdlStatement] = []
     for row in (conn.execute("SELECT command_tag, object_type, object_identity, query "
@@ -321,37 +398,96 @@ def primary_keys(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, 
     return {name: list(columns) for name, columns in rows}
 
 
-def net(table: str, key: list[str], events: list[tuple[str, dict[str, Any]]]) -> TableDelta:
+def partition_columns(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, list[str]]:
+    """The partition-key columns of each partitioned table among `tables`, at every level
+    of its partition tree (expressions are not columns and are left out)."""
+    rows = conn.execute("""
+        SELECT t.name, array_agg(DISTINCT a.attname)
+        FROM unnest(%s::text[]) AS t(name)
+        JOIN pg_partition_tree(to_regclass(t.name)) tree ON NOT tree.isleaf
+        JOIN pg_partitioned_table p ON p.partrelid = tree.relid
+        JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
+         AND a.attname = (SELECT b.attname FROM pg_attribute b
+                          WHERE b.attrelid = tree.relid AND b.attnum = ANY(p.partattrs))
+        WHERE to_regclass(t.name) IS NOT NULL
+        GROUP BY t.name""", (tables,)).fetchall()
+    return {name: list(columns) for name, columns in rows}
+
+
+def pair_moves(delta: TableDelta, partition_keys: list[str]) -> TableDelta:
+    """A row that moved to another partition changed its primary key (which includes the
+    partition key), so netting by key sees it deleted and inserted. Where the key without
+    its partition columns still names exactly one deleted and one inserted row, they are
+    one row that moved: one update, applied to the target as one UPDATE (which moves it
+    there too)."""
+    identity = [column for column in delta.key if column not in partition_keys]
+    if not partition_keys or not identity or len(identity) == len(delta.key):
+        return delta
+
+    def of(row: dict[str, Any]) -> str:
+        return json.dumps([row.get(c) for c in identity], default=str)
+
+    gone = Counter(of(row) for row in delta.deleted)
+    new = Counter(of(row) for row in delta.inserted)
+    moved = {k for k in gone if gone[k] == 1 and new.get(k) == 1}
+    if not moved:
+        return delta
+    befores = {of(row): row for row in delta.deleted if of(row) in moved}
+    updates = list(delta.updated)
+    for after in (row for row in delta.inserted if of(row) in moved):
+        before = befores[of(after)]
+        changed = sorted(c for c in set(before) | set(after) if before.get(c) != after.get(c))
+        updates.append(RowUpdate({k: before.get(k) for k in delta.key}, before, after, changed))
+    return TableDelta(delta.table, delta.key,
+                      [row for row in delta.inserted if of(row) not in moved], updates,
+                      [row for row in delta.deleted if of(row) not in moved],
+                      delta.partitions)
+
+
+def net(table: str, key: list[str], events: list[Event]) -> TableDelta:
     """Net a table's removals ('-') and additions ('+'), in order, into a delta."""
     if not key:
         return _net_by_contents(table, events)
     first: dict[tuple[Any, ...], dict[str, Any] | None] = {}
     last: dict[tuple[Any, ...], dict[str, Any] | None] = {}
-    for op, image in events:
+    where: dict[tuple[Any, ...], str | None] = {}
+    for op, image, via in events:
         k = tuple(image.get(column) for column in key)
         if op == "-":
             first.setdefault(k, image)  # it existed at the snapshot, as this
             last[k] = None
+            where.setdefault(k, via)
         else:
             first.setdefault(k, None)  # an insert on an unseen key: it did not exist
             last[k] = image
+            where[k] = via
     delta = TableDelta(table, key)
     for k, before in first.items():
         after = last[k]
         if before is None and after is not None:
             delta.inserted.append(after)
+            _count(delta, where[k], "inserted")
         elif before is not None and after is None:
             delta.deleted.append(before)
+            _count(delta, where[k], "deleted")
         elif before is not None and after is not None and before != after:
             changed = sorted(c for c in set(before) | set(after) if before.get(c) != after.get(c))
             delta.updated.append(RowUpdate(dict(zip(key, k, strict=True)), before, after,
                                            changed))
+            _count(delta, where[k], "updated")
     return delta
 
 
-def _net_by_contents(table: str, events: list[tuple[str, dict[str, Any]]]) -> TableDelta:
+def _count(delta: TableDelta, partition: str | None, what: str) -> None:
+    if partition is not None:
+        counts = delta.partitions.setdefault(partition, {"inserted": 0, "updated": 0,
+                                                         "deleted": 0})
+        counts[what] += 1
+
+
+def _net_by_contents(table: str, events: list[Event]) -> TableDelta:
     balance: Counter[str] = Counter()
-    for op, image in events:
+    for op, image, _via in events:
         balance[json.dumps(image, sort_keys=True)] += 1 if op == "+" else -1
     delta = TableDelta(table, [])
     for encoded, count in sorted(balance.items()):

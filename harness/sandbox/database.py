@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from harness.config import DatabaseSettings
-from harness.sandbox import capture
+from harness.sandbox import capture, catalog
 from harness.sandbox.postgres import (
     CONTAINER_SOCKET_DIR,
     DatabaseServer,
@@ -63,11 +63,13 @@ def open_baseline(source: str | Source, settings: DatabaseSettings | None = None
     settings = settings or DatabaseSettings()
     parsed = source if isinstance(source, Source) else Source.parse(source)
     probe = probe_source(parsed)
-    version = choose_version(probe.major, settings.server_version)
-    server = DatabaseServer(version).ensure()
+    choice = choose_version(probe.major, settings.server_version)
+    _LOG.info("sandbox database server: %s", choice.reason)
+    server = DatabaseServer(choice.version).ensure()
     baseline = ensure_baseline(server, parsed, refresh=refresh,
                                max_age_s=settings.baseline_max_age_s,
-                               state=probe.state, follow_source=settings.refresh_on_source_change)
+                               state=probe.state, follow_source=settings.refresh_on_source_change,
+                               source_major=probe.major)
     if baseline.why_built and parsed.kind == "dsn":
         _LOG.info("baseline of %s built: %s", parsed.display, baseline.why_built)
     return server, baseline
@@ -107,10 +109,8 @@ class SandboxDatabase:
         with self.server.connect(self.name) as conn:
             # The harness's own DDL below is not the agent's: the capture's DDL hook skips it.
             conn.execute("SET harness_capture.busy = 'on'")
-            schemas = [row[0] for row in conn.execute("""
-                SELECT nspname FROM pg_namespace
-                WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
-                  AND nspname NOT LIKE 'pg_toast%' AND nspname NOT LIKE 'pg_temp%'""")]
+            schemas = [row[0] for row in conn.execute(
+                f"SELECT n.nspname FROM pg_namespace n WHERE {catalog.USER_NAMESPACE}")]
             for schema in schemas:
                 name = sql.Identifier(schema)
                 for statement in (
@@ -122,19 +122,17 @@ class SandboxDatabase:
                     conn.execute(sql.SQL(statement).format(schema=name, role=role))
             # The agent owns its copy's tables (so migrations can ALTER them); capture
             # triggers it disables or drops are put back by the capture's DDL hook.
-            for (table,) in conn.execute("""
+            for (table,) in conn.execute(f"""
                     SELECT c.oid::regclass::text FROM pg_class c
                     JOIN pg_namespace n ON n.oid = c.relnamespace
-                    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
-                      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
-                      AND n.nspname NOT LIKE 'pg_toast%'""").fetchall():
+                    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {catalog.USER_NAMESPACE}
+                    """).fetchall():
                 conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.SQL(table), role))
-            for (sequence,) in conn.execute("""
+            for (sequence,) in conn.execute(f"""
                     SELECT c.oid::regclass::text FROM pg_class c
                     JOIN pg_namespace n ON n.oid = c.relnamespace
                     LEFT JOIN pg_depend d ON d.objid = c.oid AND d.deptype IN ('a', 'i')
-                    WHERE c.relkind = 'S' AND d.objid IS NULL
-                      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
+                    WHERE c.relkind = 'S' AND d.objid IS NULL AND {catalog.USER_NAMESPACE}
                     """).fetchall():
                 conn.execute(sql.SQL("ALTER SEQUENCE {} OWNER TO {}").format(sql.SQL(sequence),
                                                                               role))
