@@ -1,10 +1,11 @@
 """Sandbox image definitions (the folders under `sandboxes/`) and their builds.
 
 Two build paths produce the same image: the definition's Dockerfile on top of
-`debian:bookworm-slim` when a registry answers, or, offline, on top of a Debian
-root filesystem made by `debootstrap` from the same package list and loaded
+`debian:<suite>-slim` when a registry answers, or, offline, on top of a Debian
+root filesystem made by `debootstrap` from the same package list and suite and loaded
 with `docker import`. Tags carry a hash of the definition, so a changed
-definition gets a new image.
+definition gets a new image. A definition may take its Dockerfile and scripts from a
+shared folder (its `extends` file names it) and add its own package list and suite.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from harness.errors import ImageError
 from harness.sandbox import labels
 
 SUITE = "bookworm"
-ONLINE_BASE = "debian:bookworm-slim"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 Progress = Callable[[str], None]
 
@@ -39,9 +39,16 @@ def definitions_root() -> Path:
     return root
 
 
+def definitions() -> list[str]:
+    """The names of every buildable definition (folders with a packages.txt)."""
+    return sorted(p.name for p in definitions_root().iterdir()
+                  if (p / "packages.txt").is_file())
+
+
 @dataclass(frozen=True)
 class ImageDefinition:
-    """One folder under `sandboxes/`: a Dockerfile, its packages.txt and helper files."""
+    """One folder under `sandboxes/`: a package list, a Dockerfile and helper files (its
+    own, or a shared folder's named in its `extends` file), and optionally a `suite`."""
 
     name: str
     directory: Path
@@ -50,16 +57,30 @@ class ImageDefinition:
     def named(cls, name: str) -> ImageDefinition:
         """The definition `sandboxes/NAME`."""
         directory = definitions_root() / name
-        if not (directory / "Dockerfile").is_file():
+        definition = cls(name, directory)
+        if "Dockerfile" not in definition.files():
             raise ImageError(f"image definition {name!r} has no Dockerfile in {directory}")
-        return cls(name, directory)
+        return definition
+
+    def files(self) -> dict[str, Path]:
+        """The build context: relative name -> file (its own files over the shared ones)."""
+        found: dict[str, Path] = {}
+        extends = self.directory / "extends"
+        if extends.is_file():
+            shared = self.directory.parent / extends.read_text().strip()
+            found.update({p.relative_to(shared).as_posix(): p
+                          for p in sorted(shared.rglob("*")) if p.is_file()})
+        if self.directory.is_dir():
+            found.update({p.relative_to(self.directory).as_posix(): p
+                          for p in sorted(self.directory.rglob("*")) if p.is_file()})
+        return found
 
     @property
     def content_hash(self) -> str:
         """A digest of every file of the definition, names and bytes."""
         digest = hashlib.sha256()
-        for path in sorted(p for p in self.directory.rglob("*") if p.is_file()):
-            digest.update(path.relative_to(self.directory).as_posix().encode() + b"\0")
+        for name, path in sorted(self.files().items()):
+            digest.update(name.encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
         return digest.hexdigest()[:12]
 
@@ -69,10 +90,21 @@ class ImageDefinition:
         return f"harness-{self.name}:{self.content_hash}"
 
     @property
+    def suite(self) -> str:
+        """The Debian suite its packages come from (default bookworm)."""
+        path = self.files().get("suite")
+        return path.read_text().strip() if path else SUITE
+
+    @property
+    def online_base(self) -> str:
+        """The registry image the online path builds on."""
+        return f"debian:{self.suite}-slim"
+
+    @property
     def packages(self) -> list[str]:
         """The Debian packages listed in packages.txt."""
-        path = self.directory / "packages.txt"
-        if not path.is_file():
+        path = self.files().get("packages.txt")
+        if path is None:
             return []
         lines = (line.strip() for line in path.read_text().splitlines())
         return [line for line in lines if line and not line.startswith("#")]
@@ -104,22 +136,23 @@ def ensure(
     tag = definition.tag
     if exists(client, tag) and not force:
         return tag
+    online_base = definition.online_base
     if offline is None:
-        offline = not _pull_base(client, say)
-    elif not offline and not _pull_base(client, say):
-        raise ImageError(f"cannot pull {ONLINE_BASE}; build with --offline instead")
-    base = _offline_base(client, definition, force=force, say=say) if offline else ONLINE_BASE
+        offline = not _pull_base(client, online_base, say)
+    elif not offline and not _pull_base(client, online_base, say):
+        raise ImageError(f"cannot pull {online_base}; build with --offline instead")
+    base = _offline_base(client, definition, force=force, say=say) if offline else online_base
     _build(client, definition, base=base, offline=offline, say=say)
     return tag
 
 
-def _pull_base(client: docker.DockerClient, say: Progress) -> bool:
-    if exists(client, ONLINE_BASE):
+def _pull_base(client: docker.DockerClient, base: str, say: Progress) -> bool:
+    if exists(client, base):
         return True
     try:
-        client.images.pull(ONLINE_BASE)
+        client.images.pull(base)
     except docker.errors.APIError as exc:
-        say(f"cannot pull {ONLINE_BASE} ({_first_line(exc)}); building offline")
+        say(f"cannot pull {base} ({_first_line(exc)}); building offline")
         return False
     return True
 
@@ -129,25 +162,29 @@ def _offline_base(
 ) -> str:
     """A Debian root filesystem with the definition's packages, imported as an image."""
     packages = sorted(set(definition.packages))
-    key = hashlib.sha256(f"{SUITE}\n{' '.join(packages)}".encode()).hexdigest()[:12]
-    tag = f"harness-rootfs:{SUITE}-{key}"
+    suite = definition.suite
+    key = hashlib.sha256(f"{suite}\n{' '.join(packages)}".encode()).hexdigest()[:12]
+    tag = f"harness-rootfs:{suite}-{key}"
     if exists(client, tag) and not force:
         return tag
     if shutil.which("debootstrap") is None:
         raise ImageError(
             "offline build needs debootstrap: `apt-get install debootstrap` (Debian/Ubuntu), "
-            f"or give the engine access to a registry that has {ONLINE_BASE}"
+            f"or give the engine access to a registry that has {definition.online_base}"
         )
     if os.geteuid() != 0:
         raise ImageError("offline build runs debootstrap, which needs root; run it as root")
     mirror = os.environ.get("HARNESS_DEBIAN_MIRROR", DEFAULT_MIRROR)
     with tempfile.TemporaryDirectory(prefix="harness-rootfs-") as scratch:
         rootfs = Path(scratch) / "rootfs"
-        say(f"debootstrap {SUITE} with {len(packages)} packages from {mirror}")
+        say(f"debootstrap {suite} with {len(packages)} packages from {mirror}")
+        # A debootstrap older than the suite has no script for it; newer suites are
+        # made the way `sid` is.
+        script = [] if Path(f"/usr/share/debootstrap/scripts/{suite}").exists() else ["sid"]
         _run(
             [
                 "debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
-                SUITE, str(rootfs), mirror,
+                suite, str(rootfs), mirror, *script,
             ],
             what="debootstrap",
         )
@@ -170,10 +207,21 @@ def _build(
     offline: bool,
     say: Progress,
 ) -> None:
-    repository, _, version = definition.tag.partition(":")
+    repository = definition.tag.partition(":")[0]
     say(f"building {definition.tag} on {base}")
+    with tempfile.TemporaryDirectory(prefix="harness-context-") as context:
+        for name, path in definition.files().items():
+            (Path(context) / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, Path(context) / name)
+        _build_in(client, definition, Path(context), base=base, offline=offline)
+    client.images.get(definition.tag).tag(repository, "latest")
+
+
+def _build_in(client: docker.DockerClient, definition: ImageDefinition, context: Path, *,
+              base: str, offline: bool) -> None:
+    version = definition.tag.partition(":")[2]
     stream = client.api.build(
-        path=str(definition.directory),
+        path=str(context),
         tag=definition.tag,
         buildargs={"BASE": base},
         labels={labels.IMAGE_HASH: version, labels.KIND: f"image-{definition.name}"},
@@ -189,7 +237,6 @@ def _build(
             raise ImageError(f"building {definition.tag} failed: {chunk['error']}\n{tail}")
         if "stream" in chunk:
             log.append(chunk["stream"])
-    client.images.get(definition.tag).tag(repository, "latest")
 
 
 def _run(argv: list[str], *, what: str) -> None:

@@ -38,21 +38,39 @@ def available_versions() -> list[int]:
                   if p.name.split("-", 1)[1].isdigit())
 
 
-def choose_version(target_major: int | None, wanted: int | None = None) -> int:
+@dataclass(frozen=True)
+class VersionChoice:
+    """The sandbox server's major version for a target, and why."""
+
+    version: int
+    reason: str
+
+
+def choose_version(target_major: int | None, wanted: int | None = None) -> VersionChoice:
     """The server version for a target: as asked, else the target's own, else the
-    oldest newer one (pg_dump cannot read a newer server than itself)."""
+    nearest newer one (pg_dump cannot read a newer server than itself, and a copy restored
+    into an older server may not load)."""
     versions = available_versions()
     if not versions:
         raise SandboxError("no PostgreSQL image definitions (sandboxes/postgres-N)")
     if wanted is not None:
         if wanted not in versions:
             raise SandboxError(f"no image for PostgreSQL {wanted}; available: {versions}")
-        return wanted
-    if target_major is None or target_major in versions:
-        return target_major or versions[-1]
+        return VersionChoice(wanted, f"PostgreSQL {wanted}, as sandbox.database.server_version "
+                                     f"asks")
+    if target_major is None:
+        # A seed file names no version; its SQL is run by the host's psql.
+        host = client_major("psql")
+        chosen = host if host in versions else versions[0]
+        return VersionChoice(chosen, f"PostgreSQL {chosen} for a seed file (the host's psql "
+                                     f"is {host})")
+    if target_major in versions:
+        return VersionChoice(target_major, f"PostgreSQL {target_major}, the target's own")
     newer = [v for v in versions if v > target_major]
     if newer:
-        return newer[0]
+        return VersionChoice(newer[0], f"PostgreSQL {newer[0]}: the target runs "
+                                       f"{target_major}, which has no image; {newer[0]} is the "
+                                       f"nearest newer one")
     raise SandboxError(
         f"the target runs PostgreSQL {target_major}, newer than every sandbox image "
         f"({versions}); add sandboxes/postgres-{target_major}")
@@ -65,6 +83,8 @@ class ServerAddress:
     socket_dir: Path
     password: str
     user: str = "postgres"
+    version: int | None = None
+    """The server's major version."""
 
     def conninfo(self, dbname: str = "postgres", *, with_password: bool = True) -> str:
         """A libpq connection string for `dbname` as the superuser (without the password
@@ -111,6 +131,17 @@ def client_tool(name: str) -> str:
     raise SandboxError(f"{name} is not installed; `apt-get install postgresql-client`")
 
 
+def client_major(name: str = "pg_dump") -> int | None:
+    """The major version of a client program on the host (None when it is missing)."""
+    try:
+        done = subprocess.run([client_tool(name), "--version"], capture_output=True, text=True,
+                              check=False)
+    except SandboxError:
+        return None
+    words = [w for w in done.stdout.split() if w[:1].isdigit()]
+    return int(words[0].split(".")[0]) if words else None
+
+
 def client_environment(password: str | None) -> dict[str, str]:
     """The environment for a client program: no inherited PG* settings, this password."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -123,9 +154,11 @@ class DatabaseServer:
     """The server for one major version; `ensure()` starts it when it is not running."""
 
     def __init__(self, version: int = 15, client: docker.DockerClient | None = None, *,
-                 instance: str = "sandbox") -> None:
+                 instance: str = "sandbox", settings: dict[str, str] | None = None) -> None:
         self.version = version
         self._client = client
+        self.settings = dict(settings or {})
+        """Server settings beside the image's own (`-c name=value`)."""
         home_key = hashlib.sha256(str(harness_home().resolve()).encode()).hexdigest()[:10]
         suffix = "" if instance == "sandbox" else f"-{instance}"
         self.name = f"harness-pg{version}{suffix}-{home_key}"
@@ -145,7 +178,7 @@ class DatabaseServer:
         # Episodes, MCP sessions and eval workers open at once: one of them starts the
         # server, and the catalogue is changed by one at a time.
         with locked(self.folder / "ensure.lock"):
-            address = ServerAddress(self.socket_dir, self._password())
+            address = ServerAddress(self.socket_dir, self._password(), version=self.version)
             container = self._container()
             if container is None or container.status != "running":
                 if container is not None:
@@ -157,6 +190,29 @@ class DatabaseServer:
                 conn.execute("REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 "
                              "FROM PUBLIC")
         return address
+
+    def run_client(self, script: str, *, environment: dict[str, str],
+                   socket_dirs: list[str]) -> tuple[int, str]:
+        """Run `script` (bash) with this version's client programs, in a throwaway container
+        of the server's image on the host's network (to reach a source by TCP on the
+        loopback or anywhere the host can), with this server's socket folder at
+        /run/harness/sandbox-socket and each of `socket_dirs` at its own path. Returns the
+        exit code and stderr."""
+        tag = images.ensure(self.client, images.ImageDefinition.named(f"postgres-{self.version}"))
+        mounts = [Mount("/run/harness/sandbox-socket", str(self.socket_dir), type="bind")]
+        mounts += [Mount(folder, folder, type="bind", read_only=True) for folder in socket_dirs]
+        container = self.client.containers.create(
+            tag, entrypoint=["bash", "-c", script], environment=environment,
+            network_mode="host", mounts=mounts, cap_drop=["ALL"],
+            security_opt=["no-new-privileges:true"],
+            labels=labels.resource_labels(f"{self.name}-client", "db-client"))
+        try:
+            container.start()
+            code = int(container.wait().get("StatusCode", 1))
+            errors = container.logs(stdout=False, stderr=True).decode(errors="replace")
+        finally:
+            container.remove(force=True)
+        return code, errors
 
     def running(self) -> bool:
         """Whether the server's container is up."""
@@ -210,6 +266,8 @@ class DatabaseServer:
                 ],
                 cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
                 shm_size="256m", mem_limit="4g",
+                command=[part for name, value in sorted(self.settings.items())
+                         for part in ("-c", f"{name}={value}")],
             )
         except docker.errors.APIError as exc:
             raise SandboxError(f"cannot start the sandbox database server: {exc}") from exc

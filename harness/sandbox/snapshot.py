@@ -9,6 +9,7 @@ live source has changed since it was made: an agent must not work on stale data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -22,8 +23,13 @@ import psycopg
 from psycopg import sql
 
 from harness.errors import SandboxError
-from harness.sandbox import capture
-from harness.sandbox.postgres import ServerAddress, client_environment, client_tool
+from harness.sandbox import capture, catalog
+from harness.sandbox.postgres import (
+    ServerAddress,
+    client_environment,
+    client_major,
+    client_tool,
+)
 
 _CONNECT = re.compile(r"^\s*\\(?:c|connect)\s+(?:-reuse-previous=\S+\s+)?\"?([\w$]+)\"?",
                       re.MULTILINE)
@@ -102,7 +108,7 @@ def baseline_name(source: Source) -> str:
 
 def ensure_baseline(server: ServerAddress, source: Source, *, refresh: bool = False,
                     max_age_s: float | None = None, state: str | None = None,
-                    follow_source: bool = True) -> Baseline:
+                    follow_source: bool = True, source_major: int | None = None) -> Baseline:
     """The baseline of `source`, built unless a cached one is fresh enough: not older than
     `max_age_s` and, when `follow_source`, made when a live source was in `state` (its
     `source_state` now; None when that cannot be told)."""
@@ -124,7 +130,7 @@ def ensure_baseline(server: ServerAddress, source: Source, *, refresh: bool = Fa
                 why = f"the source has changed since {_when(cached.created_at)}"
             else:
                 return Baseline(**{**asdict(cached), "reused": True})
-            return _build(server, source, name, state, why)
+            return _build(server, source, name, state, why, source_major)
         finally:
             lock.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
 
@@ -188,26 +194,32 @@ def _read_metadata(conn: psycopg.Connection[Any], name: str) -> Baseline | None:
 
 
 def _build(server: ServerAddress, source: Source, name: str, state: str | None,
-           why: str) -> Baseline:
+           why: str, source_major: int | None = None) -> Baseline:
     started = time.monotonic()
     building = f"{name}_building"
-    with server.connect() as conn:
-        _drop(conn, building)
-        if source.kind == "dsn":
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
+    try:
+        with server.connect() as conn:
+            _drop(conn, building)
+            if source.kind == "dsn":
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(building)))
+                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
+                    sql.Identifier(building)))
+                _copy_from_dsn(server, source, building, source_major)
+            else:
+                _load_seed(server, conn, source, building)
+        with server.connect() as conn:
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
                 sql.Identifier(building)))
-            _copy_from_dsn(server, source, building)
-        else:
-            _load_seed(server, conn, source, building)
-    with server.connect() as conn:
-        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
-            sql.Identifier(building)))
-    with server.connect(building) as conn:
-        capture.install(conn)
-        conn.execute("TRUNCATE harness_capture.changes, harness_capture.ddl")
-        tables, rows = _size(conn)
-        version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        with server.connect(building) as conn:
+            capture.install(conn)
+            conn.execute("TRUNCATE harness_capture.changes, harness_capture.ddl")
+            tables, rows = _size(conn)
+            version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    except BaseException:
+        # A failed build leaves nothing behind (`harness gc` drops what a kill leaves).
+        with contextlib.suppress(psycopg.Error), server.connect() as conn:
+            _drop(conn, building)
+        raise
     baseline = Baseline(name, source.kind, source.identity, source.display, time.time(),
                         round(time.monotonic() - started, 3), version, tables, rows, state)
     with server.connect() as conn:
@@ -230,16 +242,24 @@ def _drop(conn: psycopg.Connection[Any], name: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def _copy_from_dsn(server: ServerAddress, source: Source, database: str) -> None:
+def _copy_from_dsn(server: ServerAddress, source: Source, database: str,
+                   source_major: int | None) -> None:
+    """pg_dump | pg_restore, with the host's programs when they are as new as the source
+    (pg_dump refuses a newer server), else with those of the sandbox server's image."""
     params = psycopg.conninfo.conninfo_to_dict(source.location)
     password = params.pop("password", None)
+    source_dsn = psycopg.conninfo.make_conninfo("", **params)
+    host_major = client_major()
+    if source_major is not None and server.version is not None and (
+            host_major is None or host_major < source_major):
+        _copy_in_container(server, source, source_dsn, password, database)
+        return
     dump = subprocess.Popen(
-        [client_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
-         f"--dbname={psycopg.conninfo.make_conninfo('', **params)}"],
+        [client_tool("pg_dump"), *_DUMP, f"--dbname={source_dsn}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=client_environment(str(password) if password is not None else None))
     restore = subprocess.run(
-        [client_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
+        [client_tool("pg_restore"), *_RESTORE,
          f"--dbname={server.conninfo(database, with_password=False)}"],
         stdin=dump.stdout, capture_output=True, env=client_environment(server.password), check=False)
     if dump.stdout is not None:
@@ -253,6 +273,30 @@ def _copy_from_dsn(server: ServerAddress, source: Source, database: str) -> None
     if restore.returncode != 0:
         raise SnapshotError(
             f"pg_restore into the sandbox server failed: {restore.stderr.decode().strip()}")
+
+
+_DUMP = ["--format=custom", "--no-owner", "--no-privileges"]
+_RESTORE = ["--no-owner", "--no-privileges", "--exit-on-error"]
+
+
+def _copy_in_container(server: ServerAddress, source: Source, source_dsn: str,
+                       password: Any, database: str) -> None:
+    from harness.sandbox.postgres import DatabaseServer
+
+    host = str(psycopg.conninfo.conninfo_to_dict(source_dsn).get("host") or "")
+    sockets = [folder for folder in host.split(",") if folder.startswith("/")]
+    target = psycopg.conninfo.make_conninfo("", host="/run/harness/sandbox-socket",
+                                            user=server.user, dbname=database)
+    script = ('set -o pipefail; PGPASSWORD="$SOURCE_PASSWORD" pg_dump ' + " ".join(_DUMP)
+              + ' --dbname="$SOURCE" | PGPASSWORD="$TARGET_PASSWORD" pg_restore '
+              + " ".join(_RESTORE) + ' --dbname="$TARGET"')
+    assert server.version is not None
+    code, errors = DatabaseServer(server.version).run_client(script, environment={
+        "SOURCE": source_dsn, "SOURCE_PASSWORD": str(password or ""), "TARGET": target,
+        "TARGET_PASSWORD": server.password}, socket_dirs=sockets)
+    if code != 0:
+        raise SnapshotError(f"copying {source.display} with PostgreSQL {server.version}'s "
+                            f"pg_dump failed: {errors.strip()[-2000:]}")
 
 
 def _load_seed(server: ServerAddress, conn: psycopg.Connection[Any], source: Source,
@@ -269,7 +313,15 @@ def _load_seed(server: ServerAddress, conn: psycopg.Connection[Any], source: Sou
         own = switches.pop()
         if own.startswith(("baseline_", "sb_")) or own in ("postgres", "template0", "template1"):
             raise SnapshotError(f"seed {source.location} enters {own!r}, a reserved name")
-        _run_seed(server, "postgres", source)
+        existed = bool(conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                    (own,)).fetchone())
+        try:
+            _run_seed(server, "postgres", source)
+        except SnapshotError:
+            if not existed:  # what the failed seed made is not kept
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(own)))
+            raise
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (own,)).fetchone():
             raise SnapshotError(f"seed {source.location} did not create the database {own!r}")
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
@@ -286,23 +338,12 @@ def _run_seed(server: ServerAddress, database: str, source: Source) -> None:
         raise SnapshotError(f"seed {exc}") from exc
 
 
-def user_tables(conn: psycopg.Connection[Any]) -> list[str]:
-    """Quoted `schema.table` names of the user's tables (the capture schema excluded)."""
-    rows = conn.execute("""
-        SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture')
-          AND n.nspname NOT LIKE 'pg_toast%%' AND n.nspname NOT LIKE 'pg_temp%%'
-        ORDER BY 1""").fetchall()
-    return [row[0] for row in rows]
-
-
 def _size(conn: psycopg.Connection[Any]) -> tuple[int, int]:
-    tables = user_tables(conn)
+    tables = catalog.user_tables(conn)
     rows = 0
-    for table in tables:
-        result = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.SQL(table)))
+    for table, kind in tables.items():
+        result = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.SQL(catalog.scan(table, kind))))
         rows += int(result.fetchone()[0])  # type: ignore[index]
     return len(tables), rows
 
@@ -328,10 +369,10 @@ def table_fingerprints(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, st
     """Row count and an order-independent content checksum of every user table, and the
     state of every sequence."""
     found: dict[str, tuple[int, str]] = {}
-    for table in user_tables(conn):
+    for table, kind in catalog.user_tables(conn).items():
         count, checksum = conn.execute(sql.SQL(
             "SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') "
-            "FROM {} t").format(sql.SQL(table))).fetchone()  # type: ignore[misc]
+            "FROM {} t").format(sql.SQL(catalog.scan(table, kind)))).fetchone()  # type: ignore[misc]
         found[table] = (int(count), str(checksum))
     for name, last_value, called in conn.execute("""
             SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename),

@@ -5,7 +5,8 @@
 # durability is traded for speed.
 set -euo pipefail
 data=/var/lib/postgresql/data
-bin=/usr/lib/postgresql/15/bin
+# The one major version the image holds.
+bin=$(ls -d /usr/lib/postgresql/*/bin | tail -n 1)
 if [ ! -s "$data/PG_VERSION" ]; then
     "$bin/initdb" -D "$data" -U postgres --pwfile=/run/harness/superuser-password \
         --auth-local=scram-sha-256 --auth-host=reject --encoding=UTF8 --locale=C.UTF-8 >/dev/null

@@ -13,6 +13,11 @@ fi
 apt-get clean
 rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 # A fixed uid, so the harness can hand the socket folder on the host to the server.
+# (Newer suites give 999 to a system group or user of their own: move it aside.)
+other=$(getent group 999 | cut -d: -f1)
+[ -n "$other" ] && [ "$other" != postgres ] && groupmod -g 1999 "$other"
+other=$(getent passwd 999 | cut -d: -f1)
+[ -n "$other" ] && [ "$other" != postgres ] && usermod -u 1999 "$other"
 groupmod -g 999 postgres
 usermod -u 999 -g 999 postgres
 mkdir -p /var/lib/postgresql/data /var/run/postgresql
