@@ -4,7 +4,9 @@ Figures: baseline creation, the check that a cached baseline still matches its l
 source (against the rebuild it saves), and per-sandbox clone time for Chinook and for a
 generated database of --size-gb; delta computation for 10 changed rows in a 1,000,000-row table
 against a full-table diff of the same table (target: at least 100x faster); the write
-cost of capture (rows/s of a bulk UPDATE with and without it).
+cost of capture (rows/s of a bulk UPDATE with and without it), on a plain table and on a
+partitioned one (100k rows updated through the partitioned root, and directly by naming
+the partition). `--parts write` runs only the write-cost figures.
 
 The target databases live on a separate PostgreSQL server of the same image and
 settings (the "real system"), removed at the end.
@@ -21,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stats import summary, timed
 
+from harness.fixtures import fixtures_root
 from harness.sandbox.database import SandboxDatabase, open_baseline, probe_source
 from harness.sandbox.postgres import DatabaseServer, ServerAddress
 from harness.sandbox.snapshot import Source
 
-CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook" / \
-    "chinook_postgresql.sql"
+CHINOOK = fixtures_root() / "datasets" / "chinook" / "chinook_postgresql.sql"
 ROWS = 1_000_000
 
 
@@ -116,16 +118,55 @@ def write_cost(target: ServerAddress, rows: int, runs: int) -> dict[str, object]
             "overhead_ratio": round(b["median_ms"] / a["median_ms"], 2)}
 
 
+def partitioned_write_cost(target: ServerAddress, rows: int, runs: int) -> dict[str, object]:
+    setup = f"""CREATE TABLE pw (id int PRIMARY KEY, a int NOT NULL, b text NOT NULL)
+                    PARTITION BY RANGE (id);
+                CREATE TABLE pw_1 PARTITION OF pw FOR VALUES FROM (1) TO ({rows + 1});
+                CREATE TABLE pw_2 PARTITION OF pw FOR VALUES FROM ({rows + 1}) TO (MAXVALUE);
+                INSERT INTO pw SELECT g, 0, md5(g::text) FROM generate_series(1, {2 * rows}) g;"""
+    dsn = fresh(target, "bench_partitioned", setup)
+    server, baseline = open_baseline(dsn, refresh=True)
+    db = SandboxDatabase(server, baseline, "bench-partitioned").create()
+    statements = {"through_the_root": f"UPDATE pw SET a = a + 1 WHERE id <= {rows}",
+                  "naming_the_partition": "UPDATE pw_1 SET a = a + 1"}
+    figures: dict[str, object] = {"rows_updated": rows}
+    try:
+        with target.connect("bench_partitioned") as plain, db.connect() as captured:
+            for name, update in statements.items():
+                without = [timed(lambda u=update: plain.execute(u)) for _ in range(runs)]
+                with_capture = []
+                for _ in range(runs):
+                    with_capture.append(timed(lambda u=update: captured.execute(u)))
+                    with db.connect_as_owner() as owner:
+                        assert owner.execute("SELECT count(*) FROM harness_capture.changes"
+                                             ).fetchone() == (2 * rows,), "every row captured"
+                        owner.execute("TRUNCATE harness_capture.changes")
+                a, b = summary(without), summary(with_capture)
+                figures[name] = {"without_capture": a, "with_capture": b,
+                                 "rows_per_s_without": round(rows / (a["median_ms"] / 1000)),
+                                 "rows_per_s_with": round(rows / (b["median_ms"] / 1000)),
+                                 "overhead_ratio": round(b["median_ms"] / a["median_ms"], 2)}
+    finally:
+        db.drop()
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-gb", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--parts", choices=["all", "write"], default="all")
     args = parser.parse_args()
     target_server = DatabaseServer(15, instance="bench-target")
     target = target_server.ensure()
+    results: dict[str, object] = {}
     try:
-        results: dict[str, object] = {"chinook": snapshot_figures(chinook(target),
-                                                                  args.runs)}
+        if args.parts == "write":
+            results["capture_write_cost"] = write_cost(target, 100_000, 5)
+            results["capture_write_cost_partitioned"] = partitioned_write_cost(
+                target, 100_000, 5)
+            return
+        results["chinook"] = snapshot_figures(chinook(target), args.runs)
         rows = int(args.size_gb * 1024 ** 3 / 140)  # ~140 bytes a row on disk with its index
         generated = fresh(target, "bench_generated", f"""
             CREATE TABLE big (id bigint PRIMARY KEY, a int, b text, c text);
@@ -138,9 +179,10 @@ def main() -> None:
                                 **snapshot_figures(generated, min(args.runs, 5))}
         results["delta_10_of_1m_rows"] = delta_figures(target, args.runs)
         results["capture_write_cost"] = write_cost(target, 100_000, 5)
+        results["capture_write_cost_partitioned"] = partitioned_write_cost(target, 100_000, 5)
     finally:
         target_server.destroy()
-    print(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""Real PostgreSQL, once per session: the sandbox database server, and a separate target
-server (the "real system") loaded with the Chinook sample database."""
+"""Real PostgreSQL, once per session: the sandbox database server, and separate target
+servers (the "real systems"): a stock one (no prepared transactions, as PostgreSQL ships
+and most managed services run) loaded with the Chinook sample database, and one that
+allows prepared transactions."""
 
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ import psycopg
 import pytest
 
 from harness.errors import HarnessError
-from harness.sandbox.postgres import DatabaseServer, ServerAddress
+from harness.fixtures import fixtures_root
+from harness.sandbox.postgres import DatabaseServer, ServerAddress, available_versions
 
-CHINOOK = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "chinook" / \
-    "chinook_postgresql.sql"
+CHINOOK = fixtures_root() / "datasets" / "chinook" / "chinook_postgresql.sql"
 
 
 def _start(server: DatabaseServer) -> ServerAddress:
@@ -33,8 +35,9 @@ def _remove_the_session_database_server(harness_home: Path) -> Iterator[None]:
     """Whoever started it (a fixture, a Sandbox, a CLI run), the session's sandbox database
     server goes at the end of the session."""
     yield
-    with contextlib.suppress(HarnessError):
-        DatabaseServer(15).destroy()
+    for version in available_versions():
+        with contextlib.suppress(HarnessError):
+            DatabaseServer(version).destroy()
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +48,58 @@ def pg_server(docker_client: object, harness_home: Path) -> ServerAddress:
 
 @pytest.fixture(scope="session")
 def target_server(docker_client: object, harness_home: Path) -> Iterator[ServerAddress]:
-    """A second, separate PostgreSQL server standing for the real target system."""
-    server = DatabaseServer(15, instance="target")
+    """A separate PostgreSQL server standing for the real target system, with PostgreSQL's
+    default settings (max_prepared_transactions = 0)."""
+    server = DatabaseServer(15, instance="target",
+                            settings={"max_prepared_transactions": "0"})
     address = _start(server)
     yield address
     server.destroy()
+
+
+@pytest.fixture(scope="session")
+def target_server_2pc(docker_client: object, harness_home: Path) -> Iterator[ServerAddress]:
+    """A target server that allows prepared transactions (two-phase promotion)."""
+    server = DatabaseServer(15, instance="target-2pc",
+                            settings={"max_prepared_transactions": "16"})
+    address = _start(server)
+    yield address
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def target_server_17(docker_client: object, harness_home: Path) -> Iterator[ServerAddress]:
+    """A stock PostgreSQL 17 target (Debian trixie's packages, built offline)."""
+    server = DatabaseServer(17, instance="target", settings={"max_prepared_transactions": "0"})
+    address = _start(server)
+    yield address
+    server.destroy()
+
+
+def application_role(server: ServerAddress, dbname: str, *, replication_role: bool = False
+                     ) -> str:
+    """The DSN of a role that may only read and write the rows of `dbname` (DML on its
+    tables and sequences, nothing else), as teams promote with; with `replication_role`
+    it may also SET session_replication_role (PostgreSQL 15's GRANT SET ON PARAMETER)."""
+    role = f"app_{dbname}"[:60]
+    password = "app-" + role
+    with server.connect(dbname) as conn:
+        conn.execute(f'DROP OWNED BY "{role}"' if conn.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() else "SELECT 1")
+        conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+        conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+        conn.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO "{role}"')
+        for schema, in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE "
+                                    "'pg\\_%' AND nspname <> 'information_schema'").fetchall():
+            conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+            conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA '
+                         f'"{schema}" TO "{role}"')
+            conn.execute(f'GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA "{schema}" '
+                         f'TO "{role}"')
+        if replication_role:
+            conn.execute(f'GRANT SET ON PARAMETER session_replication_role TO "{role}"')
+    return psycopg.conninfo.make_conninfo(server.conninfo(dbname), user=role,
+                                          password=password)
 
 
 @pytest.fixture(scope="session")

@@ -1,25 +1,41 @@
-"""Applying row deltas to the real database, set-based, inside the caller's transaction,
-with optimistic concurrency: every UPDATE and DELETE applies only if the real row still
-equals the before-image the snapshot saw, every INSERT only if its key is free. All
-conflicts are collected and reported row by row; the caller rolls back."""
+"""Applying row deltas to the real database the way logical replication does: set-based,
+inside the caller's transaction, with optimistic concurrency.
+
+Every UPDATE and DELETE applies only if the real row still equals the before-image the
+snapshot saw, every INSERT only if its key is free; the touched rows are locked first, so
+nobody changes them before the caller commits. The captured delta already holds what the
+sandbox's triggers, rules and cascades did, so the target's own must not run again: when
+a touched table has triggers or rules, the rows are written with
+`session_replication_role = replica` (which also silences foreign-key triggers, so the
+foreign keys are checked here, explicitly, in the same transaction). Conflicts and
+dangling references are collected and reported row by row; the caller rolls back.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 
-from harness.sandbox.capture import RowDelta, TableDelta
+from harness.errors import HarnessError
+from harness.sandbox import catalog
+from harness.sandbox.capture import RowDelta, RowUpdate, TableDelta
 
 _CHUNK = 5000
+
+TriggerMode = Literal["replicate", "fire"]
+"""`replicate`: the target's triggers and rules do not fire (their effects are in the
+change set); `fire`: they fire, and what they wrote is recorded."""
 
 
 @dataclass(frozen=True)
 class Conflict:
-    """A row of the real database that is not as the snapshot saw it."""
+    """A row of the real database that is not as the snapshot saw it, or that the change
+    would leave referencing a row that no longer exists."""
 
     table: str
     key: dict[str, Any] | None
@@ -32,20 +48,65 @@ class Conflict:
         return asdict(self)
 
 
+class TriggersRefused(HarnessError):
+    """Touched tables have triggers or rules that must not fire again, and the promoting
+    role may not stop them (or they would fire anyway)."""
+
+
 @dataclass
 class Applied:
-    """What an apply did."""
+    """What an apply did, and how."""
 
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
     ddl: int = 0
+    mode: str = "plain"
+    """`plain` (no touched table has triggers or rules), `replica` (they were silenced)
+    or `fire` (they ran)."""
+    rewritten: dict[str, list[str]] = field(default_factory=dict)
+    """`fire` mode: per table, the columns the target's triggers set to something other
+    than the sandbox's values."""
+    side_effects: dict[str, dict[str, int]] = field(default_factory=dict)
+    """`fire` mode: rows the target's triggers wrote beyond the change set, per table."""
 
 
-def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool
-                ) -> tuple[Applied, list[Conflict]]:
-    """Apply `delta` in `conn`'s open transaction; conflicts are returned, nothing raised
-    for them (the caller must roll back when there are any)."""
+@dataclass(frozen=True)
+class _Table:
+    """What the target's catalogue says of one touched table."""
+
+    name: str
+    relkind: str
+    columns: list[str]
+    """Stored columns (generated ones are computed by the target)."""
+    identity_always: list[str]
+    triggers: list[tuple[str, str]]
+    """User triggers and rules: (name, pg_trigger.tgenabled or pg_rewrite.ev_enabled)."""
+
+    @property
+    def scan(self) -> str:
+        return catalog.scan(self.name, self.relkind)
+
+
+@dataclass(frozen=True)
+class _ForeignKey:
+    name: str
+    child: str
+    child_columns: list[str]
+    parent: str
+    parent_columns: list[str]
+    match_full: bool
+
+
+# ------------------------------------------------------------------ entry points
+
+
+def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool,
+                triggers: TriggerMode = "replicate") -> tuple[Applied, list[Conflict], RowDelta]:
+    """Apply `delta` in `conn`'s open transaction. Returns what was done, the conflicts
+    (nothing is raised for them: the caller must roll back when there are any) and the
+    delta as actually written (in `fire` mode, after the target's triggers changed it).
+    Raises TriggersRefused when triggers would fire that must not."""
     applied = Applied()
     if ddl:
         for statement in delta.ddl:
@@ -53,92 +114,263 @@ def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool
                 conn.execute(statement.query)
                 applied.ddl += 1
     order = _dependency_order(conn, list(delta.tables))
+    tables = {name: _describe(conn, name) for name in order}
+    applied.mode = _choose_mode(conn, tables, triggers)
+    before_stats = _write_counts(conn) if applied.mode == "fire" else {}
+    deltas = [delta.tables[name] for name in order]
     conflicts: list[Conflict] = []
-    tables = [delta.tables[name] for name in order]
-    for table in tables:
-        conflicts += _check(conn, table)
+    for table in deltas:
+        conflicts += _check(conn, table, tables[table.table])
+    keys = _foreign_keys(conn, order)
+    conflicts += _dangling_children(conn, delta, keys, tables)
+    conflicts += _missing_parents(conn, delta, keys, tables)
     if conflicts:
-        return applied, conflicts
-    for table in tables:  # parents first
-        applied.inserted += _insert(conn, table)
-    for table in tables:
-        applied.updated += _update(conn, table)
-    for table in reversed(tables):  # children first
-        applied.deleted += _delete(conn, table)
-    for table in tables:
+        return applied, conflicts, delta
+    conn.execute("SAVEPOINT harness_apply")
+    try:
+        actual = _write(conn, delta, deltas, tables, applied)
+    except psycopg.errors.IntegrityError as exc:
+        # The checks above should leave the target's constraints nothing to refuse; if one
+        # does (a check constraint, an exclusion, a deferred key), it is reported the same.
+        conn.execute("ROLLBACK TO SAVEPOINT harness_apply")
+        diag = exc.diag
+        where = f"{diag.schema_name}.{diag.table_name}" if diag.table_name else "?"
+        return applied, [Conflict(where, None, None, None,
+                                  f"the target refused the change: {diag.message_primary}"
+                                  + (f" ({diag.message_detail})" if diag.message_detail
+                                     else ""))], delta
+    conn.execute("RELEASE SAVEPOINT harness_apply")
+    if applied.mode == "fire":
+        applied.rewritten = _rewritten(delta, actual)
+        applied.side_effects = _side_effects(before_stats, _write_counts(conn), delta)
+    return applied, [], actual
+
+
+def _write(conn: psycopg.Connection[Any], delta: RowDelta, deltas: list[TableDelta],
+           tables: dict[str, _Table], applied: Applied) -> RowDelta:
+    """The writes, in an order every constraint accepts; the delta as written."""
+    written: dict[str, TableDelta] = {}
+    for table in deltas:  # parents first
+        count, images = _insert(conn, table, tables[table.table], applied.mode == "fire")
+        applied.inserted += count
+        written[table.table] = replace(table, inserted=images)
         if table.inserted:
+            # Before the target's own triggers (fire mode) draw from the same sequences.
             _advance_sequences(conn, table.table)
-    return applied, conflicts
+    for table in deltas:
+        count, updates = _update(conn, table, tables[table.table], applied.mode == "fire")
+        applied.updated += count
+        written[table.table] = replace(written[table.table], updated=updates)
+    for table in reversed(deltas):  # children first
+        applied.deleted += _delete(conn, table, tables[table.table])
+    return RowDelta({name: written[name] for name in delta.tables}, delta.ddl)
 
 
 def invert(delta: RowDelta) -> RowDelta:
     """The delta that undoes `delta` (DDL is not inverted)."""
-    from harness.sandbox.capture import RowUpdate
-
     tables = {}
     for name, table in delta.tables.items():
         tables[name] = TableDelta(
             name, table.key, inserted=list(table.deleted),
-            updated=[RowUpdate(u.key, u.after, u.before, u.changed) for u in table.updated],
-            deleted=list(table.inserted))
+            # The key names the row as it is before the update: after a move, the new one.
+            updated=[RowUpdate({k: u.after.get(k) for k in table.key}, u.after, u.before,
+                               u.changed) for u in table.updated],
+            deleted=list(table.inserted), partitions=table.partitions)
     return RowDelta(tables, [])
 
 
-# ------------------------------------------------------------------ pieces
+# ------------------------------------------------------------------ the catalogue
 
 
-def _columns(conn: psycopg.Connection[Any], table: str) -> list[str]:
-    rows = conn.execute("""
-        SELECT attname FROM pg_attribute
+def _describe(conn: psycopg.Connection[Any], name: str) -> _Table:
+    relkind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass",
+                           (name,)).fetchone()
+    columns = conn.execute("""
+        SELECT attname, attidentity FROM pg_attribute
         WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-        ORDER BY attnum""", (table,)).fetchall()
-    return [r[0] for r in rows]
+        ORDER BY attnum""", (name,)).fetchall()
+    # Internal triggers (foreign keys) are not the user's; replica mode silences them and
+    # the foreign keys are checked explicitly instead. Constraint triggers are the user's.
+    triggers = conn.execute("""
+        SELECT tgname, tgenabled::text FROM pg_trigger
+        WHERE tgrelid = %s::regclass AND NOT tgisinternal AND tgenabled <> 'D'
+        UNION ALL
+        SELECT rulename, ev_enabled::text FROM pg_rewrite
+        WHERE ev_class = %s::regclass AND rulename <> '_RETURN' AND ev_enabled <> 'D'
+        ORDER BY 1""", (name, name)).fetchall()
+    return _Table(name, str(relkind[0]) if relkind else "r", [c for c, _ in columns],
+                  [c for c, identity in columns if identity == "a"],
+                  [(str(n), str(e)) for n, e in triggers])
 
 
-def _images(rows: list[dict[str, Any]]) -> str:
-    return json.dumps(rows, default=str)
+def _choose_mode(conn: psycopg.Connection[Any], tables: dict[str, _Table],
+                 wanted: TriggerMode) -> str:
+    """Plain DML when no touched table has triggers or rules (exact, and needs no
+    privilege); otherwise silence them, or let them fire when the config says so."""
+    armed = {name: t.triggers for name, t in tables.items() if t.triggers}
+    if not armed:
+        return "plain"
+    if wanted == "fire":
+        return "fire"
+    listing = "; ".join(f"{name}: {', '.join(n for n, _ in found)}"
+                        for name, found in sorted(armed.items()))
+    always = {name: [n for n, enabled in found if enabled in ("A", "R")]
+              for name, found in armed.items()}
+    always = {name: names for name, names in always.items() if names}
+    if always:
+        raise TriggersRefused(
+            "triggers enabled ALWAYS or REPLICA fire even when replication silences the "
+            f"others, so they would run a second time on the target ({_listing(always)}); "
+            "promote with `promotion.triggers: fire` or set them to ENABLE TRIGGER")
+    conn.execute("SAVEPOINT harness_replica")
+    try:
+        conn.execute("SET LOCAL session_replication_role = replica")
+    except psycopg.errors.InsufficientPrivilege:
+        conn.execute("ROLLBACK TO SAVEPOINT harness_replica")
+        role = conn.execute("SELECT current_user").fetchone()
+        who = str(role[0]) if role else "the promoting role"
+        raise TriggersRefused(
+            f"the change set's tables have triggers or rules whose effects are already in it "
+            f"({listing}); they must not fire again on the target, and {who} may not stop "
+            f"them. Fix: GRANT SET ON PARAMETER session_replication_role TO {who} "
+            f"(PostgreSQL 15+, run by a superuser), or promote with "
+            f"`promotion.triggers: fire` to let them run and record what they wrote"
+        ) from None
+    conn.execute("RELEASE SAVEPOINT harness_replica")
+    return "replica"
 
 
-def _rows_of(images_param: str, table: str) -> sql.Composed:
-    """A FROM item: the images as rows of the table's own type, with their position."""
-    return sql.SQL("jsonb_array_elements({}::jsonb) WITH ORDINALITY AS e(doc, ord) "
-                   "CROSS JOIN LATERAL jsonb_populate_record(NULL::{}, e.doc) AS r").format(
-        sql.Placeholder(images_param), sql.SQL(table))
+def _listing(found: dict[str, list[str]]) -> str:
+    return "; ".join(f"{name}: {', '.join(names)}" for name, names in sorted(found.items()))
+
+
+def _foreign_keys(conn: psycopg.Connection[Any], tables: list[str]) -> list[_ForeignKey]:
+    """Foreign keys whose referencing or referenced table is touched (declared ones: those
+    cloned onto partitions are the same key)."""
+    if not tables:
+        return []
+    rows = conn.execute(f"""
+        SELECT k.conname,
+               (SELECT {catalog.QUALIFIED_NAME} FROM pg_class c JOIN pg_namespace n
+                ON n.oid = c.relnamespace WHERE c.oid = k.conrelid),
+               ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(num, pos)
+                     JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.num
+                     ORDER BY u.pos),
+               (SELECT {catalog.QUALIFIED_NAME} FROM pg_class c JOIN pg_namespace n
+                ON n.oid = c.relnamespace WHERE c.oid = k.confrelid),
+               ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY u(num, pos)
+                     JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.num
+                     ORDER BY u.pos),
+               k.confmatchtype = 'f'
+        FROM pg_constraint k
+        WHERE k.contype = 'f' AND k.conparentid = 0
+          AND (k.conrelid = ANY(%s::regclass[]) OR k.confrelid = ANY(%s::regclass[]))
+        ORDER BY 1""", (tables, tables)).fetchall()
+    return [_ForeignKey(str(name), str(child), list(cc), str(parent), list(pc), bool(full))
+            for name, child, cc, parent, pc, full in rows]
+
+
+def _write_counts(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, int, int]]:
+    """Rows this transaction has inserted, updated and deleted so far, per table (a
+    partition's under its root)."""
+    rows = conn.execute(f"""
+        SELECT (SELECT {catalog.QUALIFIED_NAME} FROM pg_class c JOIN pg_namespace n
+                ON n.oid = c.relnamespace
+                WHERE c.oid = coalesce(pg_partition_root(s.relid), s.relid)),
+               sum(s.n_tup_ins), sum(s.n_tup_upd), sum(s.n_tup_del)
+        FROM pg_stat_xact_user_tables s GROUP BY 1""").fetchall()
+    return {str(name): (int(i), int(u), int(d)) for name, i, u, d in rows if name}
+
+
+def _side_effects(before: dict[str, tuple[int, int, int]],
+                  after: dict[str, tuple[int, int, int]], delta: RowDelta
+                  ) -> dict[str, dict[str, int]]:
+    found: dict[str, dict[str, int]] = {}
+    for name, counts in after.items():
+        old = before.get(name, (0, 0, 0))
+        own = delta.tables.get(name)
+        mine = (len(own.inserted), len(own.updated), len(own.deleted)) if own else (0, 0, 0)
+        extra = [now - was - ours for now, was, ours in zip(counts, old, mine, strict=True)]
+        if any(extra):
+            found[name] = dict(zip(("inserted", "updated", "deleted"), extra, strict=True))
+    return found
+
+
+def _rewritten(planned: RowDelta, actual: RowDelta) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for name, table in planned.tables.items():
+        written = actual.tables[name]
+        columns: set[str] = set()
+        pairs = list(zip(table.inserted, written.inserted, strict=False)) + list(
+            zip((u.after for u in table.updated), (u.after for u in written.updated),
+                strict=False))
+        for mine, theirs in pairs:
+            columns |= {c for c in set(mine) | set(theirs) if mine.get(c) != theirs.get(c)}
+        if columns:
+            found[name] = sorted(columns)
+    return found
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _images(rows: Iterable[dict[str, Any]]) -> str:
+    return json.dumps(list(rows), default=str)
+
+
+def _rows_of(images_param: str, table: str, *, alias: str = "r") -> sql.Composed:
+    """A FROM item: the images as rows of the table's own type, with their position
+    (`e.harness_ord`, from 1)."""
+    return sql.SQL("jsonb_array_elements({}::jsonb) WITH ORDINALITY AS e(doc, harness_ord) "
+                   "CROSS JOIN LATERAL jsonb_populate_record(NULL::{}, e.doc) AS {}").format(
+        sql.Placeholder(images_param), sql.SQL(table), sql.Identifier(alias))
+
+
+def _match(left: str, left_columns: list[str], right: str, right_columns: list[str]
+           ) -> sql.Composed:
+    return sql.SQL("({}) = ({})").format(
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(left), sql.Identifier(c))
+                           for c in left_columns),
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(right), sql.Identifier(c))
+                           for c in right_columns))
 
 
 def _key_match(key: list[str]) -> sql.Composed:
-    return sql.SQL("({}) = ({})").format(
-        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in key),
-        sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(k)) for k in key))
+    return _match("t", key, "r", key)
 
 
-def _check(conn: psycopg.Connection[Any], table: TableDelta) -> list[Conflict]:
+def _check(conn: psycopg.Connection[Any], table: TableDelta, info: _Table) -> list[Conflict]:
     name = table.table
     conflicts: list[Conflict] = []
     if not table.key:
-        return _check_by_contents(conn, table)
+        return _check_by_contents(conn, table, info)
     key = table.key
     expected = [u.before for u in table.updated] + list(table.deleted)
     for start in range(0, len(expected), _CHUNK):
         chunk = expected[start : start + _CHUNK]
         # Lock the rows first: nobody may change them between this check and the commit.
         conn.execute(sql.SQL("SELECT 1 FROM {} t JOIN (SELECT r.* FROM {}) r ON {} "
-                             "FOR UPDATE OF t").format(sql.SQL(name), _rows_of("images", name),
-                                                       _key_match(key)), {"images": _images(chunk)})
+                             "FOR UPDATE OF t").format(sql.SQL(info.scan),
+                                                       _rows_of("images", name),
+                                                       _key_match(key)),
+                     {"images": _images(chunk)})
         rows = conn.execute(sql.SQL(
-            "SELECT e.ord, to_jsonb(t) FROM {} LEFT JOIN {} t ON {} "
+            "SELECT e.harness_ord, to_jsonb(t) FROM {} LEFT JOIN {} t ON {} "
             "WHERE t IS NULL OR NOT (ROW(t.*) IS NOT DISTINCT FROM ROW(r.*))").format(
-                _rows_of("images", name), sql.SQL(name), _key_match(key)),
+                _rows_of("images", name), sql.SQL(info.scan), _key_match(key)),
             {"images": _images(chunk)}).fetchall()
         for ordinal, found in rows:
             image = chunk[ordinal - 1]
             conflicts.append(Conflict(name, {k: image.get(k) for k in key}, image, found,
                                       "the row was deleted" if found is None else
                                       "the row was changed since the snapshot"))
-    for start in range(0, len(table.inserted), _CHUNK):
-        chunk = table.inserted[start : start + _CHUNK]
-        rows = conn.execute(sql.SQL("SELECT e.ord, to_jsonb(t) FROM {} JOIN {} t ON {}").format(
-            _rows_of("images", name), sql.SQL(name), _key_match(key)),
+    # A row that moves to another partition takes a new key, which must be free too.
+    taken = list(table.inserted) + [u.after for u in table.updated
+                                     if _values(u.after, key) != _values(u.before, key)]
+    for start in range(0, len(taken), _CHUNK):
+        chunk = taken[start : start + _CHUNK]
+        rows = conn.execute(sql.SQL("SELECT e.harness_ord, to_jsonb(t) FROM {} JOIN {} t ON {}").format(
+            _rows_of("images", name), sql.SQL(info.scan), _key_match(key)),
             {"images": _images(chunk)}).fetchall()
         for ordinal, found in rows:
             image = chunk[ordinal - 1]
@@ -147,9 +379,10 @@ def _check(conn: psycopg.Connection[Any], table: TableDelta) -> list[Conflict]:
     return conflicts
 
 
-def _check_by_contents(conn: psycopg.Connection[Any], table: TableDelta) -> list[Conflict]:
+def _check_by_contents(conn: psycopg.Connection[Any], table: TableDelta, info: _Table
+                       ) -> list[Conflict]:
     """Rows of a table without a key are identified by their whole contents: each deleted
-    row must still exist (as many times as it is deleted)."""
+    row must still exist (as many times as it is deleted); they are locked."""
     conflicts = []
     wanted: dict[str, int] = {}
     for image in table.deleted:
@@ -157,9 +390,10 @@ def _check_by_contents(conn: psycopg.Connection[Any], table: TableDelta) -> list
         wanted[encoded] = wanted.get(encoded, 0) + 1
     for encoded, count in wanted.items():
         found = conn.execute(sql.SQL(
-            "SELECT count(*) FROM {} t, jsonb_populate_record(NULL::{}, %s::jsonb) r "
-            "WHERE ROW(t.*) IS NOT DISTINCT FROM ROW(r.*)").format(
-                sql.SQL(table.table), sql.SQL(table.table)), (encoded,)).fetchone()
+            "SELECT count(*) FROM (SELECT 1 FROM {} t, "
+            "jsonb_populate_record(NULL::{}, %s::jsonb) r "
+            "WHERE ROW(t.*) IS NOT DISTINCT FROM ROW(r.*) FOR UPDATE OF t) locked").format(
+                sql.SQL(info.scan), sql.SQL(table.table)), (encoded,)).fetchone()
         have = int(found[0]) if found else 0
         if have < count:
             conflicts.append(Conflict(table.table, None, json.loads(encoded), None,
@@ -167,64 +401,241 @@ def _check_by_contents(conn: psycopg.Connection[Any], table: TableDelta) -> list
     return conflicts
 
 
+def _values(image: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
+    return tuple(json.dumps(image.get(c), sort_keys=True) for c in columns)
+
+
+def _dangling_children(conn: psycopg.Connection[Any], delta: RowDelta, keys: list[_ForeignKey],
+                       tables: dict[str, _Table]) -> list[Conflict]:
+    """Rows on the target that reference a row the change set deletes or re-keys, and that
+    the change set itself does not delete or re-point: someone inserted them after the
+    snapshot, or changed them. Replica mode would leave them dangling, plain DML would
+    cascade into them; either way the target would not end as the sandbox did. Run after
+    the touched rows are locked, so no new reference can appear before the commit."""
+    conflicts: list[Conflict] = []
+    for fk in keys:
+        parent = delta.tables.get(fk.parent)
+        if parent is None:
+            continue
+        gone = {_values(row, fk.parent_columns): row for row in parent.deleted}
+        gone.update({_values(u.before, fk.parent_columns): u.before for u in parent.updated})
+        for row in [*parent.inserted, *(u.after for u in parent.updated)]:
+            gone.pop(_values(row, fk.parent_columns), None)
+        if not gone:
+            continue
+        child = delta.tables.get(fk.child)
+        handled = _handled_children(child, fk)
+        child_info = tables.get(fk.child) or _describe(conn, fk.child)
+        olds = list(gone.values())
+        for start in range(0, len(olds), _CHUNK):
+            chunk = olds[start : start + _CHUNK]
+            found = conn.execute(sql.SQL(
+                "SELECT to_jsonb(c), e.harness_ord FROM {} c JOIN {} ON {}").format(
+                    sql.SQL(catalog.scan(fk.child, child_info.relkind)),
+                    _rows_of("images", fk.parent),
+                    _match("c", fk.child_columns, "r", fk.parent_columns)),
+                {"images": _images(chunk)}).fetchall()
+            for row, ordinal in found:
+                if _identity(row, child) in handled:
+                    continue
+                referenced = {c: chunk[ordinal - 1].get(c) for c in fk.parent_columns}
+                conflicts.append(Conflict(
+                    fk.child, _key_of(row, child), None, row,
+                    f"it references {fk.parent} {json.dumps(referenced, default=str)} "
+                    f"(foreign key {fk.name}), which the change set deletes or re-keys; the "
+                    f"row is not in the sandbox's snapshot as it is now"))
+    return conflicts
+
+
+def _handled_children(child: TableDelta | None, fk: _ForeignKey) -> set[str]:
+    """Identities of the child rows the change set deletes or points elsewhere."""
+    if child is None:
+        return set()
+    handled = {_identity(row, child) for row in child.deleted}
+    handled |= {_identity(u.before, child) for u in child.updated
+                if _values(u.before, fk.child_columns) != _values(u.after, fk.child_columns)}
+    return handled
+
+
+def _identity(row: dict[str, Any], table: TableDelta | None) -> str:
+    if table is not None and table.key:
+        return json.dumps([row.get(k) for k in table.key], default=str)
+    return json.dumps(row, sort_keys=True, default=str)
+
+
+def _key_of(row: dict[str, Any], table: TableDelta | None) -> dict[str, Any] | None:
+    return {k: row.get(k) for k in table.key} if table is not None and table.key else None
+
+
+def _missing_parents(conn: psycopg.Connection[Any], delta: RowDelta, keys: list[_ForeignKey],
+                     tables: dict[str, _Table]) -> list[Conflict]:
+    """Rows the change set inserts or updates whose referenced row will not exist once the
+    change is applied: neither written by the change set nor on the target now (or the
+    change set removes it). Run before any write; the referenced rows found on the target
+    are locked against deletion until the commit."""
+    conflicts: list[Conflict] = []
+    for fk in keys:
+        child = delta.tables.get(fk.child)
+        if child is None:
+            continue
+        parent_delta = delta.tables.get(fk.parent)
+        provided: set[tuple[Any, ...]] = set()
+        removed: set[tuple[Any, ...]] = set()
+        if parent_delta is not None:
+            provided = {_values(row, fk.parent_columns)
+                        for row in [*parent_delta.inserted,
+                                    *(u.after for u in parent_delta.updated)]}
+            removed = {_values(row, fk.parent_columns)
+                       for row in [*parent_delta.deleted,
+                                   *(u.before for u in parent_delta.updated)]} - provided
+        rows = [row for row in [*child.inserted, *(u.after for u in child.updated)]
+                if _references(row, fk) and _values(row, fk.child_columns) not in provided]
+        parent_info = tables.get(fk.parent) or _describe(conn, fk.parent)
+        parent = sql.SQL(catalog.scan(fk.parent, parent_info.relkind))
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            params = {"images": _images(chunk)}
+            conn.execute(sql.SQL(
+                "SELECT 1 FROM {} p JOIN (SELECT r.* FROM {}) r ON {} FOR KEY SHARE OF p"
+            ).format(parent, _rows_of("images", fk.child),
+                     _match("p", fk.parent_columns, "r", fk.child_columns)), params)
+            missing = {ordinal for (ordinal,) in conn.execute(sql.SQL(
+                "SELECT e.harness_ord FROM {} WHERE NOT EXISTS "
+                "(SELECT 1 FROM {} p WHERE {})").format(
+                    _rows_of("images", fk.child), parent,
+                    _match("p", fk.parent_columns, "r", fk.child_columns)), params)}
+            for ordinal, image in enumerate(chunk, start=1):
+                value = _values(image, fk.child_columns)
+                if ordinal not in missing and value not in removed:
+                    continue
+                referenced = {p: image.get(c)
+                              for c, p in zip(fk.child_columns, fk.parent_columns, strict=True)}
+                conflicts.append(Conflict(
+                    fk.child, _key_of(image, child), image, None,
+                    f"it references {fk.parent} {json.dumps(referenced, default=str)} "
+                    f"(foreign key {fk.name}), which does not exist on the target"))
+    return conflicts
+
+
+def _references(row: dict[str, Any], fk: _ForeignKey) -> bool:
+    """Whether a row refers to anything through `fk` (MATCH SIMPLE: no column is null;
+    MATCH FULL: not all are null, and a partial null cannot be stored)."""
+    values = [row.get(c) for c in fk.child_columns]
+    return any(v is not None for v in values) if fk.match_full else \
+        all(v is not None for v in values)
+
+
+# ------------------------------------------------------------------ writes
+
+
 def _in_chunks(conn: psycopg.Connection[Any], statement: sql.Composed,
-               images: list[dict[str, Any]]) -> int:
+               images: list[dict[str, Any]], returning: bool) -> tuple[int, list[Any]]:
     """Run `statement` (which reads %(images)s) over the images, a chunk at a time; the
-    number of rows it changed."""
-    count = 0
+    number of rows it changed and, with `returning`, what it returned."""
+    count, returned = 0, []
     for start in range(0, len(images), _CHUNK):
         cursor = conn.execute(statement, {"images": _images(images[start : start + _CHUNK])})
         count += cursor.rowcount
-    return count
+        if returning:
+            returned += [row[0] for row in cursor.fetchall()]
+    return count, returned
 
 
-def _insert(conn: psycopg.Connection[Any], table: TableDelta) -> int:
+def _returning(returning: bool) -> sql.Composable:
+    return sql.SQL(" RETURNING to_jsonb(t)") if returning else sql.SQL("")
+
+
+def _insert(conn: psycopg.Connection[Any], table: TableDelta, info: _Table, returning: bool
+            ) -> tuple[int, list[dict[str, Any]]]:
     if not table.inserted:
-        return 0
-    names = _columns(conn, table.table)
+        return 0, []
+    names = info.columns
     statement = sql.SQL(
-        "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ORDER BY e.ord").format(
-            sql.SQL(table.table), sql.SQL(", ").join(sql.Identifier(c) for c in names),
-            sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in names),
-            _rows_of("images", table.table))
-    return _in_chunks(conn, statement, table.inserted)
+        "INSERT INTO {} AS t ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} ORDER BY e.harness_ord"
+    ).format(sql.SQL(table.table), sql.SQL(", ").join(sql.Identifier(c) for c in names),
+             sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in names),
+             _rows_of("images", table.table)) + _returning(returning)
+    count, returned = _in_chunks(conn, statement, table.inserted, returning)
+    return count, _in_order(table.inserted, returned, table.key) if returning else table.inserted
 
 
-def _update(conn: psycopg.Connection[Any], table: TableDelta) -> int:
-    names = [c for c in _columns(conn, table.table) if c not in table.key]
-    if not table.updated or not names:
-        return 0  # (an update of key columns only is a delete and an insert)
+def _update(conn: psycopg.Connection[Any], table: TableDelta, info: _Table, returning: bool
+            ) -> tuple[int, list[RowUpdate]]:
+    if not table.updated:
+        return 0, table.updated
     if not table.key:
         raise AssertionError("a table without a key has no updates, only deletes and inserts")
+    settable = [c for c in info.columns if c not in info.identity_always]
+    # A row that moved to another partition has a new key: it is found by its old one.
+    rekeyed = any(_values(u.after, table.key) != _values(u.before, table.key)
+                  for u in table.updated)
+    names = settable if rekeyed else [c for c in settable if c not in table.key]
+    if not names:
+        return 0, table.updated  # (an update of key columns only is a delete and an insert)
     assignments = sql.SQL("({}) = ROW({})").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in names),
         sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in names))
     if len(names) == 1:
         assignments = sql.SQL("{} = r.{}").format(sql.Identifier(names[0]),
                                                   sql.Identifier(names[0]))
-    statement = sql.SQL("UPDATE {} t SET {} FROM (SELECT r.* FROM {}) r WHERE {}").format(
-        sql.SQL(table.table), assignments, _rows_of("images", table.table),
-        _key_match(table.key))
-    return _in_chunks(conn, statement, [u.after for u in table.updated])
+    afters = [u.after for u in table.updated]
+    if rekeyed:
+        statement = sql.SQL(
+            "UPDATE {} t SET {} FROM (SELECT e.harness_ord, r.* FROM {}) r "
+            "JOIN (SELECT e.harness_ord, k.* FROM {}) k USING (harness_ord) WHERE {}").format(
+                sql.SQL(info.scan), assignments, _rows_of("images", table.table),
+                _rows_of("keys", table.table, alias="k"), _match("t", table.key, "k", table.key)
+        ) + _returning(returning)
+        count, returned = 0, []
+        for start in range(0, len(afters), _CHUNK):
+            chunk = table.updated[start : start + _CHUNK]
+            cursor = conn.execute(statement, {"images": _images(u.after for u in chunk),
+                                              "keys": _images(u.key for u in chunk)})
+            count += cursor.rowcount
+            if returning:
+                returned += [row[0] for row in cursor.fetchall()]
+    else:
+        statement = sql.SQL("UPDATE {} t SET {} FROM (SELECT r.* FROM {}) r WHERE {}").format(
+            sql.SQL(info.scan), assignments, _rows_of("images", table.table),
+            _key_match(table.key)) + _returning(returning)
+        count, returned = _in_chunks(conn, statement, afters, returning)
+    if not returning:
+        return count, table.updated
+    written = _in_order(afters, returned, table.key)
+    return count, [RowUpdate(u.key, u.before, after,
+                             sorted(c for c in set(u.before) | set(after)
+                                    if u.before.get(c) != after.get(c)))
+                   for u, after in zip(table.updated, written, strict=True)]
 
 
-def _delete(conn: psycopg.Connection[Any], table: TableDelta) -> int:
+def _in_order(planned: list[dict[str, Any]], returned: list[dict[str, Any]], key: list[str]
+              ) -> list[dict[str, Any]]:
+    """The rows RETURNING gave, in the order of the images they were written from."""
+    if not key:
+        return returned
+    by_key = {json.dumps([row.get(k) for k in key], default=str): row for row in returned}
+    return [by_key.get(json.dumps([row.get(k) for k in key], default=str), row)
+            for row in planned]
+
+
+def _delete(conn: psycopg.Connection[Any], table: TableDelta, info: _Table) -> int:
     if not table.deleted:
         return 0
     if not table.key:
         count = 0
         for image in table.deleted:
             cursor = conn.execute(sql.SQL(
-                "DELETE FROM {} WHERE ctid = (SELECT t.ctid FROM {} t, "
+                # ctid is unique within one table only, not across partitions.
+                "DELETE FROM {} WHERE (tableoid, ctid) = (SELECT t.tableoid, t.ctid FROM {} t, "
                 "jsonb_populate_record(NULL::{}, %s::jsonb) r "
                 "WHERE ROW(t.*) IS NOT DISTINCT FROM ROW(r.*) LIMIT 1)").format(
-                    sql.SQL(table.table), sql.SQL(table.table), sql.SQL(table.table)),
+                    sql.SQL(info.scan), sql.SQL(info.scan), sql.SQL(table.table)),
                 (json.dumps(image),))
             count += cursor.rowcount
         return count
     statement = sql.SQL("DELETE FROM {} t USING (SELECT r.* FROM {}) r WHERE {}").format(
-        sql.SQL(table.table), _rows_of("images", table.table), _key_match(table.key))
-    return _in_chunks(conn, statement, table.deleted)
+        sql.SQL(info.scan), _rows_of("images", table.table), _key_match(table.key))
+    return _in_chunks(conn, statement, table.deleted, False)[0]
 
 
 def _advance_sequences(conn: psycopg.Connection[Any], table: str) -> None:
@@ -238,7 +649,7 @@ def _advance_sequences(conn: psycopg.Connection[Any], table: str) -> None:
     for column, sequence in columns:
         conn.execute(sql.SQL(
             "SELECT setval({seq}, m) FROM (SELECT max({col}) AS m FROM {tbl}) x, "
-            "(SELECT last_value FROM {seqname}) s WHERE m IS NOT NULL AND m > s.last_value"
+            "(SELECT last_value FROM {seqname}) s WHERE m IS NOT NULL AND m >= s.last_value"
         ).format(seq=sql.Literal(sequence), col=sql.Identifier(column), tbl=sql.SQL(table),
                  seqname=sql.SQL(sequence)))
 
