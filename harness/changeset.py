@@ -70,3 +70,10 @@ class ChangeSet:
                 "rows": self.rows.to_dict() if self.rows is not None else None,
                 "bundle": str(self.bundle) if self.bundle else None,
                 "summary": self.summary()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChangeSet:
+        """The inverse of `to_dict`: a change set saved to promote later."""
+        return cls(data["trace_id"], WorkspaceChanges.from_dict(data["workspace"]),
+                   RowDelta.from_dict(data["rows"]) if data.get("rows") else None,
+                   Path(data["bundle"]) if data.get("bundle") else None)

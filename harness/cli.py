@@ -23,7 +23,8 @@ Exit codes:
   0    success (exec: the command's own exit code is passed through;
        check: allowed or warned; run: promoted, or within limits)
   1    check: blocked or needs approval; replay: a divergence; db verify: a
-       difference; doctor: a check failed
+       difference; doctor: a check failed; promote --recover: a promotion is
+       still in doubt (its journal is kept; the output says why)
   2    usage, configuration or infrastructure error
   3    run: the change set is refused by a limit
   4    run, revert: a conflict with the real database
@@ -295,7 +296,7 @@ def run(config_path: str, actions_file: Any, trace_path: str | None, do_promote:
         promotion = promote(changeset, config, dry_run=dry_run)
     except (HarnessError, psycopg.Error) as exc:
         _fail(f"promotion failed, nothing changed: {exc}", code=2)
-    code = {"refused": 3, "conflict": 4, "failed": 2}.get(promotion.outcome, 0)
+    code = {"refused": 3, "conflict": 4, "failed": 2, "in-doubt": 2}.get(promotion.outcome, 0)
     if as_json:
         _print_json({"trace_id": episode.trace_id, "trace": str(episode.trace_path),
                      "dry_run": dry_run, "actions": [r.to_dict() for r in results],
@@ -330,8 +331,13 @@ def _print_promotion(promotion: Any) -> None:
         out.print("[bold]dry run[/]: within limits, no conflicts; nothing promoted. Plan: "
                   + json.dumps(promotion.plan, default=str), soft_wrap=True)
     elif outcome == "promoted":
-        out.print(f"[bold green]promoted[/]: {json.dumps(promotion.refs)}; receipt "
-                  f"{promotion.receipt}", soft_wrap=True)
+        out.print(f"[bold green]promoted[/] ({promotion.protocol}): {json.dumps(promotion.refs)}"
+                  f"; receipt {promotion.receipt}", soft_wrap=True)
+        for note in promotion.notes:
+            out.print(f"  note: {note}", soft_wrap=True)
+    elif outcome == "in-doubt":
+        out.print(f"[bold red]promotion in doubt[/]: {promotion.error}; run "
+                  "`harness promote --recover`", soft_wrap=True)
     elif outcome == "reverted":
         out.print("[bold green]reverted[/]")
     else:
@@ -350,13 +356,22 @@ def promote_command(recover: bool, as_json: bool) -> None:
         settled = settle()
     except (HarnessError, psycopg.Error) as exc:
         _fail(str(exc), code=2)
+    code = 1 if any(entry.decision == "in doubt" for entry in settled) else 0
     if as_json:
-        _print_json(settled)
-        return
+        _print_json([entry.to_dict() for entry in settled])
+        sys.exit(code)
     for entry in settled:
-        out.print(f"{entry['id']}: was {entry['state']}, {entry['decision']}")
+        out.print(f"{entry.id} ({entry.protocol}, stopped after {entry.state}): "
+                  f"[bold]{entry.decision}[/]", soft_wrap=True)
+        for line in entry.detail:
+            out.print(f"  - {line}", soft_wrap=True)
+        for c in entry.conflicts:
+            out.print(f"  conflict {c.table} {json.dumps(c.key)}: {c.reason}", soft_wrap=True)
+        if entry.receipt:
+            out.print(f"  receipt: {entry.receipt}", soft_wrap=True)
     if not settled:
         out.print("nothing to recover")
+    sys.exit(code)
 
 
 @main.command(epilog=EXIT_CODES)
@@ -628,9 +643,7 @@ def images_build(offline: bool | None, force: bool, names: tuple[str, ...]) -> N
 
     try:
         client = engine.connect()
-        wanted = names or tuple(sorted(
-            p.name for p in image_defs.definitions_root().iterdir() if (p / "Dockerfile").is_file()
-        ))
+        wanted = names or tuple(image_defs.definitions())
         for name in wanted:
             definition = image_defs.ImageDefinition.named(name)
             with err.status(f"building {definition.tag}") as status:
@@ -663,7 +676,8 @@ def gc(everything: bool, as_json: bool) -> None:
         return
     out.print(f"removed {len(report.containers)} container(s), {len(report.volumes)} "
               f"volume(s), {len(report.workspaces)} workspace(s), {len(report.databases)} "
-              "sandbox database(s)")
+              f"sandbox database(s), {len(report.roles)} role(s), {len(report.baselines)} "
+              f"half-built baseline(s), {len(report.scratch)} scratch folder(s)")
 
 
 @main.command()

@@ -358,6 +358,16 @@ class Promotion(_Strict):
     """Commits are pushed to a new branch `<prefix><trace id>` on the target repository."""
     fast_forward: bool = False
     """Also fast-forward `target.branch` when its head is still the base (never forced)."""
+    atomicity: Literal["auto", "two-phase", "single-phase"] = "auto"
+    """How rows and commits are made one change: `two-phase` prepares the database
+    transaction and commits it once the push is done (needs max_prepared_transactions > 0
+    on the target); `single-phase` pushes while the transaction holds its rows and commits
+    it last; `auto` takes two-phase where the target allows it."""
+    triggers: Literal["replicate", "fire"] = "replicate"
+    """`replicate`: the target's triggers and rules do not fire on the promoted rows (their
+    effects are already in the change set; needs superuser or GRANT SET ON PARAMETER
+    session_replication_role when a touched table has any); `fire`: they fire, and the
+    receipt records the rows as they really were written."""
 
 
 class HttpTool(_Strict):

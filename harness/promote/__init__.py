@@ -1,8 +1,10 @@
 """The diff-and-commit stage: the only path from a sandbox to the real systems."""
 
 from harness.promote.limits import Violation, check_limits
-from harness.promote.promotion import PromotionResult, promote, recover, revert
+from harness.promote.promotion import PromotionResult, promote
+from harness.promote.recovery import Recovery, recover
+from harness.promote.revert import revert
 from harness.promote.rows import Conflict
 
-__all__ = ["Conflict", "PromotionResult", "Violation", "check_limits", "promote", "recover",
-           "revert"]
+__all__ = ["Conflict", "PromotionResult", "Recovery", "Violation", "check_limits", "promote",
+           "recover", "revert"]

@@ -1,14 +1,17 @@
 """Pushing a change set's commits to the real repository: from its bundle, through a
-scratch repository, with one atomic push (all refs or none) that never forces."""
+scratch repository, with atomic pushes (all refs or none) that never force, and the
+compare-and-swap removal that undoes a push without touching anyone else's work."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.sandbox.home import scratch_folder
 
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
 
@@ -26,19 +29,53 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     return done.stdout.strip()
 
 
+@contextlib.contextmanager
+def scratch_repository(purpose: str) -> Iterator[Path]:
+    """An empty bare repository in a scratch folder (which `harness gc` removes if a kill
+    leaves it), removed afterwards."""
+    with scratch_folder(purpose) as folder:
+        repo = folder / "repo.git"
+        _git("init", "-q", "--bare", str(repo))
+        yield repo
+
+
 def remote_ref(target: str, ref: str) -> str | None:
     """The commit `ref` points at on the remote, or None when it does not exist."""
-    out = _git("ls-remote", target, ref)
-    return out.split()[0] if out else None
+    return remote_refs(target, [ref]).get(ref)
+
+
+def remote_refs(target: str, refs: list[str]) -> dict[str, str]:
+    """Which of `refs` exist on the remote, and the commit each points at."""
+    if not refs:
+        return {}
+    found = {}
+    for line in _git("ls-remote", target, *refs).splitlines():
+        sha, _, name = line.partition("\t")
+        if name in refs:
+            found[name] = sha
+    return found
+
+
+def contains(target: str, refs: list[str], commit: str) -> bool:
+    """Whether `commit` is reachable on the remote from any of `refs` (a fast-forwarded
+    branch that someone has since built on still contains it)."""
+    existing = remote_refs(target, refs)
+    if commit in existing.values():
+        return True
+    if not existing:
+        return False
+    with scratch_repository("check") as repo:
+        specs = [f"+{ref}:refs/check/{i}" for i, ref in enumerate(existing)]
+        _git("fetch", "-q", "--no-tags", target, *specs, cwd=repo)
+        return subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=repo,
+                              capture_output=True, check=False).returncode == 0
 
 
 def push(bundle: Path, *, target: str, base: str, refs: list[str],
          fast_forward: str | None = None) -> dict[str, str]:
     """Push the bundle's HEAD to each of `refs` (new refs) and, with `fast_forward`, to that
     branch too if its head is still `base`. Returns ref -> commit pushed."""
-    with tempfile.TemporaryDirectory(prefix="harness-push-") as scratch:
-        repo = Path(scratch) / "repo.git"
-        _git("init", "-q", "--bare", str(repo))
+    with scratch_repository("push") as repo:
         # The bundle's prerequisite (the base) comes from the target itself.
         _git("fetch", "-q", "--no-tags", target, "+refs/heads/*:refs/remotes/target/*",
              cwd=repo)
@@ -58,14 +95,23 @@ def push(bundle: Path, *, target: str, base: str, refs: list[str],
         return {spec.split(":", 1)[1]: head for spec in specs}
 
 
+def bundle_head(bundle: Path) -> str:
+    """The commit a bundle's HEAD names."""
+    for line in _git("bundle", "list-heads", str(bundle)).splitlines():
+        sha, _, name = line.partition(" ")
+        if name == "HEAD":
+            return sha
+    raise PushError(f"the bundle {bundle} has no HEAD")
+
+
 def delete_refs(target: str, expected: dict[str, str], *, restore: dict[str, str] | None = None
                 ) -> None:
     """Undo a push: delete each ref (or move it back to `restore[ref]`) if it still points
     at the commit pushed; otherwise refuse, changing nothing."""
     restore = restore or {}
-    with tempfile.TemporaryDirectory(prefix="harness-revert-") as scratch:
-        repo = Path(scratch) / "repo.git"
-        _git("init", "-q", "--bare", str(repo))
+    if not expected:
+        return
+    with scratch_repository("revert") as repo:
         specs, leases = [], []
         for ref, sha in expected.items():
             if ref in restore:

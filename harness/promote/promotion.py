@@ -1,23 +1,34 @@
 """The one path to the real systems: check a change set against the limits, then apply
 it to the real database and push it to the real repository, all or nothing.
 
-Both systems together: the rows are applied in one transaction that is PREPAREd; the git
-push (atomic) goes next; the prepared transaction is committed only if the push
-succeeded and rolled back if it failed. A journal records each step, so a crash at any
-point is settled by `recover()`: if the pushed refs are on the remote the transaction
-is committed, otherwise it is rolled back. Never half-applied.
+The rows are applied in one transaction that locks every touched row; then one of two
+protocols makes rows and commits one change:
+
+- **two-phase** (the target allows prepared transactions): PREPARE the transaction, write
+  the pending receipt, push every ref atomically, COMMIT PREPARED. The commit point is the
+  push: once it is on the remote, recovery commits the prepared transaction; before, it
+  rolls it back.
+- **single-phase** (stock PostgreSQL, managed services): write the pending receipt, push
+  the harness branch while the open transaction still holds the rows, COMMIT, then
+  fast-forward the target branch. The commit point is the COMMIT. Before it, recovery
+  deletes the harness branch (compare-and-swap: only if it still points at the pushed
+  commit) and the aborted transaction left nothing; after it, recovery finishes the
+  push and the fast-forward. The target branch is only ever moved after the commit
+  point, so undoing never has to move a branch others may have built on.
+
+A journal records each step before the next starts; `harness promote --recover` settles
+whatever a crash left (see `recovery`). Nothing of the harness is written into the target
+database: whether a transaction committed is asked of the server (`txid_status`).
 """
 
 from __future__ import annotations
 
 import datetime
 import getpass
-import json
 import os
 import socket
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import psycopg
@@ -27,12 +38,18 @@ from harness.changeset import ChangeSet
 from harness.config import Config
 from harness.errors import HarnessError
 from harness.promote import git
+from harness.promote.journal import Journal, settle_receipt, write_receipt
 from harness.promote.limits import Violation, check_limits
-from harness.promote.rows import Applied, Conflict, apply_delta, invert
+from harness.promote.rows import Applied, Conflict, TriggersRefused, apply_delta
 from harness.sandbox.capture import RowDelta
-from harness.sandbox.home import state_dir
 
-Outcome = Literal["promoted", "dry-run", "refused", "conflict", "failed", "reverted"]
+Outcome = Literal["promoted", "dry-run", "refused", "conflict", "failed", "reverted",
+                  "in-doubt"]
+Protocol = Literal["two-phase", "single-phase"]
+
+FAILPOINTS = ("after-start", "after-prepare", "after-receipt", "after-push", "after-commit",
+              "after-fast-forward", "after-settle")
+"""The steps at which HARNESS_PROMOTE_CRASH can kill a promotion (fault-injection tests)."""
 
 
 @dataclass(frozen=True)
@@ -47,59 +64,42 @@ class PromotionResult:
     refs: dict[str, str] = field(default_factory=dict)
     receipt: str | None = None
     error: str | None = None
+    protocol: str | None = None
+    """Which protocol ran: two-phase or single-phase (None when nothing was committed)."""
+    applied: dict[str, Any] | None = None
+    """Rows written and how (mode plain, replica or fire; in fire mode what the target's
+    triggers changed beyond the change set)."""
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
         return asdict(self)
 
 
-def _failpoint(step: str) -> None:
+def failpoint(step: str) -> None:
     """Crash here when HARNESS_PROMOTE_CRASH names this step (fault-injection tests)."""
     if os.environ.get("HARNESS_PROMOTE_CRASH") == step:
         os._exit(137)
-
-
-class Journal:
-    """The record of one promotion in progress, rewritten atomically at each step."""
-
-    def __init__(self, promotion_id: str) -> None:
-        self.path = state_dir("journal") / f"{promotion_id}.json"
-        self.data: dict[str, Any] = {}
-
-    def write(self, **changes: Any) -> None:
-        """Update and persist (write to a temp file, fsync, rename)."""
-        self.data.update(changes)
-        temporary = self.path.with_suffix(".tmp")
-        with temporary.open("w") as handle:
-            json.dump(self.data, handle, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(self.path)
-
-    def finish(self) -> None:
-        """The promotion is settled: remove the journal."""
-        self.path.unlink(missing_ok=True)
 
 
 def promote(changeset: ChangeSet, config: Config, *, dry_run: bool | None = None
             ) -> PromotionResult:
     """Promote `changeset` to `config.target` within `config`'s limits."""
     dry_run = config.orchestrator.blast_radius.dry_run if dry_run is None else dry_run
-    violations = check_limits(changeset, config)
-    branch = f"{config.promotion.branch_prefix}{changeset.trace_id}"
+    blast = config.orchestrator.blast_radius
     target = config.target
-    plan = {
+    branch = f"{config.promotion.branch_prefix}{changeset.trace_id}"
+    rows = changeset.rows
+    plan: dict[str, Any] = {
         "git": {"target": target.repo, "push": [f"refs/heads/{branch}"] +
                 ([f"refs/heads/{target.branch}"] if config.promotion.fast_forward else []),
                 "commits": changeset.commit_count} if changeset.bundle else None,
-        "database": changeset.rows.summary() if (changeset.rows and changeset.rows.rows)
-        or (changeset.rows and changeset.rows.ddl) else None,
+        "database": rows.summary() if rows is not None and (rows.rows or rows.ddl) else None,
     }
+    violations = check_limits(changeset, config)
     if violations:
         return PromotionResult("refused", changeset.trace_id, violations, plan=plan)
-    rows = changeset.rows
-    has_rows = rows is not None and (rows.rows > 0 or (rows.ddl and
-                                                        config.orchestrator.blast_radius.allow_ddl))
+    has_rows = rows is not None and (rows.rows > 0 or bool(rows.ddl and blast.allow_ddl))
     if has_rows and not target.database:
         return PromotionResult("failed", changeset.trace_id, plan=plan,
                                error="the change set has row changes but target.database is "
@@ -109,155 +109,207 @@ def promote(changeset: ChangeSet, config: Config, *, dry_run: bool | None = None
                                error="target.repo is not set")
     conn = psycopg.connect(target.database) if has_rows and target.database else None
     try:
-        conflicts: list[Conflict] = []
-        applied = Applied()
+        applied, actual = Applied(), rows
         if conn is not None and rows is not None:
-            applied, conflicts = apply_delta(conn, rows,
-                                             ddl=config.orchestrator.blast_radius.allow_ddl)
+            try:
+                applied, conflicts, actual = apply_delta(conn, rows, ddl=blast.allow_ddl,
+                                                         triggers=config.promotion.triggers)
+            except TriggersRefused as exc:
+                conn.rollback()
+                return PromotionResult("refused", changeset.trace_id, [Violation(
+                    "promotion.triggers", config.promotion.triggers, "triggers", str(exc))],
+                    plan=plan)
             if conflicts or dry_run:
                 conn.rollback()
-        if conflicts:
-            return PromotionResult("conflict", changeset.trace_id, conflicts=conflicts, plan=plan)
+            if conflicts:
+                return PromotionResult("conflict", changeset.trace_id, conflicts=conflicts,
+                                       plan=plan)
+            plan["database"] = {**(plan["database"] or {}), "mode": applied.mode}
+        protocol = _protocol(conn, config.promotion.atomicity)
+        plan["protocol"] = protocol
         if dry_run:
             return PromotionResult("dry-run", changeset.trace_id, plan=plan)
-        return _commit_both(changeset, config, conn, applied, branch, plan)
+        return _Commit(changeset, config, conn, applied, actual, protocol, plan).run()
     finally:
         if conn is not None:
             conn.close()
 
 
-def _commit_both(changeset: ChangeSet, config: Config, conn: psycopg.Connection[Any] | None,
-                 applied: Applied, branch: str, plan: dict[str, Any]) -> PromotionResult:
-    promotion_id = f"{changeset.trace_id}-{uuid.uuid4().hex[:8]}"
-    journal = Journal(promotion_id)
-    target = config.target
-    gid = f"harness-{promotion_id}"
-    refs = {f"refs/heads/{branch}": changeset.workspace.head}
-    if config.promotion.fast_forward:
-        refs[f"refs/heads/{target.branch}"] = changeset.workspace.head
-    journal.write(id=promotion_id, state="started", gid=gid, database=target.database,
-                  repo=target.repo, refs=refs if changeset.bundle else {})
-    if conn is not None:
+def _protocol(conn: psycopg.Connection[Any] | None, wanted: str) -> Protocol:
+    if conn is None:
+        return "single-phase"  # commits only: the atomic push is the whole change
+    row = conn.execute("SELECT current_setting('max_prepared_transactions')::int").fetchone()
+    allowed = bool(row and row[0] > 0)
+    if wanted == "two-phase" and not allowed:
+        raise HarnessError("promotion.atomicity is two-phase but the target database does not "
+                           "allow prepared transactions (max_prepared_transactions = 0); use "
+                           "auto or single-phase, or raise the setting on the target")
+    if wanted == "single-phase":
+        return "single-phase"
+    return "two-phase" if allowed else "single-phase"
+
+
+class _Commit:
+    """One promotion past its checks: the journaled protocol that makes it one change."""
+
+    def __init__(self, changeset: ChangeSet, config: Config,
+                 conn: psycopg.Connection[Any] | None, applied: Applied,
+                 actual: RowDelta | None, protocol: Protocol, plan: dict[str, Any]) -> None:
+        self.changeset = changeset
+        self.config = config
+        self.conn = conn
+        self.applied = applied
+        self.actual = actual
+        self.protocol = protocol
+        self.plan = plan
+        self.id = f"{changeset.trace_id}-{uuid.uuid4().hex[:8]}"
+        self.journal = Journal(self.id)
+        target = config.target
+        self.branch_ref = f"refs/heads/{config.promotion.branch_prefix}{changeset.trace_id}"
+        self.target_ref = f"refs/heads/{target.branch}" if config.promotion.fast_forward \
+            else None
+        self.pushing = changeset.bundle is not None and bool(target.repo)
+
+    def run(self) -> PromotionResult:
+        target = self.config.target
+        head = self.changeset.workspace.head
+        xid = None
+        if self.conn is not None:
+            row = self.conn.execute("SELECT txid_current()::text").fetchone()
+            xid = row[0] if row else None
+        self.journal.write(
+            id=self.id, trace_id=self.changeset.trace_id, state="started",
+            protocol=self.protocol, gid=f"harness-{self.id}", xid=xid,
+            database=target.database if self.conn is not None else None,
+            repo=target.repo if self.pushing else None, head=head,
+            base=self.changeset.workspace.base, branch_ref=self.branch_ref,
+            target_ref=self.target_ref,
+            bundle=str(self.changeset.bundle) if self.changeset.bundle else None,
+            triggers=self.config.promotion.triggers)
+        failpoint("after-start")
+        if self.protocol == "two-phase" and self.conn is not None:
+            try:
+                self.conn.execute(sql.SQL("PREPARE TRANSACTION {}").format(
+                    sql.Literal(self.journal.data["gid"])))
+            except psycopg.Error as exc:
+                self.conn.rollback()
+                self.journal.finish()
+                return PromotionResult("failed", self.changeset.trace_id, plan=self.plan,
+                                       error=f"PREPARE TRANSACTION failed, nothing changed: "
+                                             f"{exc}")
+            self.conn.autocommit = True  # COMMIT/ROLLBACK PREPARED run outside a transaction
+            self.journal.write(state="prepared")
+            failpoint("after-prepare")
+        # Pending before the commit point, so that a committed promotion always has one.
+        write_receipt(self.id, self._receipt())
+        self.journal.write(state="receipt")
+        failpoint("after-receipt")
         try:
-            conn.execute(sql.SQL("PREPARE TRANSACTION {}").format(sql.Literal(gid)))
-            # The session is outside any transaction now; COMMIT/ROLLBACK PREPARED need that.
-            conn.autocommit = True
-        except psycopg.errors.ObjectNotInPrerequisiteState as exc:
-            conn.rollback()
-            journal.finish()
-            raise HarnessError("the target database does not allow prepared transactions; set "
-                               "max_prepared_transactions > 0 on it (the promotion needs them "
-                               "to commit rows and commits together)") from exc
-        journal.write(state="prepared")
-    _failpoint("after-prepare")
-    pushed: dict[str, str] = {}
-    if changeset.bundle is not None and target.repo:
-        try:
-            pushed = git.push(changeset.bundle, target=target.repo,
-                              base=changeset.workspace.base, refs=[f"refs/heads/{branch}"],
-                              fast_forward=target.branch if config.promotion.fast_forward
-                              else None)
+            pushed = self._push(first=True)
         except git.PushError as exc:
-            if conn is not None:
-                conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
-            journal.finish()
-            return PromotionResult("failed", changeset.trace_id, plan=plan, error=str(exc))
-        journal.write(state="pushed")
-    # The receipt is ready before the commit, so a committed promotion always has one.
-    pending = write_receipt(changeset, config, promotion_id, pushed, applied)
-    _failpoint("after-push")
-    if conn is not None:
-        conn.execute(sql.SQL("COMMIT PREPARED {}").format(sql.Literal(gid)))
-    receipt = pending.with_suffix("")
-    pending.replace(receipt)
-    journal.write(state="committed")
-    journal.finish()
-    return PromotionResult("promoted", changeset.trace_id, plan=plan, refs=pushed,
-                           receipt=str(receipt))
+            self._abort()
+            return PromotionResult("failed", self.changeset.trace_id, plan=self.plan,
+                                   error=str(exc))
+        self.journal.write(state="pushed", pushed=pushed)
+        failpoint("after-push")
+        try:
+            self._commit_database()
+        except psycopg.Error as exc:
+            from harness.promote.recovery import settle
 
+            # Committed or not, recovery finds out and finishes (or undoes) the push.
+            recovery = settle(self.journal)
+            outcome: Outcome = "promoted" if recovery.decision == "committed" else \
+                "in-doubt" if recovery.decision == "in doubt" else "failed"
+            return PromotionResult(outcome, self.changeset.trace_id, plan=self.plan,
+                                   refs=recovery.refs, receipt=recovery.receipt,
+                                   error=f"the commit failed: {exc}", protocol=self.protocol,
+                                   notes=recovery.detail)
+        self.journal.write(state="committed")
+        failpoint("after-commit")
+        notes: list[str] = []
+        if self.protocol == "single-phase" and self.target_ref and self.pushing:
+            try:
+                pushed.update(self._push(first=False))
+            except git.PushError as exc:
+                notes.append(f"{self.target_ref} was not fast-forwarded (it moved since the "
+                             f"base); the commits are on {self.branch_ref}: {exc}")
+            self.journal.write(state="fast-forwarded", pushed=pushed)
+            failpoint("after-fast-forward")
+        receipt = settle_receipt(self.id, committed=True, refs=pushed,
+                                 restore=self._restore(pushed), notes=notes)
+        failpoint("after-settle")
+        self.journal.finish()
+        return PromotionResult("promoted", self.changeset.trace_id, plan=self.plan,
+                               refs=pushed, receipt=str(receipt) if receipt else None,
+                               protocol=self.protocol, applied=asdict(self.applied),
+                               notes=notes)
 
-def recover() -> list[dict[str, Any]]:
-    """Settle every promotion a crash left in the journal: commit the prepared transaction
-    when the push reached the remote, roll it back otherwise."""
-    settled = []
-    for path in sorted(state_dir("journal").glob("*.json")):
-        data = json.loads(path.read_text())
-        refs: dict[str, str] = data.get("refs") or {}
-        pushed = bool(refs) and all(git.remote_ref(data["repo"], ref) == sha
-                                    for ref, sha in refs.items())
-        decision = "commit" if pushed or (not refs and data["state"] in ("prepared", "pushed",
-                                                                        "committed")) \
-            else "rollback"
-        if data.get("database"):
-            with psycopg.connect(data["database"], autocommit=True) as conn:
-                prepared = conn.execute("SELECT 1 FROM pg_prepared_xacts WHERE gid = %s",
-                                        (data["gid"],)).fetchone()
-                if prepared:
-                    verb = "COMMIT PREPARED {}" if decision == "commit" else \
-                        "ROLLBACK PREPARED {}"
-                    conn.execute(sql.SQL(verb).format(sql.Literal(data["gid"])))
-                else:
-                    decision = "nothing prepared" if data["state"] == "started" else decision
-        pending = state_dir("receipts") / f"{data['id']}.json.pending"
-        if pending.exists():
-            if decision == "commit":
-                pending.replace(pending.with_suffix(""))
+    def _push(self, *, first: bool) -> dict[str, str]:
+        """Two-phase pushes every ref at once; single-phase pushes the harness branch
+        before the commit point and fast-forwards the target branch after it."""
+        if not self.pushing or self.changeset.bundle is None or not self.config.target.repo:
+            return {}
+        base = self.changeset.workspace.base
+        if first and self.target_ref and self.protocol == "single-phase":
+            # The fast-forward comes after the commit point; refuse now what it would refuse.
+            now = git.remote_ref(self.config.target.repo, self.target_ref)
+            if now != base:
+                raise git.PushError(f"{self.target_ref} is at {now}, not at the base {base}: "
+                                    f"it cannot be fast-forwarded; nothing changed")
+        fast_forward = self.config.target.branch if self.target_ref and (
+            self.protocol == "two-phase" or not first) else None
+        return git.push(self.changeset.bundle, target=self.config.target.repo, base=base,
+                        refs=[self.branch_ref] if first else [], fast_forward=fast_forward)
+
+    def _commit_database(self) -> None:
+        if self.conn is None:
+            return
+        if self.protocol == "two-phase":
+            self.conn.execute(sql.SQL("COMMIT PREPARED {}").format(
+                sql.Literal(self.journal.data["gid"])))
+        else:
+            self.conn.commit()
+
+    def _abort(self) -> None:
+        """The push failed, so the remote is unchanged: undo the database side."""
+        if self.conn is not None:
+            if self.protocol == "two-phase":
+                self.conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(
+                    sql.Literal(self.journal.data["gid"])))
             else:
-                pending.unlink()
-        path.unlink()
-        settled.append({"id": data["id"], "state": data["state"], "decision": decision})
-    return settled
+                self.conn.rollback()
+        settle_receipt(self.id, committed=False)
+        self.journal.finish()
+
+    def _restore(self, pushed: dict[str, str]) -> dict[str, str]:
+        if self.target_ref and self.target_ref in pushed:
+            return {self.target_ref: self.changeset.workspace.base}
+        return {}
+
+    def _receipt(self) -> dict[str, Any]:
+        planned = {self.branch_ref: self.changeset.workspace.head} if self.pushing else {}
+        if self.pushing and self.target_ref and self.protocol == "two-phase":
+            planned[self.target_ref] = self.changeset.workspace.head
+        return receipt_document(
+            promotion_id=self.id, changeset=self.changeset, config=self.config,
+            refs=planned, restore=self._restore(planned), applied=self.applied,
+            rows=self.actual, protocol=self.protocol)
 
 
-# ------------------------------------------------------------------ receipts
-
-
-def write_receipt(changeset: ChangeSet, config: Config, promotion_id: str,
-                  refs: dict[str, str], applied: Applied) -> Path:
-    """A receipt: the change set, who and when, the trace id, and the inverse change."""
-    path = state_dir("receipts") / f"{promotion_id}.json.pending"
-    rows = changeset.rows
-    receipt = {
+def receipt_document(*, promotion_id: str, changeset: ChangeSet, config: Config,
+                     refs: dict[str, str], restore: dict[str, str], applied: Applied,
+                     rows: RowDelta | None, protocol: str) -> dict[str, Any]:
+    """A receipt: the change set as written, who and when, the trace id, and what undoing
+    it needs (the refs to move back, the rows to invert)."""
+    return {
         "id": promotion_id, "trace_id": changeset.trace_id,
         "who": f"{getpass.getuser()}@{socket.gethostname()}",
         "when": datetime.datetime.now(datetime.UTC).isoformat(),
         "repo": config.target.repo, "database": config.target.database,
-        "base": changeset.workspace.base, "refs": refs,
-        "restore": ({f"refs/heads/{config.target.branch}": changeset.workspace.base}
-                    if config.promotion.fast_forward else {}),
-        "applied": asdict(applied), "changeset": changeset.summary(),
+        "base": changeset.workspace.base, "head": changeset.workspace.head,
+        "refs": refs, "restore": restore, "protocol": protocol,
+        "triggers": config.promotion.triggers, "applied": asdict(applied),
+        "changeset": changeset.summary(),
         "rows": rows.to_dict() if rows is not None else None,
     }
-    with path.open("w") as handle:
-        handle.write(json.dumps(receipt, default=str))  # dumps: the C encoder; dump is not
-        handle.flush()
-        os.fsync(handle.fileno())
-    return path
-
-
-def revert(receipt_path: Path) -> PromotionResult:
-    """Undo a promotion: apply the inverse rows with the same conflict checks, and move the
-    pushed refs back if they still point where the promotion put them."""
-    receipt = json.loads(receipt_path.read_text())
-    inverse = invert(RowDelta.from_dict(receipt["rows"])) if receipt.get("rows") else None
-    conflicts: list[Conflict] = []
-    conn = psycopg.connect(receipt["database"]) if inverse and inverse.rows else None
-    try:
-        if conn is not None and inverse is not None:
-            _, conflicts = apply_delta(conn, inverse, ddl=False)
-            if conflicts:
-                conn.rollback()
-                return PromotionResult("conflict", receipt["trace_id"], conflicts=conflicts)
-        if receipt.get("refs"):
-            try:
-                git.delete_refs(receipt["repo"], receipt["refs"], restore=receipt.get("restore"))
-            except git.PushError as exc:
-                if conn is not None:
-                    conn.rollback()
-                return PromotionResult("failed", receipt["trace_id"], error=str(exc))
-        if conn is not None:
-            conn.commit()
-    finally:
-        if conn is not None:
-            conn.close()
-    return PromotionResult("reverted", receipt["trace_id"], refs=receipt.get("refs") or {})

@@ -5,8 +5,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+SCRATCH = "scratch"
+"""The folder of short-lived work folders, each named `<purpose>-<owner pid>-<random>` so
+that `harness gc` can remove those of killed processes."""
 
 
 def harness_home() -> Path:
@@ -36,3 +42,19 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def scratch_folder(purpose: str) -> Iterator[Path]:
+    """A fresh folder under $HARNESS_HOME/scratch, removed when the block ends."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{purpose}-{os.getpid()}-", dir=state_dir(SCRATCH)))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def scratch_owner(folder: Path) -> str:
+    """The pid that made a scratch folder ('' when the name does not say)."""
+    parts = folder.name.split("-")
+    return parts[1] if len(parts) >= 3 else ""

@@ -100,6 +100,12 @@ class WorkspaceChanges:
         )
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkspaceChanges:
+        """The inverse of `to_dict` (the totals are derived, not read)."""
+        return cls(data["base"], data["head"], [Commit(**c) for c in data.get("commits", [])],
+                   [FileChange(**f) for f in data.get("files", [])], data.get("diff", ""))
+
 
 class Workspace:
     """A throwaway clone of `origin` at `ref`, removed by `remove()` (or leaving `with`)."""

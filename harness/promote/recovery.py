@@ -1,0 +1,271 @@
+"""Settling the promotions a crash interrupted (`harness promote --recover`): each ends
+fully promoted or fully undone, and says what was done.
+
+The decision rests on what the harness owns. The database transaction: still prepared
+(two-phase), or committed or aborted (asked of the server with `txid_status`, so nothing of
+the harness is written into the target). The commits: whether any ref of the promotion on
+the remote still contains the pushed head (a fast-forward someone has since built on
+counts as pushed), never whether a shared branch still points at it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from harness.promote import git
+from harness.promote.journal import (
+    Journal,
+    receipt_path,
+    settle_receipt,
+    write_atomically,
+)
+from harness.promote.rows import Conflict, TriggersRefused, apply_delta
+from harness.sandbox.capture import RowDelta
+
+Decision = Literal["committed", "rolled back", "in doubt"]
+_WAIT_FOR_ABORT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How one interrupted promotion was settled."""
+
+    id: str
+    state: str
+    """The last step its journal recorded before the crash."""
+    protocol: str
+    decision: Decision
+    detail: list[str] = field(default_factory=list)
+    """What recovery found and did, in order."""
+    refs: dict[str, str] = field(default_factory=dict)
+    """The refs the promotion holds on the remote (when committed)."""
+    receipt: str | None = None
+    conflicts: list[Conflict] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return asdict(self)
+
+
+def recover() -> list[Recovery]:
+    """Settle every promotion a crash left in the journal, oldest first."""
+    return [settle(journal) for journal in Journal.pending()]
+
+
+def settle(journal: Journal) -> Recovery:
+    """Finish or undo one promotion from what its journal, the target database and the
+    remote say; the journal is removed unless the outcome is still in doubt."""
+    data = journal.data
+    detail: list[str] = []
+    database = _database_state(data, detail)
+    if database == "prepared":
+        if not data.get("repo") or _published(data):
+            _finish_prepared(data, "COMMIT PREPARED")
+            detail.append("committed the prepared transaction: the push had reached the "
+                          "remote")
+            database = "committed"
+        else:
+            _finish_prepared(data, "ROLLBACK PREPARED")
+            detail.append("rolled back the prepared transaction: the push never reached the "
+                          "remote")
+            database = "aborted"
+    if database == "in progress":
+        detail.append(f"transaction {data.get('xid')} is still open on the target after "
+                      f"{_WAIT_FOR_ABORT_S:g} s; run --recover again once it has ended")
+        return _result(journal, "in doubt", detail)
+    if database == "unknown":
+        return _result(journal, "in doubt", detail)
+    committed = _published(data) if database is None else database == "committed"
+    if committed:
+        return _forward(journal, detail)
+    return _backward(journal, detail)
+
+
+# ------------------------------------------------------------------ facts
+
+
+def _database_state(data: dict[str, Any], detail: list[str]) -> str | None:
+    """None (no rows to promote), prepared, committed, aborted, in progress or unknown."""
+    if not data.get("database"):
+        return None
+    with psycopg.connect(data["database"], autocommit=True) as conn:
+        if data.get("protocol") == "two-phase" and conn.execute(
+                "SELECT 1 FROM pg_prepared_xacts WHERE gid = %s", (data["gid"],)).fetchone():
+            detail.append(f"transaction {data['gid']} is prepared")
+            return "prepared"
+        if data.get("xid") is None:
+            detail.append("the transaction never got an id: nothing of it was kept")
+            return "aborted"
+        deadline = time.monotonic() + _WAIT_FOR_ABORT_S
+        while True:
+            # A killed client's transaction ends as soon as its server process sees the
+            # connection gone; until then it is "in progress".
+            row = conn.execute("SELECT txid_status(%s::bigint)", (data["xid"],)).fetchone()
+            status = row[0] if row else None
+            if status != "in progress" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    if status is None:
+        detail.append(f"the target no longer knows transaction {data['xid']} (too old)")
+        return "unknown"
+    detail.append(f"transaction {data['xid']} {status}")
+    return str(status)
+
+
+def _published(data: dict[str, Any]) -> bool:
+    refs = [ref for ref in (data.get("branch_ref"), data.get("target_ref")) if ref]
+    return bool(data.get("repo")) and git.contains(data["repo"], refs, data["head"])
+
+
+def _finish_prepared(data: dict[str, Any], verb: str) -> None:
+    with psycopg.connect(data["database"], autocommit=True) as conn:
+        conn.execute(sql.SQL(verb + " {}").format(sql.Literal(data["gid"])))
+
+
+# ------------------------------------------------------------------ outcomes
+
+
+def _forward(journal: Journal, detail: list[str]) -> Recovery:
+    """The commit point was passed: make sure the commits are on the remote and the target
+    branch fast-forwarded where it still can be, then settle the receipt."""
+    data = journal.data
+    pushed: dict[str, str] = {}
+    repo, head, base, branch_ref, target_ref = _refs(data)
+    if repo:
+        refs = [ref for ref in (branch_ref, target_ref) if ref]
+        existing = git.remote_refs(repo, refs)
+        if existing.get(branch_ref) == head:
+            pushed[branch_ref] = head
+        elif not git.contains(repo, refs, head):
+            pushed.update(_push_again(data, detail))
+        if target_ref:
+            now = existing.get(target_ref)
+            if now == head:
+                pushed[target_ref] = head
+            elif now == base:
+                try:
+                    pushed.update(git.push(Path(data["bundle"]), target=repo, base=base,
+                                           refs=[], fast_forward=target_ref.removeprefix(
+                                               "refs/heads/")))
+                    detail.append(f"fast-forwarded {target_ref}")
+                except (git.PushError, KeyError, TypeError) as exc:
+                    detail.append(f"{target_ref} was not fast-forwarded: {exc}")
+            elif git.contains(repo, [target_ref], head):
+                detail.append(f"{target_ref} contains the commits and has moved on since")
+            else:
+                detail.append(f"{target_ref} moved since the base and was not fast-forwarded; "
+                              f"the commits are on {branch_ref}")
+    restore = {target_ref: base} if target_ref and pushed.get(target_ref) == head else {}
+    receipt = settle_receipt(journal.id, committed=True, refs=pushed, restore=restore,
+                             recovered=detail)
+    if receipt is None:
+        receipt = _rebuild_receipt(journal, pushed, restore)
+        detail.append("the pending receipt was missing; rebuilt one from the journal "
+                      "(without the rows)")
+    detail.append("promotion committed")
+    journal.finish()
+    return _result(journal, "committed", detail, pushed, str(receipt))
+
+
+def _refs(data: dict[str, Any]) -> tuple[str | None, str, str, str, str | None]:
+    """The remote, pushed head, base, harness branch and target branch of a journal."""
+    return (data.get("repo"), str(data.get("head") or ""), str(data.get("base") or ""),
+            str(data.get("branch_ref") or ""), data.get("target_ref"))
+
+
+def _push_again(data: dict[str, Any], detail: list[str]) -> dict[str, str]:
+    bundle = Path(data.get("bundle") or "")
+    if not data.get("bundle") or not bundle.is_file():
+        detail.append("the commits are on no ref of the remote and their bundle is gone")
+        return {}
+    try:
+        pushed = git.push(bundle, target=data["repo"], base=data["base"],
+                          refs=[data["branch_ref"]])
+    except git.PushError as exc:
+        detail.append(f"the commits are on no ref of the remote and pushing them again "
+                      f"failed: {exc}")
+        return {}
+    detail.append(f"pushed {data['branch_ref']} again (the commits were on no ref of the "
+                  f"remote)")
+    return pushed
+
+
+def _backward(journal: Journal, detail: list[str]) -> Recovery:
+    """The commit point was not passed: the database kept nothing; remove what the push
+    put on the remote, compare-and-swap, never over someone else's work."""
+    repo, head, base, branch_ref, target_ref = _refs(journal.data)
+    if repo:
+        refs = [ref for ref in (branch_ref, target_ref) if ref]
+        ours = {ref: sha for ref, sha in git.remote_refs(repo, refs).items() if sha == head}
+        if target_ref and target_ref not in ours and git.contains(repo, [target_ref], head):
+            detail.append(f"{target_ref} contains the commits and others have built on it; "
+                          "the rows are applied again instead of undoing the commits")
+            return _reapply(journal, detail)
+        if ours:
+            try:
+                git.delete_refs(repo, ours, restore={target_ref: base}
+                                if target_ref and target_ref in ours else {})
+            except git.PushError as exc:
+                detail.append(str(exc))
+                return _result(journal, "in doubt", detail)
+            detail.append("removed from the remote (compare-and-swap): "
+                          + ", ".join(sorted(ours)))
+    settle_receipt(journal.id, committed=False)
+    detail.append("promotion rolled back: nothing of it remains")
+    journal.finish()
+    return _result(journal, "rolled back", detail)
+
+
+def _reapply(journal: Journal, detail: list[str]) -> Recovery:
+    """Apply the receipt's rows again in one transaction, with the conflict checks."""
+    data = journal.data
+    pending = receipt_path(journal.id, pending=True)
+    if not pending.exists():
+        detail.append("the pending receipt is gone, so the rows cannot be applied again")
+        return _result(journal, "in doubt", detail)
+    receipt = json.loads(pending.read_text())
+    rows = RowDelta.from_dict(receipt["rows"]) if receipt.get("rows") else None
+    if rows is not None and rows.rows:
+        with psycopg.connect(data["database"]) as conn:
+            try:
+                _, conflicts, _ = apply_delta(conn, rows, ddl=False,
+                                              triggers=data.get("triggers", "replicate"))
+            except TriggersRefused as exc:
+                conn.rollback()
+                detail.append(str(exc))
+                return _result(journal, "in doubt", detail)
+            if conflicts:
+                conn.rollback()
+                detail.append("the rows conflict with changes made on the target since the "
+                              "crash; settle them by hand, then run --recover again")
+                return _result(journal, "in doubt", detail, conflicts=conflicts)
+            conn.commit()
+        detail.append(f"applied {rows.rows} row(s) again")
+    return _forward(journal, detail)
+
+
+def _rebuild_receipt(journal: Journal, refs: dict[str, str], restore: dict[str, str]) -> Path:
+    data = journal.data
+    path = receipt_path(journal.id, pending=False)
+    write_atomically(path, json.dumps({
+        "id": journal.id, "trace_id": data.get("trace_id"), "repo": data.get("repo"),
+        "database": data.get("database"), "base": data.get("base"), "head": data.get("head"),
+        "refs": refs, "restore": restore, "protocol": data.get("protocol"),
+        "triggers": data.get("triggers"), "rows": None, "rebuilt": True}))
+    return path
+
+
+def _result(journal: Journal, decision: Decision, detail: list[str],
+            refs: dict[str, str] | None = None, receipt: str | None = None,
+            conflicts: list[Conflict] | None = None) -> Recovery:
+    return Recovery(journal.id, str(journal.data.get("state")),
+                    str(journal.data.get("protocol")), decision, detail, refs or {}, receipt,
+                    conflicts or [])
+
