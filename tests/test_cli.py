@@ -80,7 +80,8 @@ def test_doctor_reports_every_check_as_json(agent_image: str) -> None:
 def test_gc_json_lists_what_it_removed(agent_image: str) -> None:
     done = harness("gc", "--json")
     assert done.returncode == 0
-    assert set(json.loads(done.stdout)) == {"containers", "volumes", "workspaces", "databases"}
+    assert set(json.loads(done.stdout)) == {"containers", "volumes", "workspaces", "databases",
+                                            "roles", "baselines", "scratch"}
 
 
 def test_help_documents_the_exit_codes() -> None:

@@ -1,4 +1,6 @@
-"""Removal of what crashed runs left behind: labelled containers, volumes and workspaces."""
+"""Removal of what crashed runs left behind, in one pass and in dependency order: dead
+sandbox containers and volumes first, then their databases and roles, half-built
+baselines, workspaces, and the scratch folders of pushes."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from psycopg import sql
 
 from harness.sandbox import labels
 from harness.sandbox.database import OWNER_PID, SandboxDatabase
-from harness.sandbox.home import state_dir
+from harness.sandbox.home import SCRATCH, scratch_owner, state_dir
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
 
 
@@ -28,6 +30,10 @@ class GcReport:
     volumes: list[str] = field(default_factory=list)
     workspaces: list[str] = field(default_factory=list)
     databases: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+    baselines: list[str] = field(default_factory=list)
+    """Half-built baselines (`*_building`) whose builder is gone."""
+    scratch: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
@@ -35,14 +41,12 @@ class GcReport:
 
 
 def collect_garbage(client: docker.DockerClient, *, everything: bool = False) -> GcReport:
-    """Remove harness resources whose creating process is gone: sandbox containers,
-    workspaces, and sandbox databases on this home's database servers. With
-    `everything=True`, also sandboxes still in use and the database servers themselves
-    (with their cached baselines)."""
+    """Remove harness resources whose creating process is gone. With `everything=True`,
+    also sandboxes still in use and the database servers themselves (with their cached
+    baselines)."""
     report = GcReport()
     selector: dict[str, str | list[str] | bool] = {"label": labels.SANDBOX}
-    if not everything:
-        _drop_orphan_databases(client, report)
+    # Containers first: a database is only an orphan once its container is gone.
     for container in client.containers.list(all=True, filters=selector, ignore_removed=True):
         server = container.labels.get(labels.KIND) == DB_SERVER_KIND
         if everything or (_orphaned(container.labels) and not server):
@@ -56,18 +60,26 @@ def collect_garbage(client: docker.DockerClient, *, everything: bool = False) ->
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 volume.remove(force=True)
                 report.volumes.append(volume.name)
+    if not everything:
+        _drop_orphan_databases(client, report)
     for folder in state_dir("workspaces").iterdir():
         owner = folder / "owner.pid"
         pid = owner.read_text().strip() if owner.is_file() else ""
         if everything or not _alive(pid):
             shutil.rmtree(folder, ignore_errors=True)
             report.workspaces.append(folder.name)
+    for folder in state_dir(SCRATCH).iterdir():
+        if everything or not _alive(scratch_owner(folder)):
+            shutil.rmtree(folder, ignore_errors=True)
+            report.scratch.append(folder.name)
     return report
 
 
 def _drop_orphan_databases(client: docker.DockerClient, report: GcReport) -> None:
-    """Drop sandbox databases (sb_*) whose sandbox container no longer exists and whose
-    owning process is gone (a sandbox makes its database before its container)."""
+    """On every running database server of this home: sandbox databases (sb_*) whose
+    container is gone and whose owning process is dead (a sandbox makes its database
+    before its container), sandbox roles left without a database, and half-built
+    baselines no builder holds."""
     live = {SandboxDatabase.name_for(c.labels.get(labels.SANDBOX, ""))
             for c in client.containers.list(all=True, filters={"label": labels.SANDBOX},
                                                ignore_removed=True)}
@@ -84,9 +96,36 @@ def _drop_orphan_databases(client: docker.DockerClient, report: GcReport) -> Non
                     continue
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(name)))
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
                 report.databases.append(name)
+            roles = conn.execute("""
+                SELECT r.rolname FROM pg_roles r
+                WHERE r.rolname LIKE 'sb\\_%'
+                  AND NOT EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = r.rolname)
+                """).fetchall()
+            for (role,) in roles:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+                    report.roles.append(role)
+            _drop_abandoned_builds(conn, report)
+
+
+def _drop_abandoned_builds(conn: psycopg.Connection[Any], report: GcReport) -> None:
+    """A baseline is built as `<name>_building` by a process holding the advisory lock of
+    `<name>`; when the lock is free, no one is building it any more."""
+    for (building,) in conn.execute("SELECT datname FROM pg_database "
+                                    "WHERE datname LIKE 'baseline\\_%\\_building'").fetchall():
+        name = building.removesuffix("_building")
+        row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (name,)).fetchone()
+        if not row or not row[0]:
+            continue
+        try:
+            conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(
+                sql.Identifier(building)))
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(building)))
+            report.baselines.append(building)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
 
 
 def _owner_pid(comment: str | None) -> str:

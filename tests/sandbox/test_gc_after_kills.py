@@ -1,0 +1,93 @@
+"""One plain `harness gc` after processes were SIGKILLed at random points leaves nothing of
+them: containers, volumes, sandbox databases and roles, half-built baselines, workspaces,
+push scratch folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from harness.fixtures import fixture_seed
+from harness.sandbox import labels
+from harness.sandbox.home import SCRATCH, scratch_owner, state_dir
+from harness.sandbox.postgres import ServerAddress
+
+pytestmark = [pytest.mark.docker, pytest.mark.postgres]
+
+
+def _start(argv: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _kill(process: subprocess.Popen[bytes], after: float) -> int:
+    time.sleep(after)
+    pid = process.pid
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return pid
+
+
+def test_one_gc_after_random_kills_leaves_nothing_of_the_killed(
+        docker_client: docker.DockerClient, pg_server: ServerAddress, shop_repo: Path,
+        tmp_path: Path) -> None:
+    seed = str(fixture_seed("shop"))
+    harness = [sys.executable, "-m", "harness.cli"]
+    chance = random.Random(14)
+    killed: set[int] = set()
+    # Sandboxes with a database, killed while opening, working or closing.
+    for _ in range(5):
+        process = _start([*harness, "exec", "--repo", str(shop_repo), "--db", seed, "--",
+                          "sleep 30"])
+        killed.add(_kill(process, chance.uniform(0.4, 3.5)))
+    # A baseline build killed half way (its seed sleeps while building).
+    slow = tmp_path / "slow.sql"
+    slow.write_text("CREATE TABLE t (a int);\nSELECT pg_sleep(30);\n")
+    killed.add(_kill(_start([*harness, "db", "snapshot", "--source", str(slow)]), 2.5))
+    # A push killed with its scratch repository open.
+    code = ("from harness.sandbox.home import scratch_folder\nimport time\n"
+            "with scratch_folder('push') as f:\n    (f / 'x').write_text('x'); time.sleep(60)")
+    killed.add(_kill(_start([sys.executable, "-c", code]), 1.5))
+    # A seed with a syntax error cleans up after itself.
+    broken = tmp_path / "broken.sql"
+    broken.write_text("CREATE TABLE t (a int);\nCREATE TABLE oops (;\n")
+    failed = subprocess.run([*harness, "db", "snapshot", "--source", str(broken)],
+                            capture_output=True, text=True, check=False)
+    assert failed.returncode == 2 and "oops" in failed.stderr
+
+    done = subprocess.run([*harness, "gc", "--json"], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    left_containers = [c.name for c in docker_client.containers.list(
+        all=True, filters={"label": labels.SANDBOX}, ignore_removed=True)
+        if c.labels.get(labels.PID, "").isdigit() and int(c.labels[labels.PID]) in killed]
+    assert left_containers == []
+    with pg_server.connect() as conn:
+        databases = conn.execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE datname LIKE 'sb\\_%' OR datname LIKE '%\\_building'").fetchall()
+        orphan_roles = conn.execute(
+            "SELECT rolname FROM pg_roles r WHERE rolname LIKE 'sb\\_%' AND NOT EXISTS "
+            "(SELECT 1 FROM pg_database d WHERE d.datname = r.rolname)").fetchall()
+    ours = [name for name, comment in databases
+            if name.endswith("_building") or json.loads(comment or "{}").get("owner_pid")
+            in killed]
+    assert ours == [], report
+    assert orphan_roles == []
+    assert [f.name for f in state_dir(SCRATCH).iterdir()
+            if scratch_owner(f).isdigit() and int(scratch_owner(f)) in killed] == []
+    assert [f.name for f in state_dir("workspaces").iterdir()
+            if (f / "owner.pid").is_file() and (f / "owner.pid").read_text().strip().isdigit()
+            and int((f / "owner.pid").read_text()) in killed] == []
+    assert report["scratch"], "the killed push's folder was found and removed"
