@@ -236,8 +236,11 @@ class _Commit:
                              f"base); the commits are on {self.branch_ref}: {exc}")
             self.journal.write(state="fast-forwarded", pushed=pushed)
             failpoint("after-fast-forward")
-        receipt = settle_receipt(self.id, committed=True, refs=pushed,
-                                 restore=self._restore(pushed), notes=notes)
+        planned = self._planned_refs()
+        # The pending receipt is rewritten only when the refs differ from the plan.
+        updates = {} if pushed == planned and not notes else {
+            "refs": pushed, "restore": self._restore(pushed), "notes": notes}
+        receipt = settle_receipt(self.id, committed=True, **updates)
         failpoint("after-settle")
         self.journal.finish()
         return PromotionResult("promoted", self.changeset.trace_id, plan=self.plan,
@@ -287,10 +290,15 @@ class _Commit:
             return {self.target_ref: self.changeset.workspace.base}
         return {}
 
-    def _receipt(self) -> dict[str, Any]:
+    def _planned_refs(self) -> dict[str, str]:
+        """The refs the push before the commit point moves."""
         planned = {self.branch_ref: self.changeset.workspace.head} if self.pushing else {}
         if self.pushing and self.target_ref and self.protocol == "two-phase":
             planned[self.target_ref] = self.changeset.workspace.head
+        return planned
+
+    def _receipt(self) -> dict[str, Any]:
+        planned = self._planned_refs()
         return receipt_document(
             promotion_id=self.id, changeset=self.changeset, config=self.config,
             refs=planned, restore=self._restore(planned), applied=self.applied,

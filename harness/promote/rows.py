@@ -365,8 +365,7 @@ def _check(conn: psycopg.Connection[Any], table: TableDelta, info: _Table) -> li
                                       "the row was deleted" if found is None else
                                       "the row was changed since the snapshot"))
     # A row that moves to another partition takes a new key, which must be free too.
-    taken = list(table.inserted) + [u.after for u in table.updated
-                                     if _values(u.after, key) != _values(u.before, key)]
+    taken = list(table.inserted) + [u.after for u in table.updated if _moved(u, key)]
     for start in range(0, len(taken), _CHUNK):
         chunk = taken[start : start + _CHUNK]
         rows = conn.execute(sql.SQL("SELECT e.harness_ord, to_jsonb(t) FROM {} JOIN {} t ON {}").format(
@@ -399,6 +398,11 @@ def _check_by_contents(conn: psycopg.Connection[Any], table: TableDelta, info: _
             conflicts.append(Conflict(table.table, None, json.loads(encoded), None,
                                       f"{count} such row(s) expected, {have} found"))
     return conflicts
+
+
+def _moved(update: RowUpdate, key: list[str]) -> bool:
+    """Whether an update gives its row a new key (a move to another partition)."""
+    return any(update.after.get(k) != update.before.get(k) for k in key)
 
 
 def _values(image: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
@@ -567,8 +571,7 @@ def _update(conn: psycopg.Connection[Any], table: TableDelta, info: _Table, retu
         raise AssertionError("a table without a key has no updates, only deletes and inserts")
     settable = [c for c in info.columns if c not in info.identity_always]
     # A row that moved to another partition has a new key: it is found by its old one.
-    rekeyed = any(_values(u.after, table.key) != _values(u.before, table.key)
-                  for u in table.updated)
+    rekeyed = any(_moved(u, table.key) for u in table.updated)
     names = settable if rekeyed else [c for c in settable if c not in table.key]
     if not names:
         return 0, table.updated  # (an update of key columns only is a delete and an insert)
