@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from harness.guardrails.decision import Verdict
 from harness.guardrails.paths import HOME, WORKSPACE, affects, inside, matches, resolve
 from harness.guardrails.shell import DYNAMIC, Command, ShellAnalysis
-from harness.guardrails.sql import DANGEROUS_FUNCTIONS, Statement
+from harness.guardrails.sql import DANGEROUS_FUNCTIONS, TRIGGER_SILENCING, Statement
 
 CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "shell.recursive-delete": (Verdict.BLOCK, "recursive or forced delete of /, a system folder, "
@@ -34,6 +34,7 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "sql.drop-database": (Verdict.BLOCK, "DROP DATABASE"),
     "sql.drop-schema": (Verdict.BLOCK, "DROP SCHEMA"),
     "sql.drop-table": (Verdict.BLOCK, "DROP TABLE"),
+    "sql.drop-owned": (Verdict.BLOCK, "DROP OWNED: every object a role owns"),
     "sql.truncate": (Verdict.BLOCK, "TRUNCATE"),
     "sql.drop-column": (Verdict.REQUIRE_APPROVAL, "ALTER TABLE ... DROP COLUMN: the column's "
                         "data is gone"),
@@ -42,11 +43,17 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "sql.update-without-where": (Verdict.BLOCK, "UPDATE without a WHERE clause (or a constant-"
                                  "true one)"),
     "sql.copy-program": (Verdict.BLOCK, "COPY ... PROGRAM runs a server-side command"),
-    "sql.procedural-code": (Verdict.BLOCK, "DO blocks, CALL, CREATE FUNCTION/PROCEDURE/TRIGGER/"
-                            "RULE: code whose effect cannot be checked"),
+    "sql.copy-file": (Verdict.BLOCK, "COPY to or from a file on the database server"),
+    "sql.procedural-code": (Verdict.REQUIRE_APPROVAL, "a function or rule whose body would do "
+                            "what another rule stops, when it is called"),
+    "sql.unknown-effect": (Verdict.REQUIRE_APPROVAL, "a statement whose effect cannot be seen "
+                           "here: a procedure, a trigger, SQL built at run time, code in "
+                           "another language, a statement prepared elsewhere"),
+    "sql.replication-role": (Verdict.REQUIRE_APPROVAL, "session_replication_role silences "
+                             "triggers and foreign keys"),
     "sql.dangerous-function": (Verdict.BLOCK, "server administration or file-access functions"),
     "sql.alter-system": (Verdict.BLOCK, "ALTER SYSTEM changes the server's configuration"),
-    "sql.privileges": (Verdict.WARN, "GRANT, REVOKE and role changes"),
+    "sql.privileges": (Verdict.REQUIRE_APPROVAL, "GRANT, REVOKE and role changes"),
     "sql.protected-table": (Verdict.BLOCK, "a write to a protected table"),
     "sql.unparseable": (Verdict.BLOCK, "SQL that cannot be split or classified"),
     "tool.read-only": (Verdict.BLOCK, "a write through a read-only tool (db_query)"),
@@ -341,25 +348,44 @@ def _deleted(target: str, guarded: set[str], command: Command, via: str) -> Iter
 
 def sql_hits(statement: Statement, *, protected_tables: list[str], span: tuple[int, int] | None
              ) -> Iterator[Hit]:
-    """Every built-in SQL rule a statement (or what it contains) breaks."""
+    """Every built-in SQL rule a statement (or what it runs) breaks. A statement of a
+    function or rule body runs only when that code is called: what it would break asks
+    for approval (sql.procedural-code) instead."""
     for inner in statement.walk():
         where = span or inner.span
-        yield from _statement_hits(inner, protected_tables, where)
+        for hit in _statement_hits(inner, protected_tables, where):
+            if inner.deferred:
+                yield Hit("sql.procedural-code", f"code defined here would, once called: "
+                          f"{hit.reason}", hit.span)
+            else:
+                yield hit
+
+
+_PROTECTABLE = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "COPY",
+                          "ALTER", "DROP", "CREATE", "SELECT INTO"})
 
 
 def _statement_hits(statement: Statement, protected: list[str], span: tuple[int, int]
                     ) -> Iterator[Hit]:
     kind, object_kind = statement.kind, statement.object_kind
     targets = ", ".join(statement.targets) or "?"
-    if statement.uncertain and kind in ("UNKNOWN",):
-        yield Hit("sql.unparseable", statement.uncertain, span)
+    if kind == "UNKNOWN":
+        yield Hit("sql.unparseable", statement.uncertain or "a statement that cannot be read",
+                  span)
+    elif statement.uncertain:
+        yield Hit("sql.unknown-effect", statement.uncertain, span)
     if kind == "DROP" and object_kind in ("DATABASE", "SCHEMA", "TABLE"):
         rule = {"DATABASE": "sql.drop-database", "SCHEMA": "sql.drop-schema",
                 "TABLE": "sql.drop-table"}[object_kind]
         yield Hit(rule, f"DROP {object_kind} {targets}", span)
+    if kind == "DROP" and object_kind == "OWNED":
+        yield Hit("sql.drop-owned", "DROP OWNED drops every object the role owns", span)
     if kind == "TRUNCATE":
         yield Hit("sql.truncate", f"TRUNCATE {targets}", span)
-    if kind == "ALTER" and object_kind == "TABLE" and _drops_column(statement.words):
+    if statement.rewrites_column:
+        yield Hit("sql.update-without-where", f"ALTER TABLE {targets} rewrites every value of "
+                  f"{statement.rewrites_column} with a constant", span)
+    if statement.drops_column:
         yield Hit("sql.drop-column", f"ALTER TABLE {targets} drops a column and its data", span)
     if kind in ("DELETE", "UPDATE") and (not statement.has_where or statement.where_constant_true):
         how = "has no WHERE clause" if not statement.has_where else \
@@ -369,33 +395,29 @@ def _statement_hits(statement: Statement, protected: list[str], span: tuple[int,
     if statement.copy_program:
         yield Hit("sql.copy-program", "COPY ... PROGRAM runs a command on the database server",
                   span)
-    if kind in ("DO", "CALL") or (kind == "CREATE" and object_kind in (
-            "FUNCTION", "PROCEDURE", "TRIGGER", "RULE")):
-        yield Hit("sql.procedural-code", statement.uncertain or f"{kind} {object_kind}", span)
+    if statement.copy_file:
+        yield Hit("sql.copy-file", f"COPY {'from' if statement.copy_from else 'to'} the server "
+                  f"file {statement.copy_file}", span)
     dangerous = sorted(set(statement.functions) & DANGEROUS_FUNCTIONS)
     if dangerous:
         yield Hit("sql.dangerous-function", f"calls {', '.join(dangerous)}", span)
+    silencing = [name for name, _ in statement.settings
+                 if name.lower() in TRIGGER_SILENCING or name == "?"]
+    if silencing:
+        yield Hit("sql.replication-role", f"sets {silencing[0]}: triggers and foreign keys "
+                  "stop firing", span)
     if kind == "ALTER" and object_kind == "SYSTEM":
         yield Hit("sql.alter-system", "ALTER SYSTEM changes the server's configuration", span)
     if kind in ("GRANT", "REVOKE") or (kind in ("CREATE", "ALTER", "DROP") and object_kind in (
             "ROLE", "USER", "GROUP")):
         yield Hit("sql.privileges", f"{kind} changes privileges or roles", span)
-    if statement.writes and kind != "SELECT":
+    if kind in _PROTECTABLE and not (kind == "CREATE" and object_kind not in (
+            "TABLE", "INDEX", "RULE", "TRIGGER")):
         for target in statement.targets:
             match = protected_match(target, protected)
-            if match and not (kind in ("CREATE",) and object_kind not in ("TABLE", "INDEX")):
+            if match:
                 yield Hit("sql.protected-table",
                           f"{kind} writes {target}, a protected table ({match})", span)
-
-
-# What else ALTER TABLE can DROP: ALTER TABLE t DROP [COLUMN] [IF EXISTS] c drops a column.
-_DROPPED_NOT_A_COLUMN = frozenset({"CONSTRAINT", "DEFAULT", "NOT", "IDENTITY", "EXPRESSION"})
-
-
-def _drops_column(words: tuple[str, ...]) -> bool:
-    return any(word == "DROP" and index + 1 < len(words)
-               and words[index + 1] not in _DROPPED_NOT_A_COLUMN
-               for index, word in enumerate(words) if index > 0)
 
 
 def protected_match(target: str, protected: list[str]) -> str | None:

@@ -1,50 +1,50 @@
-"""SQL analysis: what each statement of a SQL text would do, without running it.
+"""SQL analysis on PostgreSQL's own parser: what each statement would do, without running it.
 
-The text is first masked, keeping every offset: string literals, dollar-quoted bodies
-and comments are blanked, so nothing inside them can look like SQL. Statements are
-split on the semicolons that remain, lists of literals are folded (a 10 KB VALUES list
-costs no more than one row), and each statement is tokenised with sqlparse's keyword
-tables and read by a
-small state machine: its kind, the tables it writes, whether an UPDATE or DELETE has a
-WHERE clause (and whether that clause is constant-true), data-modifying CTEs, COPY ...
-PROGRAM, procedural code whose body cannot be seen. Anything the analysis cannot be
-sure of is said in `Statement.uncertain`.
+The text is parsed by libpg_query (through pglast), PostgreSQL's real grammar, so there
+is no lexer of ours to differ from the server's: quoting, `U&"..."` identifiers, `E''`
+strings, dollar quotes and nested comments are read exactly as PostgreSQL reads them, and
+identifiers come back folded the way it folds them. Every statement is walked for what it
+writes: its target tables, data-modifying CTEs, MERGE actions, COPY to or from programs
+and files, EXPLAIN ANALYZE, PREPARE, rules, SQL and PL/pgSQL bodies of DO blocks and
+functions (parsed too), SQL strings given to dblink. Whether an UPDATE or DELETE touches
+every row is decided on its WHERE tree. What cannot be seen (SQL built at run time, code
+in other languages, procedures defined elsewhere) is said in `Statement.uncertain`.
+Text that does not parse fails closed (`SqlSyntaxError`).
 """
 
 from __future__ import annotations
 
-import functools
-import re
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any
 
-from sqlparse import keywords as sql_keywords
-from sqlparse import tokens as T
+from pglast import parse_plpgsql, parser
 
-MAX_STATEMENT_CHARS = 64 * 1024
-"""A statement larger than this after folding is not analysed (and so fails closed)."""
+MAX_DEPTH = 8
+"""Bodies nested deeper than this (a DO block running a DO block ...) are not followed."""
 
 WRITE_KINDS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "ALTER", "DROP",
                          "COPY", "CREATE", "GRANT", "REVOKE", "COMMENT", "REINDEX", "CLUSTER",
-                         "VACUUM", "REFRESH", "SELECT INTO", "DO", "CALL"})
-READ_ONLY_KINDS = frozenset({"SELECT", "VALUES", "TABLE", "SHOW", "EXPLAIN", "SET", "RESET",
-                             "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "SAVEPOINT",
-                             "RELEASE", "PREPARE", "DEALLOCATE", "DISCARD", "LISTEN", "UNLISTEN",
-                             "FETCH", "CLOSE", "DECLARE", "MOVE", "ABORT", "LOAD",
-                             # EXECUTE runs a prepared statement, judged when it was PREPAREd.
-                             "EXECUTE"})
+                         "VACUUM", "REFRESH", "SELECT INTO", "DO", "CALL", "LOCK", "SECURITY",
+                         "IMPORT", "LOAD", "UNKNOWN"})
 DANGEROUS_FUNCTIONS = frozenset({
     "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
     "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "lo_import", "lo_export",
-    "lo_unlink", "dblink_exec", "dblink", "pg_drop_replication_slot", "pg_promote",
-    "pg_switch_wal", "pg_create_restore_point", "set_config", "pg_file_write", "pg_file_unlink",
-    "pg_logical_emit_message", "pg_advisory_lock",
+    "lo_unlink", "dblink_exec", "dblink", "dblink_send_query", "pg_drop_replication_slot",
+    "pg_promote", "pg_switch_wal", "pg_create_restore_point", "pg_file_write",
+    "pg_file_unlink", "pg_file_rename", "pg_logical_emit_message", "pg_ls_logdir",
+    "pg_ls_waldir", "pg_log_backend_memory_contexts", "pg_create_logical_replication_slot",
+    "pg_create_physical_replication_slot", "pg_replication_origin_create",
 })
+"""Server administration, file access and sessions on other connections."""
+SQL_TEXT_FUNCTIONS = {"dblink": 1, "dblink_exec": 1, "dblink_send_query": 1}
+"""Functions whose argument at this position is SQL run elsewhere (analysed too)."""
+TRIGGER_SILENCING = frozenset({"session_replication_role"})
 
 
 class SqlSyntaxError(ValueError):
-    """The SQL text cannot be split into statements (an unterminated string, comment or
-    dollar quote)."""
+    """The SQL text does not parse as PostgreSQL."""
 
     def __init__(self, message: str, offset: int) -> None:
         super().__init__(message)
@@ -57,28 +57,42 @@ class Statement:
 
     kind: str
     """SELECT, INSERT, UPDATE, DELETE, MERGE, TRUNCATE, CREATE, ALTER, DROP, COPY, GRANT,
-    DO, CALL, SELECT INTO, EXPLAIN, ... or UNKNOWN."""
+    DO, CALL, SELECT INTO, EXPLAIN, SET, PREPARE, EXECUTE, ... or UNKNOWN."""
     span: tuple[int, int]
     text: str
     object_kind: str | None = None
-    """For CREATE, ALTER and DROP: TABLE, DATABASE, SCHEMA, FUNCTION, ..."""
+    """For CREATE, ALTER, DROP, GRANT: TABLE, DATABASE, SCHEMA, FUNCTION, ..."""
     targets: tuple[str, ...] = ()
-    """Tables (or databases, schemas) the statement writes, lower-cased unless quoted."""
+    """Tables (or databases, schemas) the statement writes, as PostgreSQL names them:
+    folded unless quoted, `schema.table` when qualified."""
     has_where: bool = True
     where_constant_true: bool = False
-    where_span: tuple[int, int] | None = None
     copy_program: bool = False
+    copy_file: str | None = None
+    """COPY to or from a file on the database server."""
     copy_from: bool = False
+    drops_column: bool = False
+    rewrites_column: str | None = None
+    """ALTER COLUMN ... TYPE ... USING an expression that reads no column: every value of
+    the column is replaced."""
     functions: tuple[str, ...] = ()
     words: tuple[str, ...] = ()
-    """The statement's words, upper-cased, without comments or literal contents."""
+    """The statement's tokens as PostgreSQL's lexer reads them: keywords upper-cased,
+    identifiers as written, literals as `''`, comments dropped."""
     nested: tuple[Statement, ...] = ()
-    """Data-modifying statements inside CTEs, or what EXPLAIN ANALYZE runs."""
+    """Statements this one runs: data-modifying CTEs, EXPLAIN ANALYZE's statement, a
+    PREPAREd statement, rule actions, DO and function bodies, dblink SQL."""
+    deferred: bool = False
+    """A statement of a function or rule body: it runs when that code is called, not now."""
+    reads: tuple[str, ...] = ()
+    """For CREATE VIEW: the tables the view reads (writes through it reach them)."""
+    settings: tuple[tuple[str, str], ...] = ()
+    """SET name = value, and set_config(name, value) calls."""
     uncertain: str | None = None
 
     @property
     def writes(self) -> bool:
-        """Whether the statement (or something it contains) changes data or schema."""
+        """Whether the statement (or something it runs) changes data or schema."""
         return self.kind in WRITE_KINDS or any(n.writes for n in self.nested)
 
     def walk(self) -> list[Statement]:
@@ -97,624 +111,795 @@ class SqlAnalysis:
     statements: list[Statement] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------- masking
-
-_SPECIAL = re.compile(r"""--|/\*|'|"|\$(?:[A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$|[eE]'""")
-
-
-def mask(text: str) -> str:
-    """The text with the contents of strings, dollar quotes and comments blanked; every
-    character keeps its offset. Raises SqlSyntaxError on an unterminated one."""
-    out: list[str] = []
-    position = 0
-    length = len(text)
-    while True:
-        match = _SPECIAL.search(text, position)
-        if match is None:
-            out.append(text[position:])
-            break
-        start = match.start()
-        token = match.group()
-        if token in ("'", "E'", "e'") and start > 0 and _is_ident_char(text[start - 1]) \
-                and token == "'" and not _string_prefix(text, start):
-            # a quote glued to a word (not a prefix like E/B/X/U&): still a string start
-            pass
-        out.append(text[position:start])
-        if token == "--":
-            end = text.find("\n", start)
-            end = length if end < 0 else end
-            out.append(" " * (end - start))
-        elif token == "/*":
-            end = _comment_end(text, start)
-            out.append(_blank(text[start:end]))
-        elif token in ("'", "E'", "e'"):
-            escapes = token != "'"
-            quote_at = start + len(token) - 1
-            end = _string_end(text, quote_at, escapes=escapes)
-            out.append(text[start : quote_at + 1] + " " * (end - quote_at - 2) + "'")
-        elif token == '"':
-            end = text.find('"', start + 1)
-            while end >= 0 and end + 1 < length and text[end + 1] == '"':
-                end = text.find('"', end + 2)
-            if end < 0:
-                raise SqlSyntaxError("unterminated quoted identifier", start)
-            end += 1
-            # Identifiers stay (they are table names) but may not split statements.
-            out.append(re.sub(r"[;()']", "_", text[start:end]))
-        else:  # dollar quote $tag$ ... $tag$
-            closing = text.find(token, match.end())
-            if closing < 0:
-                raise SqlSyntaxError(f"unterminated dollar-quoted string {token}", start)
-            end = closing + len(token)
-            out.append(token + _blank(text[match.end() : closing]) + token)
-        position = end
-    return "".join(out)
-
-
-def _string_prefix(text: str, at: int) -> bool:
-    return text[max(0, at - 2) : at].upper() in ("U&",) or text[at - 1] in "bBxXnN"
-
-
-def _is_ident_char(char: str) -> bool:
-    return char.isalnum() or char == "_"
-
-
-def _blank(text: str) -> str:
-    return re.sub(r"[^\n]", " ", text)
-
-
-def _comment_end(text: str, start: int) -> int:
-    depth = 0
-    position = start
-    while True:
-        opening = text.find("/*", position)
-        closing = text.find("*/", position)
-        if closing < 0:
-            raise SqlSyntaxError("unterminated /* comment", start)
-        if 0 <= opening < closing:
-            depth += 1
-            position = opening + 2
-            continue
-        depth -= 1
-        position = closing + 2
-        if depth == 0:
-            return position
-
-
-def _string_end(text: str, quote_at: int, *, escapes: bool) -> int:
-    position = quote_at + 1
-    length = len(text)
-    while position < length:
-        char = text[position]
-        if escapes and char == "\\":
-            position += 2
-            continue
-        if char == "'":
-            if position + 1 < length and text[position + 1] == "'":
-                position += 2
-                continue
-            return position + 1
-        position += 1
-    raise SqlSyntaxError("unterminated string literal", quote_at)
-
-
-# ---------------------------------------------------------------- folding
-
-_LITERAL = r"\s*(?:[-+]?\d[\d.eE+-]*|'\s*'|NULL|TRUE|FALSE|DEFAULT|\$\d+)\s*"
-# Two or more literals: a lone `(TRUE)` stays, a WHERE clause may depend on it.
-_LITERAL_LIST = re.compile(rf"\((?:{_LITERAL},)+{_LITERAL}\)", re.IGNORECASE)
-_TUPLE_LIST = re.compile(r"\(\)(?:\s*,\s*\(\))+")
-
-
-def fold(masked: str) -> str:
-    """Masked SQL with parenthesised lists of literals folded to `()`: they cannot hide
-    a statement or a function call, and they are what makes big statements big."""
-    folded = _LITERAL_LIST.sub("()", masked)
-    return _TUPLE_LIST.sub("()", folded)
-
-
-# ---------------------------------------------------------------- analysis
-
-
 def analyse(text: str) -> SqlAnalysis:
-    """Split `text` into statements and analyse each. Raises SqlSyntaxError when the
-    text cannot be split."""
+    """Parse and analyse a SQL text; SqlSyntaxError when it does not parse."""
     analysis = SqlAnalysis(text)
-    masked = mask(text)
-    start = 0
-    for piece in masked.split(";"):
-        end = start + len(piece)
-        if piece.strip():
-            lead = len(piece) - len(piece.lstrip())
-            tail = len(piece.rstrip())
-            span = (start + lead, start + tail)
-            analysis.statements.append(
-                _statement(fold(piece.strip()), span, text[span[0] : span[1]]))
-        start = end + 1
+    tree = _parse(text)
+    encoded = text.encode()
+    ascii_only = len(encoded) == len(text)
+    for raw in tree.get("stmts", []):
+        start = raw.get("stmt_location", 0)
+        length = raw.get("stmt_len", 0) or len(encoded) - start
+        if not ascii_only:  # libpg_query counts bytes
+            start, length = (len(encoded[:start].decode(errors="replace")),
+                             len(encoded[start : start + length].decode(errors="replace")))
+        span = (start, start + length)
+        reader = _Reader(text[span[0] : span[1]], span, depth=0)
+        try:
+            analysis.statements.append(reader.statement(raw["stmt"]))
+        except RecursionError:
+            raise SqlSyntaxError("the SQL is nested too deeply to analyse", start) from None
+    _undefer_called(analysis.statements)
+    _resolve_executes(analysis.statements)
+    _through_views(analysis.statements)
     return analysis
 
 
-def _statement(folded: str, span: tuple[int, int], original: str) -> Statement:
-    if len(folded) > MAX_STATEMENT_CHARS:
-        return Statement("UNKNOWN", span, original, uncertain=(
-            f"statement too large to analyse ({len(folded)} characters after folding literal "
-            f"lists; the limit is {MAX_STATEMENT_CHARS})"))
-    words = _tokens(folded)
+def _parse(text: str) -> dict[str, Any]:
     try:
-        return _Reader(words, span, original).statement()
+        return dict(json.loads(parser.parse_sql_json(text)))
     except RecursionError:
-        return Statement("UNKNOWN", span, original, uncertain="statement nested too deeply to "
-                         "analyse")
+        raise SqlSyntaxError("the SQL is nested too deeply to analyse", 0) from None
+    except parser.ParseError as exc:
+        location = getattr(exc, "location", 0) or 0
+        raise SqlSyntaxError(str(exc.args[0] if exc.args else exc), max(0, location - 1)) \
+            from None
 
 
-class _Token(NamedTuple):  # a tuple: thousands are made per large input
-    kind: str  # "kw", "name", "punct", "op", "lit", "other"
-    value: str  # upper-cased for keywords, normalised for names
-    start: int  # offset in the folded statement
-    end: int
+# ------------------------------------------------------------------ the tree
 
 
-# One pass of one regular expression over the masked text; words are classified with
-# sqlparse's own keyword tables (the ones its lexer loads), so the vocabulary is
-# sqlparse's while the cost is a single C-level scan.
-_TOKEN = re.compile(r"""\s*(?:
-    (?P<name>"(?:[^"]|"")*")
-  | (?P<lit>(?:[eEbBxXnN]|[uU]&)?'[^']*'
-      | \$(?P<tag>[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?\$.*?\$(?P=tag)?\$
-      | \$\d+
-      | (?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
-  | (?P<word>[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*)
-  | (?P<op>::|<>|!=|>=|<=|\|\||[-+*/%^<>=~!@#&|?])
-  | (?P<punct>[(),;.\[\]])
-  | (?P<other>.))
-""", re.VERBOSE | re.DOTALL)
+def _nodes(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every node of a parse tree (type, fields), depth first."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if key[:1].isupper() and isinstance(inner, dict):
+                    yield key, inner
+                stack.append(inner)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
 
 
-@functools.cache
-def _keywords() -> dict[str, object]:
-    merged: dict[str, object] = {}
-    for table in (sql_keywords.KEYWORDS_COMMON, sql_keywords.KEYWORDS_ORACLE,
-                  sql_keywords.KEYWORDS_MYSQL, sql_keywords.KEYWORDS_PLPGSQL,
-                  sql_keywords.KEYWORDS_HQL, sql_keywords.KEYWORDS_MSACCESS,
-                  sql_keywords.KEYWORDS_SNOWFLAKE, sql_keywords.KEYWORDS_BIGQUERY,
-                  sql_keywords.KEYWORDS):
-        for word, ttype in table.items():
-            if ttype in T.Keyword or ttype in T.Name.Builtin:
-                merged.setdefault(word, ttype)
-    return merged
-
-
-def _tokens(folded: str) -> list[_Token]:
-    keywords = _keywords()
-    tokens: list[_Token] = []
-    for match in _TOKEN.finditer(folded):
-        kind = match.lastgroup
-        if kind is None:  # trailing blanks
-            continue
-        if kind == "tag":
-            kind = "lit"
-        start, end = match.span(kind)
-        value = folded[start:end]
-        if kind == "word":
-            upper = value.upper()
-            if upper in keywords:
-                tokens.append(_Token("kw", upper, start, end))
-            else:
-                tokens.append(_Token("name", value.lower(), start, end))
-        elif kind == "name":
-            tokens.append(_Token("name", _identifier(value), start, end))
-        else:
-            tokens.append(_Token(kind, value.upper() if kind == "op" else value, start, end))
-    return tokens
-
-
-def _identifier(value: str) -> str:
-    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
-        return value[1:-1].replace('""', '"')
-    return value.lower()
-
-
-_DML = ("INSERT", "UPDATE", "DELETE", "MERGE")
-_OBJECT_KINDS = ("TABLE", "DATABASE", "SCHEMA", "VIEW", "INDEX", "SEQUENCE", "FUNCTION",
-                 "PROCEDURE", "TRIGGER", "RULE", "ROLE", "USER", "TYPE", "EXTENSION", "POLICY",
-                 "MATERIALIZED", "DOMAIN", "AGGREGATE", "OWNED", "TABLESPACE", "SERVER",
-                 "PUBLICATION", "SUBSCRIPTION", "EVENT", "COLLATION", "OPERATOR", "LANGUAGE",
-                 "FOREIGN", "TEXT", "CAST", "CONVERSION", "GROUP", "STATISTICS", "ACCESS",
-                 "DEFAULT", "SYSTEM", "UNLOGGED", "TEMP", "TEMPORARY")
-
-
-class _Reader:
-    """Reads one statement's tokens."""
-
-    def __init__(self, tokens: list[_Token], span: tuple[int, int], original: str) -> None:
-        self.tokens = tokens
-        self.span = span
-        self.original = original
-
-    def statement(self) -> Statement:
-        if not self.tokens:
-            return Statement("EMPTY", self.span, self.original)
-        functions = self._functions()
-        nested, index = self._ctes(0)
-        if index >= len(self.tokens):
-            return self._unknown("a WITH clause with no statement after it")
-        head = self.tokens[index]
-        keyword = head.value if head.kind in ("kw", "name") else ""
-        if head.kind == "punct" and head.value == "(":
-            keyword = "SELECT"  # (SELECT ...) UNION ...
-        statement = self._dispatch(keyword, index)
-        extra: dict[str, object] = {"words": tuple(t.value.upper() for t in self.tokens)}
-        if nested:
-            extra["nested"] = statement.nested + tuple(nested)
-        if functions:
-            extra["functions"] = tuple(functions)
-        return replace(statement, **extra)  # type: ignore[arg-type]
-
-    # ------------------------------------------------------------ helpers
-
-    def _unknown(self, why: str) -> Statement:
-        return Statement("UNKNOWN", self.span, self.original, uncertain=why)
-
-    def _at(self, index: int) -> _Token | None:
-        return self.tokens[index] if index < len(self.tokens) else None
-
-    def _is(self, index: int, *values: str) -> bool:
-        token = self._at(index)
-        return token is not None and token.kind in ("kw", "name") and token.value in values
-
-    def _skip(self, index: int, *values: str) -> int:
-        while self._is(index, *values):
-            index += 1
-        return index
-
-    def _name(self, index: int) -> tuple[str | None, int]:
-        """A possibly schema-qualified name starting at `index`."""
-        parts = []
-        token = self._at(index)
-        while token is not None and token.kind in ("name", "kw"):
-            parts.append(token.value if token.kind == "name" else token.value.lower())
-            nxt = self._at(index + 1)
-            if nxt is not None and nxt.kind == "punct" and nxt.value == ".":
-                index += 2
-                token = self._at(index)
-                continue
-            index += 1
-            break
-        return (".".join(parts) if parts else None), index
-
-    def _depth_zero(self, start: int) -> list[tuple[int, _Token]]:
-        """Tokens from `start` that are not inside parentheses."""
-        depth = 0
-        found = []
-        for index in range(start, len(self.tokens)):
-            token = self.tokens[index]
-            if token.kind == "punct" and token.value == "(":
-                depth += 1
-            elif token.kind == "punct" and token.value == ")":
-                depth -= 1
-            elif depth == 0:
-                found.append((index, token))
-        return found
-
-    def _functions(self) -> list[str]:
-        names = []
-        for index, token in enumerate(self.tokens[:-1]):
-            following = self.tokens[index + 1]
-            if token.kind == "name" and following.kind == "punct" and following.value == "(":
-                names.append(token.value.lower())
-        return names
-
-    def _ctes(self, index: int) -> tuple[list[Statement], int]:
-        """Skip a WITH clause, returning the data-modifying statements inside it."""
-        if not self._is(index, "WITH"):
-            return [], index
-        index = self._skip(index + 1, "RECURSIVE")
-        nested: list[Statement] = []
-        while index < len(self.tokens):
-            # name [(columns)] AS [NOT] [MATERIALIZED] ( body )
-            while index < len(self.tokens) and not (
-                self.tokens[index].kind == "punct" and self.tokens[index].value == "("
-                and self._is(index - 1, "AS", "MATERIALIZED")
-            ):
-                index += 1
-            if index >= len(self.tokens):
-                break
-            close = self._matching(index)
-            inner = _Reader(self.tokens[index + 1 : close], self.span, self.original)
-            body = inner.statement()
-            if body.writes or body.kind in _DML:
-                nested.append(body)
-            index = close + 1
-            if self._at(index) is not None and self.tokens[index].value == ",":
-                index += 1
-                continue
-            break
-        return nested, index
-
-    def _matching(self, open_index: int) -> int:
-        depth = 0
-        for index in range(open_index, len(self.tokens)):
-            token = self.tokens[index]
-            if token.kind == "punct" and token.value == "(":
-                depth += 1
-            elif token.kind == "punct" and token.value == ")":
-                depth -= 1
-                if depth == 0:
-                    return index
-        return len(self.tokens)
-
-    # ------------------------------------------------------------ kinds
-
-    def _dispatch(self, keyword: str, index: int) -> Statement:
-        if keyword in ("SELECT", "VALUES", "TABLE"):
-            return self._select(index)
-        if keyword == "INSERT":
-            return self._insert(index)
-        if keyword == "UPDATE":
-            return self._update(index)
-        if keyword == "DELETE":
-            return self._delete(index)
-        if keyword == "MERGE":
-            target, _ = self._name(self._skip(index + 1, "INTO", "ONLY"))
-            return Statement("MERGE", self.span, self.original, targets=_tuple(target))
-        if keyword == "TRUNCATE":
-            return self._truncate(index)
-        if keyword in ("DROP", "ALTER", "CREATE"):
-            return self._ddl(keyword, index)
-        if keyword == "COPY":
-            return self._copy(index)
-        if keyword in ("GRANT", "REVOKE", "COMMENT", "REINDEX", "CLUSTER", "VACUUM", "ANALYZE",
-                       "REFRESH", "SECURITY", "LOCK", "IMPORT", "REASSIGN", "NOTIFY",
-                       "CHECKPOINT"):
-            return Statement(keyword, self.span, self.original)
-        if keyword == "DO":
-            return Statement("DO", self.span, self.original,
-                             uncertain="an anonymous code block; its body cannot be checked")
-        if keyword == "CALL":
-            name, _ = self._name(index + 1)
-            return Statement("CALL", self.span, self.original, functions=_tuple(name),
-                             uncertain="a procedure call; what it does cannot be checked")
-        if keyword == "EXPLAIN":
-            return self._explain(index)
-        if keyword == "PREPARE":
-            body = [i for i, t in self._depth_zero(index) if t.kind == "kw" and t.value == "AS"]
-            if not body:
-                return self._unknown("PREPARE without AS")
-            inner = _Reader(self.tokens[body[0] + 1 :], self.span, self.original).statement()
-            return Statement("PREPARE", self.span, self.original, nested=(inner,))
-        if keyword in READ_ONLY_KINDS:
-            return Statement(keyword, self.span, self.original)
-        return self._unknown(f"unrecognised statement starting with {keyword or '?'!r}")
-
-    def _select(self, index: int) -> Statement:
-        into = [i for i, t in self._depth_zero(index) if t.kind == "kw" and t.value == "INTO"]
-        if into:
-            target, _ = self._name(self._skip(into[0] + 1, "TEMP", "TEMPORARY", "UNLOGGED", "TABLE"))
-            return Statement("SELECT INTO", self.span, self.original, targets=_tuple(target))
-        return Statement("SELECT", self.span, self.original)
-
-    def _insert(self, index: int) -> Statement:
-        target, _ = self._name(self._skip(index + 1, "INTO"))
-        return Statement("INSERT", self.span, self.original, targets=_tuple(target))
-
-    def _update(self, index: int) -> Statement:
-        target, after = self._name(self._skip(index + 1, "ONLY"))
-        return self._with_where("UPDATE", target, after)
-
-    def _delete(self, index: int) -> Statement:
-        target, after = self._name(self._skip(index + 1, "FROM", "ONLY"))
-        return self._with_where("DELETE", target, after)
-
-    def _with_where(self, kind: str, target: str | None, after: int) -> Statement:
-        if target is None:
-            return self._unknown(f"{kind} without a table name")
-        level = self._depth_zero(after)
-        where = [i for i, t in level if t.kind == "kw" and t.value == "WHERE"]
-        if not where:
-            return Statement(kind, self.span, self.original, targets=(target,), has_where=False)
-        begin = where[0] + 1
-        stops = [i for i, t in level if i > begin and t.kind == "kw" and t.value in
-                 ("RETURNING", "ORDER", "LIMIT", "FOR")]
-        end = stops[0] if stops else len(self.tokens)
-        condition = self.tokens[begin:end]
-        if condition and condition[0].kind == "kw" and condition[0].value == "CURRENT":
-            return Statement(kind, self.span, self.original, targets=(target,))
-        constant = _constant_true(condition)
-        where_span = None
-        if condition:
-            where_span = (self.span[0] + self.tokens[where[0]].start,
-                          self.span[0] + condition[-1].end)
-        return Statement(kind, self.span, self.original, targets=(target,), has_where=True,
-                         where_constant_true=constant, where_span=where_span)
-
-    def _truncate(self, index: int) -> Statement:
-        index = self._skip(index + 1, "TABLE", "ONLY")
-        targets = []
-        while index < len(self.tokens):
-            name, index = self._name(index)
-            if name:
-                targets.append(name)
-            if self._at(index) is not None and self.tokens[index].value == "*":
-                index += 1
-            if self._at(index) is not None and self.tokens[index].value == ",":
-                index = self._skip(index + 1, "ONLY")
-                continue
-            break
-        return Statement("TRUNCATE", self.span, self.original, targets=tuple(targets))
-
-    def _ddl(self, keyword: str, index: int) -> Statement:
-        index += 1
-        index = self._skip(index, "OR", "REPLACE", "GLOBAL", "LOCAL", "TEMP", "TEMPORARY",
-                           "UNLOGGED", "UNIQUE", "RECURSIVE", "TRUSTED", "PROCEDURAL",
-                           "CONSTRAINT")
-        token = self._at(index)
-        object_kind = token.value.upper() if token is not None and token.kind in ("kw", "name") \
-            else None
-        if object_kind in ("MATERIALIZED", "FOREIGN", "TEXT", "EVENT", "ACCESS", "DEFAULT"):
-            index += 1
-            token = self._at(index)
-            if token is not None:
-                object_kind = f"{object_kind} {token.value.upper()}"
-        if keyword == "ALTER" and object_kind == "SYSTEM":
-            return Statement("ALTER", self.span, self.original, object_kind="SYSTEM")
-        index = self._skip(index + 1, "IF", "NOT", "EXISTS", "CONCURRENTLY", "ONLY")
-        targets = []
-        while index < len(self.tokens):
-            name, index = self._name(index)
-            if name:
-                targets.append(name)
-            if keyword == "DROP" and self._at(index) is not None and \
-                    self.tokens[index].value == ",":
-                index += 1
-                continue
-            break
-        uncertain = None
-        if keyword == "CREATE" and object_kind in ("FUNCTION", "PROCEDURE", "TRIGGER", "RULE"):
-            uncertain = f"CREATE {object_kind} defines code whose effect cannot be checked"
-        if keyword == "CREATE" and object_kind == "TABLE" and any(
-                t.kind == "kw" and t.value == "AS" for _, t in self._depth_zero(index)):
-            object_kind = "TABLE AS"
-        return Statement(keyword, self.span, self.original, object_kind=object_kind,
-                         targets=tuple(targets), uncertain=uncertain)
-
-    def _copy(self, index: int) -> Statement:
-        level = self._depth_zero(index + 1)
-        name, _ = self._name(index + 1)
-        direction_from = any(t.kind == "kw" and t.value == "FROM" for _, t in level)
-        program = any(t.value.upper() == "PROGRAM" for _, t in level)
-        first = self._at(index + 1)
-        if first is not None and first.kind == "punct":  # COPY (query) TO ...
-            name = None
-        return Statement("COPY", self.span, self.original, targets=_tuple(name) if direction_from
-                         else (), copy_program=program, copy_from=direction_from)
-
-    def _explain(self, index: int) -> Statement:
-        index += 1
-        analyze = False
-        if self._at(index) is not None and self.tokens[index].value == "(":
-            close = self._matching(index)
-            options = [t.value.upper() for t in self.tokens[index + 1 : close]]
-            analyze = "ANALYZE" in options or "ANALYSE" in options
-            if analyze:
-                position = options.index("ANALYZE" if "ANALYZE" in options else "ANALYSE")
-                if position + 1 < len(options) and options[position + 1] in ("FALSE", "OFF", "0"):
-                    analyze = False
-            index = close + 1
-        while self._is(index, "ANALYZE", "ANALYSE", "VERBOSE"):
-            analyze = analyze or self.tokens[index].value in ("ANALYZE", "ANALYSE")
-            index += 1
-        inner_tokens = self.tokens[index:]
-        inner = _Reader(inner_tokens, self.span, self.original).statement()
-        if analyze:  # EXPLAIN ANALYZE runs the statement
-            return Statement("EXPLAIN", self.span, self.original, nested=(inner,),
-                             functions=inner.functions)
-        return Statement("EXPLAIN", self.span, self.original)
-
-
-def _tuple(value: str | None) -> tuple[str, ...]:
-    return (value,) if value else ()
-
-
-# ------------------------------------------------------- constant-true WHERE
-
-
-def _constant_true(condition: list[_Token]) -> bool:
-    """Whether a WHERE condition holds for every row: TRUE, 1=1, x=x, 'a'='a', NOT FALSE,
-    or any OR with such a branch, or an AND of them only."""
-    if not condition:
-        return False
-    condition = _strip_parens(condition)
-    branches = _split_top(condition, "OR")
-    if len(branches) > 1:
-        return any(_constant_true(branch) for branch in branches)
-    parts = _split_top(condition, "AND")
-    if len(parts) > 1:
-        return all(_constant_true(part) for part in parts)
-    return _atom_true(condition)
-
-
-def _strip_parens(tokens: list[_Token]) -> list[_Token]:
-    while len(tokens) >= 2 and tokens[0].value == "(" and tokens[-1].value == ")":
-        depth = 0
-        wraps = True
-        for index, token in enumerate(tokens):
-            if token.value == "(":
-                depth += 1
-            elif token.value == ")":
-                depth -= 1
-                if depth == 0 and index < len(tokens) - 1:
-                    wraps = False
-                    break
-        if not wraps:
-            break
-        tokens = tokens[1:-1]
-    return tokens
-
-
-def _split_top(tokens: list[_Token], keyword: str) -> list[list[_Token]]:
-    parts: list[list[_Token]] = [[]]
-    depth = 0
-    for token in tokens:
-        if token.value == "(":
-            depth += 1
-        elif token.value == ")":
-            depth -= 1
-        if depth == 0 and token.kind == "kw" and token.value == keyword:
-            parts.append([])
-            continue
-        parts[-1].append(token)
-    return parts
-
-
-_TRUE_WORDS = {"TRUE", "'T'", "'TRUE'", "'Y'", "'YES'", "'ON'", "'1'"}
-
-
-def _atom_true(tokens: list[_Token]) -> bool:
-    values = [t.value.upper() for t in tokens]
-    if values in (["TRUE"], ["1"], ["NOT", "FALSE"], ["NOT", "0"]):
-        return True
-    if values and values[0] == "NOT" and len(values) > 1:
-        return _atom_false(tokens[1:])
-    present = set(values)
-    for operator in ("=", ">=", "<=", "IS NOT DISTINCT FROM", "LIKE", "<", ">", "<>", "!="):
-        if operator.split()[0] not in present:
-            continue
-        sides = _split_operator(values, operator)
-        if sides is None:
-            continue
-        left, right = sides
-        if operator in ("=", ">=", "<=", "IS NOT DISTINCT FROM", "LIKE") and left == right \
-                and left:
-            return True
-        numbers = _numbers(left, right)
-        if numbers is not None:
-            a, b = numbers
-            return {"=": a == b, ">=": a >= b, "<=": a <= b, "<": a < b, ">": a > b,
-                    "<>": a != b, "!=": a != b}.get(operator, False)
-    if len(values) == 3 and values[1:] == ["IS", "TRUE"] and values[0] in _TRUE_WORDS:
-        return True
-    return len(values) == 1 and values[0] in _TRUE_WORDS
-
-
-def _atom_false(tokens: list[_Token]) -> bool:
-    values = [t.value.upper() for t in _strip_parens(tokens)]
-    return values in (["FALSE"], ["0"]) or (
-        (sides := _split_operator(values, "=")) is not None
-        and (numbers := _numbers(*sides)) is not None and numbers[0] != numbers[1])
-
-
-def _split_operator(values: list[str], operator: str) -> tuple[list[str], list[str]] | None:
-    words = operator.split()
-    for index in range(1, len(values) - len(words) + 1):
-        if values[index : index + len(words)] == words:
-            return values[:index], values[index + len(words):]
+def _node(value: Any) -> tuple[str, dict[str, Any]] | None:
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, inner),) = value.items()
+        if isinstance(inner, dict):
+            return key, inner
     return None
 
 
-def _numbers(left: list[str], right: list[str]) -> tuple[float, float] | None:
-    if len(left) != 1 or len(right) != 1:
+def _string(value: Any) -> str | None:
+    node = _node(value)
+    if node and node[0] == "String":
+        return str(node[1].get("sval", ""))
+    return None
+
+
+def _relation(rangevar: dict[str, Any] | None) -> str | None:
+    if not rangevar:
         return None
+    name = str(rangevar.get("relname", ""))
+    schema = rangevar.get("schemaname")
+    return f"{schema}.{name}" if schema else name
+
+
+def _qualified(items: list[Any]) -> str:
+    return ".".join(s for s in (_string(i) for i in items) if s is not None)
+
+
+_OBJECT = {"OBJECT_MATVIEW": "MATERIALIZED VIEW", "OBJECT_FOREIGN_TABLE": "FOREIGN TABLE",
+           "OBJECT_EVENT_TRIGGER": "EVENT TRIGGER", "OBJECT_ACCESS_METHOD": "ACCESS METHOD"}
+
+
+def _object_kind(value: str | None) -> str | None:
+    if not value:
+        return None
+    return _OBJECT.get(value, value.removeprefix("OBJECT_").replace("_", " "))
+
+
+def _constant(value: Any) -> Any:
+    """The value of a constant expression (`_UNKNOWN` when it is not one)."""
+    node = _node(value)
+    if node is None:
+        return _UNKNOWN
+    kind, body = node
+    if kind == "A_Const":
+        if body.get("isnull"):
+            return None
+        for name in ("boolval", "ival", "fval", "sval", "bsval"):
+            if name in body:
+                inner = body[name]
+                raw = inner.get(name) if isinstance(inner, dict) else inner
+                if name == "ival":
+                    return int(raw or 0)
+                if name == "fval":
+                    return float(raw or 0)
+                if name == "boolval":
+                    return bool(raw)
+                return str(raw or "")
+        # An empty A_Const is 0 or false.
+        return 0
+    if kind == "TypeCast":
+        inner = _constant(body.get("arg"))
+        names = [_string(n) for n in (body.get("typeName") or {}).get("names", [])]
+        if inner is not _UNKNOWN and names and names[-1] in ("bool", "boolean"):
+            if isinstance(inner, str):
+                return inner.strip().lower() in ("t", "true", "y", "yes", "on", "1")
+            return bool(inner)
+        return inner
+    if kind == "A_Expr" and body.get("kind") == "AEXPR_OP":
+        op = _string((body.get("name") or [None])[-1])
+        left, right = _constant(body.get("lexpr")), _constant(body.get("rexpr"))
+        if op == "||" and isinstance(left, str) and isinstance(right, str):
+            return left + right
+    return _UNKNOWN
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "unknown"
+
+
+_UNKNOWN = _Unknown()
+_COMPARE = {"=": lambda a, b: a == b, "<>": lambda a, b: a != b, "!=": lambda a, b: a != b,
+            "<": lambda a, b: a < b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b,
+            ">=": lambda a, b: a >= b}
+
+
+def truth(value: Any) -> bool | None:
+    """Whether a condition holds for every row (True), for none (False), or depends on the
+    row (None); constant parts are evaluated, `x = x` counts as true."""
+    node = _node(value)
+    if node is None:
+        return None
+    kind, body = node
+    if kind == "BoolExpr":
+        parts = [truth(arg) for arg in body.get("args", [])]
+        op = body.get("boolop")
+        if op == "AND_EXPR":
+            return False if False in parts else (True if all(p is True for p in parts) else None)
+        if op == "OR_EXPR":
+            if True in parts or _complementary(body.get("args", [])):
+                return True
+            return False if all(p is False for p in parts) else None
+        if op == "NOT_EXPR" and parts:
+            return None if parts[0] is None else not parts[0]
+        return None
+    if kind == "A_Expr" and body.get("kind") == "AEXPR_OP":
+        op = _string((body.get("name") or [None])[-1]) or ""
+        left, right = body.get("lexpr"), body.get("rexpr")
+        if op in ("=", "<=", ">=") and left is not None and \
+                _strip_locations(left) == _strip_locations(right):
+            return True  # x = x: every row where x is not null
+        a, b = _constant(left), _constant(right)
+        if a is _UNKNOWN or b is _UNKNOWN or a is None or b is None or op not in _COMPARE:
+            return None
+        try:
+            return bool(_COMPARE[op](a, b))
+        except TypeError:
+            return None
+    if kind == "A_Expr" and body.get("kind") == "AEXPR_IN":
+        left = _constant(body.get("lexpr"))
+        items = body.get("rexpr")
+        listed = _node(items)
+        if listed and listed[0] == "List":
+            items = listed[1].get("items", [])
+        if not isinstance(items, list):
+            return None
+        values = [_constant(i) for i in items]
+        if left is _UNKNOWN or any(v is _UNKNOWN for v in values):
+            return None
+        inside = left in values
+        return inside if _string((body.get("name") or [None])[-1]) == "=" else not inside
+    if kind == "NullTest":
+        inner = _constant(body.get("arg"))
+        if inner is _UNKNOWN:
+            return None
+        is_null = inner is None
+        return is_null if body.get("nulltesttype") == "IS_NULL" else not is_null
+    if kind == "BooleanTest":
+        inner = truth(body.get("arg"))
+        if inner is None:
+            return None
+        test = body.get("booltesttype", "")
+        return {"IS_TRUE": inner, "IS_NOT_FALSE": inner, "IS_FALSE": not inner,
+                "IS_NOT_TRUE": not inner}.get(test)
+    if kind == "FuncCall":
+        name = _string((body.get("funcname") or [None])[-1])
+        if name == "coalesce":
+            for arg in body.get("args", []):
+                value_ = _constant(arg)
+                if value_ is _UNKNOWN:
+                    inner_truth = truth(arg)
+                    return inner_truth
+                if value_ is not None:
+                    return bool(value_)
+        return None
+    if kind == "SubLink" and body.get("subLinkType") == "EXISTS_SUBLINK":
+        sub = _node(body.get("subselect"))
+        if sub and sub[0] == "SelectStmt" and not sub[1].get("fromClause") and \
+                not sub[1].get("whereClause"):
+            return True
+        return None
+    constant = _constant(value)
+    if isinstance(constant, bool):
+        return constant
+    if isinstance(constant, int | float) and not isinstance(constant, bool):
+        return bool(constant)
+    return None
+
+
+def _complementary(args: list[Any]) -> bool:
+    """`x IS NULL OR x IS NOT NULL`: one of them holds for every row."""
+    tests = [(_strip_locations(n[1].get("arg")), n[1].get("nulltesttype"))
+             for n in (_node(a) for a in args) if n and n[0] == "NullTest"]
+    return any((arg, "IS_NULL") in tests and (arg, "IS_NOT_NULL") in tests for arg, _ in tests)
+
+
+def every_row(condition: Any, target: str | None = None) -> bool:
+    """Whether a WHERE clause selects every row of `target`: provably true, or the same for
+    every row (it reads no column) and not provably false, or `col IN (SELECT col FROM
+    target)`."""
+    verdict = truth(condition)
+    if verdict is not None:
+        return verdict
+    if not any(kind == "ColumnRef" for kind, _ in _nodes(condition)):
+        return True
+    return target is not None and _whole_table_in(condition, target)
+
+
+def _whole_table_in(condition: Any, target: str) -> bool:
+    node = _node(condition)
+    if node is None or node[0] != "SubLink" or node[1].get("subLinkType") != "ANY_SUBLINK":
+        return False
+    test = _node(node[1].get("testexpr"))
+    select = _node(node[1].get("subselect"))
+    if not test or test[0] != "ColumnRef" or not select or select[0] != "SelectStmt":
+        return False
+    query = select[1]
+    sources = query.get("fromClause") or []
+    columns = query.get("targetList") or []
+    if len(sources) != 1 or len(columns) != 1 or query.get("whereClause") or \
+            query.get("limitCount"):
+        return False
+    source = _node(sources[0])
+    column = _node((_node(columns[0]) or ("", {}))[1].get("val"))
+    if not source or source[0] != "RangeVar" or _relation(source[1]) != target or \
+            not column or column[0] != "ColumnRef":
+        return False
+    return _last_field(test[1]) == _last_field(column[1])
+
+
+def _last_field(column: dict[str, Any]) -> str | None:
+    fields = column.get("fields") or []
+    return _string(fields[-1]) if fields else None
+
+
+def _joins_itself(target: str, sources: Any, condition: Any) -> bool:
+    """`DELETE FROM t USING t t2 WHERE t.id = t2.id`: every row matches itself."""
+    return any(kind == "RangeVar" and _relation(node) == target
+               for kind, node in _nodes(sources)) and condition is not None and \
+        _self_join(condition)
+
+
+def _strip_locations(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_locations(v) for k, v in value.items() if k != "location"}
+    if isinstance(value, list):
+        return [_strip_locations(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------ statements
+
+
+class _Reader:
+    """Reads one statement's tree into a Statement."""
+
+    def __init__(self, text: str, span: tuple[int, int], *, depth: int,
+                 deferred: bool = False) -> None:
+        self.text = text
+        self.span = span
+        self.depth = depth
+        self.deferred = deferred
+
+    def statement(self, tree: dict[str, Any]) -> Statement:
+        node = _node(tree)
+        if node is None:
+            return self._make("UNKNOWN", uncertain="an empty statement")
+        kind, body = node
+        reader = getattr(self, f"_{kind}", None)
+        base = reader(body) if reader is not None else self._generic(kind, body)
+        functions, settings, nested = self._calls(body)
+        nested += self._dml_inside(kind, body)
+        return replace(base, functions=tuple(sorted(set(base.functions) | set(functions))),
+                       settings=base.settings + tuple(settings),
+                       nested=base.nested + tuple(nested))
+
+    def _make(self, kind: str, **fields: Any) -> Statement:
+        fields.setdefault("deferred", self.deferred)
+        return Statement(kind, self.span, self.text, words=_words(self.text), **fields)
+
+    def _inner(self, tree: Any, *, deferred: bool | None = None) -> Statement:
+        """A statement run by this one (same span: its text is part of this one's)."""
+        reader = _Reader(self.text, self.span, depth=self.depth + 1,
+                         deferred=self.deferred if deferred is None else deferred)
+        return reader.statement(tree) if isinstance(tree, dict) else \
+            reader._make("UNKNOWN", uncertain="an unreadable inner statement")
+
+    def _parsed(self, sql_text: str, how: str, *, deferred: bool) -> tuple[Statement, ...]:
+        """Statements of SQL text found inside this one (a body, a dblink argument)."""
+        if self.depth >= MAX_DEPTH:
+            return (self._make("UNKNOWN", uncertain=f"{how} is nested too deeply to analyse",
+                               deferred=deferred),)
+        try:
+            tree = _parse(sql_text)
+        except SqlSyntaxError as exc:
+            return (self._make("UNKNOWN", uncertain=f"{how} does not parse: {exc}",
+                               deferred=deferred),)
+        return tuple(self._inner(raw["stmt"], deferred=deferred)
+                     for raw in tree.get("stmts", []))
+
+    # ------------------------------------------------------------ walking
+
+    def _calls(self, body: dict[str, Any]) -> tuple[list[str], list[tuple[str, str]],
+                                                    list[Statement]]:
+        """Functions called anywhere in the statement, settings changed through set_config,
+        and SQL handed to dblink."""
+        functions: list[str] = []
+        settings: list[tuple[str, str]] = []
+        nested: list[Statement] = []
+        for kind, node in _nodes(body):
+            if kind != "FuncCall":
+                continue
+            name = (_string((node.get("funcname") or [None])[-1]) or "").lower()
+            functions.append(name)
+            args = node.get("args") or []
+            if name == "set_config" and args:
+                setting = _constant(args[0])
+                value = _constant(args[1]) if len(args) > 1 else _UNKNOWN
+                settings.append((setting if isinstance(setting, str) else "?",
+                                 value if isinstance(value, str) else "?"))
+            if name in SQL_TEXT_FUNCTIONS and len(args) > SQL_TEXT_FUNCTIONS[name]:
+                sql_text = _constant(args[SQL_TEXT_FUNCTIONS[name]])
+                if isinstance(sql_text, str):
+                    nested.extend(self._parsed(sql_text, f"{name}'s SQL", deferred=False))
+                else:
+                    nested.append(self._make("UNKNOWN", uncertain=f"{name} runs SQL only "
+                                             "known at run time"))
+        return functions, settings, nested
+
+    _DML = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
+
+    def _dml_inside(self, kind: str, body: dict[str, Any]) -> list[Statement]:
+        """Data-modifying statements inside this one (CTEs, at any depth)."""
+        if kind in ("RuleStmt", "ExplainStmt", "PrepareStmt", "CreateFunctionStmt",
+                    "DoStmt"):
+            return []  # their inner statements are read by their own readers
+        found: list[Statement] = []
+        for part in ("withClause",):
+            clause = body.get(part)
+            if not clause:
+                continue
+            for cte_kind, cte in _nodes(clause):
+                if cte_kind != "CommonTableExpr":
+                    continue
+                query = _node(cte.get("ctequery"))
+                if query and query[0] in self._DML:
+                    found.append(self._inner(cte["ctequery"]))
+                elif query:
+                    found.extend(self._dml_inside(query[0], query[1]))
+        return found
+
+    def _where(self, clause: Any, target: str | None = None) -> dict[str, Any]:
+        if clause is None:
+            return {"has_where": False}
+        return {"has_where": True, "where_constant_true": every_row(clause, target)}
+
+    # ------------------------------------------------------------ kinds
+
+    def _SelectStmt(self, body: dict[str, Any]) -> Statement:
+        into = body.get("intoClause")
+        if into:
+            return self._make("SELECT INTO", targets=(_relation(into.get("rel")) or "?",))
+        return self._make("SELECT")
+
+    def _InsertStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("INSERT", targets=(_relation(body.get("relation")) or "?",))
+
+    def _UpdateStmt(self, body: dict[str, Any]) -> Statement:
+        target = _relation(body.get("relation")) or "?"
+        where = self._where(body.get("whereClause"), target)
+        if _joins_itself(target, body.get("fromClause"), body.get("whereClause")):
+            where["where_constant_true"] = True
+        return self._make("UPDATE", targets=(target,), **where)
+
+    def _DeleteStmt(self, body: dict[str, Any]) -> Statement:
+        target = _relation(body.get("relation")) or "?"
+        where = self._where(body.get("whereClause"), target)
+        if _joins_itself(target, body.get("usingClause"), body.get("whereClause")):
+            where["where_constant_true"] = True
+        return self._make("DELETE", targets=(target,), **where)
+
+    def _MergeStmt(self, body: dict[str, Any]) -> Statement:
+        target = body.get("relation") or {}
+        name = _relation(target) or "?"
+        source = _node(body.get("sourceRelation"))
+        condition = body.get("joinCondition")
+        every_row = truth(condition) is True
+        if source and source[0] == "RangeVar" and _relation(source[1]) == name:
+            every_row = every_row or _self_join(condition)
+        actions = [clause for kind, clause in _nodes(body.get("mergeWhenClauses"))
+                   if kind == "MergeWhenClause"]
+        deletes = any(a.get("commandType") == "CMD_DELETE" for a in actions)
+        updates = any(a.get("commandType") == "CMD_UPDATE" for a in actions)
+        unconditional = any(a.get("matchKind") == "MERGE_WHEN_MATCHED" and
+                            not a.get("condition") and a.get("commandType") in
+                            ("CMD_DELETE", "CMD_UPDATE") for a in actions)
+        nested: list[Statement] = []
+        if (deletes or updates) and every_row and unconditional:
+            # Every row of the target is matched, and changed or deleted.
+            nested.append(self._make("DELETE" if deletes else "UPDATE", targets=(name,),
+                                     has_where=False))
+        return self._make("MERGE", targets=(name,), nested=tuple(nested))
+
+    def _TruncateStmt(self, body: dict[str, Any]) -> Statement:
+        names = [_relation(r) for _, r in _nodes(body.get("relations")) if "relname" in r]
+        return self._make("TRUNCATE", targets=tuple(n for n in names if n))
+
+    def _DropStmt(self, body: dict[str, Any]) -> Statement:
+        names = []
+        for item in body.get("objects") or []:
+            node = _node(item)
+            if node and node[0] == "List":
+                names.append(_qualified(node[1].get("items", [])))
+            elif node and node[0] == "String":
+                names.append(str(node[1].get("sval", "")))
+            elif node and node[0] == "TypeName":
+                names.append(_qualified(node[1].get("names", [])))
+            else:
+                names.append("?")
+        return self._make("DROP", object_kind=_object_kind(body.get("removeType")),
+                          targets=tuple(names),
+                          uncertain="CASCADE drops whatever depends on it" if
+                          body.get("behavior") == "DROP_CASCADE" else None)
+
+    def _DropdbStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("DROP", object_kind="DATABASE", targets=(str(body.get("dbname")),))
+
+    def _AlterTableStmt(self, body: dict[str, Any]) -> Statement:
+        commands = [cmd for kind, cmd in _nodes(body.get("cmds")) if kind == "AlterTableCmd"]
+        drops = any(cmd.get("subtype") == "AT_DropColumn" for cmd in commands)
+        rewritten = None
+        for cmd in commands:
+            using = ((_node(cmd.get("def")) or ("", {}))[1]).get("raw_default")
+            if cmd.get("subtype") == "AT_AlterColumnType" and using is not None and \
+                    not any(kind == "ColumnRef" for kind, _ in _nodes(using)):
+                rewritten = str(cmd.get("name"))
+        return self._make("ALTER", object_kind=_object_kind(body.get("objtype")) or "TABLE",
+                          targets=(_relation(body.get("relation")) or "?",), drops_column=drops,
+                          rewrites_column=rewritten)
+
+    def _DropOwnedStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("DROP", object_kind="OWNED")
+
+    def _ViewStmt(self, body: dict[str, Any]) -> Statement:
+        view = _relation(body.get("view")) or "?"
+        bases = tuple(sorted({name for kind, node in _nodes(body.get("query"))
+                              if kind == "RangeVar" and (name := _relation(node))}))
+        return self._make("CREATE", object_kind="VIEW", targets=(view,), reads=bases)
+
+    def _RenameStmt(self, body: dict[str, Any]) -> Statement:
+        relation = _relation(body.get("relation"))
+        return self._make("ALTER", object_kind=_object_kind(body.get("renameType")),
+                          targets=(relation,) if relation else ())
+
+    def _CopyStmt(self, body: dict[str, Any]) -> Statement:
+        relation = _relation(body.get("relation"))
+        is_from = bool(body.get("is_from"))
+        filename = body.get("filename")
+        nested = (self._inner(body["query"]),) if body.get("query") else ()
+        return self._make("COPY", targets=(relation,) if relation and is_from else (),
+                          copy_from=is_from, copy_program=bool(body.get("is_program")),
+                          copy_file=str(filename) if filename and not body.get("is_program")
+                          else None, nested=nested)
+
+    def _ExplainStmt(self, body: dict[str, Any]) -> Statement:
+        analyze = any(option.get("defname") == "analyze" and
+                      _constant(option.get("arg")) not in (False, "false", "off", 0)
+                      for kind, option in _nodes(body.get("options")) if kind == "DefElem")
+        nested = (self._inner(body["query"]),) if analyze and body.get("query") else ()
+        return self._make("EXPLAIN", nested=nested)
+
+    def _PrepareStmt(self, body: dict[str, Any]) -> Statement:
+        # Judged as if it ran: an EXECUTE in the same input runs exactly this.
+        return self._make("PREPARE", nested=(self._inner(body.get("query")),),
+                          object_kind=str(body.get("name", "")))
+
+    def _ExecuteStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("EXECUTE", object_kind=str(body.get("name", "")))
+
+    def _VariableSetStmt(self, body: dict[str, Any]) -> Statement:
+        name = str(body.get("name", ""))
+        args = body.get("args") or []
+        value = _constant(args[0]) if args else ""
+        return self._make("SET", settings=((name, str(value) if value is not _UNKNOWN
+                                            else "?"),))
+
+    def _DoStmt(self, body: dict[str, Any]) -> Statement:
+        options = {o.get("defname"): _string(o.get("arg")) for kind, o in
+                   _nodes(body.get("args")) if kind == "DefElem"}
+        code = options.get("as") or ""
+        language = (options.get("language") or "plpgsql").lower()
+        nested, uncertain = self._body(code, language, "the DO block", deferred=False)
+        return self._make("DO", nested=nested, uncertain=uncertain)
+
+    def _CreateFunctionStmt(self, body: dict[str, Any]) -> Statement:
+        options = {o.get("defname"): o.get("arg") for kind, o in
+                   _nodes(body.get("options")) if kind == "DefElem"}
+        language = (_string(options.get("language")) or "sql").lower()
+        name = _qualified(body.get("funcname") or [])
+        what = "PROCEDURE" if body.get("is_procedure") else "FUNCTION"
+        if body.get("sql_body"):
+            nested = tuple(self._inner(tree, deferred=True)
+                           for tree in _statement_nodes(body["sql_body"]))
+            return self._make("CREATE", object_kind=what, targets=(name,), nested=nested)
+        source = options.get("as")
+        parts = _node(source)
+        code = ""
+        if parts and parts[0] == "List":
+            code = _string(parts[1].get("items", [None])[0]) or ""
+        nested, uncertain = self._body(code, language, f"{what.lower()} {name}",
+                                       deferred=True)
+        return self._make("CREATE", object_kind=what, targets=(name,), nested=nested,
+                          uncertain=uncertain)
+
+    def _body(self, code: str, language: str, what: str, *, deferred: bool
+              ) -> tuple[tuple[Statement, ...], str | None]:
+        if language == "sql":
+            return self._parsed(code, what, deferred=deferred), None
+        if language != "plpgsql":
+            return (), f"{what} is written in {language}, which is not analysed"
+        return self._plpgsql(code, what, deferred=deferred)
+
+    def _plpgsql(self, code: str, what: str, *, deferred: bool
+                 ) -> tuple[tuple[Statement, ...], str | None]:
+        tag = "$harness_body$"
+        if tag in code:
+            return (), f"{what} cannot be read"
+        try:
+            functions = parse_plpgsql(f"CREATE FUNCTION harness_body() RETURNS void "
+                                      f"LANGUAGE plpgsql AS {tag}{code}{tag}")
+        except parser.ParseError as exc:
+            return (self._make("UNKNOWN", uncertain=f"{what} does not parse: {exc}",
+                               deferred=deferred),), None
+        nested: list[Statement] = []
+        uncertain = None
+        for kind, node in _nodes(functions):
+            if kind == "PLpgSQL_stmt_dynexecute":
+                expression = _string_of(node.get("query"))
+                statements, problem = self._dynamic(expression, what, deferred=deferred)
+                nested.extend(statements)
+                uncertain = uncertain or problem
+            elif kind == "PLpgSQL_expr" and node.get("parseMode") == 0:
+                nested.extend(self._parsed(str(node.get("query", "")), what,
+                                           deferred=deferred))
+            elif kind == "PLpgSQL_expr":
+                # An expression (a condition, an assignment): its function calls count.
+                nested.extend(s for s in self._parsed(f"SELECT {node.get('query', '')}", what,
+                                                       deferred=deferred)
+                              if s.functions or s.nested)
+        return tuple(nested), uncertain
+
+    def _dynamic(self, expression: str, what: str, *, deferred: bool
+                 ) -> tuple[list[Statement], str | None]:
+        """EXECUTE of a string built at run time: its constant parts are read with a
+        placeholder for the rest; whatever the placeholder stands for stays unknown."""
+        try:
+            tree = _parse(f"SELECT {expression}")
+            value = tree["stmts"][0]["stmt"]["SelectStmt"]["targetList"][0]["ResTarget"]["val"]
+        except (SqlSyntaxError, KeyError, IndexError, TypeError):
+            return [], f"{what} runs SQL built at run time"
+        text, exact = _concatenation(value)
+        if text is None:
+            return [], f"{what} runs SQL built at run time"
+        statements = list(self._parsed(text, what, deferred=deferred)) if text.strip() else []
+        statements = [s for s in statements if s.kind != "UNKNOWN"] if not exact else statements
+        return statements, None if exact else f"{what} runs SQL built at run time"
+
+    def _CallStmt(self, body: dict[str, Any]) -> Statement:
+        call = (body.get("funccall") or {})
+        name = _qualified(call.get("funcname") or [])
+        return self._make("CALL", object_kind=name,
+                          uncertain=f"CALL {name} runs a procedure whose body is not here")
+
+    def _CreateTrigStmt(self, body: dict[str, Any]) -> Statement:
+        function = _qualified(body.get("funcname") or [])
+        return self._make("CREATE", object_kind="TRIGGER",
+                          targets=(_relation(body.get("relation")) or "?",),
+                          uncertain=f"the trigger runs {function}, whose body is not here")
+
+    def _CreateEventTrigStmt(self, body: dict[str, Any]) -> Statement:
+        function = _qualified(body.get("funcname") or [])
+        return self._make("CREATE", object_kind="EVENT TRIGGER",
+                          uncertain=f"the event trigger runs {function} on every DDL command")
+
+    def _RuleStmt(self, body: dict[str, Any]) -> Statement:
+        relation = _relation(body.get("relation")) or "?"
+        actions = tuple(self._inner(action, deferred=True) for action in
+                        body.get("actions") or [])
+        return self._make("CREATE", object_kind="RULE", targets=(relation,), nested=actions,
+                          uncertain=None if actions else
+                          f"the rule replaces every {body.get('event', '?')[4:]} on "
+                          f"{relation} with nothing")
+
+    def _AlterSystemStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("ALTER", object_kind="SYSTEM")
+
+    def _GrantStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("GRANT" if body.get("is_grant") else "REVOKE",
+                          object_kind=_object_kind(body.get("objtype")))
+
+    def _GrantRoleStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("GRANT" if body.get("is_grant") else "REVOKE", object_kind="ROLE")
+
+    def _CreateRoleStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("CREATE", object_kind="ROLE")
+
+    def _AlterRoleStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("ALTER", object_kind="ROLE")
+
+    def _DropRoleStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("DROP", object_kind="ROLE")
+
+    def _CreateTableAsStmt(self, body: dict[str, Any]) -> Statement:
+        into = body.get("into") or {}
+        return self._make("CREATE", object_kind=_object_kind(body.get("objtype")),
+                          targets=(_relation(into.get("rel")) or "?",))
+
+    def _LoadStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("LOAD", uncertain=f"LOAD runs the library {body.get('filename')}")
+
+    def _CreateExtensionStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("CREATE", object_kind="EXTENSION",
+                          uncertain=f"the extension {body.get('extname')} runs its own install "
+                                    "script")
+
+    def _generic(self, kind: str, body: dict[str, Any]) -> Statement:
+        words = _words(self.text)
+        first = words[0] if words else "UNKNOWN"
+        objtype = body.get("objtype") or body.get("kind")
+        object_kind = _object_kind(objtype) if isinstance(objtype, str) and \
+            objtype.startswith("OBJECT_") else None
+        relation = _relation(body.get("relation")) if isinstance(body.get("relation"), dict) \
+            else None
+        targets = (relation,) if relation and first in ("ALTER", "CREATE", "LOCK", "CLUSTER",
+                                                        "REINDEX", "VACUUM", "COMMENT") else ()
+        if first in _KNOWN_FIRST_WORDS:
+            return self._make(first, object_kind=object_kind, targets=targets)
+        # It parsed, so it is PostgreSQL; only its kind is not modelled here.
+        return self._make(first, object_kind=object_kind, targets=targets,
+                          uncertain=f"{kind} statements are not modelled")
+
+
+_KNOWN_FIRST_WORDS = frozenset({
+    "CREATE", "ALTER", "DROP", "COMMENT", "REINDEX", "CLUSTER", "VACUUM", "ANALYZE",
+    "ANALYSE", "REFRESH", "LOCK", "SECURITY", "BEGIN", "START", "COMMIT", "END", "ROLLBACK",
+    "SAVEPOINT", "RELEASE", "ABORT", "SHOW", "RESET", "DISCARD", "LISTEN", "UNLISTEN",
+    "NOTIFY", "FETCH", "MOVE", "CLOSE", "DECLARE", "DEALLOCATE", "VALUES", "TABLE",
+    "CHECKPOINT", "SET"})
+
+
+def _statement_nodes(value: Any) -> Iterator[dict[str, Any]]:
+    """The statement nodes of a list of statements (a BEGIN ATOMIC body)."""
+    node = _node(value)
+    if node is not None and node[0].endswith("Stmt"):
+        yield value
+    elif node is not None and node[0] == "List":
+        for item in node[1].get("items", []):
+            yield from _statement_nodes(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _statement_nodes(item)
+
+
+def _self_join(condition: Any) -> bool:
+    """`ON t.c = s.c` for the same column on both sides: a table merged with itself."""
+    node = _node(condition)
+    if node is None:
+        return False
+    kind, body = node
+    if kind == "BoolExpr" and body.get("boolop") == "AND_EXPR":
+        return all(_self_join(arg) for arg in body.get("args", []))
+    if kind == "A_Expr" and _string((body.get("name") or [None])[-1]) == "=":
+        left, right = _node(body.get("lexpr")), _node(body.get("rexpr"))
+        if left and right and left[0] == right[0] == "ColumnRef":
+            return [_string(f) for f in left[1].get("fields", [])][-1:] == \
+                [_string(f) for f in right[1].get("fields", [])][-1:]
+    return False
+
+
+def _string_of(expression: Any) -> str:
+    node = _node(expression)
+    return str(node[1].get("query", "")) if node else ""
+
+
+def _concatenation(value: Any) -> tuple[str | None, bool]:
+    """The text of `'a' || x || 'b'` with a placeholder name for each unknown part, and
+    whether it is exact (no unknown part)."""
+    constant = _constant(value)
+    if isinstance(constant, str):
+        return constant, True
+    node = _node(value)
+    if node and node[0] == "A_Expr" and _string((node[1].get("name") or [None])[-1]) == "||":
+        left, left_exact = _concatenation(node[1].get("lexpr"))
+        right, right_exact = _concatenation(node[1].get("rexpr"))
+        if left is None or right is None:
+            return None, False
+        return left + right, left_exact and right_exact
+    if node and node[0] in ("ColumnRef", "FuncCall", "TypeCast", "ParamRef"):
+        return "harness_unknown", False
+    return None, False
+
+
+def _words(text: str) -> tuple[str, ...]:
     try:
-        return float(left[0]), float(right[0])
-    except ValueError:
-        return None
+        tokens = parser.scan(text)
+    except parser.ParseError:
+        return ()
+    encoded = text.encode()
+    words = []
+    for token in tokens:
+        if token.name in ("SQL_COMMENT", "C_COMMENT"):
+            continue
+        if token.name in ("SCONST", "USCONST", "BCONST", "XCONST"):
+            words.append("''")
+            continue
+        piece = encoded[token.start : token.end + 1].decode(errors="replace")
+        words.append(piece.upper() if token.kind != "NO_KEYWORD" else piece)
+    return tuple(words)
+
+
+def _undefer_called(statements: list[Statement]) -> None:
+    """A function created and called in the same text runs now: its body is not deferred."""
+    called = {name for s in statements for inner in s.walk() for name in inner.functions}
+    called |= {str(inner.object_kind).rsplit(".", 1)[-1].lower() for s in statements
+               for inner in s.walk() if inner.kind == "CALL" and inner.object_kind}
+    for index, statement in enumerate(statements):
+        if statement.kind == "CREATE" and statement.object_kind in ("FUNCTION", "PROCEDURE") \
+                and statement.targets and statement.targets[0].rsplit(".", 1)[-1].lower() \
+                in called:
+            statements[index] = replace(statement, nested=tuple(
+                _now(inner) for inner in statement.nested))
+
+
+def _now(statement: Statement) -> Statement:
+    return replace(statement, deferred=False, nested=tuple(_now(n) for n in statement.nested))
+
+
+def _resolve_executes(statements: list[Statement]) -> None:
+    """EXECUTE of a statement PREPAREd in the same text runs what was judged there; one
+    prepared elsewhere runs something this text does not show."""
+    prepared = {s.object_kind for s in statements if s.kind == "PREPARE"}
+    for index, statement in enumerate(statements):
+        if statement.kind == "EXECUTE" and statement.object_kind not in prepared:
+            statements[index] = replace(statement, uncertain=(
+                f"EXECUTE {statement.object_kind} runs a statement prepared elsewhere"))
+
+
+def _through_views(statements: list[Statement]) -> None:
+    """A write to a view made in the same text writes the tables the view reads."""
+    views = {s.targets[0]: s.reads for s in statements
+             if s.kind == "CREATE" and s.object_kind == "VIEW" and s.targets}
+    if not views:
+        return
+
+    def widen(statement: Statement) -> Statement:
+        extra = tuple(base for target in statement.targets for base in views.get(target, ()))
+        return replace(statement, targets=statement.targets + extra,
+                       nested=tuple(widen(n) for n in statement.nested))
+
+    statements[:] = [s if s.kind == "CREATE" else widen(s) for s in statements]

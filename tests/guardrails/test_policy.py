@@ -137,7 +137,7 @@ def test_configured_rule_kinds() -> None:
     - {id: no-secrets-read, kind: path, glob: 'secrets/**', access: read}
     - {id: no-push-release, kind: git, subcommand: push, branches: [release]}
     - {id: one-statement, kind: sql, multi_statement: true}
-    - {id: no-grant, kind: sql, statements: [GRANT], action: warn}
+    - {id: warn-vacuum, kind: sql, statements: [VACUUM], action: warn}
     - {id: only-shell, kind: tool, allow: [shell_exec, db_mutate, read_file]}
     - {id: no-sudo-regex, pattern: '^sudo ', regex: true}
 """)
@@ -146,7 +146,8 @@ def test_configured_rule_kinds() -> None:
     assert p.evaluate(shell("git push origin release")).rule_id == "no-push-release"
     assert p.evaluate(shell("git push origin feature")).allowed
     assert p.evaluate(sql("SELECT 1; SELECT 2")).rule_id == "one-statement"
-    assert p.evaluate(sql("GRANT SELECT ON t TO bob")).verdict == Verdict.WARN
+    assert p.evaluate(sql("VACUUM t")).verdict == Verdict.WARN
+    assert p.evaluate(sql("VACUUM t")).rule_id == "warn-vacuum"
     assert p.evaluate(ToolAction("git_diff", {})).rule_id == "only-shell"
     assert p.evaluate(shell("sudo ls")).rule_id == "no-sudo-regex"
 
