@@ -243,7 +243,9 @@ class Episode:
             return ActionResult(index, action.tool, "refused",
                                 refusal=Refusal("invalid", "bad-parameters", problem))
         with self.tracer.span("guardrail", span) as check:
-            decision = self.policy.authorize(action, Context(branch=self.sandbox.workspace.branch))
+            branch = self.sandbox.workspace.current_branch() if action.tool == "shell_exec" \
+                else self.sandbox.workspace.branch
+            decision = self.policy.authorize(action, Context(branch=branch))
             check.set(decision=decision.verdict.label, rule_id=decision.rule_id,
                       reason=decision.reason, approval=decision.approval)
         if not decision.allowed:

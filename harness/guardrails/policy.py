@@ -153,7 +153,7 @@ class Policy:
             yield self._builtin(hit.rule_id, hit.reason, hit.span)
 
     def _shell(self, text: str, context: Context) -> Iterator[_Unit]:
-        analysis = shell.analyse(text)
+        analysis = shell.analyse(text, cwd=context.cwd, branch=context.branch)
         yield from self._hits(self._shell_hits(analysis, context))
         for sql_text, span in analysis.sql:
             if sql_text.lstrip().startswith("\\"):
@@ -166,13 +166,14 @@ class Policy:
     def _shell_hits(self, analysis: shell.ShellAnalysis, context: Context
                     ) -> Iterator[rules.Hit]:
         g = self.guardrails
-        return rules.shell_hits(analysis, cwd=context.cwd, protected_paths=g.protected_paths,
-                                protected_branches=g.protected_branches, branch=context.branch)
+        return rules.shell_hits(analysis, protected_paths=g.protected_paths,
+                                protected_branches=g.protected_branches)
 
     def _psql_meta(self, text: str, span: tuple[int, int], context: Context) -> Iterator[_Unit]:
         """A psql backslash command: `\\!` runs a shell, `\\copy ... program` a program."""
         if text.startswith("\\!"):
-            inner = self._shell_hits(shell.analyse(text[2:]), context)
+            inner = self._shell_hits(shell.analyse(text[2:], cwd=context.cwd,
+                                                   branch=context.branch), context)
             yield from self._hits(rules.Hit(hit.rule_id, f"psql \\! {hit.reason}", span)
                                   for hit in inner)
         elif re.search(r"\\copy\b.*\bprogram\b", text, re.IGNORECASE | re.DOTALL):

@@ -11,8 +11,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from harness.guardrails import programs
 from harness.guardrails.decision import Verdict
-from harness.guardrails.paths import HOME, WORKSPACE, affects, inside, matches, resolve
+from harness.guardrails.paths import HOME, SCRATCH, WORKSPACE, affects, inside, matches
 from harness.guardrails.shell import DYNAMIC, Command, ShellAnalysis
 from harness.guardrails.sql import DANGEROUS_FUNCTIONS, TRIGGER_SILENCING, Statement
 
@@ -27,6 +28,10 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "shell.hidden-characters": (Verdict.BLOCK, "invisible characters in a command"),
     "shell.unparseable": (Verdict.BLOCK, "a command line that cannot be parsed"),
     "shell.unverifiable-sql": (Verdict.WARN, "psql reading SQL produced at run time"),
+    "shell.unverifiable-code": (Verdict.REQUIRE_APPROVAL, "code that starts commands, deletes "
+                                "or writes files with values only known at run time"),
+    "shell.unknown-target": (Verdict.REQUIRE_APPROVAL, "a recursive or forced delete of a path "
+                             "only known at run time"),
     "input.too-large": (Verdict.BLOCK, "input too large to analyse"),
     "git.force-push": (Verdict.BLOCK, "force push to a protected branch"),
     "git.delete-protected-branch": (Verdict.BLOCK, "deleting a protected branch"),
@@ -60,15 +65,32 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "tool.unknown": (Verdict.BLOCK, "a tool the harness does not know"),
     "tool.bad-parameters": (Verdict.BLOCK, "a required parameter missing or of the wrong type"),
     "path.protected": (Verdict.BLOCK, "a write to a protected path"),
-    "path.outside-workspace": (Verdict.BLOCK, "a file write outside the workspace and /tmp"),
+    "path.runs-later": (Verdict.BLOCK, "a write to a file that runs later: shell startup "
+                        "files, git hooks and git configuration"),
+    "path.outside-workspace": (Verdict.BLOCK, "a file write outside the workspace, /tmp and "
+                               "the agent's home"),
 }
 
-SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/opt", "/proc",
-                  "/root", "/sbin", "/srv", "/sys", "/usr", "/var", "/home", HOME)
-_DEVICE = re.compile(r"^/dev/(sd|hd|vd|xvd|nvme|mmcblk|disk|md|dm-|loop|sr|mapper/|root)")
-_WRITERS = {"tee": 0, "touch": 0, "truncate": 0, "rm": 0, "rmdir": 0, "unlink": 0,
-            "mkdir": 0, "ln": -1, "cp": -1, "mv": 0, "install": -1, "chmod": 1, "chown": 1,
-            "chgrp": 1, "shred": 0, "patch": 0, "sed": 0}
+SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
+                  "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/usr", "/var",
+                  "/home", "/mnt", "/media", "/snap", "/nix")
+"""Folders of the system: nothing below them is the agent's to delete or rewrite."""
+WRITABLE = (WORKSPACE, SCRATCH, HOME, "/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty",
+            "/dev/fd", "/proc/self/fd")
+"""Where a shell command may write without a finding."""
+RUNS_LATER = (".git/hooks/**", ".git/config", f"{HOME}/.bashrc", f"{HOME}/.bash_profile",
+              f"{HOME}/.bash_login", f"{HOME}/.profile", f"{HOME}/.bash_logout",
+              f"{HOME}/.zshrc", f"{HOME}/.zprofile", f"{HOME}/.config/autostart/**",
+              f"{HOME}/.gitconfig", f"{HOME}/.config/git/**", f"{HOME}/.ssh/rc",
+              f"{HOME}/.inputrc", "/etc/**")
+"""Files something runs later: a write to them is code that runs outside this command."""
+_DEVICE = re.compile(r"^/dev/(sd|hd|vd|xvd|nvme|mmcblk|disk|md|dm-|loop|sr|mapper/|root|mem|"
+                     r"kmem|port)")
+_ALL_OPERANDS = frozenset({"rm", "rmdir", "unlink", "touch", "truncate", "shred", "mkdir",
+                           "tee", "gzip", "gunzip", "bzip2", "bunzip2", "xz", "unxz", "zstd",
+                           "chattr", "setfacl", "srm", "wipe"})
+_AFTER_FIRST = frozenset({"chmod", "chown", "chgrp"})
+_DESTINATION = frozenset({"cp", "mv", "ln", "install", "rsync", "scp", "link"})
 
 
 @dataclass(frozen=True)
@@ -83,8 +105,8 @@ class Hit:
 # ------------------------------------------------------------------ shell
 
 
-def shell_hits(analysis: ShellAnalysis, *, cwd: str, protected_paths: list[str],
-               protected_branches: list[str], branch: str | None) -> Iterator[Hit]:
+def shell_hits(analysis: ShellAnalysis, *, protected_paths: list[str],
+               protected_branches: list[str]) -> Iterator[Hit]:
     """Every built-in shell and git rule the analysed command line breaks."""
     for problem in analysis.problems:
         yield Hit(problem.rule_id, problem.reason, problem.span)
@@ -93,26 +115,29 @@ def shell_hits(analysis: ShellAnalysis, *, cwd: str, protected_paths: list[str],
             span = body[0].span if body else None
             yield Hit("shell.fork-bomb", f"function {name!r} starts copies of itself", span)
     for command in analysis.commands:
-        yield from _command_hits(command, cwd, protected_paths, protected_branches, branch)
+        yield from _command_hits(command, protected_paths, protected_branches)
 
 
-def _command_hits(command: Command, cwd: str, protected_paths: list[str],
-                  protected_branches: list[str], branch: str | None) -> Iterator[Hit]:
+def _command_hits(command: Command, protected_paths: list[str], protected_branches: list[str]
+                  ) -> Iterator[Hit]:
     program, args = command.program, command.args
     via = f" (through {' -> '.join(command.via)})" if command.via else ""
+    parsed = programs.parse(program, args)
+    deleted = list(_rm(command, parsed, via)) if program == "rm" else []
+    yield from deleted
     if program == "rm":
-        yield from _rm(command, cwd, via)
+        pass
     elif program == "find":
-        yield from _find_delete(command, cwd, via)
-    elif program in ("chmod", "chown", "chgrp") and _has_flag(args, "R", "--recursive"):
-        for target in _operands(args)[1:]:
-            path = resolve(target, cwd)
-            if _is_system(path) or path == "/":
+        yield from _find_delete(command, via)
+    elif program in ("chmod", "chown", "chgrp") and parsed.has("-R", "--recursive"):
+        for target in parsed.operands[1:]:
+            path = command.path(target)
+            if _is_system(path):
                 yield Hit("shell.recursive-chmod-root",
                           f"{program} -R on {path}{via}", command.span)
     elif program == "dd":
         for arg in args:
-            if arg.startswith("of=") and _DEVICE.match(arg[3:]):
+            if arg.startswith("of=") and _DEVICE.match(command.path(arg[3:])):
                 yield Hit("shell.disk-wipe", f"dd writes to the device {arg[3:]}{via}",
                           command.span)
     elif program.startswith("mkfs") or program in ("mke2fs", "mkswap", "wipefs", "blkdiscard",
@@ -120,78 +145,141 @@ def _command_hits(command: Command, cwd: str, protected_paths: list[str],
         if program.startswith("mk") or program in ("wipefs", "blkdiscard") or any(
                 _DEVICE.match(a) for a in args):
             yield Hit("shell.disk-wipe", f"{program} formats or wipes a disk{via}", command.span)
-    elif program == "shred" and any(a.startswith("/dev/") for a in args):
+    elif program == "shred" and any(a.startswith("/dev/") for a in parsed.operands):
         yield Hit("shell.disk-wipe", f"shred on a device{via}", command.span)
     elif program == "git":
-        yield from _git(command, protected_branches, branch, via)
+        yield from _git(command, protected_branches, via, protected_paths)
+    elif program == "rsync" and parsed.has("--delete", "--delete-before", "--delete-after",
+                                            "--delete-during", "--del") and parsed.operands:
+        danger = _dangerous_target(command, parsed.operands[-1].rstrip("/") + "/*")
+        if danger:
+            yield Hit("shell.recursive-delete", f"rsync --delete empties {danger}{via}",
+                      command.span)
     for redirect in command.redirects:
-        if redirect.op.startswith(">") or redirect.op in ("&>", "&>>", ">|"):
-            target = resolve(redirect.target, cwd)
+        if redirect.op.startswith(">") or redirect.op in ("&>", "&>>", ">|", "<>"):
+            if DYNAMIC in redirect.target:
+                continue
+            target = command.path(redirect.target)
             if _DEVICE.match(target):
                 yield Hit("shell.disk-wipe", f"output redirected onto the device {target}{via}",
                           command.span)
-            yield from _protected_write(target, protected_paths, command, f"redirect{via}")
-    if program in _WRITERS and protected_paths:
-        yield from _writer_hits(command, cwd, protected_paths, via)
+            else:
+                yield from _write_hits(command, target, protected_paths, f"redirect{via}",
+                                       tree=False)
+    if not deleted:  # a disastrous delete says enough about the paths it names
+        yield from _writer_hits(command, parsed, protected_paths, via)
 
 
-def _writer_hits(command: Command, cwd: str, protected: list[str], via: str) -> Iterator[Hit]:
-    """A command that writes its operands (rm, mv, cp's destination, sed -i ...) on a
-    protected path; a recursive one also on a folder holding one."""
-    program, args = command.program, command.args
-    operands = _operands(args)
-    which = _WRITERS[program]
+def _written(command: Command, parsed: programs.Parsed) -> list[tuple[str, bool]]:
+    """The operands a command writes, each with whether the write reaches below it (a
+    recursive change, or a folder that receives files)."""
+    program, operands = command.program, parsed.operands
     if program == "sed":
-        in_place = any(a.startswith("-i") or a == "--in-place" for a in args)
-        operands = operands[1:] if in_place else []
-    elif which == -1:
-        operands = operands[-1:]
-    elif which == 1:
-        operands = operands[1:]
-    recursive = program == "mv" or (program in ("rm", "cp", "chmod", "chown", "chgrp")
-                                    and _has_flag(args, "r", "R", "--recursive"))
-    for operand in operands:
-        target = resolve(operand, cwd)
-        for pattern in protected:
-            if affects(target, pattern) if recursive else matches(target, pattern):
-                yield Hit("path.protected",
-                          f"{program} changes {target}, protected by {pattern!r}{via}",
-                          command.span)
-                return
+        in_place = any(o.startswith("-i") or o == "--in-place" for o, _ in parsed.options)
+        if not in_place:
+            return []
+        script_given = parsed.has("-e", "--expression", "-f", "--file")
+        return [(o, False) for o in (operands if script_given else operands[1:])]
+    if program in ("perl", "ruby") and any(o.startswith("-i") for o, _ in parsed.options):
+        return [(o, False) for o in operands]
+    recursive = parsed.has("-r", "-R", "--recursive")
+    if program in _ALL_OPERANDS:
+        return [(o, recursive) for o in operands]
+    if program in _AFTER_FIRST:
+        return [(o, recursive) for o in operands[1:]]
+    folder = parsed.value("-t", "--target-directory") if program in _DESTINATION else None
+    if folder:
+        return [(folder, True)] + ([(o, True) for o in operands] if program == "mv" else [])
+    if program == "dd":
+        return [(a[3:], False) for a in command.args if a.startswith("of=")]
+    if program == "patch":
+        output = parsed.value("-o", "--output")
+        return [(output or operands[0], False)] if output or operands else []
+    if program in _DESTINATION and len(operands) >= (1 if program == "ln" else 2):
+        destination = operands[-1]
+        written = [(destination, True)]
+        if program == "mv":
+            written += [(o, True) for o in operands[:-1]]
+        return written
+    if program == "tar" and parsed.has("-x", "--extract", "--get"):
+        folder = parsed.value("-C", "--directory")
+        return [(folder or ".", True)]
+    if program == "unzip" and parsed.value("-d"):
+        return [(parsed.value("-d") or ".", True)]
+    if program in ("curl", "wget"):
+        target = parsed.value("-o", "--output", "-O", "--output-document")
+        return [(target, False)] if target and target != "-" else []
+    if program == "sort" and parsed.value("-o", "--output"):
+        return [(parsed.value("-o", "--output") or "", False)]
+    return []
 
 
-def _protected_write(target: str, protected: list[str], command: Command, how: str
-                     ) -> Iterator[Hit]:
+def _writer_hits(command: Command, parsed: programs.Parsed, protected: list[str], via: str
+                 ) -> Iterator[Hit]:
+    for operand, tree in _written(command, parsed):
+        if DYNAMIC in operand and operand.startswith(DYNAMIC):
+            continue  # judged by the delete rules where it matters
+        path = command.path(operand.replace(DYNAMIC, "x"))
+        yield from _write_hits(command, path, protected, f"{command.program}{via}",
+                               tree=tree or operand.endswith("/"))
+
+
+def _write_hits(command: Command, path: str, protected: list[str], how: str, *, tree: bool
+                ) -> Iterator[Hit]:
+    """A write to `path` (and below it, for `tree`): protected paths, and anything outside
+    the workspace, /tmp and the agent's home."""
     for pattern in protected:
-        if matches(target, pattern):
-            yield Hit("path.protected", f"{how} writes {target}, protected by {pattern!r}",
+        if affects(path, pattern) if tree else matches(path, pattern):
+            yield Hit("path.protected", f"{how} writes {path}, protected by {pattern!r}",
                       command.span)
-            return
+            break
+    for pattern in RUNS_LATER:
+        if affects(path, pattern) if tree else matches(path, pattern):
+            yield Hit("path.runs-later", f"{how} writes {path}, which runs later "
+                      f"({pattern})", command.span)
+            break
+    if not any(inside(path, folder) for folder in WRITABLE):
+        yield Hit("path.outside-workspace", f"{how} writes {path}, outside the workspace, "
+                  "/tmp and the agent's home", command.span)
 
 
-def _rm(command: Command, cwd: str, via: str) -> Iterator[Hit]:
-    args = command.args
-    if "--no-preserve-root" in args:
+def _rm(command: Command, parsed: programs.Parsed, via: str) -> Iterator[Hit]:
+    if parsed.has("--no-preserve-root"):
         yield Hit("shell.recursive-delete", f"rm --no-preserve-root{via}", command.span)
         return
-    if not _has_flag(args, "r", "R", "--recursive", "f", "--force"):
+    if not parsed.has("-r", "-R", "--recursive", "-f", "--force"):
         return
-    targets = _operands(args)
+    targets = parsed.operands
     if command.find_roots and "{}" in targets:
-        return  # judged as the find command
+        if command.via[-1:] == ("find -exec",):
+            return  # judged as the find command, with its filters
+        producer = command.stdin_producer or ()
+        finder = posixpath.basename(producer[0]) == "find" if producer else False
+        yield from _find_roots(command, command.find_roots, filtered=finder and _filtered(
+            producer), via=via)
+        return
     for target in targets:
-        danger = _dangerous_target(target, cwd)
+        if DYNAMIC in command.cwd and not target.startswith("/"):
+            yield Hit("shell.unknown-target", f"rm {' '.join(_flags(parsed))} {target} in a "
+                      f"folder only known at run time{via}", command.span)
+            continue
+        if target.startswith(DYNAMIC) and not target[len(DYNAMIC):].startswith("/"):
+            yield Hit("shell.unknown-target", f"rm {' '.join(_flags(parsed))} on a path only "
+                      f"known at run time ({_show(target)}){via}", command.span)
+            continue
+        danger = _dangerous_target(command, target)
         if danger:
-            yield Hit("shell.recursive-delete", f"rm {' '.join(_flags(args))} {danger}{via}",
+            yield Hit("shell.recursive-delete", f"rm {' '.join(_flags(parsed))} {danger}{via}",
                       command.span)
             return
 
 
-def _find_delete(command: Command, cwd: str, via: str) -> Iterator[Hit]:
+def _find_delete(command: Command, via: str) -> Iterator[Hit]:
     args = command.args
     deletes = "-delete" in args or any(
-        args[i] in ("-exec", "-execdir", "-ok") and i + 1 < len(args)
-        and posixpath.basename(args[i + 1]) in ("rm", "shred", "unlink") for i in range(len(args)))
+        args[i] in ("-exec", "-execdir", "-ok", "-okdir") and i + 1 < len(args)
+        and posixpath.basename(args[i + 1]) in ("rm", "shred", "unlink", "srm")
+        for i in range(len(args)))
     if not deletes:
         return
     roots = []
@@ -199,57 +287,159 @@ def _find_delete(command: Command, cwd: str, via: str) -> Iterator[Hit]:
         if arg.startswith("-") or arg in ("(", "!"):
             break
         roots.append(arg)
-    filtered = any(a in ("-name", "-iname", "-path", "-ipath", "-regex", "-iregex", "-type",
-                         "-newer", "-mtime", "-mmin", "-size", "-empty", "-user", "-perm")
-                   for a in args)
-    for root in roots or ["."]:
-        path = resolve(root, cwd) if DYNAMIC not in root else None
-        if path is None:
-            yield Hit("shell.recursive-delete", f"find deletes under a root only known at run "
+    yield from _find_roots(command, tuple(roots or ["."]), filtered=_filtered(command.argv),
+                           via=via)
+
+
+def _filtered(find_argv: tuple[str, ...]) -> bool:
+    return any(a in ("-name", "-iname", "-path", "-ipath", "-regex", "-iregex", "-newer",
+                     "-mtime", "-mmin", "-size", "-empty", "-user", "-perm", "-wholename")
+               for a in find_argv)
+
+
+def _find_roots(command: Command, roots: tuple[str, ...], *, filtered: bool, via: str
+                ) -> Iterator[Hit]:
+    """Deleting what find lists under `roots`: a system folder or the home at any filter,
+    the workspace only when nothing narrows what is listed."""
+    for root in roots:
+        if root.startswith(DYNAMIC) or DYNAMIC in command.cwd:
+            yield Hit("shell.unknown-target", f"a delete under a folder only known at run "
                       f"time{via}", command.span)
-        elif path == "/" or _is_system(path) or (path == WORKSPACE and not filtered):
+            continue
+        path = command.path(root)
+        if _is_system(path) or path in ("/", HOME) or (path == WORKSPACE and not filtered):
             yield Hit("shell.recursive-delete", f"find deletes under {path}{via}", command.span)
 
 
-def _dangerous_target(target: str, cwd: str) -> str | None:
+def _dangerous_target(command: Command, target: str) -> str | None:
+    """Why deleting `target` recursively is a disaster, if it is."""
     if target.startswith(DYNAMIC):
-        return "a path only known at run time (it could be /)"
-    path = resolve(target.replace(DYNAMIC, "x"), cwd)
+        return "a path that is / or below it when a variable is empty"
+    if DYNAMIC in command.cwd and not target.startswith("/"):
+        return None  # judged as unknown below
+    path = command.path(target.replace(DYNAMIC, "x"))
     bare = path[:-2] if path.endswith("/*") else path
-    if bare in ("", "/"):
+    bare = bare.rstrip("/") or "/"
+    if bare in ("/", "/*") or _is_system(bare):
         return path
-    if bare == "/*" or bare in SYSTEM_FOLDERS:
-        return path
-    if bare == WORKSPACE or bare == WORKSPACE + "/.git":
-        return f"{path} (the workspace)"
-    if not inside(path, WORKSPACE) and not inside(path, "/tmp") and bare.count("/") == 1:
+    if bare in (WORKSPACE, WORKSPACE + "/.git", HOME):
+        return f"{path} (the {'agent home' if bare == HOME else 'workspace'})"
+    if not any(inside(bare, folder) for folder in (WORKSPACE, SCRATCH, HOME)) and \
+            bare.count("/") <= 2:
         return path
     return None
 
 
 def _is_system(path: str) -> bool:
     bare = path[:-2] if path.endswith("/*") else path
-    return bare == "/" or bare == "/*" or bare in SYSTEM_FOLDERS
+    if bare in ("/", "/*"):
+        return True
+    return any(inside(bare, folder) for folder in SYSTEM_FOLDERS) and not inside(bare, HOME)
 
 
-def _flags(args: tuple[str, ...]) -> list[str]:
-    return [a for a in args if a.startswith("-") and a != "-"]
+def _flags(parsed: programs.Parsed) -> list[str]:
+    return [option for option, _ in parsed.options]
 
 
-def _operands(args: tuple[str, ...]) -> list[str]:
-    operands = []
-    ended = False
-    for arg in args:
-        if not ended and arg == "--":
-            ended = True
-            continue
-        if not ended and arg.startswith("-") and arg != "-":
-            continue
-        operands.append(arg)
-    return operands
+def _show(word: str) -> str:
+    return word.replace(DYNAMIC, "$?") or "''"
 
 
-def _has_flag(args: tuple[str, ...], *flags: str) -> bool:
+# -------------------------------------------------------------------- git
+
+_GIT_VALUE_OPTS = frozenset({"-C", "-c", "--git-dir", "--work-tree", "--namespace"})
+_REVISION = re.compile(r"^(HEAD|@|ORIG_HEAD|FETCH_HEAD|MERGE_HEAD)([~^]\d*)*$|"
+                       r"^[0-9a-f]{7,40}([~^]\d*)*$|^(origin|upstream)/[\w./-]+([~^]\d*)*$|"
+                       r"^refs/|.*[~^]\d*$")
+
+
+def _work_tree(command: Command) -> str:
+    """Where a git command works: --work-tree, GIT_WORK_TREE, -C, or its folder."""
+    args = list(command.args)
+    for index, arg in enumerate(args):
+        if arg.startswith("--work-tree="):
+            return command.path(arg.split("=", 1)[1])
+        if arg in ("--work-tree", "-C") and index + 1 < len(args):
+            return command.path(args[index + 1])
+        if not arg.startswith("-"):
+            break
+    for name, value in command.env:
+        if name == "GIT_WORK_TREE":
+            return command.path(value)
+    return command.cwd
+
+
+def _git_paths(sub: str, rest: list[str]) -> list[str]:
+    """The paths a git subcommand writes in the work tree."""
+    if sub in ("rm", "mv"):
+        return [a for a in rest if not a.startswith("-")]
+    if sub in ("checkout", "restore") and "--" in rest:
+        return rest[rest.index("--") + 1 :]
+    if sub == "restore":
+        return [a for a in rest if not a.startswith("-")]
+    return []
+
+
+def _git(command: Command, protected: list[str], via: str,
+         protected_paths: list[str] | None = None) -> Iterator[Hit]:
+    args = list(command.args)
+    while args and args[0].startswith("-"):
+        args = args[2:] if args[0] in _GIT_VALUE_OPTS else args[1:]
+    if not args:
+        return
+    sub, rest = args[0], args[1:]
+    guarded = set(protected)
+    protected_paths = protected_paths or []
+    branch = command.branch
+    if sub == "push":
+        yield from _push(rest, guarded, branch, command, via)
+    elif sub in ("filter-branch", "filter-repo"):
+        yield Hit("git.rewrite-history", f"git {sub} rewrites every branch{via}", command.span)
+    elif sub == "branch":
+        yield from _branch(rest, guarded, command, via)
+    elif sub in ("checkout", "switch"):
+        forced = [f for f in ("-B", "-C", "--force-create") if f in rest]
+        if forced:
+            index = rest.index(forced[0])
+            name = rest[index + 1] if index + 1 < len(rest) else ""
+            if name in guarded or DYNAMIC in name:
+                yield Hit("git.rewrite-history", f"git {sub} {forced[0]} moves {name or '?'}"
+                          f"{via}", command.span)
+    elif sub == "update-ref":
+        refs = [a for a in rest if not a.startswith("-")]
+        if refs and (refs[0].removeprefix("refs/heads/") in guarded or DYNAMIC in refs[0]):
+            yield Hit("git.rewrite-history", f"git update-ref moves {refs[0]}{via}", command.span)
+    elif sub == "clean" and _has(rest, "f", "--force"):
+        where = _work_tree(command)
+        danger = _dangerous_target(command, where)
+        if danger and not danger.startswith(WORKSPACE):
+            yield Hit("shell.recursive-delete", f"git clean in {where}{via}", command.span)
+    elif sub == "fetch":
+        positional = [a for a in rest if not a.startswith("-")]
+        forcing = _has(rest, "f", "--force")
+        for spec in positional[1:]:
+            destination = spec.lstrip("+").partition(":")[2].removeprefix("refs/heads/")
+            if destination and (destination in guarded or "*" in destination) and (
+                    forcing or spec.startswith("+")):
+                yield Hit("git.rewrite-history", f"git fetch overwrites {destination}{via}",
+                          command.span)
+    if sub in ("rm", "mv", "checkout", "restore", "apply", "am", "stash") and protected_paths:
+        for path in _git_paths(sub, rest):
+            yield from _write_hits(command, command.path(path), protected_paths,
+                                   f"git {sub}{via}", tree=True)
+    elif sub == "config":
+        pass  # code in configuration values is analysed with the command line
+    if branch is None or branch in guarded:
+        rewriting = sub == "rebase" or (sub == "commit" and "--amend" in rest) or (
+            sub == "reset" and _moves_branch(rest))
+        if rewriting and not (sub == "rebase" and _has(rest, "--abort", "--quit", "--skip",
+                                                       "--continue", "--show-current-patch")):
+            name = branch or "a branch only known at run time"
+            yield Hit("git.rewrite-history",
+                      f"git {sub} rewrites the protected branch {name}{via}", command.span)
+
+
+def _has(args: list[str], *flags: str) -> bool:
     short = {f for f in flags if len(f) == 1}
     long = {f for f in flags if f.startswith("--")}
     for arg in args:
@@ -262,63 +452,62 @@ def _has_flag(args: tuple[str, ...], *flags: str) -> bool:
     return False
 
 
-# -------------------------------------------------------------------- git
+def _moves_branch(rest: list[str]) -> bool:
+    """`git reset [mode] COMMIT` moves the branch; `git reset [COMMIT] -- PATHS` and
+    `git reset PATHS` only unstage."""
+    if "--" in rest:
+        before = [a for a in rest[: rest.index("--")] if not a.startswith("-")]
+        return False if rest.index("--") + 1 < len(rest) else bool(
+            before and before[0] != "HEAD")
+    operands = [a for a in rest if not a.startswith("-")]
+    if not operands:
+        return False
+    if len(operands) > 1:
+        return False  # `git reset HEAD file` / `git reset file1 file2`: paths
+    first = operands[0]
+    return first != "HEAD" and (_REVISION.match(first) is not None or DYNAMIC in first)
 
-_GIT_VALUE_OPTS = frozenset({"-C", "-c", "--git-dir", "--work-tree", "--namespace"})
 
-
-def _git(command: Command, protected: list[str], branch: str | None, via: str
-         ) -> Iterator[Hit]:
-    args = list(command.args)
-    while args and args[0].startswith("-"):
-        args = args[2:] if args[0] in _GIT_VALUE_OPTS else args[1:]
-    if not args:
-        return
-    sub, rest = args[0], args[1:]
-    guarded = set(protected)
-    if sub == "push":
-        yield from _push(rest, guarded, branch, command, via)
-    elif sub in ("filter-branch", "filter-repo"):
-        yield Hit("git.rewrite-history", f"git {sub} rewrites every branch{via}", command.span)
-    elif sub == "branch":
-        names = [a for a in rest if not a.startswith("-")]
-        if _has_flag(tuple(rest), "D", "d", "--delete") and guarded & set(names):
-            yield Hit("git.delete-protected-branch",
-                      f"git branch deletes {sorted(guarded & set(names))}{via}", command.span)
-        elif _has_flag(tuple(rest), "f", "--force", "M", "C") and names and names[0] in guarded:
-            yield Hit("git.rewrite-history", f"git branch -f moves {names[0]}{via}", command.span)
-    elif sub == "update-ref":
-        refs = [a for a in rest if not a.startswith("-")]
-        if refs and refs[0].removeprefix("refs/heads/") in guarded:
-            yield Hit("git.rewrite-history", f"git update-ref moves {refs[0]}{via}", command.span)
-    elif branch in guarded:
-        rewriting = (sub == "rebase" or (sub == "commit" and "--amend" in rest) or (
-            sub == "reset" and any(not a.startswith("-") and a not in ("HEAD", "--")
-                                   for a in rest)))
-        if rewriting:
-            yield Hit("git.rewrite-history",
-                      f"git {sub} rewrites the protected branch {branch}{via}", command.span)
+def _branch(rest: list[str], guarded: set[str], command: Command, via: str) -> Iterator[Hit]:
+    names = [a for a in rest if not a.startswith("-")]
+    if _has(rest, "D", "d", "--delete") and (guarded & set(names) or
+                                              any(DYNAMIC in n for n in names)):
+        yield Hit("git.delete-protected-branch",
+                  f"git branch deletes {sorted(guarded & set(names)) or names}{via}",
+                  command.span)
+    elif _has(rest, "M", "C") or (_has(rest, "m", "c") and len(names) == 2):
+        # `git branch -M [old] new`: new is overwritten (or renamed onto).
+        target = names[-1] if names else ""
+        old = names[0] if len(names) == 2 else command.branch
+        if target in guarded or old in guarded or DYNAMIC in target:
+            yield Hit("git.rewrite-history", f"git branch renames onto or away from "
+                      f"{target if target in guarded else old}{via}", command.span)
+    elif _has(rest, "f", "--force") and names and (names[0] in guarded or DYNAMIC in names[0]):
+        yield Hit("git.rewrite-history", f"git branch -f moves {names[0]}{via}", command.span)
 
 
 def _push(rest: list[str], guarded: set[str], branch: str | None, command: Command,
           via: str) -> Iterator[Hit]:
-    forced = _has_flag(tuple(rest), "f", "--force", "--force-with-lease", "--force-if-includes",
-                       "--mirror") or any(a.startswith("--force-with-lease=") for a in rest)
-    deleting = _has_flag(tuple(rest), "d", "--delete")
+    forced = _has(rest, "f", "--force", "--force-with-lease", "--force-if-includes",
+                  "--mirror") or any(a.startswith("--force-with-lease=") for a in rest)
+    if "--mirror" in rest:
+        yield Hit("git.force-push", f"git push --mirror overwrites and deletes every branch "
+                  f"of the remote{via}", command.span)
+        return
+    deleting = _has(rest, "d", "--delete")
     positional = [a for a in rest if not a.startswith("-")]
     refspecs = positional[1:]
     destinations = []
     for spec in refspecs:
-        if spec.startswith("+"):
-            forced_spec = True
-            spec = spec[1:]
-        else:
-            forced_spec = False
+        forced_spec = spec.startswith("+")
+        spec = spec.lstrip("+")
         source, _, destination = spec.partition(":")
         target = (destination or source).removeprefix("refs/heads/")
         if ":" in spec and not source:
             yield from _deleted(target, guarded, command, via)
             continue
+        if target in ("HEAD", "@"):
+            target = branch or DYNAMIC
         destinations.append((target, forced_spec))
     if deleting:
         for target, _ in destinations:
@@ -331,16 +520,18 @@ def _push(rest: list[str], guarded: set[str], branch: str | None, command: Comma
                       f"branch{via}", command.span)
         return
     for target, forced_spec in destinations:
-        if (forced or forced_spec) and (target in guarded or (target == "HEAD"
-                                        and (branch is None or branch in guarded))):
-            yield Hit("git.force-push", f"force push to the protected branch {target}{via}",
+        if (forced or forced_spec) and (target in guarded or DYNAMIC in target or
+                                        "*" in target):
+            shown = "a branch only known at run time" if DYNAMIC in target else target
+            yield Hit("git.force-push", f"force push to the protected branch {shown}{via}",
                       command.span)
 
 
 def _deleted(target: str, guarded: set[str], command: Command, via: str) -> Iterator[Hit]:
-    if target in guarded:
+    if target in guarded or DYNAMIC in target:
         yield Hit("git.delete-protected-branch",
-                  f"git push deletes the protected branch {target}{via}", command.span)
+                  f"git push deletes the protected branch {target.replace(DYNAMIC, '?')}{via}",
+                  command.span)
 
 
 # -------------------------------------------------------------------- SQL

@@ -1,70 +1,49 @@
-"""Shell analysis: what commands a bash command line would really run.
+"""Shell analysis: what commands a bash command line would really run, and where.
 
 The line is parsed with tree-sitter-bash (a real shell grammar); each simple command's
 words are normalised the way bash would expand them (quotes and escapes removed,
-`$'..'` decoded, braces expanded, variables whose value is visible in the same line
-substituted, `$(echo x)` evaluated), and wrappers are looked through: `sudo`, `env`,
-`xargs`, `find -exec`, `sh -c STRING`, `eval`, a script piped into a shell. What can
-not be known before running (a program name from an unknown variable, decoded bytes
-piped into a shell) is reported as a problem, so the policy can fail closed.
+`$'..'` decoded, braces expanded, variables whose value is visible in the line
+substituted, `$(echo x)` and `$(pwd)` evaluated, `for` loops over literal lists unrolled),
+and state is carried through the line the way bash carries it: the working folder (`cd`,
+`pushd`, `popd`), symbolic links made earlier, aliases, functions, the git branch checked
+out. Each program's argv is read by its own conventions (`programs`): wrappers are looked
+through (`sudo -Eu root`, `timeout -s 9 10`, `flock f -c ...`, `ssh host CMD`), and every
+argument that carries code is analysed in turn: `-c` strings, `eval`, `trap`, `alias`,
+`xargs` and `find -exec` commands, interpreter code (`code`), scripts fed on stdin or in
+a here-document, `git -c alias.x=!...`. What cannot be known before running (a program
+name from an unknown variable, decoded bytes piped into a shell, code built at run time)
+is reported as a problem, so the policy can ask or fail closed.
 """
 
 from __future__ import annotations
 
 import codecs
+import copy
 import functools
 import posixpath
 import re
-import shlex
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import tree_sitter
 import tree_sitter_bash
 
+from harness.guardrails import code as inline_code
+from harness.guardrails import programs
+from harness.guardrails.paths import HOME, WORKSPACE, resolve
+
 DYNAMIC = "\x00"
 """Stands in a word for text only known when the command runs."""
 
-AGENT_HOME = "/home/agent"
-WORKSPACE = "/workspace"
+AGENT_HOME = HOME
 MAX_DEPTH = 8
+MAX_LOOP_VALUES = 32
 
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox-sh", "fish"})
-INTERPRETERS = {"python": "-c", "python3": "-c", "python2": "-c", "perl": "-e", "ruby": "-e",
-                "node": "-e", "nodejs": "-e", "php": "-r"}
 DECODERS = frozenset({"base64", "base32", "xxd", "openssl", "gzip", "gunzip", "zcat", "bzip2",
-                      "xz", "uudecode", "rev", "tr", "curl", "wget", "nc", "ncat", "socat"})
-# Wrappers that run their operand as a command: name -> options that take a value.
-_WRAPPERS: dict[str, frozenset[str]] = {
-    "sudo": frozenset({"-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U"}),
-    "doas": frozenset({"-u", "-C"}),
-    "env": frozenset({"-u", "-C", "-S", "--unset", "--chdir"}),
-    "nice": frozenset({"-n", "--adjustment"}),
-    "ionice": frozenset({"-c", "-n", "-p"}),
-    "nohup": frozenset(),
-    "setsid": frozenset(),
-    "stdbuf": frozenset({"-i", "-o", "-e"}),
-    "time": frozenset({"-f", "-o"}),
-    "command": frozenset(),
-    "builtin": frozenset(),
-    "exec": frozenset({"-a"}),
-    "unbuffer": frozenset(),
-    "chronic": frozenset(),
-    "flock": frozenset({"-w", "-E", "--timeout"}),
-    "chroot": frozenset(),
-    "watch": frozenset({"-n", "-d", "--interval"}),
-    "strace": frozenset({"-e", "-o", "-p", "-s"}),
-    "ltrace": frozenset({"-e", "-o", "-p", "-s"}),
-    "torsocks": frozenset(),
-    "proxychains": frozenset(),
-    "busybox": frozenset(),
-    "timeout": frozenset({"-s", "-k", "--signal", "--kill-after"}),
-}
-_WRAPPER_POSITIONALS = {"timeout": 1, "flock": 1, "chroot": 1}
-_XARGS_VALUE_OPTS = frozenset({"-a", "-d", "-E", "-e", "-I", "-i", "-L", "-l", "-n", "-P", "-s",
-                               "--arg-file", "--delimiter", "--max-args", "--max-procs",
-                               "--replace", "--max-lines", "--max-chars"})
-_ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff\u00ad]")
+                      "xz", "uudecode", "rev", "tr", "curl", "wget", "nc", "ncat", "socat",
+                      "basenc", "od", "perl", "python", "python3", "ruby", "node"})
+_ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060-\u2064\ufeff\u00ad\u202a-\u202e]")
+_STATIC_PRODUCERS = ("echo", "printf", "cat")
 
 
 Stdin = tuple[str | None, tuple[str, ...] | None]
@@ -94,6 +73,14 @@ class Command:
     """The wrappers looked through to reach this command, outermost first."""
     find_roots: tuple[str, ...] = ()
     """For a command run by `find -exec`, the roots find searched."""
+    cwd: str = WORKSPACE
+    """The folder it runs in (DYNAMIC inside when only known at run time)."""
+    branch: str | None = None
+    """The git branch checked out when it runs, as far as the line shows."""
+    links: tuple[tuple[str, str], ...] = ()
+    """Symbolic links made earlier in the line: (link, target)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Variables set for this command alone (`NAME=value cmd`, `env NAME=value cmd`)."""
 
     @functools.cached_property
     def program(self) -> str:
@@ -104,6 +91,22 @@ class Command:
     def args(self) -> tuple[str, ...]:
         """The arguments after the program."""
         return self.argv[1:]
+
+    def path(self, word: str) -> str:
+        """An argument as the absolute path it names where the command runs: the working
+        folder, `~` and symbolic links made earlier in the line resolved."""
+        resolved = resolve(word, self.cwd)
+        for link, target in reversed(self.links):
+            if resolved == link or resolved.startswith(link.rstrip("/") + "/"):
+                return resolve(target + resolved[len(link):], "/")
+        return resolved
+
+    def stdin_input(self) -> str | None:
+        """The file its standard input is read from (`< FILE`), if any."""
+        for redirect in self.redirects:
+            if redirect.op == "<":
+                return redirect.target
+        return None
 
 
 @dataclass(frozen=True)
@@ -127,21 +130,37 @@ class ShellAnalysis:
     """SQL the line sends to psql, with the span of the psql command."""
 
 
+@dataclass
+class _State:
+    """What bash carries from one command of a line to the next."""
+
+    cwd: str = WORKSPACE
+    previous: str = WORKSPACE
+    stack: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    links: list[tuple[str, str]] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    branch: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    """Files the line wrote with content it shows (`echo X > f`, `cat > f <<EOF`)."""
+
+
 @functools.cache
 def _parser() -> tree_sitter.Parser:
     return tree_sitter.Parser(tree_sitter.Language(tree_sitter_bash.language()))
 
 
-def analyse(text: str) -> ShellAnalysis:
-    """Analyse one shell command line."""
+def analyse(text: str, *, cwd: str = WORKSPACE, branch: str | None = None) -> ShellAnalysis:
+    """Analyse one shell command line, run in `cwd` with `branch` checked out."""
     analysis = ShellAnalysis(text)
     cleaned = _ZERO_WIDTH.sub("", text)
     if cleaned != text:
         analysis.problems.append(Problem(
-            "shell.hidden-characters", "the command contains invisible (zero-width) characters",
-            (0, len(text))))
+            "shell.hidden-characters", "the command contains invisible (zero-width or "
+            "direction) characters", (0, len(text))))
+    state = _State(cwd=cwd, previous=cwd, branch=branch)
     try:
-        _Walker(analysis, cleaned, depth=0, outer_span=None, env={}).run()
+        _Walker(analysis, cleaned, depth=0, outer_span=None, state=state).run()
     except RecursionError:
         analysis.problems.append(Problem(
             "shell.unparseable", "the command is nested too deeply to analyse", (0, len(text))))
@@ -150,16 +169,20 @@ def analyse(text: str) -> ShellAnalysis:
 
 class _Walker:
     def __init__(self, analysis: ShellAnalysis, text: str, *, depth: int,
-                 outer_span: tuple[int, int] | None, env: dict[str, str],
+                 outer_span: tuple[int, int] | None, state: _State,
                  via: tuple[str, ...] = ()) -> None:
         self.analysis = analysis
         self.text = text
         self.source = text.encode()
         self.depth = depth
         self.outer_span = outer_span
-        self.env = env
+        self.state = state
         self.via = via
         self._ascii = self.source.isascii()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.state.env
 
     # ------------------------------------------------------------ parsing
 
@@ -205,16 +228,20 @@ class _Walker:
         if kind == "variable_assignment":
             self._assign(node)
             return []
+        if kind == "subshell":
+            return self._isolated(lambda: self._children(node))
+        if kind == "for_statement":
+            return self._for(node)
         if kind == "function_definition":
             name_node = node.child_by_field_name("name")
             body = node.child_by_field_name("body")
             name = self._node_text(name_node) if name_node else ""
-            commands = self._visit(body) if body is not None else []
+            commands = self._isolated(lambda: self._visit(body)) if body is not None else []
             self.analysis.functions[name] = commands
             return []
-        produced: list[Command] = []
         if kind == "list":
             # `a && b && c ...` nests to the left: walk that spine without recursing.
+            produced: list[Command] = []
             spine = [node]
             while spine[-1].named_children and spine[-1].named_children[0].type == "list":
                 spine.append(spine[-1].named_children[0])
@@ -223,8 +250,41 @@ class _Walker:
                     if not (index == 0 and child.type == "list"):
                         produced.extend(self._visit(child))
             return produced
+        return self._children(node)
+
+    def _children(self, node: tree_sitter.Node) -> list[Command]:
+        produced: list[Command] = []
         for child in node.named_children:
             produced.extend(self._visit(child))
+        return produced
+
+    def _isolated(self, action: functools.partial[list[Command]] | object) -> list[Command]:
+        """Run `action` on a copy of the state (a subshell: its cd does not leak)."""
+        saved = self.state
+        self.state = copy.deepcopy(saved)
+        try:
+            return action()  # type: ignore[operator]
+        finally:
+            self.state = saved
+
+    def _for(self, node: tree_sitter.Node) -> list[Command]:
+        variable = node.child_by_field_name("variable")
+        body = node.child_by_field_name("body")
+        name = self._node_text(variable) if variable is not None else ""
+        values: list[str] = []
+        for child in node.named_children:
+            if child in (variable, body) or child.type in ("do_group", "compound_statement"):
+                continue
+            values.extend(self._word(child))
+        produced: list[Command] = []
+        if body is None:
+            return produced
+        if not values or len(values) > MAX_LOOP_VALUES or any(DYNAMIC in v for v in values):
+            self.env[name] = DYNAMIC
+            return self._visit(body)
+        for value in values:
+            self.env[name] = value
+            produced.extend(self._visit(body))
         return produced
 
     def _assign(self, node: tree_sitter.Node) -> None:
@@ -232,6 +292,8 @@ class _Walker:
         value_node = node.child_by_field_name("value")
         if name_node is None:
             return
+        if name_node.type == "subscript":  # a[$(cmd)]=x runs cmd
+            self._visit_expansions(name_node)
         value = "".join(self._word(value_node, split=False)) if value_node is not None else ""
         self.env[self._node_text(name_node)] = value
 
@@ -240,12 +302,11 @@ class _Walker:
         previous: list[Command] = []
         for child in node.named_children:
             feed: Stdin = (_echo_output(previous), previous[-1].argv) if previous else (None, None)
-            previous = self._visit(child, feed)
+            previous = self._isolated(functools.partial(self._visit, child, feed))
             produced.extend(previous)
         return produced
 
-    def _redirected(self, node: tree_sitter.Node, stdin: Stdin
-                    ) -> list[Command]:
+    def _redirected(self, node: tree_sitter.Node, stdin: Stdin) -> list[Command]:
         redirects: list[Redirect] = []
         script: str | None = stdin[0]
         body = node.child_by_field_name("body")
@@ -253,8 +314,7 @@ class _Walker:
             if child == body:
                 continue
             if child.type == "file_redirect":
-                op = "".join(self._node_text(c) for c in child.children
-                             if not c.is_named)
+                op = "".join(self._node_text(c) for c in child.children if not c.is_named)
                 destination = child.child_by_field_name("destination")
                 target = "".join(self._word(destination, split=False)) if destination else ""
                 redirects.append(Redirect(op or ">", target))
@@ -271,14 +331,40 @@ class _Walker:
                         for sub in inner.named_children:
                             self._visit(sub)
             elif child.type == "herestring_redirect":
-                words = [c for c in child.named_children]
-                script = " ".join("".join(self._word(w, split=False)) for w in words)
+                script = " ".join("".join(self._word(w, split=False))
+                                  for w in child.named_children) + "\n"
         if body is None:
             return []
         if body.type == "command":
             return self._command(body, tuple(redirects), (script, stdin[1]))
+        if body.type == "list" and body.named_children and \
+                body.named_children[-1].type == "command":
+            # `a && b < f` (as the grammar groups it): the redirection is b's.
+            produced = []
+            for child in body.named_children[:-1]:
+                produced.extend(self._visit(child))
+            return produced + self._command(body.named_children[-1], tuple(redirects),
+                                            (script, stdin[1]))
         produced = self._visit(body, (script, stdin[1]))
-        return produced
+        if not redirects or not produced:
+            return produced
+        if body.type in ("list", "pipeline"):
+            # `a && b > f` (as the grammar groups it): the redirection is b's.
+            return produced[:-1] + self._attach(produced[-1:], tuple(redirects))
+        return self._attach(produced, tuple(redirects))
+
+    def _attach(self, commands: list[Command], redirects: tuple[Redirect, ...]
+                ) -> list[Command]:
+        """Give recorded commands redirections that apply to them (a compound statement's,
+        or the last command of a list's)."""
+        changed = []
+        for command in commands:
+            updated = replace(command, redirects=command.redirects + redirects)
+            for index, recorded in enumerate(self.analysis.commands):
+                if recorded is command:
+                    self.analysis.commands[index] = updated
+            changed.append(updated)
+        return changed
 
     def _heredoc_pipeline(self, node: tree_sitter.Node, script: str) -> None:
         if node.type == "command":
@@ -313,7 +399,7 @@ class _Walker:
                 word_nodes.append(child.named_children[0] if child.named_children else child)
             elif child.type == "herestring_redirect":
                 script = " ".join("".join(self._word(w, split=False))
-                                  for w in child.named_children)
+                                  for w in child.named_children) + "\n"
             elif child.type == "file_redirect":
                 destination = child.child_by_field_name("destination")
                 op = "".join(self._node_text(c) for c in child.children if not c.is_named)
@@ -331,23 +417,52 @@ class _Walker:
                     segments.extend(self._unquoted_text("$" + self._node_text(member)))
                 else:
                     segments.extend(self._segments(member))
-            for one in _join_segments(segments):
+            for one in _join_segments(segments, self._ifs()):
                 argv.extend(_brace_expand(one) if "{" in one and "," in one else [one])
         if not argv:
             self.env.update(local_env)
             return []
+        if argv[0] in self.state.aliases and self.via[-1:] != ("alias",):
+            text = self.state.aliases[argv[0]] + " " + " ".join(_quote(a) for a in argv[1:])
+            self._nested_text(self._span(node), text, "alias")
+        if any(c in argv[0] for c in "*?[") and argv[0] not in ("[", "[["):
+            self._problem("shell.dynamic-command", f"the program name {argv[0]!r} is a "
+                          "pattern, only resolved when the command runs", self._span(node))
         command = Command(tuple(argv), self._span(node), tuple(extra_redirects), script,
-                          stdin[1], self.via)
+                          stdin[1], self.via, (), self.state.cwd, self.state.branch,
+                          tuple(self.state.links), tuple(local_env.items()))
+        self._remember_written(command)
         return self._expand(command)
+
+    def _remember_written(self, command: Command) -> None:
+        """`echo X > f`, `printf ... >> f`, `cat > f <<EOF`, `tee f`: the line now knows what
+        f holds, so running it later in the line is judged by that."""
+        content = None
+        if command.program in ("echo", "printf"):
+            content = _echo_output([command])
+        elif command.program in ("cat", "tee") and command.stdin_script is not None:
+            content = command.stdin_script
+        if content is None or DYNAMIC in content:
+            return
+        targets = [r for r in command.redirects if r.op in (">", ">>", ">|", "&>")]
+        if command.program == "tee":
+            targets += [Redirect(">>" if "-a" in command.args else ">", a)
+                        for a in command.args if not a.startswith("-")]
+        for redirect in targets:
+            if DYNAMIC in redirect.target:
+                continue
+            path = command.path(redirect.target)
+            before = self.state.files.get(path, "") if redirect.op == ">>" else ""
+            self.state.files[path] = before + content
 
     # ------------------------------------------------------------ words
 
     def _word(self, node: tree_sitter.Node | None, *, split: bool = True) -> list[str]:
-        """The fields a word expands to: unquoted expansions are split on blanks (as with
-        the default IFS) and unquoted brace lists expanded."""
+        """The fields a word expands to: unquoted expansions are split on the IFS
+        characters and unquoted brace lists expanded."""
         if node is None:
             return [""]
-        fields = _join_segments(self._segments(node))
+        fields = _join_segments(self._segments(node), self._ifs())
         if not split:
             return [" ".join(fields)]
         expanded: list[str] = []
@@ -376,7 +491,10 @@ class _Walker:
         if kind == "command_substitution":
             return [(self._substitution(node), True)]
         if kind == "process_substitution":
-            self._visit_inner(node)
+            feed: Stdin = (None, ("?",)) if self._node_text(node).startswith(">(") \
+                else (None, None)
+            self._isolated(lambda: [c for child in node.named_children
+                                    for c in self._visit(child, feed)])
             return [(DYNAMIC + "/dev/fd", False)]
         if kind == "arithmetic_expansion":
             self._visit_expansions(node)
@@ -396,6 +514,14 @@ class _Walker:
         expanded (the grammar leaves some of those as plain text)."""
         if text == "~" or text.startswith("~/"):
             text = AGENT_HOME + text[1:]
+        elif text.startswith("~") and re.match(r"~[a-z_][\w-]*(/|$)", text):
+            text = DYNAMIC + "/" + text[1:].partition("/")[2]  # ~user: another user's home
+        if "`" in text or "$(" in text:
+            # Substitutions the grammar left inside plain text (`${x:-`cmd`}`): they run.
+            for inner in re.findall(r"`([^`]*)`|\$\(([^()]*)\)", text):
+                self._nested_text(self.outer_span or (0, len(self.text)), inner[0] or inner[1],
+                                  "command substitution")
+            text = re.sub(r"`[^`]*`|\$\([^()]*\)", DYNAMIC, text)
         if "$" not in text:
             return [(_unescape(text), False)]
         pieces: list[tuple[str, bool]] = []
@@ -405,10 +531,18 @@ class _Walker:
                 continue
             pieces.append((_unescape(text[last : match.start()]), False))
             name = match.group(1) or match.group(2)
-            pieces.append(({**_WELL_KNOWN, **self.env}.get(name, DYNAMIC), True))
+            pieces.append((self._known().get(name, DYNAMIC), True))
             last = match.end()
         pieces.append((_unescape(text[last:]), False))
         return pieces
+
+    def _ifs(self) -> str:
+        return self.env.get("IFS", " \t\n") if DYNAMIC not in self.env.get("IFS", "") \
+            else " \t\n"
+
+    def _known(self) -> dict[str, str]:
+        return {**_WELL_KNOWN, "PWD": self.state.cwd, "OLDPWD": self.state.previous,
+                **self.env}
 
     def _string_part(self, node: tree_sitter.Node) -> str:
         if node.type == "string_content":
@@ -416,27 +550,55 @@ class _Walker:
         return "".join(self._word(node, split=False))
 
     def _expansion(self, node: tree_sitter.Node) -> str:
-        names = [c for c in node.named_children if c.type in ("variable_name", "special_variable_name")]
+        names = [c for c in node.named_children
+                 if c.type in ("variable_name", "special_variable_name")]
         if not names:
             self._visit_expansions(node)
             return DYNAMIC
         name = self._node_text(names[0])
         extra = [c for c in node.named_children if c is not names[0]]
-        known = {**_WELL_KNOWN, **self.env}
-        if extra:  # ${X:-default} and friends: take the default only when X is unknown
+        known = self._known()
+        whole = self._node_text(node)
+        if whole.startswith("${!"):  # ${!v}: the variable v names
+            target = known.get(name)
+            return known.get(target, DYNAMIC) if target and DYNAMIC not in target else DYNAMIC
+        transformed = _transform(whole, name, known)
+        if transformed is not None:
+            for child in extra:
+                self._visit_expansions(child)
+            return transformed
+        if extra:
             for child in extra:
                 self._visit_expansions(child)
             if name in known:
                 return known[name]
+            # ${X:-default}: X is not set anywhere the line or the harness shows, so bash
+            # takes the default.
+            operator = self._node_text(node)[2 + len(name):][:2]
+            if operator in (":-", "-") or operator.startswith("-"):
+                defaults = [c for c in extra if c.type not in ("variable_name",)]
+                if defaults:
+                    return "".join(self._word(defaults[-1], split=False))
             return DYNAMIC
         return known.get(name, DYNAMIC)
 
     def _substitution(self, node: tree_sitter.Node) -> str:
-        inner = self._visit_inner(node)
-        if len(inner) == 1 and inner[0].program in ("echo", "printf") and not inner[0].redirects:
-            output = _echo_output(inner)
-            if output is not None and DYNAMIC not in output:
-                return output.rstrip("\n")
+        inner = self._isolated(functools.partial(self._visit_inner, node))
+        if len(inner) == 1 and not inner[0].redirects:
+            only = inner[0]
+            if only.program in ("echo", "printf"):
+                output = _echo_output(inner)
+                if output is not None and DYNAMIC not in output:
+                    return output.rstrip("\n")
+            if only.program == "pwd":
+                return self.state.cwd
+            if only.program in ("dirname", "basename", "realpath", "readlink") and \
+                    only.args and DYNAMIC not in only.args[-1]:
+                path = only.path(only.args[-1])
+                return posixpath.dirname(path) if only.program == "dirname" else \
+                    posixpath.basename(path) if only.program == "basename" else path
+            if only.program == "git" and self.state.branch and _names_branch(only.args):
+                return self.state.branch
         return DYNAMIC
 
     def _visit_inner(self, node: tree_sitter.Node) -> list[Command]:
@@ -447,182 +609,594 @@ class _Walker:
 
     def _visit_expansions(self, node: tree_sitter.Node) -> None:
         if node.type in ("command_substitution", "process_substitution"):
-            self._visit_inner(node)
+            self._isolated(functools.partial(self._visit_inner, node))
             return
         for child in node.named_children:
             self._visit_expansions(child)
 
-    # ------------------------------------------------------------ unwrapping
+    # ------------------------------------------------------------ running
 
     def _expand(self, command: Command) -> list[Command]:
-        """Record `command` and whatever it runs in turn."""
+        """Record `command` and whatever it runs in turn; carry its effect on the state."""
         self.analysis.commands.append(command)
         produced = [command]
         program = command.program
-        if not command.argv[0] or command.argv[0].startswith(DYNAMIC) or \
-                (DYNAMIC in command.argv[0]):
+        if not command.argv[0] or DYNAMIC in command.argv[0]:
             self._problem("shell.dynamic-command",
                           "the program to run is only known at run time "
                           f"({_show(command.argv[0])})", command.span)
             return produced
-        if program in _WRAPPERS:
-            inner = _unwrap(program, command.args)
-            if inner:
-                produced += self._expand(_derive(command, inner, program))
+        self._carry(command)
+        conventions = programs.spec(program)
+        parsed = programs.parse(program, command.args)
+        for option, value in parsed.options:
+            language = conventions.code.get(option)
+            if language is not None and value is not None:
+                self._code(command, language, value, f"{program} {option}")
+        if conventions.runs == "script" and conventions.stdin == "shell":
+            self._startup(command, parsed)
+        for flag, language in conventions.flag_code.items():
+            if parsed.has("-" + flag) and parsed.operands:
+                self._code(command, language, parsed.operands[0], f"{program} -{flag}")
+                return produced
+        handler = _HANDLERS.get(program)
+        if handler is not None:
+            produced += handler(self, command, parsed)
             return produced
-        if program == "xargs":
-            inner = _xargs_command(command.args)
-            produced += self._expand(_derive(command, inner or ("echo",), "xargs"))
-            return produced
-        if program == "find":
-            produced += self._find(command)
-            return produced
-        if program in SHELLS or program in ("source", "."):
-            produced += self._shell(command)
-            return produced
-        if program == "eval":
-            script = " ".join(command.args)
-            self._nested(command, script, "eval")
-            return produced
-        if program in INTERPRETERS:
-            self._interpreter(command)
-        if program in ("psql",):
-            self._psql(command)
+        if conventions.runs in ("argv", "string") and parsed.rest:
+            if conventions.runs == "string":
+                self._nested(command, " ".join(parsed.rest), program)
+            else:
+                produced += self._expand(_derive(command, tuple(parsed.rest), program))
+        elif conventions.runs == "script":
+            produced += self._script(command, parsed, conventions)
+        elif conventions.runs and conventions.runs.startswith("code:") and parsed.operands \
+                and not parsed.value("-f", "--file"):
+            self._code(command, conventions.runs[5:], parsed.operands[0], program)
+        elif conventions.stdin and not parsed.operands:
+            self._stdin_code(command, conventions.stdin)
+        runner = programs.RUNNERS.get(program)
+        if runner and parsed.operands and parsed.operands[0] in runner:
+            inner = programs.parse(program, parsed.operands[1:])
+            if inner.operands:
+                produced += self._expand(_derive(command, tuple(inner.operands),
+                                                 f"{program} {parsed.operands[0]}"))
         return produced
+
+    def _carry(self, command: Command) -> None:
+        """What a command changes for the commands after it in the same shell."""
+        state, program, args = self.state, command.program, command.args
+        if program in ("cd", "pushd"):
+            operands = [a for a in args if not a.startswith("-") or a == "-"]
+            target = operands[0] if operands else (HOME if program == "cd" else state.previous)
+            destination = state.previous if target == "-" else command.path(target)
+            if ({**self._known(), **dict(command.env)}.get("CDPATH")
+                    and not target.startswith(("/", "."))):
+                destination = DYNAMIC + "/" + target  # CDPATH decides where it goes
+            if program == "pushd":
+                state.stack.append(state.cwd)
+            state.previous, state.cwd = state.cwd, destination
+        elif program == "popd" and state.stack:
+            state.previous, state.cwd = state.cwd, state.stack.pop()
+        elif program == "ln":
+            parsed = programs.parse("ln", args)
+            if parsed.has("-s", "--symbolic") and len(parsed.operands) >= 2:
+                target, link = parsed.operands[0], command.path(parsed.operands[-1])
+                target_path = resolve(target, posixpath.dirname(link)) \
+                    if not target.startswith("/") else resolve(target, "/")
+                state.links.append((link, target_path))
+        elif program == "git":
+            branch = _checked_out(args)
+            if branch is not None:
+                state.branch = branch
+        elif program == "export":
+            for arg in args:
+                name, equals, value = arg.partition("=")
+                if equals:
+                    state.env[name] = value
+
+    # ------------------------------------------------------------ code
 
     def _nested(self, command: Command, script: str, how: str) -> None:
         if DYNAMIC in script:
             self._problem("shell.dynamic-command",
                           f"{how} runs text that is only known at run time", command.span)
             return
-        _Walker(self.analysis, script, depth=self.depth + 1, outer_span=command.span,
-                env=dict(self.env), via=(*command.via, how)).run()
+        self._nested_text(command.span, script, how)
 
-    def _shell(self, command: Command) -> list[Command]:
-        args = list(command.args)
-        if command.program in ("source", "."):
-            if args and args[0].startswith(DYNAMIC):
-                self._stdin_script(command, f"{command.program} <(...)")
-            return []
-        script_index = None
-        for index, arg in enumerate(args):
-            if arg == "-c" or (arg.startswith("-") and not arg.startswith("--") and "c" in arg):
-                script_index = index + 1
-                break
-            if not arg.startswith("-") and not arg.startswith("+"):
-                if arg.startswith(DYNAMIC):  # bash <(curl ...)
-                    self._stdin_script(command, f"{command.program} <(...)")
-                return []  # a script file of the workspace
-        if script_index is not None:
-            if script_index < len(args):
-                self._nested(command, args[script_index], f"{command.program} -c")
-            return []
-        self._stdin_script(command, f"| {command.program}")
-        return []
+    def _nested_text(self, span: tuple[int, int], script: str, how: str) -> None:
+        state = copy.deepcopy(self.state)
+        _Walker(self.analysis, _ZERO_WIDTH.sub("", script), depth=self.depth + 1,
+                outer_span=span, state=state, via=(*self.via, how)).run()
 
-    def _stdin_script(self, command: Command, how: str) -> None:
+    def _code(self, command: Command, language: str, text: str, how: str) -> None:
+        """Code handed to a program: analysed in its own language."""
+        if language == "shell":
+            self._nested(command, text, how)
+        elif language == "sql":
+            self.analysis.sql.append((text, command.span))
+        elif language == "argv-string":
+            if DYNAMIC in text:
+                self._nested(command, text, how)
+            else:
+                self._nested(command, text, how)
+        elif language == "git-config":
+            self._git_config(command, text, how)
+        elif language == "tar-action":
+            if text.startswith("exec="):
+                self._nested(command, text[5:], how)
+        else:
+            if DYNAMIC in text:
+                self._problem("shell.unverifiable-code",
+                              f"{how} runs {language} code only known at run time",
+                              command.span)
+                return
+            self._inline(command, language, text, how)
+
+    def _inline(self, command: Command, language: str, text: str, how: str) -> None:
+        effects = inline_code.scan(language, unicodedata.normalize("NFKC", text),
+                                   depth=self.depth)
+        if effects.decode_exec:
+            self._problem("shell.decode-exec", f"{how}: the code decodes data and runs it",
+                          command.span)
+        if effects.fork_loop:
+            self._problem("shell.fork-bomb", f"{how}: the code forks in a loop", command.span)
+        for statement in effects.sql:
+            self.analysis.sql.append((statement, command.span))
+        for reason in effects.unverifiable:
+            self._problem("shell.unverifiable-code", f"{how}: {reason}", command.span)
+        for line in effects.shell:
+            self._nested(command, line, how)
+        for argv in effects.argv:
+            if argv and self.depth <= MAX_DEPTH:
+                self._expand(_derive(command, argv, how))
+        for nested_language, nested in effects.nested:
+            if self.depth < MAX_DEPTH:
+                self._inline(command, nested_language, nested, how)
+
+    def _stdin_code(self, command: Command, language: str) -> None:
+        """A program that runs what it reads on stdin (`| sh`, `python3 - <<EOF`,
+        `at now <<< CMD`, `crontab -`)."""
+        how = f"{command.program} reading stdin"
+        input_file = command.stdin_input()
+        if input_file is not None:
+            self._run_file(replace(command, redirects=()), input_file, language, how)
+            return
         if command.stdin_script is not None and DYNAMIC not in command.stdin_script:
-            self._nested(command, command.stdin_script, how)
+            script = command.stdin_script
+            if language == "crontab":
+                script = "\n".join(" ".join(line.split()[5:]) for line in script.splitlines()
+                                   if line.strip() and not line.startswith("#"))
+                language = "shell"
+            self._code(command, language, script, how)
             return
         producer = command.stdin_producer
+        if producer is None and command.stdin_script is None:
+            return  # an interactive session: nothing is run without more input
         source = posixpath.basename(producer[0]) if producer else "?"
-        if source in DECODERS or producer is None or source not in ("echo", "printf", "cat"):
+        if source in DECODERS or source not in _STATIC_PRODUCERS:
             self._problem(
                 "shell.decode-exec",
-                f"a shell runs a script produced at run time by {source!r}: it cannot be "
-                "verified before it runs", command.span)
+                f"{command.program} runs a script produced at run time by {source!r}: it "
+                "cannot be verified before it runs", command.span)
         else:
             self._problem("shell.dynamic-command", f"{how} runs text only known at run time",
                           command.span)
 
-    def _find(self, command: Command) -> list[Command]:
-        args = list(command.args)
-        roots: list[str] = []
-        for arg in args:
-            if arg.startswith("-") or arg in ("(", "!", ")"):
+    def _script(self, command: Command, parsed: programs.Parsed,
+                conventions: programs.Program) -> list[Command]:
+        """A shell or an interpreter given no code option: a script file, or stdin. A
+        shell also runs its startup files (`--rcfile F`, BASH_ENV, ENV)."""
+        language = conventions.stdin or "shell"
+        if parsed.operands and parsed.operands[0] not in _STDIN_FILES:
+            self._run_file(command, parsed.operands[0], language,
+                           f"{command.program} {parsed.operands[0]}")
+            return []
+        input_file = command.stdin_input()
+        if input_file is not None:
+            self._run_file(command, input_file, language, f"{command.program} < {input_file}")
+            return []
+        self._stdin_code(command, language)
+        return []
+
+    def _startup(self, command: Command, parsed: programs.Parsed) -> None:
+        """Files a shell runs before anything else: --rcfile, BASH_ENV, ENV."""
+        startup = [v for o, v in parsed.options if o in ("--rcfile", "--init-file") and v]
+        startup += [v for k, v in command.env if k in ("BASH_ENV", "ENV")]
+        for path in startup:
+            self._run_file(command, path, "shell", f"{command.program} startup file")
+
+    def _run_file(self, command: Command, path: str, language: str, how: str) -> None:
+        """A program runs the file `path`: judged by its content when the line wrote it, as
+        code produced at run time when it is a process substitution, and otherwise taken
+        as a file of the workspace."""
+        if path.startswith(DYNAMIC):  # bash <(curl ...)
+            self._stdin_code(replace(command, stdin_script=None, stdin_producer=("?",),
+                                     redirects=()), language)
+            return
+        content = self.state.files.get(command.path(path))
+        if content is not None:
+            self._code(command, language, content, how)
+
+    def _git_config(self, command: Command, setting: str, how: str) -> None:
+        """`git -c key=value`: aliases starting with `!`, and keys whose value git runs."""
+        key, _, value = setting.partition("=")
+        key = key.lower()
+        if key.startswith("alias.") and value.startswith("!"):
+            self._nested(command, value[1:], f"{how} {key}")
+        elif key in _GIT_COMMAND_KEYS or (key.startswith("credential.") and
+                                          value.startswith("!")) or \
+                re.match(r"^(filter|diff|merge)\.[^.]+\.(clean|smudge|process|command|"
+                         r"textconv|driver)$", key):
+            self._nested(command, value.lstrip("!"), f"{how} {key}")
+        elif key in ("core.hookspath", "include.path") or key.startswith("includeif."):
+            self._problem("shell.unverifiable-code", f"{how} {key} makes git run hooks or "
+                          "configuration from elsewhere", command.span)
+
+
+def _handle_xargs(walker: _Walker, command: Command, parsed: programs.Parsed
+                  ) -> list[Command]:
+    """xargs runs its command with the words it reads on stdin added (or put in place of
+    the -I token)."""
+    inner = tuple(parsed.rest) or ("echo",)
+    items = _stdin_items(command, parsed)
+    token = parsed.value("-I", "--replace", "-i")
+    roots = _producer_roots(command)
+    if items is None and roots is not None:
+        # Paths that find (or ls) printed: each lies below one of its roots.
+        argv = tuple(a.replace(token, "{}") for a in inner) if token else (*inner, "{}")
+        return walker._expand(replace(_derive(command, argv, "xargs"), find_roots=roots))
+    words = items if items is not None else [DYNAMIC]
+    if not token:
+        return walker._expand(_derive(command, (*inner, *words), "xargs"))
+    produced: list[Command] = []
+    for word in words:
+        produced += walker._expand(_derive(command, tuple(a.replace(token, word)
+                                                          for a in inner), "xargs"))
+    return produced
+
+
+def _stdin_items(command: Command, parsed: programs.Parsed) -> list[str] | None:
+    """The words xargs would read, when its stdin is static."""
+    if parsed.value("-a", "--arg-file") is not None:
+        return None
+    if command.stdin_script is not None and DYNAMIC not in command.stdin_script:
+        text = command.stdin_script
+        if parsed.has("-0", "--null") or parsed.value("-d", "--delimiter") in ("\\0", "\\x00"):
+            return [w for w in text.split("\0") if w.strip()]
+        return text.split()
+    return None
+
+
+def _producer_roots(command: Command) -> tuple[str, ...] | None:
+    """For paths piped from `find ROOTS...` (or `ls`, `git ls-files`): the roots."""
+    producer = command.stdin_producer
+    if producer and posixpath.basename(producer[0]) == "find":
+        roots = []
+        for arg in producer[1:]:
+            if arg.startswith("-") or arg in ("(", "!"):
                 break
             roots.append(arg)
-        roots = roots or ["."]
-        produced: list[Command] = []
-        index = 0
-        while index < len(args):
-            if args[index] in ("-exec", "-execdir", "-ok", "-okdir"):
-                end = index + 1
-                while end < len(args) and args[end] not in (";", "+", "\\;"):
-                    end += 1
-                inner = tuple(args[index + 1 : end])
-                if inner:
-                    derived = _derive(command, inner, "find -exec")
-                    derived = Command(derived.argv, derived.span, (), None, None, derived.via,
-                                      tuple(roots))
-                    produced += self._expand(derived)
-                index = end
-            index += 1
-        return produced
+        return tuple(roots or ["."])
+    if producer and posixpath.basename(producer[0]) in ("ls", "git"):
+        return (".",)
+    return None
 
-    def _interpreter(self, command: Command) -> None:
-        flag = INTERPRETERS[command.program]
-        args = list(command.args)
-        code = None
-        for index, arg in enumerate(args):
-            if arg == flag and index + 1 < len(args):
-                code = args[index + 1]
-                break
-            if arg.startswith(flag) and len(arg) > len(flag):
-                code = arg[len(flag):]
-                break
-        if code is None:
-            if command.stdin_script is not None or command.stdin_producer is not None:
-                producer = command.stdin_producer or ("?",)
-                if posixpath.basename(producer[0]) in DECODERS:
-                    self._problem("shell.decode-exec",
-                                  f"{command.program} runs code decoded at run time",
-                                  command.span)
-            return
-        for problem in _scan_inline_code(code):
-            self._problem(problem[0], f"{command.program} {flag}: {problem[1]}", command.span)
-        for shell_text in _inline_shell_calls(code):
-            self._nested(command, shell_text, f"{command.program} {flag}")
 
-    def _psql(self, command: Command) -> None:
-        args = list(command.args)
-        found = False
-        for index, arg in enumerate(args):
-            sql = None
-            if arg in ("-c", "--command") and index + 1 < len(args):
-                sql = args[index + 1]
-            elif arg.startswith("--command="):
-                sql = arg.split("=", 1)[1]
-            elif arg.startswith("-c") and len(arg) > 2:
-                sql = arg[2:]
-            if sql is not None:
-                found = True
-                self.analysis.sql.append((sql, command.span))
-        if not found and command.stdin_script is not None:
-            self.analysis.sql.append((command.stdin_script, command.span))
-        elif not found and command.stdin_producer is not None:
-            self._problem("shell.unverifiable-sql",
-                          "psql reads SQL produced at run time; it cannot be checked",
-                          command.span)
+def _handle_find(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    args = list(command.args)
+    roots: list[str] = []
+    for arg in args:
+        if arg.startswith("-") or arg in ("(", "!", ")"):
+            break
+        roots.append(arg)
+    roots = roots or ["."]
+    produced: list[Command] = []
+    index = 0
+    while index < len(args):
+        if args[index] in ("-exec", "-execdir", "-ok", "-okdir"):
+            end = index + 1
+            while end < len(args) and args[end] not in (";", "+", "\\;"):
+                end += 1
+            inner = tuple(args[index + 1 : end])
+            if inner:
+                derived = replace(_derive(command, inner, "find -exec"),
+                                  find_roots=tuple(roots), redirects=())
+                produced += walker._expand(derived)
+            index = end
+        elif args[index] in ("-fprint", "-fprint0", "-fprintf", "-fls") and \
+                index + 1 < len(args):
+            produced += walker._expand(_derive(command, ("tee", args[index + 1]), "find"))
+        index += 1
+    return produced
+
+
+def _handle_eval(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    walker._nested(command, " ".join(command.args), "eval")
+    return []
+
+
+def _handle_source(walker: _Walker, command: Command, parsed: programs.Parsed
+                   ) -> list[Command]:
+    if not command.args:
+        return []
+    script = command.args[0]
+    if script in _STDIN_FILES:
+        walker._stdin_code(command, "shell")
+    else:
+        walker._run_file(command, script, "shell", f"{command.program} {script}")
+    return []
+
+
+_STDIN_FILES = frozenset({"/dev/stdin", "/dev/fd/0", "/proc/self/fd/0", "-"})
+
+
+def _handle_trap(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    operands = [a for a in command.args if a not in ("--", "-p", "-l")]
+    if operands and operands[0] not in ("-", ""):
+        walker._nested(command, operands[0], "trap")
+    return []
+
+
+def _handle_alias(walker: _Walker, command: Command, parsed: programs.Parsed
+                  ) -> list[Command]:
+    for arg in command.args:
+        name, equals, value = arg.partition("=")
+        if equals:
+            walker.state.aliases[name] = value
+            walker._nested(command, value, "alias")
+    return []
+
+
+def _handle_parallel(walker: _Walker, command: Command, parsed: programs.Parsed
+                     ) -> list[Command]:
+    words = list(parsed.rest)
+    if ":::" in words:
+        at = words.index(":::")
+        template, values = words[:at], [w for w in words[at + 1 :] if w not in (":::", "::::")]
+    else:
+        template, values = words, [DYNAMIC]
+    produced: list[Command] = []
+    for value in values or [DYNAMIC]:
+        if len(template) == 1 and " " in template[0]:
+            text = template[0].replace("{}", value) if "{}" in template[0] else \
+                f"{template[0]} {value}"
+            walker._nested(command, text, "parallel")
+            continue
+        argv = tuple(a.replace("{}", value) for a in template) if any(
+            "{}" in a for a in template) else (*template, value)
+        if argv:
+            produced += walker._expand(_derive(command, argv, "parallel"))
+    return produced
+
+
+def _handle_busybox(walker: _Walker, command: Command, parsed: programs.Parsed
+                    ) -> list[Command]:
+    return walker._expand(_derive(command, command.args, "busybox")) if command.args else []
+
+
+def _handle_sudo_shell(walker: _Walker, command: Command, parsed: programs.Parsed
+                       ) -> list[Command]:
+    """sudo/su/runuser/sg/script/ssh and friends are read from the table; `sudo -s CMD`
+    and `sudo -i CMD` run the command through a shell."""
+    if parsed.has("-s", "--shell", "-i", "--login") and parsed.rest:
+        walker._nested(command, " ".join(parsed.rest), "sudo -s")
+        return []
+    return walker._expand(_derive(command, tuple(parsed.rest), "sudo")) if parsed.rest else []
+
+
+def _handle_psql(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    given = [v for o, v in parsed.options if o in ("-c", "--command") and v is not None]
+    if given:
+        return []  # read as code from the option table
+    sql_file = parsed.value("-f", "--file")
+    if sql_file in _STDIN_FILES:
+        sql_file = None
+    if sql_file is not None:
+        walker._run_file(command, sql_file or "", "sql", "psql -f")
+        return []
+    if command.stdin_input() is not None:
+        return []
+    if command.stdin_script is not None and DYNAMIC not in command.stdin_script:
+        walker.analysis.sql.append((command.stdin_script, command.span))
+    elif command.stdin_producer is not None:
+        walker._problem("shell.unverifiable-sql",
+                        "psql reads SQL produced at run time; it cannot be checked",
+                        command.span)
+    return []
+
+
+def _handle_su(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    return []  # its -c code is read from the option table; without it, a login shell
+
+
+def _handle_env(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    """env [OPTIONS] [NAME=VALUE]... [COMMAND]: the assignments are the command's."""
+    rest = list(parsed.rest)
+    assigned: list[tuple[str, str]] = []
+    while rest and re.match(r"^[A-Za-z_][\w%]*=", rest[0]):
+        name, _, value = rest.pop(0).partition("=")
+        assigned.append((name, value))
+        if name.startswith("BASH_FUNC_"):  # an exported function: its body runs
+            walker._nested(command, value.removeprefix("()").strip().strip("{}"),
+                           "env BASH_FUNC")
+    if not rest:
+        return []
+    derived = replace(_derive(command, tuple(rest), "env"), env=command.env + tuple(assigned))
+    return walker._expand(derived)
+
+
+def _handle_git(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    """Configuration values and environment variables that git runs as commands."""
+    for name, value in command.env:
+        if name in _GIT_COMMAND_ENV and value:
+            walker._nested(command, value, f"{name} for git")
+    words = [w for w in parsed.operands]
+    if len(words) >= 3 and words[0] == "config" and not words[1].startswith("-"):
+        walker._git_config(command, f"{words[1]}={words[2]}", "git config")
+    elif words[:1] == ["config"]:
+        values = [w for w in command.args[command.args.index("config") + 1 :]
+                  if not w.startswith("-")]
+        if len(values) >= 2:
+            walker._git_config(command, f"{values[0]}={values[1]}", "git config")
+    return []
+
+
+def _handle_socat(walker: _Walker, command: Command, parsed: programs.Parsed
+                  ) -> list[Command]:
+    for address in parsed.operands:
+        kind, _, rest = address.partition(":")
+        if kind.upper() in ("EXEC", "SYSTEM"):
+            walker._nested(command, rest.split(",", 1)[0], f"socat {kind.upper()}")
+    return []
+
+
+def _handle_ssh(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    for option, value in parsed.options:
+        if option == "-o" and value:
+            key, _, setting = value.replace("=", " ", 1).partition(" ")
+            if key.lower() in ("proxycommand", "localcommand", "knownhostscommand",
+                               "remotecommand"):
+                walker._nested(command, setting, f"ssh -o {key}")
+    if parsed.rest:
+        walker._nested(command, " ".join(parsed.rest), "ssh")
+    return []
+
+
+def _handle_less(walker: _Walker, command: Command, parsed: programs.Parsed
+                 ) -> list[Command]:
+    for word in command.args:
+        if word.startswith("+") and "!" in word:
+            walker._nested(command, word.split("!", 1)[1], "less +!")
+    return []
+
+
+def _handle_npm(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    words = list(command.args)
+    if words[:1] in (["exec"], ["x"]):
+        inner = programs.parse("npx", words[1:])
+        for option, value in inner.options:
+            if option in ("-c", "--call") and value:
+                walker._nested(command, value, "npm exec -c")
+        if inner.rest:
+            return walker._expand(_derive(command, tuple(inner.rest), "npm exec"))
+    return []
+
+
+def _handle_deno(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    if parsed.operands[:1] == ["eval"] and len(parsed.operands) > 1:
+        walker._code(command, "deno", parsed.operands[1], "deno eval")
+    return []
+
+
+def _handle_make(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    if parsed.value("-f", "--file", "--makefile") == "-":
+        walker._stdin_code(command, "make")
+    return []
+
+
+def _handle_at(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    """at/batch run the script on stdin (or the -f file) later; crontab installs the table
+    on stdin (`-`) or in a file."""
+    if command.program == "crontab":
+        if parsed.operands[:1] in ([], ["-"]) and not parsed.has("-l", "-r", "-e"):
+            walker._stdin_code(command, "crontab")
+        return []
+    script = parsed.value("-f")
+    if script:
+        walker._run_file(command, script, "shell", f"{command.program} -f")
+    else:
+        walker._stdin_code(command, "shell")
+    return []
+
+
+def _handle_runuser(walker: _Walker, command: Command, parsed: programs.Parsed
+                    ) -> list[Command]:
+    if parsed.value("-u", "--user") and parsed.operands:
+        return walker._expand(_derive(command, tuple(parsed.operands), "runuser"))
+    return []  # `runuser [-l] USER -c CMD`: the -c code is read from the option table
+
+
+def _handle_sqlite(walker: _Walker, command: Command, parsed: programs.Parsed
+                   ) -> list[Command]:
+    for text in parsed.operands[1:]:
+        walker._code(command, "sqlite", text, "sqlite3")
+    if len(parsed.operands) <= 1:
+        walker._stdin_code(command, "sqlite")
+    return []
+
+
+_HANDLERS = {
+    "xargs": _handle_xargs, "find": _handle_find, "eval": _handle_eval,
+    "source": _handle_source, ".": _handle_source, "trap": _handle_trap,
+    "alias": _handle_alias, "parallel": _handle_parallel, "busybox": _handle_busybox,
+    "sudo": _handle_sudo_shell, "psql": _handle_psql, "su": _handle_su, "env": _handle_env,
+    "git": _handle_git, "socat": _handle_socat, "ssh": _handle_ssh, "less": _handle_less,
+    "npm": _handle_npm, "deno": _handle_deno, "make": _handle_make, "at": _handle_at,
+    "batch": _handle_at, "crontab": _handle_at, "runuser": _handle_runuser,
+    "sqlite3": _handle_sqlite,
+}
+
+_GIT_COMMAND_ENV = frozenset({"GIT_EDITOR", "EDITOR", "VISUAL", "GIT_SEQUENCE_EDITOR",
+                              "GIT_PAGER", "PAGER", "GIT_SSH_COMMAND", "GIT_SSH",
+                              "GIT_EXTERNAL_DIFF", "GIT_ASKPASS", "SSH_ASKPASS",
+                              "GIT_PROXY_COMMAND"})
+
+_GIT_COMMAND_KEYS = frozenset({"core.fsmonitor", "core.sshcommand", "core.pager",
+                               "core.editor", "sequence.editor", "diff.external",
+                               "core.askpass", "gpg.program", "pager.log", "pager.diff",
+                               "pager.show", "uploadpack.packobjectshook",
+                               "core.gitproxy", "ssh.variant"})
+
+
+def _checked_out(args: tuple[str, ...]) -> str | None:
+    """The branch `git checkout B`, `git switch B`, `checkout -b B` leave checked out."""
+    words = list(args)
+    while words and words[0].startswith("-"):
+        words = words[2:] if words[0] in ("-C", "-c", "--git-dir", "--work-tree") else words[1:]
+    if words[:2] == ["symbolic-ref", "HEAD"] and len(words) >= 3:
+        return words[2].removeprefix("refs/heads/")
+    if not words or words[0] not in ("checkout", "switch"):
+        return None
+    rest = words[1:]
+    for flag in ("-b", "-B", "-c", "-C", "--create", "--force-create"):
+        if flag in rest and rest.index(flag) + 1 < len(rest):
+            return rest[rest.index(flag) + 1]
+    operands = [w for w in rest if not w.startswith("-")]
+    if "--" in rest or len(operands) != 1:
+        return None
+    return operands[0]
+
+
+def _names_branch(args: tuple[str, ...]) -> bool:
+    """`git branch --show-current`, `git rev-parse --abbrev-ref HEAD`, `git symbolic-ref
+    --short HEAD`: they print the checked-out branch."""
+    joined = " ".join(args)
+    return joined in ("branch --show-current", "rev-parse --abbrev-ref HEAD",
+                      "symbolic-ref --short HEAD", "symbolic-ref --short -q HEAD")
+
+
+def _quote(word: str) -> str:
+    return "'" + word.replace("'", "'\\''") + "'"
 
 
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-_WELL_KNOWN = {"IFS": " ", "HOME": AGENT_HOME, "PWD": WORKSPACE, "USER": "agent",
-               "SHELL": "/bin/bash"}
+_WELL_KNOWN = {"IFS": " ", "HOME": AGENT_HOME, "USER": "agent", "SHELL": "/bin/bash"}
 
 
-def _join_segments(segments: list[tuple[str, bool]]) -> list[str]:
-    """Join word pieces into fields, splitting the splittable ones on blanks."""
+def _join_segments(segments: list[tuple[str, bool]], ifs: str = " \t\n") -> list[str]:
+    """Join word pieces into fields, splitting the splittable ones on the IFS characters."""
     fields: list[str] = []
     current = ""
     started = False
+    pattern = "[" + re.escape(ifs) + "]+" if ifs else None
     for text, splittable in segments:
-        if not splittable or not any(c in text for c in " \t\n"):
+        if not splittable or pattern is None or not any(c in text for c in ifs):
             current += text
             started = True
             continue
-        parts = text.split()
-        if text[:1].isspace():
+        parts = [part for part in re.split(pattern, text) if part]
+        if text[:1] in ifs:
             if started and current:
                 fields.append(current)
             current, started = "", False
@@ -632,7 +1206,7 @@ def _join_segments(segments: list[tuple[str, bool]]) -> list[str]:
                 current = ""
             current += part
             started = True
-        if text[-1:].isspace():
+        if text[-1:] in ifs:
             if started:
                 fields.append(current)
             current, started = "", False
@@ -655,43 +1229,6 @@ def _adjacent_groups(nodes: list[tree_sitter.Node]) -> list[list[tree_sitter.Nod
 def _derive(command: Command, argv: tuple[str, ...], how: str) -> Command:
     return Command(argv, command.span, command.redirects, command.stdin_script,
                    command.stdin_producer, (*command.via, how), command.find_roots)
-
-
-def _unwrap(program: str, args: tuple[str, ...]) -> tuple[str, ...]:
-    """The command a wrapper runs: its arguments after its own options (and operands)."""
-    valued = _WRAPPERS[program]
-    index = 0
-    positionals = _WRAPPER_POSITIONALS.get(program, 0)
-    while index < len(args):
-        arg = args[index]
-        if program == "env" and "=" in arg and not arg.startswith("-"):
-            index += 1
-            continue
-        if arg == "--":
-            index += 1
-            break
-        if arg.startswith("-") and len(arg) > 1:
-            index += 2 if arg in valued else 1
-            continue
-        if positionals:
-            positionals -= 1
-            index += 1
-            continue
-        break
-    return args[index:]
-
-
-def _xargs_command(args: tuple[str, ...]) -> tuple[str, ...]:
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        if arg in _XARGS_VALUE_OPTS:
-            index += 2
-        elif arg.startswith("-"):
-            index += 1
-        else:
-            break
-    return args[index:]
 
 
 def _echo_output(commands: list[Command]) -> str | None:
@@ -780,36 +1317,31 @@ def _show(word: str) -> str:
     return word.replace(DYNAMIC, "$?") or "''"
 
 
-_CODE_DECODE = re.compile(r"b64decode|base64|codecs\.decode|bytes\.fromhex|unhexlify|"
-                          r"fromCharCode|decode\(\s*['\"](hex|rot)", re.IGNORECASE)
-_CODE_EXEC = re.compile(r"\b(exec|eval|system|popen|spawn|Popen|run|call|check_output|"
-                        r"check_call|execSync|spawnSync|`)", re.IGNORECASE)
-_CODE_RMTREE = re.compile(r"rmtree\(\s*(['\"])(/|~|/home[^'\"]*|/workspace/?)\1\s*[,)]")
-_CODE_SHELL_CALL = re.compile(
-    r"(?:os\.system|os\.popen|subprocess\.(?:run|call|Popen|check_output|check_call)|"
-    r"\bsystem|execSync|spawnSync|exec)\s*\(\s*(?P<q>['\"])(?P<cmd>(?:\\.|(?!(?P=q)).)*)(?P=q)",
-    re.DOTALL)
-_CODE_ARGV_CALL = re.compile(
-    r"subprocess\.(?:run|call|Popen|check_output|check_call)\s*\(\s*\[(?P<items>[^\]]*)\]")
-_CODE_LITERAL = re.compile(r"(['\"])((?:\\.|(?!\1).)*)\1")
-
-
-def _scan_inline_code(code: str) -> list[tuple[str, str]]:
-    problems = []
-    if _CODE_DECODE.search(code) and _CODE_EXEC.search(code):
-        problems.append(("shell.decode-exec", "inline code decodes and runs data"))
-    if _CODE_RMTREE.search(code):
-        problems.append(("shell.recursive-delete", "inline code deletes a protected folder tree"))
-    if re.search(r"fork\s*\(\s*\).*while|while.*fork\s*\(|fork\s+while\s+fork", code, re.DOTALL):
-        problems.append(("shell.fork-bomb", "inline code forks in a loop"))
-    return problems
-
-
-def _inline_shell_calls(code: str) -> list[str]:
-    """Shell command lines that inline code passes to os.system, subprocess and friends."""
-    commands = [m.group("cmd") for m in _CODE_SHELL_CALL.finditer(code)]
-    for match in _CODE_ARGV_CALL.finditer(code):
-        items = [m.group(2) for m in _CODE_LITERAL.finditer(match.group("items"))]
-        if items:
-            commands.append(shlex.join(items))
-    return [unicodedata.normalize("NFKC", c) for c in commands]
+def _transform(whole: str, name: str, known: dict[str, str]) -> str | None:
+    """`${v//a/b}`, `${v/a/b}`, `${v#a}`, `${v%a}`, `${v:1:2}`, `${v^^}`, `${v,,}` for a
+    known v and literal patterns (None when it is not one of these)."""
+    value = known.get(name)
+    body = whole[2 + len(name) : -1] if whole.startswith("${") else ""
+    if value is None or DYNAMIC in value or not body or body[0] not in "/#%:^,":
+        return None
+    if body.startswith(("^^", ",,")):
+        return value.upper() if body.startswith("^^") else value.lower()
+    if body[0] == "/":
+        every = body.startswith("//")
+        pattern, _, replacement = body[2 if every else 1 :].partition("/")
+        if any(c in pattern for c in "*?[") or not pattern:
+            return DYNAMIC
+        return value.replace(pattern, replacement) if every else \
+            value.replace(pattern, replacement, 1)
+    if body[0] in "#%":
+        pattern = body.lstrip("#%")
+        if any(c in pattern for c in "*?["):
+            return DYNAMIC
+        if body[0] == "#":
+            return value.removeprefix(pattern)
+        return value.removesuffix(pattern)
+    if body[0] == ":" and re.fullmatch(r":\d+(:\d+)?", body):
+        numbers = [int(n) for n in body[1:].split(":")]
+        start = numbers[0]
+        return value[start : start + numbers[1]] if len(numbers) > 1 else value[start:]
+    return None

@@ -190,6 +190,11 @@ class Workspace:
         self.git("bundle", "create", str(path), "HEAD", f"^{self.base}")
         return True
 
+    def current_branch(self) -> str | None:
+        """The branch checked out now (the agent may have switched); None when detached."""
+        head = self._git("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        return head or None
+
     def commit_count(self) -> int:
         """Commits made since the base on every branch and tag (cheaper than `changes()`)."""
         self._check_layout()

@@ -24,7 +24,8 @@ def sql(text: str, tool: str = "db_mutate") -> ToolAction:
 
 
 def test_the_reference_rules_block_what_they_name_but_not_mentions() -> None:
-    p = policy("guardrails:\n  builtin: {shell.recursive-delete: off, sql.drop-database: off}\n"
+    p = policy("guardrails:\n  builtin: {shell.recursive-delete: off, sql.drop-database: off,"
+               " path.outside-workspace: off, path.runs-later: off}\n"
                "  rules:\n    - {pattern: 'rm -rf /', action: block}\n"
                "    - {pattern: 'DROP DATABASE', action: block}\n")
     blocked = p.evaluate(shell("sudo rm -rf /"))

@@ -26,13 +26,14 @@ def test_obfuscated_rm_normalises_to_rm(text: str) -> None:
     ("timeout 5 nice -n 3 rm -rf /", ("timeout", "nice")),
     ("bash -c \"sh -c 'rm -rf /'\"", ("bash -c", "sh -c")),
     ("eval 'rm -rf /'", ("eval",)),
-    ("echo 'rm -rf /' | sh", ("| sh",)),
-    ("sh <<EOF\nrm -rf /\nEOF\n", ("| sh",)),
+    ("echo 'rm -rf /' | sh", ("sh reading stdin",)),
+    ("sh <<EOF\nrm -rf /\nEOF\n", ("sh reading stdin",)),
     ("find . -exec rm -rf / \\;", ("find -exec",)),
     ("xargs rm -rf /", ("xargs",)),
 ])
 def test_wrappers_are_looked_through(text: str, via: tuple[str, ...]) -> None:
-    found = [c for c in analyse(text).commands if c.argv == ("rm", "-rf", "/")]
+    # (xargs adds what it reads on stdin, unknown here, after the words it was given.)
+    found = [c for c in analyse(text).commands if c.argv[:3] == ("rm", "-rf", "/")]
     assert found, argvs(text)
     assert found[0].via == via
 

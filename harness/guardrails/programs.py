@@ -1,0 +1,324 @@
+"""How programs read their arguments: a declarative table of each program's options (which
+take a value, which carry code, where the command a wrapper runs begins), and a getopt
+reader that splits an argv the way the program itself would (combined short flags such as
+`-tAc`, a value attached or separate, `--name=value`, `--`).
+
+The table is data: adding a program is adding an entry."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Program:
+    """One program's argument conventions."""
+
+    valued: frozenset[str] = frozenset()
+    """Options that take a value (`-u`, `--user`); a long one may also be `--user=x`."""
+    code: dict[str, str] = field(default_factory=dict)
+    """Options whose value is code, and its language: shell, sql, python, perl, ruby, node,
+    php, awk, git-config."""
+    flag_code: dict[str, str] = field(default_factory=dict)
+    """Flags (taking no value) that make the first operand code: `bash -c CMD`."""
+    runs: str | None = None
+    """What the operands are: `argv` (a command to run), `string` (a shell command line,
+    the operands joined), `code:LANG` (the first operand is code in LANG) or None."""
+    skip: int = 0
+    """Operands before the command (timeout's duration, chroot's folder, ssh's host)."""
+    permute: bool = False
+    """Options may follow operands (GNU style); for a wrapper, options end at the first
+    operand."""
+    stdin: str | None = None
+    """What the program does with its standard input when no code is given: `shell`,
+    `sql`, `python`, ... (it runs it) or None."""
+
+
+def _set(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+_SHELL = Program(valued=_set("-o", "+o", "-O", "+O", "--rcfile", "--init-file"),
+                 flag_code={"c": "shell"}, runs="script", stdin="shell")
+_PYTHON = Program(valued=_set("-W", "-X", "-m", "-Q"), code={"-c": "python"}, runs="script",
+                  stdin="python")
+
+PROGRAMS: dict[str, Program] = {
+    **{name: _SHELL for name in ("sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "rbash",
+                                 "fish", "yash", "posh")},
+    **{name: _PYTHON for name in ("python", "python2", "python3", "pypy", "pypy3",
+                                  "python3.9", "python3.10", "python3.11", "python3.12",
+                                  "python3.13")},
+    "perl": Program(valued=_set("-I", "-M", "-m", "-x", "-C", "-0"),
+                    code={"-e": "perl", "-E": "perl"}, runs="script", stdin="perl"),
+    "ruby": Program(valued=_set("-I", "-r", "-C", "-E", "-x"), code={"-e": "ruby"},
+                    runs="script", stdin="ruby"),
+    "node": Program(valued=_set("-r", "--require", "--input-type", "--import", "--loader"),
+                    code={"-e": "node", "--eval": "node", "-p": "node", "--print": "node"},
+                    runs="script", stdin="node"),
+    "nodejs": Program(code={"-e": "node", "--eval": "node", "-p": "node"}, runs="script",
+                      stdin="node"),
+    "deno": Program(),
+    "php": Program(valued=_set("-c", "-d", "-f"), code={"-r": "php"}, runs="script",
+                   stdin="php"),
+    "awk": Program(valued=_set("-F", "-v", "-f"), runs="code:awk", permute=False),
+    "gawk": Program(valued=_set("-F", "-v", "-f", "-i", "-l"), runs="code:awk"),
+    "mawk": Program(valued=_set("-F", "-v", "-f"), runs="code:awk"),
+    "psql": Program(valued=_set("-d", "-h", "-p", "-U", "-f", "-o", "-v", "-P", "-L", "-T",
+                                "-F", "-R", "--dbname", "--host", "--port", "--username",
+                                "--file", "--output", "--set", "--variable", "--pset",
+                                "--log-file", "--field-separator", "--record-separator"),
+                    code={"-c": "sql", "--command": "sql"}, permute=True, stdin="sql"),
+    "sudo": Program(valued=_set("-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-R",
+                                "-T", "--user", "--group", "--chdir", "--prompt",
+                                "--close-from", "--host", "--role", "--type", "--other-user",
+                                "--chroot", "--command-timeout"), runs="argv"),
+    "doas": Program(valued=_set("-u", "-C"), runs="argv"),
+    "pkexec": Program(valued=_set("--user"), runs="argv"),
+    "su": Program(valued=_set("-s", "--shell", "-g", "--group", "-G", "-w"),
+                  code={"-c": "shell", "--command": "shell", "-C": "shell",
+                        "--session-command": "shell"}, permute=True),
+    "runuser": Program(valued=_set("-u", "--user", "-g", "--group", "-G", "-s", "--shell",
+                                   "-w"), code={"-c": "shell", "--command": "shell"},
+                       permute=True),
+    "sg": Program(code={"-c": "shell"}, runs="string", skip=1),
+    "script": Program(valued=_set("-E", "-I", "-O", "-B", "-T", "-t", "-m", "--log-io",
+                                  "--log-in", "--log-out", "--log-timing", "--echo"),
+                      code={"-c": "shell", "--command": "shell"}, permute=True),
+    "flock": Program(valued=_set("-w", "--timeout", "-E", "--conflict-exit-code"),
+                     code={"-c": "shell", "--command": "shell"}, runs="argv", skip=1),
+    "timeout": Program(valued=_set("-s", "--signal", "-k", "--kill-after"), runs="argv",
+                       skip=1),
+    "gtimeout": Program(valued=_set("-s", "--signal", "-k", "--kill-after"), runs="argv",
+                        skip=1),
+    "nice": Program(valued=_set("-n", "--adjustment"), runs="argv"),
+    "renice": Program(valued=_set("-n", "-g", "-p", "-u")),
+    "ionice": Program(valued=_set("-c", "-n", "-p", "-P", "-u", "--class", "--classdata"),
+                      runs="argv"),
+    "chrt": Program(valued=_set("-T", "-P", "-D", "--sched-runtime", "--sched-period",
+                                "--sched-deadline"), runs="argv", skip=1),
+    "taskset": Program(valued=_set("--cpu-list"), runs="argv", skip=1),
+    "stdbuf": Program(valued=_set("-i", "-o", "-e", "--input", "--output", "--error"),
+                      runs="argv"),
+    "setsid": Program(runs="argv"),
+    "nohup": Program(runs="argv"),
+    "env": Program(valued=_set("-u", "--unset", "-C", "--chdir"),
+                   code={"-S": "shell", "--split-string": "shell"}, runs="argv"),
+    "command": Program(runs="argv"),
+    "builtin": Program(runs="argv"),
+    "exec": Program(valued=_set("-a"), runs="argv"),
+    "time": Program(valued=_set("-f", "-o", "--format", "--output"), runs="argv"),
+    "unbuffer": Program(runs="argv"),
+    "chronic": Program(runs="argv"),
+    "torsocks": Program(runs="argv"),
+    "proxychains": Program(valued=_set("-f"), runs="argv"),
+    "proxychains4": Program(valued=_set("-f"), runs="argv"),
+    "fakeroot": Program(runs="argv"),
+    "eatmydata": Program(runs="argv"),
+    "catchsegv": Program(runs="argv"),
+    "faketime": Program(valued=_set("-m", "-f"), runs="argv", skip=1),
+    "chroot": Program(valued=_set("--userspec", "--groups"), runs="argv", skip=1),
+    "unshare": Program(valued=_set("-S", "--setuid", "-G", "--setgid", "--propagation",
+                                   "-R", "--root", "-w", "--wd", "--map-user",
+                                   "--map-group", "--kill-child"), runs="argv"),
+    "nsenter": Program(valued=_set("-t", "--target", "-S", "--setuid", "-G", "--setgid",
+                                   "-r", "-w", "--root", "--wd"), runs="argv"),
+    "systemd-run": Program(valued=_set("-p", "--property", "-u", "--unit", "-E",
+                                       "--setenv", "--description", "--slice", "-M",
+                                       "--machine", "--uid", "--gid", "--nice",
+                                       "--working-directory", "--on-active", "--on-calendar",
+                                       "--timer-property", "--path-property",
+                                       "--socket-property"), runs="argv"),
+    "firejail": Program(runs="argv"),
+    "strace": Program(valued=_set("-e", "-o", "-p", "-s", "-u", "-E", "-a", "-b", "-I",
+                                  "-O", "-S", "-P", "-X"), runs="argv"),
+    "ltrace": Program(valued=_set("-e", "-o", "-p", "-s", "-u", "-a", "-A", "-D", "-F",
+                                  "-l", "-n"), runs="argv"),
+    "busybox": Program(runs="argv"),
+    "xargs": Program(valued=_set("-a", "--arg-file", "-d", "--delimiter", "-E", "-e",
+                                 "--eof", "-I", "--replace", "-i", "-L", "-l",
+                                 "--max-lines", "-n", "--max-args", "-P", "--max-procs",
+                                 "-s", "--max-chars", "--process-slot-var"), runs="argv"),
+    "parallel": Program(valued=_set("-j", "--jobs", "-S", "--sshlogin", "--joblog",
+                                    "--results", "-a", "--arg-file", "--delay", "--timeout",
+                                    "-N", "--max-args", "-d", "--delimiter"), runs="argv"),
+    "watch": Program(valued=_set("-n", "--interval", "-d", "--differences", "-g",
+                                 "--chgexit"), runs="string"),
+    "ssh": Program(valued=_set("-o", "-p", "-i", "-l", "-F", "-J", "-L", "-R", "-D", "-b",
+                               "-c", "-e", "-m", "-O", "-Q", "-S", "-W", "-w", "-E", "-B",
+                               "-I"), runs="string", skip=1),
+    "at": Program(valued=_set("-q", "-f", "-t"), stdin="shell"),
+    "batch": Program(valued=_set("-q", "-f"), stdin="shell"),
+    "crontab": Program(valued=_set("-u"), stdin="crontab"),
+    "npx": Program(valued=_set("-p", "--package"), code={"-c": "shell", "--call": "shell"},
+                   runs="argv"),
+    "coproc": Program(runs="argv"),
+    **{name: Program(valued=_set("-t", "--target-directory", "-S", "--suffix", "-m",
+                                 "--mode", "-o", "--owner", "-g", "--group", "--backup",
+                                 "--reflink", "--sparse", "--preserve", "--context"),
+                     permute=True) for name in ("cp", "mv", "install", "ln")},
+    "unzip": Program(valued=_set("-d", "-x", "-P"), permute=True),
+    "sed": Program(valued=_set("-l", "--line-length", "-s", "-f", "--file"),
+                   code={"-e": "sed", "--expression": "sed"}, runs="code:sed", permute=True),
+    "ed": Program(valued=_set("-p"), stdin="ed"),
+    "sqlite3": Program(valued=_set("-cmd", "-init", "-separator", "-nullvalue"),
+                       code={"-cmd": "sqlite"}),
+    "make": Program(valued=_set("-C", "--directory", "-f", "--file", "--makefile", "-I",
+                                "--include-dir", "-j", "--jobs", "-o", "-W", "-l"),
+                    code={"--eval": "make"}, permute=True),
+    "expect": Program(valued=_set("-f"), code={"-c": "tcl"}, runs="script", stdin="tcl"),
+    "tclsh": Program(runs="script", stdin="tcl"),
+    "lua": Program(valued=_set("-l"), code={"-e": "lua"}, runs="script", stdin="lua"),
+    "luajit": Program(valued=_set("-l"), code={"-e": "lua"}, runs="script", stdin="lua"),
+    "Rscript": Program(code={"-e": "r"}, runs="script"),
+    "pnpx": Program(runs="argv"),
+    "bunx": Program(runs="argv"),
+    "find": Program(),
+    "vim": Program(valued=_set("-c", "--cmd", "-S", "-u", "-i", "-w", "-W", "-T"),
+                   code={"-c": "vim", "--cmd": "vim"}),
+    "vi": Program(valued=_set("-c", "-u"), code={"-c": "vim"}),
+    "nvim": Program(valued=_set("-c", "--cmd", "-u"), code={"-c": "vim", "--cmd": "vim"}),
+    "ex": Program(valued=_set("-c"), code={"-c": "vim"}),
+    "gdb": Program(valued=_set("-ex", "-iex", "-x", "-ix", "-p", "-c", "-d", "--eval-command",
+                               "--init-eval-command"),
+                   code={"-ex": "gdb", "-iex": "gdb", "--eval-command": "gdb",
+                         "--init-eval-command": "gdb"}),
+    "tar": Program(valued=_set("-C", "--directory", "-f", "--file", "-T", "--files-from",
+                               "-X", "--exclude-from", "-I", "--use-compress-program",
+                               "--to-command", "--checkpoint-action", "--rsh-command",
+                               "--info-script", "--new-volume-script", "-F"),
+                   code={"-I": "argv-string", "--use-compress-program": "argv-string",
+                         "--to-command": "shell", "--rsh-command": "argv-string",
+                         "--info-script": "shell", "--new-volume-script": "shell",
+                         "-F": "shell", "--checkpoint-action": "tar-action"},
+                   permute=True),
+    "zip": Program(valued=_set("-TT", "--unzip-command", "-b", "-n", "-t", "-tt", "-i",
+                               "-x"), code={"-TT": "shell", "--unzip-command": "shell"},
+                   permute=True),
+    "split": Program(valued=_set("-a", "-b", "-C", "-l", "-n", "-t", "--filter",
+                                 "--additional-suffix"), code={"--filter": "shell"},
+                     permute=True),
+    "rsync": Program(valued=_set("-e", "--rsh", "--rsync-path", "--exclude", "--include",
+                                 "--filter", "-f", "--files-from", "--password-file",
+                                 "--log-file", "--chmod", "--chown", "-B", "--bwlimit"),
+                     code={"-e": "argv-string", "--rsh": "argv-string",
+                           "--rsync-path": "shell"}, permute=True),
+    "git": Program(valued=_set("-C", "-c", "--git-dir", "--work-tree", "--namespace",
+                               "--exec-path", "--config-env"), code={"-c": "git-config"}),
+    "uv": Program(valued=_set("--with", "--python", "-p", "--directory", "--project",
+                              "--env-file", "--index-url", "--extra-index-url", "--from")),
+    "poetry": Program(valued=_set("-C", "--directory", "-P", "--project")),
+}
+"""Programs whose arguments the analysis needs to read."""
+
+RUNNERS = {"uv": ("run",), "poetry": ("run",), "pipx": ("run",), "pdm": ("run",),
+           "hatch": ("run",), "conda": ("run",), "pipenv": ("run",), "pnpm": ("exec",),
+           "yarn": ("exec",), "npm": ("exec",), "bun": ("x", "run")}
+"""Project tools whose subcommand runs its operands as a command (`uv run CMD ...`)."""
+
+
+@dataclass
+class Parsed:
+    """An argv read by its program's conventions."""
+
+    options: list[tuple[str, str | None]] = field(default_factory=list)
+    """Options in order, with their value (None for a flag)."""
+    operands: list[str] = field(default_factory=list)
+    rest: list[str] = field(default_factory=list)
+    """For a wrapper: the command it runs (after its options and skipped operands)."""
+
+    def has(self, *names: str) -> bool:
+        """Whether any of the options `names` (`-r`, `--recursive`) was given."""
+        return any(option in names for option, _ in self.options)
+
+    def value(self, *names: str) -> str | None:
+        """The value of the last of the options `names` given."""
+        found = None
+        for option, value in self.options:
+            if option in names:
+                found = value
+        return found
+
+
+def base(program: str) -> str:
+    """The name a program is known by (`/usr/bin/python3.11` -> `python3.11`)."""
+    return posixpath.basename(program)
+
+
+def spec(program: str) -> Program:
+    """The conventions of `program` (a default that permutes, GNU style, when unknown)."""
+    name = base(program)
+    if name in PROGRAMS:
+        return PROGRAMS[name]
+    if re.fullmatch(r"python\d[\d.]*", name):
+        return _PYTHON
+    return _DEFAULT
+
+
+_DEFAULT = Program(permute=True)
+
+
+def parse(program: str, args: tuple[str, ...] | list[str]) -> Parsed:
+    """Read `args` the way `program` reads them."""
+    conventions = spec(program)
+    parsed = Parsed()
+    wrapper = conventions.runs in ("argv", "string")
+    index = 0
+    skipped = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            parsed.operands.extend(args[index + 1 :])
+            break
+        if arg.startswith("--") and len(arg) > 2:
+            name, equals, value = arg.partition("=")
+            if equals:
+                parsed.options.append((name, value))
+            elif name in conventions.valued or name in conventions.code:
+                parsed.options.append((name, args[index + 1] if index + 1 < len(args) else ""))
+                index += 1
+            else:
+                parsed.options.append((name, None))
+            index += 1
+            continue
+        if arg in conventions.valued or arg in conventions.code:  # -ex, -TT, +o
+            parsed.options.append((arg, args[index + 1] if index + 1 < len(args) else ""))
+            index += 2
+            continue
+        if len(arg) > 1 and arg[0] in "-+":
+            index += _cluster(arg, args, index, conventions, parsed)
+            continue
+        # An operand.
+        if wrapper and skipped >= conventions.skip:
+            parsed.operands.extend(args[index:])
+            break
+        parsed.operands.append(arg)
+        skipped += 1
+        if not conventions.permute and not wrapper:
+            parsed.operands.extend(args[index + 1 :])
+            break
+        index += 1
+    if wrapper:
+        parsed.rest = parsed.operands[conventions.skip :]
+    return parsed
+
+
+def _cluster(arg: str, args: tuple[str, ...] | list[str], index: int, conventions: Program,
+             parsed: Parsed) -> int:
+    """Read `-abc` (or `+o`): flags until one that takes a value, which takes the rest of
+    the word or the next argument. Returns how many arguments were used."""
+    sign = arg[0]
+    for position in range(1, len(arg)):
+        option = sign + arg[position]
+        if option in conventions.valued or option in conventions.code:
+            attached = arg[position + 1 :]
+            if attached:
+                parsed.options.append((option, attached))
+                return 1
+            parsed.options.append((option, args[index + 1] if index + 1 < len(args) else ""))
+            return 2
+        parsed.options.append((option, None))
+    return 1
+
