@@ -1,29 +1,49 @@
-"""harness: a transactional sandbox and execution harness for AI coding agents."""
+"""harness: a transactional sandbox and execution harness for AI coding agents.
 
-from harness.actions import ToolAction
-from harness.changeset import ChangeSet
-from harness.config import Config, load_config
-from harness.episode import ActionResult, Episode
-from harness.errors import (
-    ConfigError,
-    HarnessError,
-    SandboxError,
-    SandboxTimeout,
-)
-from harness.sandbox import ExecResult, Sandbox
+The public API is imported on first use, so that `import harness` (and every `harness`
+command) pays only for what it touches."""
 
-__all__ = [
-    "ActionResult",
-    "ChangeSet",
-    "Config",
-    "ConfigError",
-    "Episode",
-    "ExecResult",
-    "HarnessError",
-    "Sandbox",
-    "SandboxError",
-    "SandboxTimeout",
-    "ToolAction",
-    "load_config",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "ActionResult": "harness.episode",
+    "ChangeSet": "harness.changeset",
+    "Config": "harness.config",
+    "ConfigError": "harness.errors",
+    "Episode": "harness.episode",
+    "ExecResult": "harness.sandbox",
+    "HarnessError": "harness.errors",
+    "Sandbox": "harness.sandbox",
+    "SandboxError": "harness.errors",
+    "SandboxTimeout": "harness.errors",
+    "ToolAction": "harness.actions",
+    "load_config": "harness.config",
+    "promote": "harness.promote",
+}
+
+__all__ = ["ActionResult", "ChangeSet", "Config", "ConfigError", "Episode", "ExecResult",
+           "HarnessError", "Sandbox", "SandboxError", "SandboxTimeout", "ToolAction",
+           "load_config", "promote"]
+
+if TYPE_CHECKING:
+    from harness.actions import ToolAction
+    from harness.changeset import ChangeSet
+    from harness.config import Config, load_config
+    from harness.episode import ActionResult, Episode
+    from harness.errors import ConfigError, HarnessError, SandboxError, SandboxTimeout
+    from harness.promote import promote
+    from harness.sandbox import ExecResult, Sandbox
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -4,19 +4,36 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-import psycopg
-from rich.console import Console
-from rich.table import Table
 
 from harness import __version__
-from harness.config import Config, load_config
 from harness.errors import HarnessError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from harness.config import Config
+
+
+class _Console:
+    """A rich Console made on first use: commands that print JSON never import rich."""
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False)
+        return getattr(self._console, name)
+
+
+out: Any = _Console(stderr=False)
+err: Any = _Console(stderr=True)
 
 EXIT_CODES = """\b
 Exit codes:
@@ -39,15 +56,30 @@ def main() -> None:
 
 
 def _config(path: str | None) -> Config:
+    from harness.config import load_config
+
     try:
         return load_config(path)
     except HarnessError as exc:
         _fail(str(exc), code=2)
 
 
+def _failures() -> tuple[type[BaseException], ...]:
+    """What an infrastructure failure raises: harness's errors and the database driver's."""
+    import psycopg
+
+    return (HarnessError, psycopg.Error)
+
+
 def _fail(message: str, *, code: int) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
     sys.exit(code)
+
+
+def _table(*args: Any, **kwargs: Any) -> Any:
+    from rich.table import Table
+
+    return Table(*args, **kwargs)
 
 
 def _print_json(data: Any) -> None:
@@ -128,16 +160,28 @@ def exec_command(
 @click.option("--batch", "batch_file", type=click.File("r"), default=None,
               help="A JSONL file of actions ('-' for stdin); one decision per line.")
 @click.option("--branch", default=None, help="The workspace's current branch.")
+@click.option("--hook", is_flag=True,
+              help="Be a coding agent's pre-tool hook: read Claude Code's PreToolUse event on "
+                   "stdin, answer deny (block) or ask (needs approval) in its protocol, and "
+                   "nothing when the action is allowed. The config defaults to harness.yaml "
+                   "in the event's cwd, if there is one.")
 def check(config_path: str | None, shell_command: str | None, sql_text: str | None,
-          write_path: str | None, batch_file: Any, branch: str | None) -> None:
+          write_path: str | None, batch_file: Any, branch: str | None, hook: bool) -> None:
     """Judge an action with the guardrails and print the decision as JSON."""
+    if hook:
+        _hook(config_path)
+        return
     from harness.actions import ActionError, ToolAction
     from harness.guardrails import Context, Policy
+    from harness.guardrails.settings import guardrails_for
 
     given = [v is not None for v in (shell_command, sql_text, write_path, batch_file)]
     if sum(given) != 1:
-        _fail("give exactly one of --shell, --sql, --write or --batch", code=2)
-    policy = Policy(_config(config_path).guardrails)
+        _fail("give exactly one of --shell, --sql, --write, --batch or --hook", code=2)
+    try:
+        policy = Policy(guardrails_for(config_path))
+    except (HarnessError, OSError) as exc:
+        _fail(str(exc), code=2)
     context = Context(branch=branch)
     if batch_file is None:
         if shell_command is not None:
@@ -165,6 +209,34 @@ def check(config_path: str | None, shell_command: str | None, sql_text: str | No
         worst_allowed = worst_allowed and decision.allowed
         click.echo(json.dumps({"line": number, **decision.to_dict()}))
     sys.exit(0 if worst_allowed else 1)
+
+
+def _hook(config_path: str | None) -> None:
+    from pathlib import Path
+
+    from harness.guardrails.hook import answer
+    from harness.guardrails.policy import Policy
+    from harness.guardrails.settings import guardrails_for
+
+    raw = sys.stdin.read()
+    if config_path is None:
+        try:
+            folder = json.loads(raw).get("cwd") or "."
+        except (ValueError, AttributeError):
+            folder = "."
+        candidate = Path(folder) / "harness.yaml"
+        config_path = str(candidate) if candidate.is_file() else None
+    try:
+        policy = Policy(guardrails_for(config_path))
+    except (HarnessError, OSError) as exc:
+        refusal = {"hookSpecificOutput": {"hookEventName": "PreToolUse",
+                                          "permissionDecision": "deny",
+                                          "permissionDecisionReason": f"harness: {exc}"}}
+        click.echo(json.dumps(refusal))
+        return
+    reply = answer(policy, raw)
+    if reply is not None:
+        click.echo(json.dumps(reply))
 
 
 # --------------------------------------------------------------------- db
@@ -233,7 +305,7 @@ def db_verify(source: str, config_path: str | None, as_json: bool) -> None:
                 found = table_fingerprints(conn)
         finally:
             clone.drop()
-    except (HarnessError, psycopg.Error) as exc:
+    except _failures() as exc:
         _fail(str(exc), code=2)
     checks = compare(expected, found)
     different = [c for c in checks if not c.equal]
@@ -241,7 +313,7 @@ def db_verify(source: str, config_path: str | None, as_json: bool) -> None:
         _print_json({"equal": not different, "checked": len(checks),
                      "different": [c.__dict__ for c in different]})
     else:
-        table = Table("table", "source rows", "snapshot rows", "")
+        table = _table("table", "source rows", "snapshot rows", "")
         for check in checks:
             table.add_row(check.table, str(check.source_rows), str(check.snapshot_rows),
                           "[green]equal[/]" if check.equal else "[red]DIFFERENT[/]")
@@ -294,7 +366,7 @@ def run(config_path: str, actions_file: Any, trace_path: str | None, do_promote:
     dry_run = dry_run or config.orchestrator.blast_radius.dry_run or not do_promote
     try:
         promotion = promote(changeset, config, dry_run=dry_run)
-    except (HarnessError, psycopg.Error) as exc:
+    except _failures() as exc:
         _fail(f"promotion failed, nothing changed: {exc}", code=2)
     code = {"refused": 3, "conflict": 4, "failed": 2, "in-doubt": 2}.get(promotion.outcome, 0)
     if as_json:
@@ -354,7 +426,7 @@ def promote_command(recover: bool, as_json: bool) -> None:
 
     try:
         settled = settle()
-    except (HarnessError, psycopg.Error) as exc:
+    except _failures() as exc:
         _fail(str(exc), code=2)
     code = 1 if any(entry.decision == "in doubt" for entry in settled) else 0
     if as_json:
@@ -385,7 +457,7 @@ def revert(receipt: str, as_json: bool) -> None:
 
     try:
         result = undo(Path(receipt))
-    except (HarnessError, psycopg.Error) as exc:
+    except _failures() as exc:
         _fail(str(exc), code=2)
     if as_json:
         _print_json(result.to_dict())
@@ -430,7 +502,7 @@ def trace_show(path: str) -> None:
     for span in spans:
         if span["parent_id"]:
             children.setdefault(span["parent_id"], []).append(span)
-    table = Table("t+ms", "step", "ms", "details", title=f"trace {spans[0]['trace_id']}")
+    table = _table("t+ms", "step", "ms", "details", title=f"trace {spans[0]['trace_id']}")
     for span in sorted((s for s in spans if not s["parent_id"]), key=lambda s: s["start"]):
         a = span["attributes"]
         if span["name"] == "action":
@@ -605,7 +677,7 @@ def gate(repo: str, base: str, head: str, config_path: str | None, database: str
     config = _config(config_path)
     try:
         report = run_gate(Path(repo), base, head, config, database=database)
-    except (HarnessError, psycopg.Error) as exc:
+    except _failures() as exc:
         _fail(str(exc), code=2)
     markdown = report.markdown()
     if junit:
@@ -690,7 +762,7 @@ def doctor(as_json: bool) -> None:
     if as_json:
         _print_json([check.to_dict() for check in checks])
     else:
-        table = Table("check", "", "found", "to fix")
+        table = _table("check", "", "found", "to fix")
         for check in checks:
             table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]FAIL[/]",
                           check.detail, check.fix)

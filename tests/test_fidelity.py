@@ -14,13 +14,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import set_json_loads
 
 from harness.changeset import ChangeSet
 from harness.config import Config, load_config
 from harness.episode import Episode
 from harness.fixtures import fixture_repo, fixtures_root
 from harness.promote import promote, revert
-from harness.sandbox.capture import RowDelta
+from harness.sandbox.capture import RowDelta, dump_images, load_image
 from harness.sandbox.catalog import user_tables
 from harness.sandbox.postgres import ServerAddress
 from tests.fix_pg import application_role
@@ -83,24 +84,37 @@ def config_for(dsn: str, tmp_path: Path, **promotion: Any) -> Config:
     })
 
 
+def canonical(value: Any) -> str:
+    """A row as JSON text with sorted keys and exact numbers."""
+    def ordered(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: ordered(item[k]) for k in sorted(item)}
+        if isinstance(item, list):
+            return [ordered(i) for i in item]
+        return item
+    return dump_images(ordered(value))
+
+
 def contents(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
     """Every row of every table, partitions each on their own (so a row in the wrong
     partition shows), as sorted JSON texts."""
+    set_json_loads(load_image, conn)
     found = {}
     for table, kind in user_tables(conn, partitions=True).items():
         if kind == "p":
             continue
         rows = conn.execute(f"SELECT to_jsonb(t) FROM ONLY {table} t").fetchall()
-        found[table] = sorted(json.dumps(r[0], sort_keys=True) for r in rows)
+        found[table] = sorted(canonical(r[0]) for r in rows)
     return found
 
 
 def roots(conn: psycopg.Connection[Any]) -> dict[str, Counter[str]]:
     """Every row of every top-level table (a partitioned one with its partitions' rows)."""
+    set_json_loads(load_image, conn)
     found = {}
     for table in user_tables(conn):
         rows = conn.execute(f"SELECT to_jsonb(t) FROM {table} t").fetchall()
-        found[table] = Counter(json.dumps(r[0], sort_keys=True) for r in rows)
+        found[table] = Counter(canonical(r[0]) for r in rows)
     return found
 
 
@@ -122,7 +136,7 @@ def run_workload(episode: Episode, statements: list[str]) -> None:
 
 
 def as_counter(rows: list[dict[str, Any]]) -> Counter[str]:
-    return Counter(json.dumps(json.loads(json.dumps(r)), sort_keys=True) for r in rows)
+    return Counter(canonical(r) for r in rows)
 
 
 def test_capture_equals_the_ground_truth_on_every_table(

@@ -15,22 +15,23 @@ import re
 import shlex
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from harness.actions import ToolAction
-from harness.config import (
-    GitRule,
-    Guardrails,
-    PathRule,
-    PatternRule,
-    ShellRule,
-    SqlRule,
-    ToolRule,
-    _Rule,
-)
 from harness.errors import ConfigError
 from harness.guardrails import rules, shell, sql
 from harness.guardrails.decision import Decision, Finding, Span, Verdict
 from harness.guardrails.paths import SCRATCH, WORKSPACE, inside, matches, resolve
+
+if TYPE_CHECKING:
+    from harness.config import (
+        GitRule,
+        Guardrails,
+        PathRule,
+        PatternRule,
+        SqlRule,
+        _Rule,
+    )
 
 KNOWN_TOOLS = frozenset({"shell_exec", "read_file", "write_file", "list_files", "git_commit",
                          "git_diff", "db_query", "db_mutate", "http_request"})
@@ -66,7 +67,11 @@ class Policy:
 
     def __init__(self, guardrails: Guardrails | None = None, *, approver: Approver | None = None
                  ) -> None:
-        self.guardrails = guardrails or Guardrails()
+        if guardrails is None:
+            from harness.config import Guardrails
+
+            guardrails = Guardrails()
+        self.guardrails = guardrails
         unknown = sorted(set(self.guardrails.builtin) - set(rules.CATALOGUE))
         if unknown:
             raise ConfigError(
@@ -75,7 +80,7 @@ class Policy:
         self.approver = approver
         self._patterns = list(enumerate(self.guardrails.rules))
         self._pattern_words = {index: _pattern_words(rule.pattern) for index, rule in self._patterns
-                               if isinstance(rule, PatternRule) and not rule.regex}
+                               if rule.kind == "pattern" and not rule.regex}
 
     # ------------------------------------------------------------ entry points
 
@@ -224,7 +229,7 @@ class Policy:
 
     def _tool_rules(self, tool: str) -> Iterator[_Unit]:
         for index, rule in self._patterns:
-            if not isinstance(rule, ToolRule):
+            if rule.kind != "tool":
                 continue
             if any(fnmatch.fnmatchcase(tool, name) for name in rule.deny):
                 yield self._unit(index, rule, f"the tool {tool!r} is denied", None)
@@ -238,7 +243,7 @@ class Policy:
             return
         joined = " ".join(argv)
         for index, rule in self._patterns:
-            if isinstance(rule, PatternRule):
+            if rule.kind == "pattern":
                 if rule.regex:
                     if re.search(rule.pattern, joined):
                         yield self._unit(index, rule, f"the command matches {rule.pattern!r}",
@@ -246,7 +251,7 @@ class Policy:
                 elif _argv_matches(self._pattern_words[index], command):
                     yield self._unit(index, rule, f"the command matches {rule.pattern!r}",
                                      command.span)
-            elif isinstance(rule, ShellRule):
+            elif rule.kind == "shell":
                 if not fnmatch.fnmatchcase(command.program, rule.program):
                     continue
                 if rule.args and not all(arg in command.args for arg in rule.args):
@@ -255,9 +260,9 @@ class Policy:
                     continue
                 yield self._unit(index, rule, f"{command.program} is restricted by a rule",
                                  command.span)
-            elif isinstance(rule, GitRule) and command.program == "git":
+            elif rule.kind == "git" and command.program == "git":
                 yield from self._git_rule(index, rule, command)
-            elif isinstance(rule, PathRule) and rule.access in ("write", "any"):
+            elif rule.kind == "path" and rule.access in ("write", "any"):
                 for redirect in command.redirects:
                     if redirect.op.startswith(">") or redirect.op.startswith("&>"):
                         path = resolve(redirect.target, context.cwd)
@@ -282,7 +287,7 @@ class Policy:
     def _statement_rules(self, statements: list[sql.Statement], span: tuple[int, int] | None
                          ) -> Iterator[_Unit]:
         for index, rule in self._patterns:
-            if isinstance(rule, SqlRule) and rule.multi_statement:
+            if rule.kind == "sql" and rule.multi_statement:
                 if len(statements) > 1:
                     yield self._unit(index, rule, f"{len(statements)} statements in one action",
                                      span or (statements[0].span[0], statements[-1].span[1]))
@@ -290,18 +295,18 @@ class Policy:
             for outer in statements:
                 for statement in outer.walk():
                     where = span or statement.span
-                    if isinstance(rule, PatternRule):
+                    if rule.kind == "pattern":
                         if _sql_matches(rule, statement):
                             yield self._unit(index, rule,
                                              f"the statement matches {rule.pattern!r}", where)
-                    elif isinstance(rule, SqlRule) and _sql_rule_matches(rule, statement):
+                    elif rule.kind == "sql" and _sql_rule_matches(rule, statement):
                         yield self._unit(index, rule, f"{statement.kind} "
                                          f"{', '.join(statement.targets)} is restricted by a "
                                          "rule", where)
 
     def _path_rules(self, path: str, access: str, span: tuple[int, int]) -> Iterator[_Unit]:
         for index, rule in self._patterns:
-            if isinstance(rule, PathRule) and rule.access in (access, "any") and any(
+            if rule.kind == "path" and rule.access in (access, "any") and any(
                     matches(path, g) for g in _globs(rule)):
                 yield self._unit(index, rule, f"{access} of {path} is restricted by a rule", span)
 

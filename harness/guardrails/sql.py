@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pglast import parse_plpgsql, parser
-
 MAX_DEPTH = 8
 """Bodies nested deeper than this (a DO block running a DO block ...) are not followed."""
 
@@ -136,6 +134,8 @@ def analyse(text: str) -> SqlAnalysis:
 
 
 def _parse(text: str) -> dict[str, Any]:
+    from pglast import parser  # imported on first use: shell-only checks never need it
+
     try:
         return dict(json.loads(parser.parse_sql_json(text)))
     except RecursionError:
@@ -667,6 +667,8 @@ class _Reader:
 
     def _plpgsql(self, code: str, what: str, *, deferred: bool
                  ) -> tuple[tuple[Statement, ...], str | None]:
+        from pglast import parse_plpgsql, parser
+
         tag = "$harness_body$"
         if tag in code:
             return (), f"{what} cannot be read"
@@ -846,6 +848,8 @@ def _concatenation(value: Any) -> tuple[str | None, bool]:
 
 
 def _words(text: str) -> tuple[str, ...]:
+    from pglast import parser
+
     try:
         tokens = parser.scan(text)
     except parser.ParseError:

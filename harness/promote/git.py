@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -20,13 +22,41 @@ class PushError(HarnessError):
     """The push was refused or failed; the remote is unchanged (the push is atomic)."""
 
 
-def _git(*args: str, cwd: Path | None = None) -> str:
-    done = subprocess.run(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=cwd,
-                          capture_output=True, text=True, env={**os.environ, **_ENV},
-                          check=False)
-    if done.returncode != 0:
-        raise PushError(f"git {' '.join(args[:2])} failed: {(done.stderr or done.stdout).strip()}")
-    return done.stdout.strip()
+def _git(*args: str, cwd: Path | None = None,
+         started: Callable[[int], None] | None = None) -> str:
+    """Run git; with `started`, in a process group of its own whose id is reported as
+    soon as it starts (recovery kills that group, so a push orphaned by a crash cannot
+    land after recovery has decided)."""
+    process = subprocess.Popen(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=cwd,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **_ENV}, start_new_session=started is not None)
+    if started is not None:
+        started(process.pid)
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise PushError(f"git {' '.join(args[:2])} failed: {(stderr or stdout).strip()}")
+    return stdout.strip()
+
+
+def stop_group(group: int) -> None:
+    """Kill what is left of a push's process group (after a crash), and wait until it is
+    gone. A pid that is no longer a git process is left alone."""
+    try:
+        command = Path(f"/proc/{group}/cmdline").read_bytes()
+    except OSError:
+        command = b"git"
+    if b"git" not in command:
+        return
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    for _ in range(100):
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -72,7 +102,8 @@ def contains(target: str, refs: list[str], commit: str) -> bool:
 
 
 def push(bundle: Path, *, target: str, base: str, refs: list[str],
-         fast_forward: str | None = None) -> dict[str, str]:
+         fast_forward: str | None = None, started: Callable[[int], None] | None = None
+         ) -> dict[str, str]:
     """Push the bundle's HEAD to each of `refs` (new refs) and, with `fast_forward`, to that
     branch too if its head is still `base`. Returns ref -> commit pushed."""
     with scratch_repository("push") as repo:
@@ -88,7 +119,8 @@ def push(bundle: Path, *, target: str, base: str, refs: list[str],
             specs.append(f"{head}:{ref}")
             options.append(f"--force-with-lease={ref}:{base}")  # a guard; the push stays ff-only
         try:
-            _git("push", "--atomic", "--porcelain", *options, target, *specs, cwd=repo)
+            _git("push", "--atomic", "--porcelain", *options, target, *specs, cwd=repo,
+                 started=started)
         except PushError as exc:
             raise PushError(f"the push to {target} was refused, nothing changed there: {exc}"
                             ) from exc
@@ -104,24 +136,31 @@ def bundle_head(bundle: Path) -> str:
     raise PushError(f"the bundle {bundle} has no HEAD")
 
 
+def move_refs(target: str, moves: dict[str, tuple[str | None, str | None]]) -> None:
+    """Move refs by compare-and-swap, all or none: each ref from the commit it must point at
+    now (None: it must not exist) to a new commit (None: delete it). Never over anyone
+    else's work: if a ref is not where it is expected, nothing moves."""
+    if not moves:
+        return
+    with scratch_repository("move") as repo:
+        specs, leases = [], []
+        for ref, (expected, new) in moves.items():
+            if new is not None:
+                _git("fetch", "-q", "--no-tags", target, new, cwd=repo)
+                specs.append(f"+{new}:{ref}")
+            else:
+                specs.append(f":{ref}")
+            leases.append(f"--force-with-lease={ref}:{expected or ''}")
+        try:
+            _git("push", "--atomic", "--porcelain", *leases, target, *specs, cwd=repo)
+        except PushError as exc:
+            raise PushError(f"the refs moved since the promotion; nothing changed: {exc}"
+                            ) from exc
+
+
 def delete_refs(target: str, expected: dict[str, str], *, restore: dict[str, str] | None = None
                 ) -> None:
     """Undo a push: delete each ref (or move it back to `restore[ref]`) if it still points
     at the commit pushed; otherwise refuse, changing nothing."""
     restore = restore or {}
-    if not expected:
-        return
-    with scratch_repository("revert") as repo:
-        specs, leases = [], []
-        for ref, sha in expected.items():
-            if ref in restore:
-                _git("fetch", "-q", "--no-tags", target, restore[ref], cwd=repo)
-                specs.append(f"+{restore[ref]}:{ref}")
-            else:
-                specs.append(f":{ref}")
-            leases.append(f"--force-with-lease={ref}:{sha}")
-        try:
-            _git("push", "--atomic", "--porcelain", *leases, target, *specs, cwd=repo)
-        except PushError as exc:
-            raise PushError(f"the refs moved since the promotion; nothing reverted: {exc}"
-                            ) from exc
+    move_refs(target, {ref: (sha, restore.get(ref)) for ref, sha in expected.items()})

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from harness.sandbox.capture import dump_images, load_image
 from harness.sandbox.home import state_dir
 
 
@@ -73,8 +74,7 @@ def write_receipt(promotion_id: str, receipt: dict[str, Any]) -> Path:
     """Write the pending receipt: before the commit point, so that a committed promotion
     always has one."""
     path = receipt_path(promotion_id, pending=True)
-    # dumps: the C encoder; dump is not.
-    write_atomically(path, json.dumps(receipt, default=str))
+    write_atomically(path, dump_images(receipt))
     return path
 
 
@@ -88,9 +88,9 @@ def settle_receipt(promotion_id: str, *, committed: bool, **updates: Any) -> Pat
         return None
     if pending.exists():
         if updates:
-            data = json.loads(pending.read_text())
+            data = load_image(pending.read_text())
             data.update(updates)
-            write_atomically(pending, json.dumps(data, default=str))
+            write_atomically(pending, dump_images(data))
         pending.replace(final)
         _sync_folder(final.parent)
     return final if final.exists() else None

@@ -3,6 +3,7 @@ a whole, with every violated limit listed."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ from harness.changeset import ChangeSet
 from harness.config import Config
 from harness.guardrails.paths import matches, resolve
 from harness.guardrails.rules import protected_match
+from harness.sandbox.capture import RowDelta
 
 
 @dataclass(frozen=True)
@@ -69,4 +71,43 @@ def check_limits(changeset: ChangeSet, config: Config) -> list[Violation]:
         found.append(Violation("allow_ddl", False, len(rows.ddl),
                                f"{len(rows.ddl)} schema change(s): "
                                + "; ".join((d.query or d.command_tag)[:80] for d in rows.ddl)))
+    elif rows.ddl:
+        found += _unreplayable(rows)
+    return found
+
+
+_RESHAPING = {"AT_DropColumn": "drops a column", "AT_AlterColumnType": "changes a column's type",
+              "AT_AttachPartition": "attaches a partition",
+              "AT_DetachPartition": "detaches a partition"}
+
+
+def _unreplayable(rows: RowDelta) -> list[Violation]:
+    """Schema changes are replayed before the rows; a change that reshapes a table whose
+    rows the change set also writes would make the rows land wrong (a renamed column's
+    values lost, a detached partition's rows routed elsewhere): refused, to be promoted in
+    two steps."""
+    from pglast import parser
+
+    touched = {name.rsplit(".", 1)[-1].strip('"') for name in rows.tables}
+    found = []
+    for statement in rows.ddl:
+        try:
+            tree = json.loads(parser.parse_sql_json(statement.query or ""))
+        except parser.ParseError:
+            continue
+        for raw in tree.get("stmts", []):
+            kind, body = next(iter(raw["stmt"].items()))
+            table = (body.get("relation") or {}).get("relname")
+            what = None
+            if kind == "AlterTableStmt":
+                subtypes = [c.get("AlterTableCmd", {}).get("subtype") for c in body.get("cmds", [])]
+                what = next((_RESHAPING[s] for s in subtypes if s in _RESHAPING), None)
+            elif kind == "RenameStmt" and body.get("renameType") == "OBJECT_COLUMN":
+                what = "renames a column"
+            if what and table in touched:
+                found.append(Violation("allow_ddl", "replayable", statement.query,
+                                       f"the schema change {what} of {table}, whose rows the "
+                                       "change set also writes; replayed before the rows, it "
+                                       "would change where or how they land. Promote the "
+                                       "schema change and the rows in two episodes"))
     return found

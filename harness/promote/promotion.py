@@ -178,7 +178,7 @@ class _Commit:
             row = self.conn.execute("SELECT txid_current()::text").fetchone()
             xid = row[0] if row else None
         self.journal.write(
-            id=self.id, trace_id=self.changeset.trace_id, state="started",
+            id=self.id, trace_id=self.changeset.trace_id, state="started", owner=os.getpid(),
             protocol=self.protocol, gid=f"harness-{self.id}", xid=xid,
             database=target.database if self.conn is not None else None,
             repo=target.repo if self.pushing else None, head=head,
@@ -263,6 +263,7 @@ class _Commit:
         fast_forward = self.config.target.branch if self.target_ref and (
             self.protocol == "two-phase" or not first) else None
         return git.push(self.changeset.bundle, target=self.config.target.repo, base=base,
+                        started=lambda pid: self.journal.write(push_group=pid),
                         refs=[self.branch_ref] if first else [], fast_forward=fast_forward)
 
     def _commit_database(self) -> None:

@@ -11,6 +11,7 @@ counts as pushed), never whether a shared branch still points at it.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from harness.promote.journal import (
     write_atomically,
 )
 from harness.promote.rows import Conflict, TriggersRefused, apply_delta
-from harness.sandbox.capture import RowDelta
+from harness.sandbox.capture import RowDelta, load_image
 
 Decision = Literal["committed", "rolled back", "in doubt"]
 _WAIT_FOR_ABORT_S = 15.0
@@ -64,6 +65,12 @@ def settle(journal: Journal) -> Recovery:
     remote say; the journal is removed unless the outcome is still in doubt."""
     data = journal.data
     detail: list[str] = []
+    owner = data.get("owner")
+    if isinstance(owner, int) and owner != os.getpid() and _alive(owner):
+        detail.append(f"process {owner} is still promoting it")
+        return _result(journal, "in doubt", detail)
+    if isinstance(data.get("push_group"), int):
+        git.stop_group(data["push_group"])  # a push a crash left running must not land later
     database = _database_state(data, detail)
     if database == "prepared":
         if not data.get("repo") or _published(data):
@@ -117,6 +124,16 @@ def _database_state(data: dict[str, Any], detail: list[str]) -> str | None:
         return "unknown"
     detail.append(f"transaction {data['xid']} {status}")
     return str(status)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _published(data: dict[str, Any]) -> bool:
@@ -203,10 +220,13 @@ def _backward(journal: Journal, detail: list[str]) -> Recovery:
     repo, head, base, branch_ref, target_ref = _refs(journal.data)
     if repo:
         refs = [ref for ref in (branch_ref, target_ref) if ref]
-        ours = {ref: sha for ref, sha in git.remote_refs(repo, refs).items() if sha == head}
-        if target_ref and target_ref not in ours and git.contains(repo, [target_ref], head):
-            detail.append(f"{target_ref} contains the commits and others have built on it; "
-                          "the rows are applied again instead of undoing the commits")
+        existing = git.remote_refs(repo, refs)
+        ours = {ref: sha for ref, sha in existing.items() if sha == head}
+        built_on = [ref for ref in existing if ref not in ours and
+                    git.contains(repo, [ref], head)]
+        if built_on:
+            detail.append(f"{', '.join(built_on)} contain(s) the commits and others have built "
+                          "on them; the rows are applied again instead of undoing the commits")
             return _reapply(journal, detail)
         if ours:
             try:
@@ -230,7 +250,7 @@ def _reapply(journal: Journal, detail: list[str]) -> Recovery:
     if not pending.exists():
         detail.append("the pending receipt is gone, so the rows cannot be applied again")
         return _result(journal, "in doubt", detail)
-    receipt = json.loads(pending.read_text())
+    receipt = load_image(pending.read_text())
     rows = RowDelta.from_dict(receipt["rows"]) if receipt.get("rows") else None
     if rows is not None and rows.rows:
         with psycopg.connect(data["database"]) as conn:

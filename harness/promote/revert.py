@@ -4,7 +4,6 @@ the promotion put them. One database transaction, committed only after the refs 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import psycopg
@@ -12,12 +11,12 @@ import psycopg
 from harness.promote import git
 from harness.promote.promotion import PromotionResult
 from harness.promote.rows import Conflict, TriggersRefused, apply_delta, invert
-from harness.sandbox.capture import RowDelta
+from harness.sandbox.capture import RowDelta, load_image
 
 
 def revert(receipt_path: Path) -> PromotionResult:
     """Undo the promotion `receipt_path` records."""
-    receipt = json.loads(receipt_path.read_text())
+    receipt = load_image(receipt_path.read_text())
     trace_id = str(receipt.get("trace_id"))
     if receipt_path.name.endswith(".pending"):
         return PromotionResult("failed", trace_id, error="this receipt is pending: its "
@@ -39,21 +38,30 @@ def revert(receipt_path: Path) -> PromotionResult:
             if conflicts:
                 conn.rollback()
                 return PromotionResult("conflict", trace_id, conflicts=conflicts)
+        moves: dict[str, tuple[str | None, str | None]] = {}
         refs = dict(receipt.get("refs") or {})
         if refs and receipt.get("repo"):
             # A ref someone else deleted since is nothing to move back.
             present = git.remote_refs(receipt["repo"], list(refs))
-            refs = {ref: sha for ref, sha in refs.items() if ref in present}
+            restore = receipt.get("restore") or {}
+            moves = {ref: (sha, restore.get(ref)) for ref, sha in refs.items()
+                     if ref in present}
             try:
-                git.delete_refs(receipt["repo"], refs, restore={
-                    ref: sha for ref, sha in (receipt.get("restore") or {}).items()
-                    if ref in refs})
+                git.move_refs(receipt["repo"], moves)
             except git.PushError as exc:
                 if conn is not None:
                     conn.rollback()
                 return PromotionResult("failed", trace_id, error=str(exc))
         if conn is not None:
-            conn.commit()
+            try:
+                conn.commit()
+            except psycopg.Error as exc:
+                # The refs moved but the rows did not: put the refs back where they were.
+                git.move_refs(receipt["repo"], {ref: (new, old) for ref, (old, new)
+                                                in moves.items()})
+                return PromotionResult("failed", trace_id, error=(
+                    f"the database refused the revert ({exc}); the refs were put back, "
+                    "nothing is reverted"))
     finally:
         if conn is not None:
             conn.close()

@@ -20,10 +20,11 @@ from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import set_json_loads
 
 from harness.errors import HarnessError
 from harness.sandbox import catalog
-from harness.sandbox.capture import RowDelta, RowUpdate, TableDelta
+from harness.sandbox.capture import RowDelta, RowUpdate, TableDelta, dump_images, load_image
 
 _CHUNK = 5000
 
@@ -82,6 +83,9 @@ class _Table:
     identity_always: list[str]
     triggers: list[tuple[str, str]]
     """User triggers and rules: (name, pg_trigger.tgenabled or pg_rewrite.ev_enabled)."""
+    all_columns: list[str] = field(default_factory=list)
+    text_compared: list[str] = field(default_factory=list)
+    """Columns of types without an equality operator: compared as text."""
 
     @property
     def scan(self) -> str:
@@ -92,10 +96,14 @@ class _Table:
 class _ForeignKey:
     name: str
     child: str
+    """The referencing table as the change set names it (a partition's root)."""
     child_columns: list[str]
     parent: str
     parent_columns: list[str]
     match_full: bool
+    child_table: str = ""
+    """The table the key is declared on (a partition, when it is declared on one)."""
+    parent_table: str = ""
 
 
 # ------------------------------------------------------------------ entry points
@@ -109,10 +117,10 @@ def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool,
     Raises TriggersRefused when triggers would fire that must not."""
     applied = Applied()
     if ddl:
-        for statement in delta.ddl:
-            if statement.query:
-                conn.execute(statement.query)
-                applied.ddl += 1
+        for statement in schema_changes(delta):
+            conn.execute(statement)
+            applied.ddl += 1
+    set_json_loads(load_image, conn)  # rows read back keep their exact numbers
     order = _dependency_order(conn, list(delta.tables))
     tables = {name: _describe(conn, name) for name in order}
     applied.mode = _choose_mode(conn, tables, triggers)
@@ -121,6 +129,7 @@ def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool,
     conflicts: list[Conflict] = []
     for table in deltas:
         conflicts += _check(conn, table, tables[table.table])
+        conflicts += _generated_by_the_target(table, tables[table.table])
     keys = _foreign_keys(conn, order)
     conflicts += _dangling_children(conn, delta, keys, tables)
     conflicts += _missing_parents(conn, delta, keys, tables)
@@ -140,6 +149,9 @@ def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool,
                                   + (f" ({diag.message_detail})" if diag.message_detail
                                      else ""))], delta
     conn.execute("RELEASE SAVEPOINT harness_apply")
+    late = _partition_keys_after(conn, delta, keys)
+    if late:
+        return applied, late, delta
     if applied.mode == "fire":
         applied.rewritten = _rewritten(delta, actual)
         applied.side_effects = _side_effects(before_stats, _write_counts(conn), delta)
@@ -166,6 +178,37 @@ def _write(conn: psycopg.Connection[Any], delta: RowDelta, deltas: list[TableDel
     return RowDelta({name: written[name] for name in delta.tables}, delta.ddl)
 
 
+_ROW_STATEMENTS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt",
+                             "MergeStmt", "CopyStmt", "TransactionStmt", "VariableSetStmt",
+                             "ExplainStmt", "PrepareStmt", "ExecuteStmt", "CallStmt", "DoStmt"})
+
+
+def schema_changes(delta: RowDelta) -> list[str]:
+    """The schema changes to replay, in order: the DDL statements of each recorded command
+    text (a text may also hold row statements, whose rows are in the delta already)."""
+    from pglast import parser
+
+    found: list[str] = []
+    for statement in delta.ddl:
+        text = statement.query
+        if not text:
+            continue
+        encoded = text.encode()
+        try:
+            tree = json.loads(parser.parse_sql_json(text))
+        except parser.ParseError:
+            found.append(text)  # the server ran it: replay as it was
+            continue
+        for raw in tree.get("stmts", []):
+            kind = next(iter(raw["stmt"]))
+            if kind in _ROW_STATEMENTS:
+                continue
+            start = raw.get("stmt_location", 0)
+            length = raw.get("stmt_len", 0) or len(encoded) - start
+            found.append(encoded[start : start + length].decode().strip())
+    return found
+
+
 def invert(delta: RowDelta) -> RowDelta:
     """The delta that undoes `delta` (DDL is not inverted)."""
     tables = {}
@@ -185,22 +228,54 @@ def invert(delta: RowDelta) -> RowDelta:
 def _describe(conn: psycopg.Connection[Any], name: str) -> _Table:
     relkind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass",
                            (name,)).fetchone()
+    # Which columns compare by value, and which only as text (json, xml, geometric types,
+    # arrays of them: PostgreSQL has no equality operator for these).
     columns = conn.execute("""
-        SELECT attname, attidentity FROM pg_attribute
-        WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-        ORDER BY attnum""", (name,)).fetchall()
+        SELECT a.attname, a.attidentity, a.attgenerated <> '',
+               e.typtype = 'c' OR NOT EXISTS (
+                   SELECT 1 FROM pg_operator o
+                   WHERE o.oprname = '=' AND o.oprleft = o.oprright
+                     AND o.oprleft = CASE WHEN e.typcategory = 'A' THEN e.typelem
+                                          ELSE e.oid END)
+        FROM pg_attribute a
+        JOIN pg_type t ON t.oid = a.atttypid
+        JOIN pg_type e ON e.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+        WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum""", (name,)).fetchall()
     # Internal triggers (foreign keys) are not the user's; replica mode silences them and
     # the foreign keys are checked explicitly instead. Constraint triggers are the user's.
+    # A partition's (or an inheritance child's) own triggers fire for rows written through
+    # the root, so they count too.
     triggers = conn.execute("""
-        SELECT tgname, tgenabled::text FROM pg_trigger
-        WHERE tgrelid = %s::regclass AND NOT tgisinternal AND tgenabled <> 'D'
-        UNION ALL
+        WITH tree AS (
+            SELECT relid FROM pg_partition_tree(%s::regclass)
+            UNION SELECT inhrelid FROM pg_inherits WHERE inhparent = %s::regclass
+            UNION SELECT %s::regclass)
+        SELECT DISTINCT tgname, tgenabled::text FROM pg_trigger
+        WHERE tgrelid IN (SELECT relid FROM tree) AND NOT tgisinternal AND tgenabled <> 'D'
+        UNION
         SELECT rulename, ev_enabled::text FROM pg_rewrite
-        WHERE ev_class = %s::regclass AND rulename <> '_RETURN' AND ev_enabled <> 'D'
-        ORDER BY 1""", (name, name)).fetchall()
-    return _Table(name, str(relkind[0]) if relkind else "r", [c for c, _ in columns],
-                  [c for c, identity in columns if identity == "a"],
-                  [(str(n), str(e)) for n, e in triggers])
+        WHERE ev_class IN (SELECT relid FROM tree) AND rulename <> '_RETURN'
+          AND ev_enabled <> 'D'
+        ORDER BY 1""", (name, name, name)).fetchall()
+    return _Table(name, str(relkind[0]) if relkind else "r",
+                  [c for c, _, generated, _ in columns if not generated],
+                  [c for c, identity, _, _ in columns if identity == "a"],
+                  [(str(n), str(e)) for n, e in triggers],
+                  [c for c, _, _, _ in columns],
+                  [c for c, _, _, text in columns if text])
+
+
+def _same_row(info: _Table, left: str = "t", right: str = "r") -> sql.Composable:
+    """`left` and `right` hold equal values in every column (NULL equals NULL)."""
+    parts = []
+    for column in info.all_columns:
+        a = sql.SQL("{}.{}").format(sql.Identifier(left), sql.Identifier(column))
+        b = sql.SQL("{}.{}").format(sql.Identifier(right), sql.Identifier(column))
+        if column in info.text_compared:
+            a, b = sql.SQL("{}::text").format(a), sql.SQL("{}::text").format(b)
+        parts.append(sql.SQL("{} IS NOT DISTINCT FROM {}").format(a, b))
+    return sql.SQL("({})").format(sql.SQL(" AND ").join(parts)) if parts else sql.SQL("true")
 
 
 def _choose_mode(conn: psycopg.Connection[Any], tables: dict[str, _Table],
@@ -245,29 +320,37 @@ def _listing(found: dict[str, list[str]]) -> str:
 
 
 def _foreign_keys(conn: psycopg.Connection[Any], tables: list[str]) -> list[_ForeignKey]:
-    """Foreign keys whose referencing or referenced table is touched (declared ones: those
-    cloned onto partitions are the same key)."""
+    """Foreign keys whose referencing or referenced table is touched, or is a partition of
+    a touched table (declared ones: those cloned onto partitions are the same key)."""
     if not tables:
         return []
+    name_of = f"""(SELECT {catalog.QUALIFIED_NAME} FROM pg_class c JOIN pg_namespace n
+                   ON n.oid = c.relnamespace WHERE c.oid = %s)"""
     rows = conn.execute(f"""
+        WITH touched AS (
+            SELECT tree.relid FROM unnest(%(tables)s::regclass[]) t(rel),
+                   LATERAL pg_partition_tree(t.rel) tree
+            UNION SELECT unnest(%(tables)s::regclass[]))
         SELECT k.conname,
-               (SELECT {catalog.QUALIFIED_NAME} FROM pg_class c JOIN pg_namespace n
-                ON n.oid = c.relnamespace WHERE c.oid = k.conrelid),
+               {name_of % "coalesce(pg_partition_root(k.conrelid), k.conrelid)"},
+               {name_of % "k.conrelid"},
                ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(num, pos)
                      JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.num
                      ORDER BY u.pos),
-               (SELECT {catalog.QUALIFIED_NAME} FROM pg_class c JOIN pg_namespace n
-                ON n.oid = c.relnamespace WHERE c.oid = k.confrelid),
+               {name_of % "coalesce(pg_partition_root(k.confrelid), k.confrelid)"},
+               {name_of % "k.confrelid"},
                ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY u(num, pos)
                      JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.num
                      ORDER BY u.pos),
                k.confmatchtype = 'f'
         FROM pg_constraint k
         WHERE k.contype = 'f' AND k.conparentid = 0
-          AND (k.conrelid = ANY(%s::regclass[]) OR k.confrelid = ANY(%s::regclass[]))
-        ORDER BY 1""", (tables, tables)).fetchall()
-    return [_ForeignKey(str(name), str(child), list(cc), str(parent), list(pc), bool(full))
-            for name, child, cc, parent, pc, full in rows]
+          AND (k.conrelid IN (SELECT relid FROM touched)
+               OR k.confrelid IN (SELECT relid FROM touched))
+        ORDER BY 1""", {"tables": tables}).fetchall()
+    return [_ForeignKey(str(name), str(child), list(cc), str(parent), list(pc), bool(full),
+                        str(child_table), str(parent_table))
+            for name, child, child_table, cc, parent, parent_table, pc, full in rows]
 
 
 def _write_counts(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, int, int]]:
@@ -315,7 +398,7 @@ def _rewritten(planned: RowDelta, actual: RowDelta) -> dict[str, list[str]]:
 
 
 def _images(rows: Iterable[dict[str, Any]]) -> str:
-    return json.dumps(list(rows), default=str)
+    return dump_images(list(rows))
 
 
 def _rows_of(images_param: str, table: str, *, alias: str = "r") -> sql.Composed:
@@ -356,8 +439,9 @@ def _check(conn: psycopg.Connection[Any], table: TableDelta, info: _Table) -> li
                      {"images": _images(chunk)})
         rows = conn.execute(sql.SQL(
             "SELECT e.harness_ord, to_jsonb(t) FROM {} LEFT JOIN {} t ON {} "
-            "WHERE t IS NULL OR NOT (ROW(t.*) IS NOT DISTINCT FROM ROW(r.*))").format(
-                _rows_of("images", name), sql.SQL(info.scan), _key_match(key)),
+            "WHERE t IS NULL OR NOT {}").format(
+                _rows_of("images", name), sql.SQL(info.scan), _key_match(key),
+                _same_row(info)),
             {"images": _images(chunk)}).fetchall()
         for ordinal, found in rows:
             image = chunk[ordinal - 1]
@@ -385,17 +469,18 @@ def _check_by_contents(conn: psycopg.Connection[Any], table: TableDelta, info: _
     conflicts = []
     wanted: dict[str, int] = {}
     for image in table.deleted:
-        encoded = json.dumps(image, sort_keys=True)
+        encoded = dump_images(image)
         wanted[encoded] = wanted.get(encoded, 0) + 1
     for encoded, count in wanted.items():
         found = conn.execute(sql.SQL(
             "SELECT count(*) FROM (SELECT 1 FROM {} t, "
             "jsonb_populate_record(NULL::{}, %s::jsonb) r "
-            "WHERE ROW(t.*) IS NOT DISTINCT FROM ROW(r.*) FOR UPDATE OF t) locked").format(
-                sql.SQL(info.scan), sql.SQL(table.table)), (encoded,)).fetchone()
+            "WHERE {} FOR UPDATE OF t) locked").format(
+                sql.SQL(info.scan), sql.SQL(table.table), _same_row(info)),
+            (encoded,)).fetchone()
         have = int(found[0]) if found else 0
         if have < count:
-            conflicts.append(Conflict(table.table, None, json.loads(encoded), None,
+            conflicts.append(Conflict(table.table, None, load_image(encoded), None,
                                       f"{count} such row(s) expected, {have} found"))
     return conflicts
 
@@ -405,8 +490,22 @@ def _moved(update: RowUpdate, key: list[str]) -> bool:
     return any(update.after.get(k) != update.before.get(k) for k in key)
 
 
+def _generated_by_the_target(table: TableDelta, info: _Table) -> list[Conflict]:
+    """A GENERATED ALWAYS identity column that an update changed cannot be written on the
+    target: only the target's own sequence may set it."""
+    found = []
+    for update in table.updated:
+        changed = [c for c in info.identity_always if update.before.get(c) !=
+                   update.after.get(c)]
+        if changed:
+            found.append(Conflict(table.table, update.key, update.before, None,
+                                  f"the change sets {', '.join(changed)}, an identity column "
+                                  "GENERATED ALWAYS that only the target's sequence may set"))
+    return found
+
+
 def _values(image: dict[str, Any], columns: list[str]) -> tuple[Any, ...]:
-    return tuple(json.dumps(image.get(c), sort_keys=True) for c in columns)
+    return tuple(dump_images(image.get(c)) for c in columns)
 
 
 def _dangling_children(conn: psycopg.Connection[Any], delta: RowDelta, keys: list[_ForeignKey],
@@ -429,14 +528,14 @@ def _dangling_children(conn: psycopg.Connection[Any], delta: RowDelta, keys: lis
             continue
         child = delta.tables.get(fk.child)
         handled = _handled_children(child, fk)
-        child_info = tables.get(fk.child) or _describe(conn, fk.child)
+        child_info = tables.get(fk.child_table) or _describe(conn, fk.child_table)
         olds = list(gone.values())
         for start in range(0, len(olds), _CHUNK):
             chunk = olds[start : start + _CHUNK]
             found = conn.execute(sql.SQL(
                 "SELECT to_jsonb(c), e.harness_ord FROM {} c JOIN {} ON {}").format(
-                    sql.SQL(catalog.scan(fk.child, child_info.relkind)),
-                    _rows_of("images", fk.parent),
+                    sql.SQL(catalog.scan(fk.child_table, child_info.relkind)),
+                    _rows_of("images", fk.parent_table),
                     _match("c", fk.child_columns, "r", fk.parent_columns)),
                 {"images": _images(chunk)}).fetchall()
             for row, ordinal in found:
@@ -463,8 +562,8 @@ def _handled_children(child: TableDelta | None, fk: _ForeignKey) -> set[str]:
 
 def _identity(row: dict[str, Any], table: TableDelta | None) -> str:
     if table is not None and table.key:
-        return json.dumps([row.get(k) for k in table.key], default=str)
-    return json.dumps(row, sort_keys=True, default=str)
+        return dump_images([row.get(k) for k in table.key])
+    return dump_images(row)
 
 
 def _key_of(row: dict[str, Any], table: TableDelta | None) -> dict[str, Any] | None:
@@ -480,8 +579,8 @@ def _missing_parents(conn: psycopg.Connection[Any], delta: RowDelta, keys: list[
     conflicts: list[Conflict] = []
     for fk in keys:
         child = delta.tables.get(fk.child)
-        if child is None:
-            continue
+        if child is None or fk.child_table != fk.child:
+            continue  # a key of one partition: checked once the rows are in place
         parent_delta = delta.tables.get(fk.parent)
         provided: set[tuple[Any, ...]] = set()
         removed: set[tuple[Any, ...]] = set()
@@ -494,8 +593,8 @@ def _missing_parents(conn: psycopg.Connection[Any], delta: RowDelta, keys: list[
                                    *(u.before for u in parent_delta.updated)]} - provided
         rows = [row for row in [*child.inserted, *(u.after for u in child.updated)]
                 if _references(row, fk) and _values(row, fk.child_columns) not in provided]
-        parent_info = tables.get(fk.parent) or _describe(conn, fk.parent)
-        parent = sql.SQL(catalog.scan(fk.parent, parent_info.relkind))
+        parent_info = tables.get(fk.parent_table) or _describe(conn, fk.parent_table)
+        parent = sql.SQL(catalog.scan(fk.parent_table, parent_info.relkind))
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
             params = {"images": _images(chunk)}
@@ -518,6 +617,33 @@ def _missing_parents(conn: psycopg.Connection[Any], delta: RowDelta, keys: list[
                     fk.child, _key_of(image, child), image, None,
                     f"it references {fk.parent} {json.dumps(referenced, default=str)} "
                     f"(foreign key {fk.name}), which does not exist on the target"))
+    return conflicts
+
+
+def _partition_keys_after(conn: psycopg.Connection[Any], delta: RowDelta,
+                          keys: list[_ForeignKey]) -> list[Conflict]:
+    """Keys declared on a single partition hold only for the rows routed there: checked
+    after the writes, on the rows the change set wrote that landed in that partition."""
+    conflicts: list[Conflict] = []
+    for fk in keys:
+        child = delta.tables.get(fk.child)
+        if child is None or fk.child_table == fk.child or not child.key:
+            continue
+        rows = [*child.inserted, *(u.after for u in child.updated)]
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            found = conn.execute(sql.SQL(
+                "SELECT to_jsonb(c) FROM {} c JOIN (SELECT r.* FROM {}) r ON {} "
+                "WHERE NOT EXISTS (SELECT 1 FROM {} p WHERE {}) AND {}").format(
+                    sql.SQL(fk.child_table), _rows_of("images", fk.child),
+                    _match("c", child.key, "r", child.key), sql.SQL(fk.parent_table),
+                    _match("p", fk.parent_columns, "c", fk.child_columns),
+                    sql.SQL(" AND ").join(sql.SQL("c.{} IS NOT NULL").format(sql.Identifier(c))
+                                          for c in fk.child_columns)),
+                {"images": _images(chunk)}).fetchall()
+            conflicts += [Conflict(fk.child, _key_of(row, child), None, row,
+                                   f"it references {fk.parent_table} through {fk.name}, and "
+                                   "no such row exists on the target") for (row,) in found]
     return conflicts
 
 
@@ -616,8 +742,8 @@ def _in_order(planned: list[dict[str, Any]], returned: list[dict[str, Any]], key
     """The rows RETURNING gave, in the order of the images they were written from."""
     if not key:
         return returned
-    by_key = {json.dumps([row.get(k) for k in key], default=str): row for row in returned}
-    return [by_key.get(json.dumps([row.get(k) for k in key], default=str), row)
+    by_key = {dump_images([row.get(k) for k in key]): row for row in returned}
+    return [by_key.get(dump_images([row.get(k) for k in key]), row)
             for row in planned]
 
 
@@ -631,9 +757,10 @@ def _delete(conn: psycopg.Connection[Any], table: TableDelta, info: _Table) -> i
                 # ctid is unique within one table only, not across partitions.
                 "DELETE FROM {} WHERE (tableoid, ctid) = (SELECT t.tableoid, t.ctid FROM {} t, "
                 "jsonb_populate_record(NULL::{}, %s::jsonb) r "
-                "WHERE ROW(t.*) IS NOT DISTINCT FROM ROW(r.*) LIMIT 1)").format(
-                    sql.SQL(info.scan), sql.SQL(info.scan), sql.SQL(table.table)),
-                (json.dumps(image),))
+                "WHERE {} LIMIT 1)").format(
+                    sql.SQL(info.scan), sql.SQL(info.scan), sql.SQL(table.table),
+                    _same_row(info)),
+                (dump_images(image),))
             count += cursor.rowcount
         return count
     statement = sql.SQL("DELETE FROM {} t USING (SELECT r.* FROM {}) r WHERE {}").format(
@@ -642,13 +769,24 @@ def _delete(conn: psycopg.Connection[Any], table: TableDelta, info: _Table) -> i
 
 
 def _advance_sequences(conn: psycopg.Connection[Any], table: str) -> None:
-    """Move each sequence feeding a column of `table` past the largest value now in it."""
+    """Move each sequence feeding a column of `table` (owned by it, or named in its default)
+    past the largest value now in that column."""
     columns = conn.execute("""
-        SELECT a.attname, pg_get_serial_sequence(%s, a.attname)
+        SELECT a.attname, pg_get_serial_sequence(%(t)s, a.attname)
         FROM pg_attribute a
-        WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
-          AND pg_get_serial_sequence(%s, a.attname) IS NOT NULL""",
-                           (table, table, table)).fetchall()
+        WHERE a.attrelid = %(t)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+          AND pg_get_serial_sequence(%(t)s, a.attname) IS NOT NULL
+        UNION
+        SELECT a.attname, quote_ident(n.nspname) || '.' || quote_ident(s.relname)
+        FROM pg_attrdef ad
+        JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                        AND d.refclassid = 'pg_class'::regclass
+        JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
+        JOIN pg_namespace n ON n.oid = s.relnamespace
+        JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+        JOIN pg_type ty ON ty.oid = a.atttypid
+        WHERE ad.adrelid = %(t)s::regclass
+          AND ty.typcategory = 'N'""", {"t": table}).fetchall()
     for column, sequence in columns:
         conn.execute(sql.SQL(
             "SELECT setval({seq}, m) FROM (SELECT max({col}) AS m FROM {tbl}) x, "

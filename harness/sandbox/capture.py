@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import psycopg
+from psycopg.types.json import set_json_loads
 
 from harness.sandbox import catalog
 
@@ -47,6 +51,15 @@ CREATE TABLE harness_capture.changes (
 -- The last name of every table the capture watches, so that a table renamed or dropped
 -- since its rows were captured is still named.
 CREATE TABLE harness_capture.relations (relid oid PRIMARY KEY, name text NOT NULL);
+-- The recursion guard of the DDL hooks is a setting; its value is a secret the agent
+-- cannot read, so the agent cannot set it to switch the hooks off.
+CREATE TABLE harness_capture.secret (token text NOT NULL);
+INSERT INTO harness_capture.secret
+SELECT md5(random()::text || clock_timestamp()::text || pg_backend_pid()::text);
+CREATE FUNCTION harness_capture.busy() RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT current_setting('harness_capture.busy', true) = token FROM harness_capture.secret
+$f$;
 CREATE TABLE harness_capture.ddl (
     id bigserial PRIMARY KEY,
     command_tag text NOT NULL,
@@ -67,13 +80,16 @@ DECLARE
     root oid := coalesce(pg_partition_root(TG_RELID), TG_RELID);
     named oid := nullif(TG_RELID, coalesce(pg_partition_root(TG_RELID), TG_RELID));
 BEGIN
+    -- ROW(x.*)::the table's type: a column named like the alias cannot stand in for the row.
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        INSERT INTO harness_capture.changes (id, relid, via, op, image)
-        SELECT stmt, root, named, '-', row_to_json(o) FROM old_rows o;
+        EXECUTE format('INSERT INTO harness_capture.changes (id, relid, via, op, image) '
+                       'SELECT $1, $2, $3, ''-'', row_to_json(ROW(o.*)::%s) FROM old_rows o',
+                       TG_RELID::regclass) USING stmt, root, named;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO harness_capture.changes (id, relid, via, op, image)
-        SELECT stmt, root, named, '+', row_to_json(n) FROM new_rows n;
+        EXECUTE format('INSERT INTO harness_capture.changes (id, relid, via, op, image) '
+                       'SELECT $1, $2, $3, ''+'', row_to_json(ROW(n.*)::%s) FROM new_rows n',
+                       TG_RELID::regclass) USING stmt, root, named;
     END IF;
     RETURN NULL;
 END $f$;
@@ -107,9 +123,10 @@ DECLARE
 BEGIN
     EXECUTE format(
         'INSERT INTO harness_capture.changes (id, relid, via, op, image) '
-        'SELECT %s, %s, %s, ''-'', row_to_json(t) FROM ONLY %s t',
+        'SELECT %s, %s, %s, ''-'', row_to_json(ROW(t.*)::%s) FROM ONLY %s t',
         nextval('harness_capture.statement_number'), root,
-        coalesce(nullif(TG_RELID, root)::text, 'NULL'), TG_RELID::regclass);
+        coalesce(nullif(TG_RELID, root)::text, 'NULL'), TG_RELID::regclass,
+        TG_RELID::regclass);
     RETURN NULL;
 END $f$;
 
@@ -159,7 +176,7 @@ DECLARE
     rel regclass;
     name text;
 BEGIN
-    PERFORM set_config('harness_capture.busy', 'on', true);
+    PERFORM set_config('harness_capture.busy', token, true) FROM harness_capture.secret;
     FOR rel IN
         SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE @TABLE@ AND @USER_NAMESPACE@
@@ -191,11 +208,12 @@ DECLARE
     command record;
 BEGIN
     -- The commands this function runs fire it again; those are the harness's, not the agent's.
-    IF current_setting('harness_capture.busy', true) = 'on' THEN
+    IF harness_capture.busy() THEN
         RETURN;
     END IF;
     FOR command IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
-        IF command.schema_name = 'harness_capture' THEN
+        -- The capture's own objects, and temporary ones (they end with the session).
+        IF command.schema_name = 'harness_capture' OR command.schema_name LIKE 'pg\_temp%' THEN
             CONTINUE;
         END IF;
         INSERT INTO harness_capture.ddl (command_tag, object_type, object_identity, query)
@@ -212,13 +230,14 @@ DECLARE
     dropped record;
 BEGIN
     FOR dropped IN SELECT * FROM pg_event_trigger_dropped_objects()
-                   WHERE original AND object_type IN ('table', 'schema', 'view', 'index',
-                                                      'sequence', 'function', 'type')
+                   WHERE original AND NOT is_temporary
+                     AND object_type IN ('table', 'schema', 'view', 'index', 'sequence',
+                                         'function', 'type')
     LOOP
         INSERT INTO harness_capture.ddl (command_tag, object_type, object_identity, query)
         VALUES (tg_tag, dropped.object_type, dropped.object_identity, current_query());
     END LOOP;
-    IF current_setting('harness_capture.busy', true) IS DISTINCT FROM 'on' THEN
+    IF NOT coalesce(harness_capture.busy(), false) THEN
         PERFORM harness_capture.heal();
     END IF;
 END $f$;
@@ -227,7 +246,7 @@ END $f$;
 -- uncommitted ones), each row under its table's current (or last) name: lets the harness
 -- weigh a db_mutate before it commits.
 CREATE FUNCTION harness_capture.recorded_changes()
-RETURNS TABLE (relname text, via text, op "char", image json)
+RETURNS TABLE (relname text, via text, op "char", image json, live boolean)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
     WITH names AS (
         SELECT r.relid, coalesce((SELECT @QUALIFIED_NAME@ FROM pg_class c
@@ -235,7 +254,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f
                                   WHERE c.oid = r.relid), r.name) AS name
         FROM harness_capture.relations r
     )
-    SELECT coalesce(t.name, c.relid::text), v.name, c.op, c.image
+    SELECT coalesce(t.name, c.relid::text), v.name, c.op, c.image,
+           EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = c.relid)
     FROM harness_capture.changes c
     LEFT JOIN names t ON t.relid = c.relid
     LEFT JOIN names v ON v.relid = c.via
@@ -262,6 +282,27 @@ VERSION = hashlib.sha256(INSTALL.encode()).hexdigest()[:8]
 def install(conn: psycopg.Connection[Any]) -> None:
     """Install the capture in the database `conn` is connected to (as the superuser)."""
     conn.execute(INSTALL)
+
+
+# ------------------------------------------------------------------ row images
+
+load_image = partial(json.loads, parse_float=Decimal)
+"""Read JSON with every number exact (PostgreSQL's numeric has more digits than a float)."""
+
+_NUMBER = re.compile(r'"\\u0000N([^"\\]*)\\u0000"')
+
+
+def _number_marker(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"\x00N{value}\x00"
+    return str(value)
+
+
+def dump_images(value: Any) -> str:
+    """JSON text of row images (or anything holding them) with exact numbers: a Decimal
+    is written as the number it is, not as a float or a string."""
+    text = json.dumps(value, default=_number_marker)
+    return _NUMBER.sub(r"\1", text) if "\\u0000N" in text else text
 
 
 # ------------------------------------------------------------------ deltas
@@ -366,10 +407,17 @@ def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True) -> RowDelta:
     Always the whole log: a mark to read "only what came since" would miss statements of
     a transaction that was still open when the mark was taken. A table renamed meanwhile
     is one table under its new name."""
+    set_json_loads(load_image, conn)
     events: dict[str, list[Event]] = {}
-    for relname, via, op, image in conn.execute(
-            "SELECT relname, via, op, image FROM harness_capture.recorded_changes()"):
+    gone: set[str] = set()
+    for relname, via, op, image, live in conn.execute(
+            "SELECT relname, via, op, image, live FROM harness_capture.recorded_changes()"):
         events.setdefault(relname, []).append((op, image, via))
+        if not live:
+            gone.add(relname)
+    # A table dropped since: what happened to its rows is the DROP (in the DDL).
+    for relname in gone:
+        events.pop(relname, None)
     keys = primary_keys(conn, list(events)) if events else {}
     partitioned = partition_columns(conn, list(events)) if events else {}
     tables = {name: pair_moves(net(name, keys.get(name, []), table_events),
@@ -402,13 +450,11 @@ def partition_columns(conn: psycopg.Connection[Any], tables: list[str]) -> dict[
     """The partition-key columns of each partitioned table among `tables`, at every level
     of its partition tree (expressions are not columns and are left out)."""
     rows = conn.execute("""
-        SELECT t.name, array_agg(DISTINCT a.attname)
+        SELECT t.name, array_agg(DISTINCT b.attname)
         FROM unnest(%s::text[]) AS t(name)
         JOIN pg_partition_tree(to_regclass(t.name)) tree ON NOT tree.isleaf
         JOIN pg_partitioned_table p ON p.partrelid = tree.relid
-        JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
-         AND a.attname = (SELECT b.attname FROM pg_attribute b
-                          WHERE b.attrelid = tree.relid AND b.attnum = ANY(p.partattrs))
+        JOIN pg_attribute b ON b.attrelid = tree.relid AND b.attnum = ANY(p.partattrs)
         WHERE to_regclass(t.name) IS NOT NULL
         GROUP BY t.name""", (tables,)).fetchall()
     return {name: list(columns) for name, columns in rows}
@@ -445,37 +491,80 @@ def pair_moves(delta: TableDelta, partition_keys: list[str]) -> TableDelta:
 
 
 def net(table: str, key: list[str], events: list[Event]) -> TableDelta:
-    """Net a table's removals ('-') and additions ('+'), in order, into a delta."""
+    """Net a table's removals ('-') and additions ('+') into a delta, per key. The images
+    of one key normally form a chain (each removal removes what the previous addition
+    added); when a trigger of the user writes the same rows, a nested statement's images
+    are recorded before those of the statement that started it, and the chain is out of
+    order. Then the images are netted as multisets: what was removed and never added back
+    is the before-image, what was added and never removed the after-image."""
     if not key:
         return _net_by_contents(table, events)
-    first: dict[tuple[Any, ...], dict[str, Any] | None] = {}
-    last: dict[tuple[Any, ...], dict[str, Any] | None] = {}
-    where: dict[tuple[Any, ...], str | None] = {}
-    for op, image, via in events:
-        k = tuple(image.get(column) for column in key)
-        if op == "-":
-            first.setdefault(k, image)  # it existed at the snapshot, as this
-            last[k] = None
-            where.setdefault(k, via)
-        else:
-            first.setdefault(k, None)  # an insert on an unseen key: it did not exist
-            last[k] = image
-            where[k] = via
+    per_key: dict[str, list[Event]] = {}
+    for event in events:
+        image = event[1]
+        per_key.setdefault(_key_text(image, key), []).append(event)
     delta = TableDelta(table, key)
-    for k, before in first.items():
-        after = last[k]
+    for history in per_key.values():
+        before, after, where_before, where_after = _resolve(history)
         if before is None and after is not None:
             delta.inserted.append(after)
-            _count(delta, where[k], "inserted")
+            _count(delta, where_after, "inserted")
         elif before is not None and after is None:
             delta.deleted.append(before)
-            _count(delta, where[k], "deleted")
+            _count(delta, where_before, "deleted")
         elif before is not None and after is not None and before != after:
             changed = sorted(c for c in set(before) | set(after) if before.get(c) != after.get(c))
-            delta.updated.append(RowUpdate(dict(zip(key, k, strict=True)), before, after,
+            delta.updated.append(RowUpdate({k: before.get(k) for k in key}, before, after,
                                            changed))
-            _count(delta, where[k], "updated")
+            _count(delta, where_after, "updated")
     return delta
+
+
+def _key_text(image: dict[str, Any], key: list[str]) -> str:
+    values = [image.get(column) for column in key]
+    if all(isinstance(v, int | str) and not isinstance(v, bool) for v in values):
+        return repr(values)
+    return dump_images(values)  # arrays, json, numbers: compared by their exact text
+
+
+_MISSING = object()
+
+
+def _resolve(history: list[Event]) -> tuple[Any, Any, str | None, str | None]:
+    """(before, after, partition of before, partition of after) of one key's history."""
+    state: Any = _MISSING
+    first: Any = _MISSING
+    where_before = where_after = None
+    for op, image, via in history:
+        if op == "-":
+            if state is _MISSING:
+                first, where_before = image, via  # it existed at the snapshot, as this
+            elif state != image:
+                return _by_multiset(history)
+            state = None
+        else:
+            if state is _MISSING:
+                first = None  # an addition first: it did not exist
+            elif state is not None:
+                return _by_multiset(history)
+            state, where_after = image, via
+    return (None if first is _MISSING else first), (None if state is _MISSING else state), \
+        where_before, where_after
+
+
+def _by_multiset(history: list[Event]) -> tuple[Any, Any, str | None, str | None]:
+    added: Counter[str] = Counter()
+    removed: Counter[str] = Counter()
+    images: dict[str, tuple[dict[str, Any], str | None]] = {}
+    for op, image, via in history:
+        text = dump_images(image)
+        images[text] = (image, via)
+        (added if op == "+" else removed)[text] += 1
+    after = list((added - removed).elements())
+    before = list((removed - added).elements())
+    after_image, where_after = images[after[-1]] if after else (None, None)
+    before_image, where_before = images[before[0]] if before else (None, None)
+    return before_image, after_image, where_before, where_after
 
 
 def _count(delta: TableDelta, partition: str | None, what: str) -> None:
@@ -488,9 +577,9 @@ def _count(delta: TableDelta, partition: str | None, what: str) -> None:
 def _net_by_contents(table: str, events: list[Event]) -> TableDelta:
     balance: Counter[str] = Counter()
     for op, image, _via in events:
-        balance[json.dumps(image, sort_keys=True)] += 1 if op == "+" else -1
+        balance[dump_images(image)] += 1 if op == "+" else -1
     delta = TableDelta(table, [])
     for encoded, count in sorted(balance.items()):
-        rows = [json.loads(encoded)] * abs(count)
+        rows = [load_image(encoded)] * abs(count)
         (delta.inserted if count > 0 else delta.deleted).extend(rows)
     return delta

@@ -108,7 +108,8 @@ class SandboxDatabase:
             conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, role))
         with self.server.connect(self.name) as conn:
             # The harness's own DDL below is not the agent's: the capture's DDL hook skips it.
-            conn.execute("SET harness_capture.busy = 'on'")
+            conn.execute("SELECT set_config('harness_capture.busy', token, false) "
+                         "FROM harness_capture.secret")
             schemas = [row[0] for row in conn.execute(
                 f"SELECT n.nspname FROM pg_namespace n WHERE {catalog.USER_NAMESPACE}")]
             for schema in schemas:
