@@ -160,6 +160,13 @@ class Policy:
     def _shell(self, text: str, context: Context) -> Iterator[_Unit]:
         analysis = shell.analyse(text, cwd=context.cwd, branch=context.branch)
         yield from self._hits(self._shell_hits(analysis, context))
+        for program, argument, span in analysis.suspect_arguments:
+            inner = [unit for unit in self._shell(argument, context)
+                     if unit.verdict >= Verdict.REQUIRE_APPROVAL]
+            if inner:
+                yield from self._hits(iter([rules.Hit(
+                    "shell.code-in-argument", f"{program} is given {argument[:60]!r}, which "
+                    f"reads as a command that would: {inner[0].reason}", span)]))
         for sql_text, span in analysis.sql:
             if sql_text.lstrip().startswith("\\"):
                 yield from self._psql_meta(sql_text.lstrip(), span, context)
@@ -206,6 +213,7 @@ class Policy:
     def _write(self, text: str, context: Context) -> Iterator[_Unit]:
         path = resolve(text, context.cwd)
         whole = (0, len(text))
+        yield from self._hits(rules.write_path_hits(path, "write_file", whole))
         if not inside(path, WORKSPACE) and not inside(path, SCRATCH) and \
                 self.guardrails.builtin.get("path.outside-workspace") != "off":
             yield self._builtin("path.outside-workspace",
@@ -331,6 +339,9 @@ def _argv_matches(words: list[str], command: shell.Command) -> bool:
 
 
 def _sql_matches(rule: PatternRule, statement: sql.Statement) -> bool:
+    if not rule.regex and not all(word.lower() in statement.text.lower()
+                                  for word in rule.pattern.split()):
+        return False  # a word of the pattern is nowhere in the text: no need to lex it
     text = " ".join(statement.words)
     if rule.regex:
         return re.search(rule.pattern, text, re.IGNORECASE) is not None

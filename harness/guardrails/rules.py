@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from harness.guardrails import programs
 from harness.guardrails.decision import Verdict
 from harness.guardrails.paths import HOME, SCRATCH, WORKSPACE, affects, inside, matches
-from harness.guardrails.shell import DYNAMIC, Command, ShellAnalysis
+from harness.guardrails.shell import DYNAMIC, NARROWED, Command, ShellAnalysis
 from harness.guardrails.sql import DANGEROUS_FUNCTIONS, TRIGGER_SILENCING, Statement
 
 CATALOGUE: dict[str, tuple[Verdict, str]] = {
@@ -27,7 +27,15 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "shell.dynamic-command": (Verdict.BLOCK, "a program name only known at run time"),
     "shell.hidden-characters": (Verdict.BLOCK, "invisible characters in a command"),
     "shell.unparseable": (Verdict.BLOCK, "a command line that cannot be parsed"),
-    "shell.unverifiable-sql": (Verdict.WARN, "psql reading SQL produced at run time"),
+    "shell.unverifiable-sql": (Verdict.REQUIRE_APPROVAL, "psql reading SQL produced at run "
+                               "time"),
+    "shell.code-in-argument": (Verdict.REQUIRE_APPROVAL, "an argument of a program the guard "
+                               "does not model reads as a command another rule stops"),
+    "shell.destructive-program": (Verdict.BLOCK, "a program that powers off the machine, kills "
+                                  "every process, drops a database or erases a disk"),
+    "shell.infrastructure-change": (Verdict.REQUIRE_APPROVAL, "a command that deletes or "
+                                    "replaces infrastructure (containers, volumes, clusters, "
+                                    "cloud resources)"),
     "shell.unverifiable-code": (Verdict.REQUIRE_APPROVAL, "code that starts commands, deletes "
                                 "or writes files with values only known at run time"),
     "shell.unknown-target": (Verdict.REQUIRE_APPROVAL, "a recursive or forced delete of a path "
@@ -67,6 +75,8 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "path.protected": (Verdict.BLOCK, "a write to a protected path"),
     "path.runs-later": (Verdict.BLOCK, "a write to a file that runs later: shell startup "
                         "files, git hooks and git configuration"),
+    "path.git-internals": (Verdict.BLOCK, "a write or delete inside the repository's .git "
+                           "folder by anything but git"),
     "path.outside-workspace": (Verdict.BLOCK, "a file write outside the workspace, /tmp and "
                                "the agent's home"),
 }
@@ -78,11 +88,13 @@ SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "
 WRITABLE = (WORKSPACE, SCRATCH, HOME, "/dev/null", "/dev/stdout", "/dev/stderr", "/dev/tty",
             "/dev/fd", "/proc/self/fd")
 """Where a shell command may write without a finding."""
-RUNS_LATER = (".git/hooks/**", ".git/config", f"{HOME}/.bashrc", f"{HOME}/.bash_profile",
-              f"{HOME}/.bash_login", f"{HOME}/.profile", f"{HOME}/.bash_logout",
-              f"{HOME}/.zshrc", f"{HOME}/.zprofile", f"{HOME}/.config/autostart/**",
-              f"{HOME}/.gitconfig", f"{HOME}/.config/git/**", f"{HOME}/.ssh/rc",
-              f"{HOME}/.inputrc", "/etc/**")
+RUNS_LATER = (f"{HOME}/.bashrc", f"{HOME}/.bash_profile", f"{HOME}/.bash_login",
+              f"{HOME}/.profile", f"{HOME}/.bash_logout", f"{HOME}/.bash_aliases",
+              f"{HOME}/.zshrc", f"{HOME}/.zprofile", f"{HOME}/.zshenv", f"{HOME}/.zlogin",
+              f"{HOME}/.config/autostart/**", f"{HOME}/.config/fish/**", f"{HOME}/.gitconfig",
+              f"{HOME}/.config/git/**", f"{HOME}/.ssh/**", f"{HOME}/.inputrc",
+              f"{HOME}/.vimrc", f"{HOME}/.npmrc", f"{HOME}/.curlrc", f"{HOME}/.wgetrc",
+              f"{HOME}/.config/pip/**", f"{HOME}/.pip/**", "/etc/**")
 """Files something runs later: a write to them is code that runs outside this command."""
 _DEVICE = re.compile(r"^/dev/(sd|hd|vd|xvd|nvme|mmcblk|disk|md|dm-|loop|sr|mapper/|root|mem|"
                      r"kmem|port)")
@@ -155,6 +167,7 @@ def _command_hits(command: Command, protected_paths: list[str], protected_branch
         if danger:
             yield Hit("shell.recursive-delete", f"rsync --delete empties {danger}{via}",
                       command.span)
+    yield from _destructive(command, parsed, via)
     for redirect in command.redirects:
         if redirect.op.startswith(">") or redirect.op in ("&>", "&>>", ">|", "<>"):
             if DYNAMIC in redirect.target:
@@ -168,6 +181,51 @@ def _command_hits(command: Command, protected_paths: list[str], protected_branch
                                        tree=False)
     if not deleted:  # a disastrous delete says enough about the paths it names
         yield from _writer_hits(command, parsed, protected_paths, via)
+
+
+_POWER = frozenset({"reboot", "shutdown", "poweroff", "halt", "kexec"})
+_INFRASTRUCTURE = {
+    "terraform": {"destroy"}, "tofu": {"destroy"}, "pulumi": {"destroy"},
+    "kubectl": {"delete", "drain", "replace"}, "helm": {"uninstall", "delete"},
+    "docker": {"rm", "rmi", "prune", "kill"}, "podman": {"rm", "rmi", "prune", "kill"},
+    "aws": {"rm", "rb", "delete", "terminate-instances"}, "gcloud": {"delete"},
+    "az": {"delete"}, "dropuser": {"*"},
+}
+
+
+def _destructive(command: Command, parsed: programs.Parsed, via: str) -> Iterator[Hit]:
+    """Programs whose effect is destructive whatever their arguments name."""
+    program, args = command.program, command.args
+    words = [a for a in args if not a.startswith("-")]
+    if program in _POWER or (program in ("systemctl", "loginctl") and set(words) & (
+            _POWER | {"kexec", "suspend", "hibernate"})) or (
+            program in ("init", "telinit") and words[:1] in (["0"], ["6"])):
+        yield Hit("shell.destructive-program", f"{program} stops or restarts the machine{via}",
+                  command.span)
+    elif program in ("kill", "pkill", "killall") and _every_process(args):
+        yield Hit("shell.destructive-program", f"{program} signals every process (or init)"
+                  f"{via}", command.span)
+    elif program in ("dropdb", "pg_dropcluster", "mysqladmin") and (
+            program != "mysqladmin" or "drop" in words):
+        yield Hit("shell.destructive-program", f"{program} drops a database{via}",
+                  command.span)
+    elif program in ("nvme", "hdparm", "sg_format") and (set(words) & {"format", "sanitize"}
+                                                          or "--security-erase" in args):
+        yield Hit("shell.destructive-program", f"{program} erases a disk{via}", command.span)
+    elif program in _INFRASTRUCTURE:
+        verbs = _INFRASTRUCTURE[program]
+        if "*" in verbs or set(words) & verbs or (program == "docker" and "prune" in words):
+            yield Hit("shell.infrastructure-change", f"{program} {' '.join(words[:3])} changes "
+                      f"infrastructure outside the sandbox{via}", command.span)
+
+
+def _every_process(args: tuple[str, ...]) -> bool:
+    """`kill -9 -1`, `kill -- -1`, `kill 1`: every process the user may signal, or init.
+    (`kill -1 PID` sends SIGHUP to PID.)"""
+    if "--" in args:
+        return any(a in ("-1", "1") for a in args[args.index("--") + 1 :])
+    targets = [a for a in args if not a.startswith("-")]
+    return "1" in targets or (bool(args) and args[-1] == "-1" and len(args) >= 2)
 
 
 def _written(command: Command, parsed: programs.Parsed) -> list[tuple[str, bool]]:
@@ -209,6 +267,10 @@ def _written(command: Command, parsed: programs.Parsed) -> list[tuple[str, bool]
     if program in ("curl", "wget"):
         target = parsed.value("-o", "--output", "-O", "--output-document")
         return [(target, False)] if target and target != "-" else []
+    if program in ("sponge", "ed", "ex"):
+        return [(o, False) for o in operands[:1]]
+    if program in ("yq", "jq") and parsed.has("-i", "--inplace", "--in-place"):
+        return [(o, False) for o in operands[1:]]
     if program == "sort" and parsed.value("-o", "--output"):
         return [(parsed.value("-o", "--output") or "", False)]
     return []
@@ -233,14 +295,26 @@ def _write_hits(command: Command, path: str, protected: list[str], how: str, *, 
             yield Hit("path.protected", f"{how} writes {path}, protected by {pattern!r}",
                       command.span)
             break
-    for pattern in RUNS_LATER:
-        if affects(path, pattern) if tree else matches(path, pattern):
-            yield Hit("path.runs-later", f"{how} writes {path}, which runs later "
-                      f"({pattern})", command.span)
-            break
+    yield from write_path_hits(path, how, command.span, tree=tree,
+                               by_git=command.program == "git")
     if not any(inside(path, folder) for folder in WRITABLE):
         yield Hit("path.outside-workspace", f"{how} writes {path}, outside the workspace, "
                   "/tmp and the agent's home", command.span)
+
+
+def write_path_hits(path: str, how: str, span: tuple[int, int] | None, *, tree: bool = False,
+                    by_git: bool = False) -> Iterator[Hit]:
+    """The rules for any write to `path` (a shell command's or write_file's): files that
+    run later, and the repository's own .git folder."""
+    for pattern in RUNS_LATER:
+        if affects(path, pattern) if tree else matches(path, pattern):
+            yield Hit("path.runs-later", f"{how} writes {path}, which runs later "
+                      f"({pattern})", span)
+            break
+    git_folder = WORKSPACE + "/.git"
+    if not by_git and (inside(path, git_folder) or (tree and inside(git_folder, path))):
+        yield Hit("path.git-internals", f"{how} changes {path}, inside the repository's .git "
+                  "folder (hooks, refs and objects that git alone should write)", span)
 
 
 def _rm(command: Command, parsed: programs.Parsed, via: str) -> Iterator[Hit]:
@@ -254,9 +328,8 @@ def _rm(command: Command, parsed: programs.Parsed, via: str) -> Iterator[Hit]:
         if command.via[-1:] == ("find -exec",):
             return  # judged as the find command, with its filters
         producer = command.stdin_producer or ()
-        finder = posixpath.basename(producer[0]) == "find" if producer else False
-        yield from _find_roots(command, command.find_roots, filtered=finder and _filtered(
-            producer), via=via)
+        yield from _find_roots(command, command.find_roots, filtered=_filtered(producer),
+                               via=via)
         return
     for target in targets:
         if DYNAMIC in command.cwd and not target.startswith("/"):
@@ -291,10 +364,19 @@ def _find_delete(command: Command, via: str) -> Iterator[Hit]:
                            via=via)
 
 
-def _filtered(find_argv: tuple[str, ...]) -> bool:
+def _filtered(producer: tuple[str, ...]) -> bool:
+    """Whether a listing narrows what it lists (find's tests; git ls-files' untracked,
+    ignored, modified or deleted files, or a pathspec)."""
+    if NARROWED in producer:
+        return True
+    if producer[:2] == ("git", "ls-files"):
+        rest = producer[2:]
+        return any(a in ("-o", "--others", "-i", "--ignored", "-m", "--modified", "-d",
+                         "--deleted", "-u", "--unmerged") for a in rest) or any(
+            not a.startswith("-") for a in rest)
     return any(a in ("-name", "-iname", "-path", "-ipath", "-regex", "-iregex", "-newer",
                      "-mtime", "-mmin", "-size", "-empty", "-user", "-perm", "-wholename")
-               for a in find_argv)
+               for a in producer)
 
 
 def _find_roots(command: Command, roots: tuple[str, ...], *, filtered: bool, via: str
@@ -391,6 +473,10 @@ def _git(command: Command, protected: list[str], via: str,
     guarded = set(protected)
     protected_paths = protected_paths or []
     branch = command.branch
+    where = _work_tree(command)
+    for folder, checked_out in command.worktrees:
+        if inside(where, folder):
+            branch = checked_out
     if sub == "push":
         yield from _push(rest, guarded, branch, command, via)
     elif sub in ("filter-branch", "filter-repo"):
@@ -428,7 +514,13 @@ def _git(command: Command, protected: list[str], via: str,
             yield from _write_hits(command, command.path(path), protected_paths,
                                    f"git {sub}{via}", tree=True)
     elif sub == "config":
-        pass  # code in configuration values is analysed with the command line
+        words = [a for a in rest if not a.startswith("-")]
+        if len(words) >= 2 and re.fullmatch(r"remote\.[^.]+\.push", words[0]):
+            spec = words[1]
+            target = spec.lstrip("+").partition(":")[2].removeprefix("refs/heads/")
+            if spec.startswith("+") and (target in guarded or "*" in target or not target):
+                yield Hit("git.force-push", f"git config makes every push force {spec}{via}",
+                          command.span)
     if branch is None or branch in guarded:
         rewriting = sub == "rebase" or (sub == "commit" and "--amend" in rest) or (
             sub == "reset" and _moves_branch(rest))
@@ -495,6 +587,10 @@ def _push(rest: list[str], guarded: set[str], branch: str | None, command: Comma
                   f"of the remote{via}", command.span)
         return
     deleting = _has(rest, "d", "--delete")
+    if "--prune" in rest and any("*" in spec for spec in rest if not spec.startswith("-")):
+        yield Hit("git.delete-protected-branch", f"git push --prune with a pattern deletes "
+                  f"every remote branch the pattern does not cover, protected ones too{via}",
+                  command.span)
     positional = [a for a in rest if not a.startswith("-")]
     refspecs = positional[1:]
     destinations = []

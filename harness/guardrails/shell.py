@@ -18,10 +18,11 @@ is reported as a problem, so the policy can ask or fail closed.
 from __future__ import annotations
 
 import codecs
-import copy
 import functools
+import json
 import posixpath
 import re
+import shlex
 import unicodedata
 from dataclasses import dataclass, field, replace
 
@@ -81,6 +82,8 @@ class Command:
     """Symbolic links made earlier in the line: (link, target)."""
     env: tuple[tuple[str, str], ...] = ()
     """Variables set for this command alone (`NAME=value cmd`, `env NAME=value cmd`)."""
+    worktrees: tuple[tuple[str, str], ...] = ()
+    """Folders other than the workspace with a branch checked out (`git worktree add`)."""
 
     @functools.cached_property
     def program(self) -> str:
@@ -128,6 +131,9 @@ class ShellAnalysis:
     problems: list[Problem] = field(default_factory=list)
     sql: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
     """SQL the line sends to psql, with the span of the psql command."""
+    suspect_arguments: list[tuple[str, str, tuple[int, int]]] = field(default_factory=list)
+    """(program, argument, span): arguments of programs the analysis does not model that
+    read as command lines; the policy judges what they would run."""
 
 
 @dataclass
@@ -141,8 +147,20 @@ class _State:
     links: list[tuple[str, str]] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
     branch: str | None = None
+    previous_branch: str | None = None
     files: dict[str, str] = field(default_factory=dict)
     """Files the line wrote with content it shows (`echo X > f`, `cat > f <<EOF`)."""
+    git_aliases: dict[str, str] = field(default_factory=dict)
+    traps: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
+
+    def fork(self) -> _State:
+        """A copy a subshell can change without changing this one."""
+        return replace(self, stack=list(self.stack), env=dict(self.env), links=list(self.links),
+                       aliases=dict(self.aliases), files=dict(self.files),
+                       git_aliases=dict(self.git_aliases), traps=list(self.traps),
+                       worktrees=dict(self.worktrees))
+    worktrees: dict[str, str] = field(default_factory=dict)
+    """Folders `git worktree add` checked a branch out in."""
 
 
 @functools.cache
@@ -160,7 +178,8 @@ def analyse(text: str, *, cwd: str = WORKSPACE, branch: str | None = None) -> Sh
             "direction) characters", (0, len(text))))
     state = _State(cwd=cwd, previous=cwd, branch=branch)
     try:
-        _Walker(analysis, cleaned, depth=0, outer_span=None, state=state).run()
+        _Walker(analysis, _join_continued_lines(cleaned), depth=0, outer_span=None,
+                state=state).run()
     except RecursionError:
         analysis.problems.append(Problem(
             "shell.unparseable", "the command is nested too deeply to analyse", (0, len(text))))
@@ -199,7 +218,10 @@ class _Walker:
             self._problem("shell.unparseable",
                           "the command cannot be parsed (unbalanced quotes or brackets?)", span)
             return
+        pending = len(self.state.traps)
         self._visit(root)
+        for code, span in self.state.traps[pending:]:
+            self._nested_text(span, code, "trap")
 
     def _span(self, node: tree_sitter.Node) -> tuple[int, int]:
         if self.outer_span is not None:
@@ -261,7 +283,7 @@ class _Walker:
     def _isolated(self, action: functools.partial[list[Command]] | object) -> list[Command]:
         """Run `action` on a copy of the state (a subshell: its cd does not leak)."""
         saved = self.state
-        self.state = copy.deepcopy(saved)
+        self.state = saved.fork()
         try:
             return action()  # type: ignore[operator]
         finally:
@@ -301,7 +323,8 @@ class _Walker:
         produced: list[Command] = []
         previous: list[Command] = []
         for child in node.named_children:
-            feed: Stdin = (_echo_output(previous), previous[-1].argv) if previous else (None, None)
+            feed: Stdin = (_echo_output(previous), _origin(previous[-1])) if previous \
+                else (None, None)
             previous = self._isolated(functools.partial(self._visit, child, feed))
             produced.extend(previous)
         return produced
@@ -430,7 +453,8 @@ class _Walker:
                           "pattern, only resolved when the command runs", self._span(node))
         command = Command(tuple(argv), self._span(node), tuple(extra_redirects), script,
                           stdin[1], self.via, (), self.state.cwd, self.state.branch,
-                          tuple(self.state.links), tuple(local_env.items()))
+                          tuple(self.state.links), tuple(local_env.items()),
+                          tuple(self.state.worktrees.items()))
         self._remember_written(command)
         return self._expand(command)
 
@@ -498,6 +522,12 @@ class _Walker:
             return [(DYNAMIC + "/dev/fd", False)]
         if kind == "arithmetic_expansion":
             self._visit_expansions(node)
+            # Arithmetic evaluates variables' values as expressions, subscripts included:
+            # `x='a[$(cmd)]'; $(( x ))` runs cmd.
+            for name in re.findall(r"[A-Za-z_]\w*", self._node_text(node)):
+                value = self.env.get(name, "")
+                if "$(" in value or "`" in value:
+                    self._unquoted_text(value)
             return [(DYNAMIC, False)]
         if kind == "concatenation":
             pieces: list[tuple[str, bool]] = []
@@ -592,6 +622,10 @@ class _Walker:
                     return output.rstrip("\n")
             if only.program == "pwd":
                 return self.state.cwd
+            if only.program == "mktemp":
+                made = programs.parse("mktemp", only.args)
+                folder = made.value("-p", "--tmpdir") or "/tmp"
+                return posixpath.join(only.path(folder), "tmp." + DYNAMIC)
             if only.program in ("dirname", "basename", "realpath", "readlink") and \
                     only.args and DYNAMIC not in only.args[-1]:
                 path = only.path(only.args[-1])
@@ -627,8 +661,17 @@ class _Walker:
                           f"({_show(command.argv[0])})", command.span)
             return produced
         self._carry(command)
+        self._environment_code(command)
         conventions = programs.spec(program)
         parsed = programs.parse(program, command.args)
+        if "/" in command.argv[0] and command.path(command.argv[0]) in self.state.files:
+            self._run_file(command, command.argv[0], _language_of(
+                self.state.files[command.path(command.argv[0])]), command.argv[0])
+        if program not in programs.PROGRAMS and program not in _HANDLERS and \
+                program not in _DATA_PROGRAMS:
+            for arg in command.args:
+                if " " in arg.strip() and DYNAMIC not in arg and _reads_as_command(arg):
+                    self.analysis.suspect_arguments.append((program, arg, command.span))
         for option, value in parsed.options:
             language = conventions.code.get(option)
             if language is not None and value is not None:
@@ -687,8 +730,24 @@ class _Walker:
                 state.links.append((link, target_path))
         elif program == "git":
             branch = _checked_out(args)
+            if branch == "-":
+                branch = state.previous_branch
             if branch is not None:
-                state.branch = branch
+                state.previous_branch, state.branch = state.branch, branch
+            words = [a for a in args if not a.startswith("-")]
+            if words[:2] == ["worktree", "add"] and len(words) >= 4:
+                state.worktrees[command.path(words[2])] = words[3]
+        elif program in ("declare", "typeset", "local", "readonly"):
+            nameref = "-n" in args or any(a.startswith("-") and "n" in a for a in args)
+            for arg in args:
+                name, equals, value = arg.partition("=")
+                if equals and not name.startswith("-"):
+                    state.env[name] = self._known().get(value, DYNAMIC) if nameref else value
+        elif program == "hash":
+            parsed = programs.parse("hash", args)
+            path = parsed.value("-p")
+            for name in parsed.operands if path else ():
+                state.aliases[name] = path or ""
         elif program == "export":
             for arg in args:
                 name, equals, value = arg.partition("=")
@@ -705,7 +764,7 @@ class _Walker:
         self._nested_text(command.span, script, how)
 
     def _nested_text(self, span: tuple[int, int], script: str, how: str) -> None:
-        state = copy.deepcopy(self.state)
+        state = self.state.fork()
         _Walker(self.analysis, _ZERO_WIDTH.sub("", script), depth=self.depth + 1,
                 outer_span=span, state=state, via=(*self.via, how)).run()
 
@@ -799,6 +858,21 @@ class _Walker:
         self._stdin_code(command, language)
         return []
 
+    def _environment_code(self, command: Command) -> None:
+        """Variables whose value a program runs or loads: prompts a shell expands, the
+        libraries and startup code interpreters load."""
+        for name, value in [*command.env, *((k, v) for k, v in self.env.items()
+                                             if k in _CODE_VARIABLES)]:
+            if name in ("PS0", "PS1", "PS2", "PS4", "PROMPT_COMMAND") and value:
+                if name == "PROMPT_COMMAND":
+                    self._nested(command, value, name)
+                elif "$(" in value or "`" in value:
+                    self._unquoted_text(value)  # its command substitutions run
+            elif value and (name in _LOADED_VARIABLES or (name == "NODE_OPTIONS" and re.search(
+                    r"(^|\s)(-r|--require|--import|--loader|--experimental-loader)", value))):
+                self._problem("shell.unverifiable-code", f"{name} makes {command.program} "
+                              f"load code from {value}", command.span)
+
     def _startup(self, command: Command, parsed: programs.Parsed) -> None:
         """Files a shell runs before anything else: --rcfile, BASH_ENV, ENV."""
         startup = [v for o, v in parsed.options if o in ("--rcfile", "--init-file") and v]
@@ -824,6 +898,8 @@ class _Walker:
         key = key.lower()
         if key.startswith("alias.") and value.startswith("!"):
             self._nested(command, value[1:], f"{how} {key}")
+        elif key.startswith("alias."):
+            self.state.git_aliases[key[6:]] = value
         elif key in _GIT_COMMAND_KEYS or (key.startswith("credential.") and
                                           value.startswith("!")) or \
                 re.match(r"^(filter|diff|merge)\.[^.]+\.(clean|smudge|process|command|"
@@ -932,9 +1008,11 @@ _STDIN_FILES = frozenset({"/dev/stdin", "/dev/fd/0", "/proc/self/fd/0", "-"})
 
 
 def _handle_trap(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    """A trap's code runs when its signal comes (at the latest, when the shell exits): it
+    is judged with the state the line ends in."""
     operands = [a for a in command.args if a not in ("--", "-p", "-l")]
     if operands and operands[0] not in ("-", ""):
-        walker._nested(command, operands[0], "trap")
+        walker.state.traps.append((operands[0], command.span))
     return []
 
 
@@ -996,6 +1074,8 @@ def _handle_psql(walker: _Walker, command: Command, parsed: programs.Parsed) -> 
         walker._run_file(command, sql_file or "", "sql", "psql -f")
         return []
     if command.stdin_input() is not None:
+        walker._run_file(replace(command, redirects=()), command.stdin_input() or "", "sql",
+                         "psql <")
         return []
     if command.stdin_script is not None and DYNAMIC not in command.stdin_script:
         walker.analysis.sql.append((command.stdin_script, command.span))
@@ -1027,10 +1107,40 @@ def _handle_env(walker: _Walker, command: Command, parsed: programs.Parsed) -> l
 
 
 def _handle_git(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
-    """Configuration values and environment variables that git runs as commands."""
+    """Configuration values, environment variables and options that git runs as commands,
+    and git aliases."""
+    environment = dict(command.env)
     for name, value in command.env:
         if name in _GIT_COMMAND_ENV and value:
             walker._nested(command, value, f"{name} for git")
+    count = environment.get("GIT_CONFIG_COUNT", "")
+    for index in range(int(count) if count.isdigit() else 0):
+        key = environment.get(f"GIT_CONFIG_KEY_{index}")
+        if key:
+            walker._git_config(command, f"{key}={environment.get(f'GIT_CONFIG_VALUE_{index}', '')}",
+                               "GIT_CONFIG")
+    words = list(parsed.operands)
+    if words and words[0] in walker.state.git_aliases:
+        alias = walker.state.git_aliases[words[0]]
+        try:
+            expanded = shlex.split(alias)
+        except ValueError:
+            expanded = alias.split()
+        return walker._expand(_derive(command, ("git", *expanded, *words[1:]),
+                                      f"git alias {words[0]}"))
+    if words[:1] == ["rebase"]:
+        for option, given in programs.parse("git-rebase", words[1:]).options:
+            if option in ("-x", "--exec") and given:
+                walker._nested(command, given, "git rebase --exec")
+    elif words[:2] == ["submodule", "foreach"] and len(words) > 2:
+        walker._nested(command, " ".join(w for w in words[2:] if w != "--recursive"),
+                       "git submodule foreach")
+    elif words[:2] == ["bisect", "run"] and len(words) > 2:
+        walker._expand(_derive(command, tuple(words[2:]), "git bisect run"))
+    elif words[:1] == ["filter-branch"]:
+        for option, given in programs.parse("git-filter-branch", words[1:]).options:
+            if given and option.endswith("-filter"):
+                walker._nested(command, given, f"git filter-branch {option}")
     words = [w for w in parsed.operands]
     if len(words) >= 3 and words[0] == "config" and not words[1].startswith("-"):
         walker._git_config(command, f"{words[1]}={words[2]}", "git config")
@@ -1073,11 +1183,27 @@ def _handle_less(walker: _Walker, command: Command, parsed: programs.Parsed
 
 def _handle_npm(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
     words = list(command.args)
+    if words[:2] == ["pkg", "set"]:
+        for setting in words[2:]:
+            key, _, value = setting.partition("=")
+            if key.startswith("scripts."):
+                walker._nested(command, value, f"npm script {key[8:]}")
+        return []
+    script = words[1] if words[:1] in (["run"], ["run-script"]) and len(words) > 1 else \
+        words[0] if words[:1] in (["test"], ["start"], ["stop"], ["restart"]) else None
+    manifest = walker.state.files.get(command.path("package.json"))
+    if script and manifest is not None:
+        try:
+            scripts = json.loads(manifest).get("scripts", {})
+        except (ValueError, AttributeError):
+            scripts = {}
+        if isinstance(scripts, dict) and isinstance(scripts.get(script), str):
+            walker._nested(command, scripts[script], f"npm run {script}")
     if words[:1] in (["exec"], ["x"]):
         inner = programs.parse("npx", words[1:])
-        for option, value in inner.options:
-            if option in ("-c", "--call") and value:
-                walker._nested(command, value, "npm exec -c")
+        for option, given in inner.options:
+            if option in ("-c", "--call") and given:
+                walker._nested(command, given, "npm exec -c")
         if inner.rest:
             return walker._expand(_derive(command, tuple(inner.rest), "npm exec"))
     return []
@@ -1090,8 +1216,17 @@ def _handle_deno(walker: _Walker, command: Command, parsed: programs.Parsed) -> 
 
 
 def _handle_make(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
-    if parsed.value("-f", "--file", "--makefile") == "-":
+    makefile = parsed.value("-f", "--file", "--makefile")
+    if makefile == "-":
         walker._stdin_code(command, "make")
+        return []
+    folder = parsed.value("-C", "--directory") or "."
+    names = [makefile] if makefile else ["GNUmakefile", "makefile", "Makefile"]
+    for name in names:
+        path = command.path(posixpath.join(folder, name))
+        if path in walker.state.files:
+            walker._code(command, "make", walker.state.files[path], "make")
+            break
     return []
 
 
@@ -1126,6 +1261,53 @@ def _handle_sqlite(walker: _Walker, command: Command, parsed: programs.Parsed
     return []
 
 
+def _handle_tmux(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
+    words = list(command.args)
+    for index, word in enumerate(words):
+        if word in _TMUX_RUNNERS:
+            inner = programs.parse("tmux-" + word, words[index + 1 :])
+            if inner.operands:
+                how = f"tmux {word}"
+                text = " ".join(inner.operands) if word not in ("send-keys", "send") else \
+                    " ".join(o for o in inner.operands if o not in ("Enter", "C-m"))
+                walker._nested(command, text, how)
+            break
+    return []
+
+
+_TMUX_RUNNERS = frozenset({"new", "new-session", "new-window", "neww", "split-window",
+                           "splitw", "respawn-pane", "respawnp", "respawn-window", "run-shell",
+                           "run", "send-keys", "send", "pipe-pane"})
+
+
+def _handle_screen(walker: _Walker, command: Command, parsed: programs.Parsed
+                   ) -> list[Command]:
+    for option, value in parsed.options:
+        if option == "-X" and value == "stuff":
+            walker._nested(command, " ".join(parsed.operands).replace("\\n", "\n"),
+                           "screen stuff")
+            return []
+    if parsed.operands:
+        return walker._expand(_derive(command, tuple(parsed.operands), "screen"))
+    return []
+
+
+def _handle_container(walker: _Walker, command: Command, parsed: programs.Parsed
+                      ) -> list[Command]:
+    """`docker exec C CMD`, `docker run IMAGE CMD`, `kubectl exec POD -- CMD`: a command
+    run elsewhere, judged all the same."""
+    words = list(command.args)
+    verbs = ("exec", "run") if command.program != "kubectl" else ("exec",)
+    if not words or words[0] not in verbs:
+        return []
+    inner = programs.parse(f"{command.program}-{words[0]}", words[1:])
+    rest = inner.operands[1:] if command.program != "kubectl" or "--" not in words else \
+        words[words.index("--") + 1 :]
+    if rest:
+        return walker._expand(_derive(command, tuple(rest), f"{command.program} {words[0]}"))
+    return []
+
+
 _HANDLERS = {
     "xargs": _handle_xargs, "find": _handle_find, "eval": _handle_eval,
     "source": _handle_source, ".": _handle_source, "trap": _handle_trap,
@@ -1134,8 +1316,46 @@ _HANDLERS = {
     "git": _handle_git, "socat": _handle_socat, "ssh": _handle_ssh, "less": _handle_less,
     "npm": _handle_npm, "deno": _handle_deno, "make": _handle_make, "at": _handle_at,
     "batch": _handle_at, "crontab": _handle_at, "runuser": _handle_runuser,
-    "sqlite3": _handle_sqlite,
+    "sqlite3": _handle_sqlite, "tmux": _handle_tmux, "screen": _handle_screen,
+    "docker": _handle_container, "podman": _handle_container, "kubectl": _handle_container,
 }
+
+_CODE_VARIABLES = frozenset({"PS0", "PS1", "PS2", "PS4", "PROMPT_COMMAND"})
+_LOADED_VARIABLES = frozenset({"LD_PRELOAD", "LD_AUDIT", "PERL5OPT", "RUBYOPT"})
+"""Variables that make a program load and run code before its own (NODE_OPTIONS only with
+--require/--import; PYTHONPATH and friends only say where modules are found)."""
+_DATA_PROGRAMS = frozenset({
+    "echo", "printf", "grep", "egrep", "fgrep", "rg", "ag", "ack", "cat", "ls", "wc", "head",
+    "tail", "sort", "uniq", "cut", "tr", "diff", "cmp", "comm", "jq", "yq", "logger", "test",
+    "[", "[[", "true", "false", "read", "mapfile", "readarray", "basename", "dirname",
+    "realpath", "readlink", "stat", "file", "du", "df", "date", "sleep", "wait", "type",
+    "which", "whereis", "man", "less", "more", "column", "fold", "fmt", "tee", "touch", "mkdir",
+    "cp", "mv", "ln", "chmod", "chown", "rm", "rmdir", "pytest", "gh", "hub", "notify-send",
+    "wall", "write", "mail", "git", "export", "unset", "set", "shift", "return", "exit",
+    "cd", "pushd", "popd", "declare", "typeset", "local", "readonly", "hash", "getopts",
+    "pip", "pip3", "npm", "yarn", "pnpm", "cargo", "go", "mvn", "gradle", "dotnet", "curl",
+    "wget", "tar", "zip", "unzip", "sqlite3", "psql", "mysql", "redis-cli", "ruff", "black",
+    "mypy", "pylint", "flake8", "isort", "eslint", "prettier", "tsc", "node", "python",
+    "python3", "make", "cmake", "ctest", "tox", "nox", "pre-commit", "commitizen", "cz"})
+"""Programs whose arguments are data (messages, patterns, names), never command lines."""
+
+
+def _reads_as_command(text: str) -> bool:
+    """Whether an argument looks like a command line: a plausible program name first."""
+    first = text.strip().split()[0]
+    return re.fullmatch(r"[\w./~-]+", first) is not None and not first.startswith("-")
+
+
+def _language_of(script: str) -> str:
+    """The language of a script by its first line (`#!/usr/bin/env python3`)."""
+    first = script.lstrip().split("\n", 1)[0]
+    if first.startswith("#!"):
+        for name, language in (("python", "python"), ("node", "node"), ("perl", "perl"),
+                               ("ruby", "ruby"), ("php", "php")):
+            if name in first:
+                return language
+    return "shell"
+
 
 _GIT_COMMAND_ENV = frozenset({"GIT_EDITOR", "EDITOR", "VISUAL", "GIT_SEQUENCE_EDITOR",
                               "GIT_PAGER", "PAGER", "GIT_SSH_COMMAND", "GIT_SSH",
@@ -1149,6 +1369,26 @@ _GIT_COMMAND_KEYS = frozenset({"core.fsmonitor", "core.sshcommand", "core.pager"
                                "core.gitproxy", "ssh.variant"})
 
 
+_FILTERS = frozenset({"grep", "egrep", "fgrep", "rg", "sort", "uniq", "head", "tail", "cut",
+                      "tr", "sed", "awk", "tac", "nl", "cat"})
+
+
+NARROWED = "\x00narrowed"
+"""Marks a producer whose listing passed through a filter (`ls | grep -v keep`)."""
+
+
+def _origin(command: Command) -> tuple[str, ...]:
+    """The command whose output flows through a chain of filters (`ls | grep -v x`: ls,
+    marked as narrowed when a filter selects lines)."""
+    if command.program in _FILTERS and command.stdin_producer and not any(
+            a for a in command.args if a.startswith("/")):
+        narrowing = command.program in ("grep", "egrep", "fgrep", "rg", "head", "tail", "sed",
+                                        "awk")
+        marker = (NARROWED,) if narrowing and NARROWED not in command.stdin_producer else ()
+        return command.stdin_producer + marker
+    return command.argv
+
+
 def _checked_out(args: tuple[str, ...]) -> str | None:
     """The branch `git checkout B`, `git switch B`, `checkout -b B` leave checked out."""
     words = list(args)
@@ -1159,6 +1399,8 @@ def _checked_out(args: tuple[str, ...]) -> str | None:
     if not words or words[0] not in ("checkout", "switch"):
         return None
     rest = words[1:]
+    if rest == ["-"]:
+        return "-"
     for flag in ("-b", "-B", "-c", "-C", "--create", "--force-create"):
         if flag in rest and rest.index(flag) + 1 < len(rest):
             return rest[rest.index(flag) + 1]
@@ -1345,3 +1587,24 @@ def _transform(whole: str, name: str, known: dict[str, str]) -> str | None:
         start = numbers[0]
         return value[start : start + numbers[1]] if len(numbers) > 1 else value[start:]
     return None
+
+
+def _join_continued_lines(text: str) -> str:
+    """Remove backslash-newline pairs outside single quotes, as bash's reader does before
+    it splits words (`r\\<newline>m` is `rm`). Offsets after one shift by two characters;
+    spans stay close enough to point at the command."""
+    if "\\\n" not in text:
+        return text
+    out: list[str] = []
+    quoted = False
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "'" and (index == 0 or text[index - 1] != "\\"):
+            quoted = not quoted
+        if not quoted and char == "\\" and text[index + 1 : index + 2] == "\n":
+            index += 2
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)

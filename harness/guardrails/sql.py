@@ -14,6 +14,7 @@ Text that does not parse fails closed (`SqlSyntaxError`).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,10 @@ DANGEROUS_FUNCTIONS = frozenset({
     "pg_create_physical_replication_slot", "pg_replication_origin_create",
 })
 """Server administration, file access and sessions on other connections."""
+WRITING_FUNCTIONS = frozenset({"setval", "nextval", "lo_import", "lo_unlink", "lo_create",
+                               "lo_from_bytea", "lo_put", "pg_advisory_xact_lock",
+                               "set_config", "txid_current", "pg_current_xact_id"})
+"""Functions that write (a sequence, a large object, a setting) when a SELECT calls them."""
 SQL_TEXT_FUNCTIONS = {"dblink": 1, "dblink_exec": 1, "dblink_send_query": 1}
 """Functions whose argument at this position is SQL run elsewhere (analysed too)."""
 TRIGGER_SILENCING = frozenset({"session_replication_role"})
@@ -74,9 +79,6 @@ class Statement:
     """ALTER COLUMN ... TYPE ... USING an expression that reads no column: every value of
     the column is replaced."""
     functions: tuple[str, ...] = ()
-    words: tuple[str, ...] = ()
-    """The statement's tokens as PostgreSQL's lexer reads them: keywords upper-cased,
-    identifiers as written, literals as `''`, comments dropped."""
     nested: tuple[Statement, ...] = ()
     """Statements this one runs: data-modifying CTEs, EXPLAIN ANALYZE's statement, a
     PREPAREd statement, rule actions, DO and function bodies, dblink SQL."""
@@ -88,10 +90,17 @@ class Statement:
     """SET name = value, and set_config(name, value) calls."""
     uncertain: str | None = None
 
+    @functools.cached_property
+    def words(self) -> tuple[str, ...]:
+        """The statement's tokens as PostgreSQL's lexer reads them: keywords upper-cased,
+        identifiers as written, literals as `''`, comments dropped (read on first use)."""
+        return _words(self.text)
+
     @property
     def writes(self) -> bool:
         """Whether the statement (or something it runs) changes data or schema."""
-        return self.kind in WRITE_KINDS or any(n.writes for n in self.nested)
+        return self.kind in WRITE_KINDS or bool(set(self.functions) & WRITING_FUNCTIONS) or \
+            any(n.writes for n in self.nested)
 
     def walk(self) -> list[Statement]:
         """This statement and every statement nested in it."""
@@ -122,7 +131,8 @@ def analyse(text: str) -> SqlAnalysis:
             start, length = (len(encoded[:start].decode(errors="replace")),
                              len(encoded[start : start + length].decode(errors="replace")))
         span = (start, start + length)
-        reader = _Reader(text[span[0] : span[1]], span, depth=0)
+        reader = _Reader(text[span[0] : span[1]], span, depth=0,
+                         calls=tree["harness_calls"])
         try:
             analysis.statements.append(reader.statement(raw["stmt"]))
         except RecursionError:
@@ -137,7 +147,10 @@ def _parse(text: str) -> dict[str, Any]:
     from pglast import parser  # imported on first use: shell-only checks never need it
 
     try:
-        return dict(json.loads(parser.parse_sql_json(text)))
+        raw = parser.parse_sql_json(text)
+        tree = dict(json.loads(raw))
+        tree["harness_calls"] = '"FuncCall"' in raw  # no call anywhere: no walk for them
+        return tree
     except RecursionError:
         raise SqlSyntaxError("the SQL is nested too deeply to analyse", 0) from None
     except parser.ParseError as exc:
@@ -400,11 +413,13 @@ class _Reader:
     """Reads one statement's tree into a Statement."""
 
     def __init__(self, text: str, span: tuple[int, int], *, depth: int,
-                 deferred: bool = False) -> None:
+                 deferred: bool = False, calls: bool = True) -> None:
         self.text = text
         self.span = span
         self.depth = depth
         self.deferred = deferred
+        self.calls = calls
+        """Whether the parse tree has function calls at all (no walk for them if not)."""
 
     def statement(self, tree: dict[str, Any]) -> Statement:
         node = _node(tree)
@@ -421,11 +436,13 @@ class _Reader:
 
     def _make(self, kind: str, **fields: Any) -> Statement:
         fields.setdefault("deferred", self.deferred)
-        return Statement(kind, self.span, self.text, words=_words(self.text), **fields)
+        return Statement(kind, self.span, self.text, **fields)
 
-    def _inner(self, tree: Any, *, deferred: bool | None = None) -> Statement:
+    def _inner(self, tree: Any, *, deferred: bool | None = None, calls: bool | None = None
+               ) -> Statement:
         """A statement run by this one (same span: its text is part of this one's)."""
         reader = _Reader(self.text, self.span, depth=self.depth + 1,
+                         calls=self.calls if calls is None else calls,
                          deferred=self.deferred if deferred is None else deferred)
         return reader.statement(tree) if isinstance(tree, dict) else \
             reader._make("UNKNOWN", uncertain="an unreadable inner statement")
@@ -440,7 +457,7 @@ class _Reader:
         except SqlSyntaxError as exc:
             return (self._make("UNKNOWN", uncertain=f"{how} does not parse: {exc}",
                                deferred=deferred),)
-        return tuple(self._inner(raw["stmt"], deferred=deferred)
+        return tuple(self._inner(raw["stmt"], deferred=deferred, calls=tree["harness_calls"])
                      for raw in tree.get("stmts", []))
 
     # ------------------------------------------------------------ walking
@@ -452,6 +469,8 @@ class _Reader:
         functions: list[str] = []
         settings: list[tuple[str, str]] = []
         nested: list[Statement] = []
+        if not self.calls:
+            return functions, settings, nested
         for kind, node in _nodes(body):
             if kind != "FuncCall":
                 continue
@@ -570,8 +589,20 @@ class _Reader:
     def _DropdbStmt(self, body: dict[str, Any]) -> Statement:
         return self._make("DROP", object_kind="DATABASE", targets=(str(body.get("dbname")),))
 
+    def _CreatePolicyStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("GRANT", object_kind="POLICY",
+                          targets=(_relation(body.get("table")) or "?",))
+
+    def _AlterPolicyStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("GRANT", object_kind="POLICY",
+                          targets=(_relation(body.get("table")) or "?",))
+
     def _AlterTableStmt(self, body: dict[str, Any]) -> Statement:
         commands = [cmd for kind, cmd in _nodes(body.get("cmds")) if kind == "AlterTableCmd"]
+        if any(cmd.get("subtype") in ("AT_DisableRowSecurity", "AT_NoForceRowSecurity")
+               for cmd in commands):
+            return self._make("GRANT", object_kind="ROW SECURITY",
+                              targets=(_relation(body.get("relation")) or "?",))
         drops = any(cmd.get("subtype") == "AT_DropColumn" for cmd in commands)
         rewritten = None
         for cmd in commands:

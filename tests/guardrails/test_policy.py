@@ -126,7 +126,9 @@ def test_file_writes_are_judged_by_path() -> None:
     for path, rule in [(".github/workflows/ci.yml", "path.protected"),
                        ("./.github/workflows/x/../ci.yml", "path.protected"),
                        ("../outside.txt", "path.outside-workspace"),
-                       ("/home/agent/.bashrc", "path.outside-workspace")]:
+                       ("/home/agent/.bashrc", "path.runs-later"),
+                       ("/etc/cron.d/x", "path.runs-later"),
+                       (".git/hooks/pre-commit", "path.git-internals")]:
         assert p.evaluate(ToolAction("write_file", {"path": path})).rule_id == rule, path
     assert p.evaluate(ToolAction("read_file", {"path": ".github/workflows/ci.yml"})).allowed
 
