@@ -24,12 +24,17 @@ class _Console:
         self._stderr = stderr
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    @property
+    def real(self) -> Console:
+        """The rich Console itself (for rich objects that take one)."""
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(stderr=self._stderr, highlight=False)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
 
 
 out: Any = _Console(stderr=False)
@@ -585,7 +590,7 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
     except HarnessError as exc:
         _fail(str(exc), code=2)
     total = len(scenarios) * len(factories) * repeat
-    with Progress(console=err, transient=True) as progress:
+    with Progress(console=err.real, transient=True) as progress:
         task = progress.add_task("evaluating", total=total)
         runs = evaluate(scenarios, factories, repeat=repeat, parallel=parallel, seed=seed,
                         progress=lambda _run: progress.advance(task))

@@ -22,11 +22,17 @@ class MigrationStatement:
 
 _EXECUTES = frozenset({"execute", "exec_driver_sql", "executescript", "RunSQL"})
 # Alembic (op.*) and Django (migrations.*) operations that destroy data, as the SQL they run.
+def _quoted(name: str) -> str:
+    """An identifier as SQL, quoted (a model may be named like a keyword: `order`)."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
+
+
 _DESTRUCTIVE = {
-    "drop_table": lambda a: f"DROP TABLE {a[0]}",
-    "drop_column": lambda a: f"ALTER TABLE {a[0]} DROP COLUMN {a[1]}",
-    "DeleteModel": lambda a: f"DROP TABLE {a[0]}",
-    "RemoveField": lambda a: f"ALTER TABLE {a[0]} DROP COLUMN {a[1]}",
+    "drop_table": lambda a: f"DROP TABLE {_quoted(a[0])}",
+    "drop_column": lambda a: f"ALTER TABLE {_quoted(a[0])} DROP COLUMN {_quoted(a[1])}",
+    # Django names tables in lower case.
+    "DeleteModel": lambda a: f"DROP TABLE {_quoted(a[0].lower())}",
+    "RemoveField": lambda a: f"ALTER TABLE {_quoted(a[0].lower())} DROP COLUMN {_quoted(a[1])}",
 }
 _ARGUMENT_NAMES = {
     "drop_table": ("table_name",), "drop_column": ("table_name", "column_name"),
