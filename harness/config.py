@@ -208,11 +208,16 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 
 class EnvVarSource(_Strict):
-    """Environment variables whose names start with `prefix`, from the host or `values`."""
+    """Environment variables whose names start with `prefix`, from the host or `values`.
+    They are set in the agent's shell; unless `secret`, their values are also shown to the
+    agent and recorded in traces."""
 
     type: Literal["env_var"]
     prefix: str
     values: dict[str, str] = {}
+    secret: bool = False
+    """The values are credentials: set in the shell, never shown to the agent (it is told
+    the names), and redacted, with their encodings, from every output, trace and log."""
 
 
 class DbSchemaSource(_Strict):
@@ -374,9 +379,23 @@ class HttpTool(_Strict):
     """The http_request tool: the harness makes requests for the agent, to these hosts only."""
 
     allow_hosts: list[str] = []
-    """Host names (or host:port) the agent may reach; empty: none."""
+    """Where the agent may send requests, checked on every redirect hop too: `host` (http
+    or https, any port), `host:port`, `https://host` (port 443) or `https://host:port`;
+    empty: nowhere."""
     timeout_s: float = Field(10, gt=0)
+    """For the whole request, redirects included."""
     max_response_bytes: int = Field(1 << 20, ge=1024)
+    max_redirects: int = Field(5, ge=0)
+    """Redirects followed at most (each one re-checked against allow_hosts)."""
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        from harness.outbound import AllowedHost
+
+        for entry in value:
+            AllowedHost.parse(entry)
+        return value
 
 
 class Tools(_Strict):

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client as http_client
 import json
 import logging
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +26,7 @@ from harness.errors import HarnessError
 from harness.guardrails import Context, Decision, Policy
 from harness.guardrails.policy import Approver
 from harness.promote.promotion import PromotionResult
+from harness.redaction import Redactor
 from harness.sandbox import Sandbox
 from harness.sandbox.capture import read_delta
 from harness.sandbox.home import state_dir
@@ -40,7 +39,7 @@ from harness.state import (
     sources_of,
 )
 from harness.tools import TOOLS, parameter_problem
-from harness.tracing import Redactor, Span, Tracer
+from harness.tracing import Span, Tracer
 
 Status = Literal["ok", "error", "refused"]
 _LOG = logging.getLogger("harness.episode")
@@ -51,7 +50,7 @@ class Refusal:
     """Why an action did not run: by which check (guardrail, budget or invalid), which
     rule or limit, and why."""
 
-    kind: Literal["guardrail", "budget", "invalid"]
+    kind: Literal["guardrail", "budget", "invalid", "http"]
     rule: str
     reason: str
 
@@ -101,8 +100,10 @@ class Episode:
         self.policy = Policy(config.guardrails, approver=approver)
         self.budget = Budget(config.orchestrator.blast_radius, config.orchestrator.limits)
         self._env = environment(config.state_injection, host_env)
+        self._secret_env = environment(config.state_injection, host_env, secret=True)
         self._headers = auth_headers(config.state_injection, host_env)
-        self.redactor = Redactor([v for v in self._headers.values() if v])
+        self.redactor = Redactor([v for v in self._headers.values() if v]
+                                 + list(self._secret_env.values()))
         self.tracer = Tracer(None, redactor=self.redactor)
         self.trace_path = trace_path or Path(config.observability.tracing.path or
                                              state_dir("traces")) / f"{self.tracer.trace_id}.jsonl"
@@ -203,6 +204,7 @@ class Episode:
                                      "duration_s": round(time.monotonic() - started, 6),
                                      "span_id": span.span_id,
                                      "counters": self.budget.counters.to_dict()})
+            result = self._redacted(result)
             logging_config = self.config.observability.logging
             span.set(status=result.status, counters=result.counters,
                      refusal=asdict(result.refusal) if result.refusal else None,
@@ -212,6 +214,16 @@ class Episode:
         self.results.append(result)
         self._log(result, span)
         return result
+
+    def _redacted(self, result: ActionResult) -> ActionResult:
+        """The result as the agent may see it: every secret the harness holds, in every form
+        it redacts, replaced (a command can print a secret variable; a server can echo a
+        header)."""
+        refusal = result.refusal
+        if refusal is not None:
+            refusal = Refusal(refusal.kind, refusal.rule, self.redactor(refusal.reason))
+        return replace(result, output=self.redactor(result.output), refusal=refusal,
+                       decision=self.redactor(result.decision))
 
     def _log(self, result: ActionResult, span: Span) -> None:
         if result.refusal is not None:
@@ -259,15 +271,19 @@ class Episode:
             return self._over(index, action, decision, overrun)
         counters.actions += 1
         with self.tracer.span("execute", span) as execution:
-            status, output, overrun = self._execute(action)
+            status, output, stop = self._execute(action)
             execution.set(status=status)
+        if isinstance(stop, Refusal):
+            counters.refused += 1
+            return ActionResult(index, action.tool, "refused", output, refusal=stop,
+                                decision=decision.to_dict() if decision.findings else None)
         with self.tracer.span("measure", span) as measure:
             notes = self._measure(action.tool)
             measure.set(commits=counters.commits, rows=counters.rows, **notes)
             output.update(notes)
-        if overrun is not None:
+        if stop is not None:
             counters.refused += 1
-            return self._over(index, action, decision, overrun, output)
+            return self._over(index, action, decision, stop, output)
         return ActionResult(index, action.tool, status, output, decision=decision.to_dict()
                             if decision.findings else None)
 
@@ -279,10 +295,17 @@ class Episode:
 
     # ------------------------------------------------------------ tools
 
-    def _execute(self, action: ToolAction) -> tuple[Status, dict[str, Any], Overrun | None]:
+    def _execute(self, action: ToolAction
+                 ) -> tuple[Status, dict[str, Any], Overrun | Refusal | None]:
+        from harness.outbound import RequestRefused
+
         handler = getattr(self, f"_tool_{action.tool}")
         try:
             return handler(action.parameters)  # type: ignore[no-any-return]
+        except RequestRefused as exc:
+            return "refused", {"redirects": [{"url": hop.url, "status": hop.status}
+                                             for hop in exc.hops]}, \
+                Refusal("http", exc.rule, str(exc))
         except (FileNotFoundError, IsADirectoryError) as exc:
             return "error", {"error": f"{type(exc).__name__}: {exc}"}, None
         except psycopg.Error as exc:
@@ -377,32 +400,26 @@ class Episode:
         return "ok", {"results": results}, None
 
     def _tool_http_request(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
-        url = urllib.parse.urlsplit(p["url"])
-        allowed = self.config.tools.http.allow_hosts
-        host = url.hostname or ""
-        if url.scheme not in ("http", "https") or not (
-                host in allowed or f"{host}:{url.port}" in allowed):
-            return "error", {"error": f"{host or p['url']!r} is not an allowed host "
-                             f"(tools.http.allow_hosts: {allowed})"}, None
-        headers = {k: v for k, v in (p.get("headers") or {}).items()
-                   if k.lower() not in {h.lower() for h in self._headers}}
-        headers.update({k: v for k, v in self._headers.items() if v})  # added at the edge
+        from harness.outbound import AllowedHost, fetch
+
+        http = self.config.tools.http
         body = p.get("body")
-        request = urllib.request.Request(p["url"], method=p["method"], headers=headers,
-                                         data=body.encode() if body is not None else None)
-        limit = self.config.tools.http.max_response_bytes
         try:
-            with urllib.request.urlopen(request, timeout=self.config.tools.http.timeout_s) as r:
-                status, data, reply_headers = r.status, r.read(limit + 1), dict(r.headers)
-        except urllib.error.HTTPError as exc:
-            status, data, reply_headers = exc.code, exc.read(limit + 1), dict(exc.headers)
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            return "error", {"error": f"request failed: {exc}"}, None
-        self.budget.counters.output_bytes += len(data)
-        return "ok", self.redactor({
-            "status": status, "headers": reply_headers,
-            "body": data[:limit].decode("utf-8", errors="replace"),
-            "truncated": len(data) > limit}), None
+            reply = fetch(p["method"], p["url"], allow=[AllowedHost.parse(entry)
+                                                        for entry in http.allow_hosts],
+                          headers=p.get("headers") or {},
+                          edge_headers={k: v for k, v in self._headers.items() if v},
+                          body=body.encode() if body is not None else None,
+                          timeout=http.timeout_s, max_bytes=http.max_response_bytes,
+                          max_redirects=http.max_redirects)
+        except (OSError, http_client.HTTPException) as exc:
+            return "error", {"error": f"request failed: {type(exc).__name__}: {exc}"}, None
+        self.budget.counters.output_bytes += len(reply.body)
+        return "ok", {"status": reply.status, "headers": reply.headers,
+                      "body": reply.body.decode("utf-8", errors="replace"),
+                      "truncated": reply.truncated, "url": reply.url,
+                      "redirects": [{"url": hop.url, "status": hop.status}
+                                    for hop in reply.hops[:-1]]}, None
 
     # ------------------------------------------------------------ measuring
 
@@ -455,7 +472,9 @@ class Episode:
             status = self.sandbox.exec(["git", "status", "--porcelain", "--", relative])
             dirty = bool(status.stdout.strip())
             files.append(file_state(relative, content, int(stamp) if stamp else None, dirty))
-        return InjectedState(env=dict(self._env), schema=schema,
+        return InjectedState(env={k: v for k, v in self._env.items()
+                                  if k not in self._secret_env},
+                             secret_env=sorted(self._secret_env), schema=schema,
                              auth_headers={k: v is not None for k, v in self._headers.items()},
                              files=files)
 

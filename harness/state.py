@@ -43,6 +43,9 @@ class InjectedState:
     """Everything injected, as one object an agent adapter can place in its prompt."""
 
     env: dict[str, str] = field(default_factory=dict)
+    """Variables shown with their values (secret ones are in `secret_env`)."""
+    secret_env: list[str] = field(default_factory=list)
+    """Names of variables set in the shell whose values are not shown."""
     schema: dict[str, Any] = field(default_factory=dict)
     auth_headers: dict[str, bool] = field(default_factory=dict)
     """Header names, and whether a value is configured (values are never shown)."""
@@ -58,6 +61,9 @@ class InjectedState:
         if self.env:
             lines.append("Environment variables (set in your shell):")
             lines += [f"  {name}={value}" for name, value in sorted(self.env.items())]
+        if self.secret_env:
+            lines.append("Secret environment variables (set in your shell; their values are "
+                         "never shown): " + ", ".join(sorted(self.secret_env)))
         if self.schema:
             lines.append("Database tables (PostgreSQL; use $DATABASE_URL or psql):")
             for table, info in self.schema.items():
@@ -83,13 +89,14 @@ class InjectedState:
         return "\n".join(lines)
 
 
-def environment(injection: StateInjection, host: Mapping[str, str] | None = None
-                ) -> dict[str, str]:
-    """The env_var sources: host variables with each prefix, overridden by config values."""
+def environment(injection: StateInjection, host: Mapping[str, str] | None = None, *,
+                secret: bool | None = None) -> dict[str, str]:
+    """The env_var sources: host variables with each prefix, overridden by config values;
+    only the secret sources' (or only the others') when `secret` is given."""
     host = os.environ if host is None else host
     found: dict[str, str] = {}
     for source in injection.sources:
-        if isinstance(source, EnvVarSource):
+        if isinstance(source, EnvVarSource) and secret in (None, source.secret):
             found.update({k: v for k, v in host.items() if k.startswith(source.prefix)})
             found.update({k: v for k, v in source.values.items() if k.startswith(source.prefix)})
     return found

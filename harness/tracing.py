@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-REDACTED = "***"
+from harness.redaction import Redactor
 
 
 @dataclass
@@ -38,34 +38,6 @@ class Span:
                 "name": self.name, "start": self.start, "end": self.end,
                 "duration_ms": round(((self.end or self.start) - self.start) * 1000, 3),
                 "attributes": self.attributes}
-
-
-class Redactor:
-    """Replaces every known secret value, wherever it appears in a string, by ***."""
-
-    def __init__(self, values: list[str] | None = None) -> None:
-        self._values: list[str] = []
-        for value in values or []:
-            self.add(value)
-
-    def add(self, value: str) -> None:
-        """Treat `value` as a secret from now on (values shorter than 4 characters are
-        not, or every `a` would vanish)."""
-        if value and len(value) >= 4 and value not in self._values:
-            self._values.append(value)
-            self._values.sort(key=len, reverse=True)
-
-    def __call__(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self._values:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, dict):
-            return {k: self(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self(v) for v in value]
-        return value
 
 
 class Tracer:

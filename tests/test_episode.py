@@ -138,7 +138,8 @@ def test_a_scripted_episode_hits_every_guardrail_and_budget_and_replays(
     assert by[17].output["status"] == 200
     echoed = {k.lower(): v for k, v in json.loads(by[17].output["body"])["headers"].items()}
     assert echoed["x-api-key"] == "***", "added at the edge, and the agent never sees it"
-    assert "not an allowed host" in by[18].output["error"]
+    assert by[18].refusal.rule == "http.host-not-allowed"
+    assert "10.1.2.3 is not in tools.http.allow_hosts" in by[18].refusal.reason
     assert by[19].refusal.rule == "bad-action"
     assert by[20].refusal.rule == "bad-parameters"
     assert by[21].refusal.rule == "bad-parameters"
