@@ -1,4 +1,5 @@
-"""Sandbox open/close and exec latency against a bare `docker run --rm IMAGE true`.
+"""Sandbox open/close and exec latency against a bare `docker run --rm IMAGE true`, and
+the cost of the per-sandbox disk (sandbox.disk_limit) against none.
 
 Issue 2's target: open + close within 2x of the bare docker run on the fixture repo.
 """
@@ -15,14 +16,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stats import summary, timed
 
+from harness.config import SandboxSettings
 from harness.fixtures import fixture_repo, generated_repo
 from harness.sandbox import Sandbox, engine, images
 
 
-def lifecycle(repo: Path, runs: int) -> dict[str, object]:
+def lifecycle(repo: Path, runs: int, settings: SandboxSettings | None = None
+              ) -> dict[str, object]:
     opens, closes, totals = [], [], []
     for _ in range(runs):
-        sandbox = Sandbox(repo)
+        sandbox = Sandbox(repo, settings=settings)
         opened = timed(sandbox.open)
         closed = timed(sandbox.close)
         opens.append(opened)
@@ -55,7 +58,12 @@ def main() -> None:
         "generated_repo_10k_commits_5k_files": {**lifecycle(large, args.runs),
                                                 "exec_true": exec_round_trip(large, args.runs)},
     }
+    results["fixture_repo_without_disk_limit"] = lifecycle(
+        fixture, args.runs, SandboxSettings(disk_limit=None))
     fixture_total = results["fixture_repo"]["open_plus_close"]  # type: ignore[index]
+    no_disk = results["fixture_repo_without_disk_limit"]["open_plus_close"]  # type: ignore[index]
+    results["ratio_disk_limit_to_none_open_close"] = round(
+        fixture_total["median_ms"] / no_disk["median_ms"], 3)
     results["ratio_fixture_open_close_to_baseline"] = round(
         fixture_total["median_ms"] / baseline["median_ms"], 3)
     results["ratio_fixture_open_close_to_baseline_p95"] = round(

@@ -145,6 +145,8 @@ def exec_command(
             notes.append("output truncated")
         if result.oom_killed:
             notes.append("killed at the memory limit")
+        if result.disk_limit_hit:
+            notes.append("disk limit hit (sandbox.disk_limit)")
         notes.append(f"{changes.commit_count} commit(s) since base")
         if delta is not None:
             total = delta.summary()["total"]

@@ -291,6 +291,13 @@ class Observability(_Strict):
 _SIZE = re.compile(r"^\d+(\.\d+)?[kmg]?$", re.IGNORECASE)
 
 
+def size_bytes(size: str) -> int:
+    """Bytes in a size like 512m or 2g (k, m, g are powers of 1024)."""
+    unit = size[-1].lower()
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(unit, 1)
+    return int(float(size.rstrip("kmgKMG")) * scale)
+
+
 class Hardening(_Strict):
     """How each sandbox container is confined. Every field that differs from the
     default is reported as an override (see `Hardening.overrides`)."""
@@ -345,7 +352,23 @@ class SandboxSettings(_Strict):
     exec_timeout_s: float = Field(120.0, gt=0)
     output_limit_bytes: int = Field(1 << 20, ge=1024)
     """Bytes of stdout and of stderr kept per command; the rest is dropped and flagged."""
+    disk_limit: str | None = "4g"
+    """Space for everything the agent writes (workspace, /tmp, home), e.g. 512m or 4g:
+    one fixed-size filesystem per sandbox, enforced by the kernel (ENOSPC past it). Needs
+    root and loop devices (`harness doctor` says); None: no limit."""
+    require_disk_limit: bool = False
+    """Refuse to open a sandbox when this host cannot enforce `disk_limit`; otherwise the
+    sandbox opens and reports the limit as not enforced."""
     database: DatabaseSettings = DatabaseSettings()
+
+    @field_validator("disk_limit")
+    @classmethod
+    def _disk(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _SIZE.match(value) or size_bytes(value) < 16 << 20:
+            raise ValueError(f"{value!r} is not a size of at least 16m (like 512m or 4g)")
+        return value.lower()
 
 
 class Target(_Strict):

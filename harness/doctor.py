@@ -33,6 +33,7 @@ def run_checks() -> list[Check]:
         checks.append(_image("postgres-15"))
     checks.append(_binary("git", "apt-get install git"))
     checks.append(_postgres())
+    checks.append(_disk_limit())
     checks.append(_binary("debootstrap", "apt-get install debootstrap (for offline image builds)",
                           required=False))
     return checks
@@ -56,6 +57,17 @@ def _image(name: str) -> Check:
                      "harness images build")
     except HarnessError as exc:
         return Check(f"image {name}", False, str(exc), "check the sandboxes/ folder")
+
+
+def _disk_limit() -> Check:
+    from harness.sandbox.disk import mechanism
+
+    found = mechanism()
+    if found.enforced:
+        return Check("sandbox disk limit", True, found.detail)
+    return Check("sandbox disk limit", True, f"NOT ENFORCED: {found.detail}",
+                 "run harness as root on a host with loop devices, or accept the risk "
+                 "(sandbox.require_disk_limit refuses to run without it)")
 
 
 def _binary(name: str, fix: str, *, required: bool = True) -> Check:

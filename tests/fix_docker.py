@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import pytest
@@ -43,12 +44,15 @@ def agent_image(docker_client: docker.DockerClient) -> str:
 
 
 def harness_resources(client: docker.DockerClient) -> list[str]:
-    """Names of containers and volumes that carry the harness label."""
+    """Names of containers and volumes that carry the harness label, and the sandbox disks
+    mounted on this host."""
     selector = {"label": labels.SANDBOX}
+    disks = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+             if "/workspaces/" in line.split()[1]]
     return [c.name for c in client.containers.list(all=True, filters=selector,
                                                          ignore_removed=True)] + [
         v.name for v in client.volumes.list(filters=selector)
-    ]
+    ] + disks
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,9 @@ import contextlib
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -18,6 +20,7 @@ from psycopg import sql
 
 from harness.sandbox import labels
 from harness.sandbox.database import OWNER_PID, SandboxDatabase
+from harness.sandbox.disk import unmount
 from harness.sandbox.home import SCRATCH, scratch_owner, state_dir
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
 
@@ -65,9 +68,15 @@ def collect_garbage(client: docker.DockerClient, *, everything: bool = False) ->
     for folder in state_dir("workspaces").iterdir():
         owner = folder / "owner.pid"
         pid = owner.read_text().strip() if owner.is_file() else ""
+        if not everything and not pid and _younger_than(folder, 300):
+            continue  # being made right now: its owner is written next
         if everything or not _alive(pid):
+            unmount(folder)  # a sandbox's own filesystem: its contents go with it
             shutil.rmtree(folder, ignore_errors=True)
             report.workspaces.append(folder.name)
+    for image in state_dir("disks").glob("*.img"):
+        if not (state_dir("workspaces") / image.stem).exists():
+            image.unlink(missing_ok=True)
     for folder in state_dir(SCRATCH).iterdir():
         if everything or not _alive(scratch_owner(folder)):
             shutil.rmtree(folder, ignore_errors=True)
@@ -137,6 +146,13 @@ def _owner_pid(comment: str | None) -> str:
 
 def _orphaned(resource_labels: dict[str, str]) -> bool:
     return not _alive(resource_labels.get(labels.PID, ""))
+
+
+def _younger_than(path: Path, seconds: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime < seconds
+    except FileNotFoundError:
+        return True
 
 
 def _alive(pid: str) -> bool:

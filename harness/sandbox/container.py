@@ -55,6 +55,7 @@ class Container:
         hardening: Hardening,
         labels: Mapping[str, str],
         workspace: str | None = None,
+        writable_mounts: Mapping[str, str] | None = None,
         read_only_mounts: Mapping[str, str] | None = None,
         environment: Mapping[str, str] | None = None,
         owner: tuple[int, int] = (1000, 1000),
@@ -66,6 +67,9 @@ class Container:
         self.hardening = hardening
         self.labels = dict(labels)
         self.workspace = workspace
+        self.writable_mounts = dict(writable_mounts or {})
+        """Host folder -> container path; /tmp and /home/agent are size-capped tmpfs
+        unless given here."""
         self.read_only_mounts = dict(read_only_mounts or {})
         self.environment = dict(environment or {})
         self.owner = owner
@@ -125,13 +129,19 @@ class Container:
                   for source, target in self.read_only_mounts.items()]
         if self.workspace:
             mounts.append(Mount(target="/workspace", source=self.workspace, type="bind"))
-        tmpfs = {"/tmp": f"rw,nosuid,nodev,size={h.tmpfs_size},mode=1777"}
+        mounts += [Mount(target=target, source=source, type="bind")
+                   for source, target in self.writable_mounts.items()]
+        uid, gid = self.owner
+        tmpfs = {"/tmp": f"rw,nosuid,nodev,size={h.tmpfs_size},mode=1777",
+                 # The launcher's pid files: never on a disk the agent can fill.
+                 "/tmp/.harness": f"rw,nosuid,nodev,size=1m,uid={uid},gid={gid},mode=0700"}
         user = h.user
         if h.user == "agent":
-            uid, gid = self.owner
             # The agent runs as whoever owns the workspace (uid 1000, `agent`, as root).
             user = "agent" if self.owner == (1000, 1000) else f"{uid}:{gid}"
             tmpfs["/home/agent"] = f"rw,nosuid,nodev,size=64m,uid={uid},gid={gid},mode=0700"
+        for target in self.writable_mounts.values():
+            tmpfs.pop(target, None)
         args: dict[str, Any] = {
             "command": ["bash", "-c", _INIT],
             "user": user,

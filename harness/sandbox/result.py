@@ -24,6 +24,8 @@ class ExecResult:
     """The kernel's OOM killer ended a process of the command at the memory limit."""
     interrupted: bool = False
     """Its process tree was killed on request (the caller gave up on it) before it ended."""
+    disk_limit_hit: bool = False
+    """The sandbox's disk (sandbox.disk_limit) was full when it ended: writes got ENOSPC."""
 
     @property
     def ok(self) -> bool:

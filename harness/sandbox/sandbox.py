@@ -7,21 +7,24 @@ import shlex
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import docker
 
-from harness.config import SandboxSettings
+from harness.config import Hardening, SandboxSettings, size_bytes
 from harness.errors import SandboxError
 from harness.sandbox import engine, images
 from harness.sandbox.capture import RowDelta
 from harness.sandbox.container import Container
 from harness.sandbox.database import SandboxDatabase, open_baseline
+from harness.sandbox.disk import Disk, mechanism
 from harness.sandbox.labels import resource_labels
 from harness.sandbox.result import ExecResult
 from harness.sandbox.workspace import Workspace, WorkspaceChanges
 
 WORKSPACE = "/workspace"
+_ENOSPC = "No space left on device"
 _WRITE_CHUNK = 96 * 1024  # one argv string may hold at most 128 KiB (MAX_ARG_STRLEN)
 
 
@@ -48,6 +51,8 @@ class Sandbox:
         self._container: Container | None = None
         self._database_source = database
         self.database: SandboxDatabase | None = None
+        self.disk: Disk | None = None
+        """The filesystem holding everything the agent writes (None: no disk limit)."""
         self.open_duration_s = 0.0
 
     @property
@@ -59,8 +64,14 @@ class Sandbox:
 
     @property
     def hardening_overrides(self) -> dict[str, object]:
-        """Hardening settings that differ from the defaults (for the trace)."""
-        return self.settings.hardening.overrides()
+        """Hardening settings that differ from the defaults (for the trace), and a disk
+        limit that is configured but not enforced."""
+        overrides = self.settings.hardening.overrides()
+        if self.settings.disk_limit is not None and not mechanism().enforced:
+            overrides["disk_limit"] = f"not enforced: {mechanism().detail}"
+        elif self.settings.disk_limit is None:
+            overrides["disk_limit"] = None
+        return overrides
 
     # ------------------------------------------------------------ lifecycle
 
@@ -70,6 +81,7 @@ class Sandbox:
         try:
             client = self._client or engine.connect()
             image = _image_reference(client, self.settings.image)
+            writable = self._make_disk()
             self.workspace.create()
             mounts = self.workspace.container_mounts()
             environment = {**self._environment, **self.workspace.container_environment()}
@@ -81,9 +93,10 @@ class Sandbox:
             self._container = Container(
                 client,
                 image,
-                hardening=self.settings.hardening,
+                hardening=self._hardening(),
                 labels=resource_labels(self.id, "sandbox"),
                 workspace=str(self.workspace.path),
+                writable_mounts=writable,
                 read_only_mounts=mounts,
                 # No .pyc files: they would land in `git add -A`, and a same-size edit within
                 # one second of the last import would run stale bytecode.
@@ -111,7 +124,34 @@ class Sandbox:
                     self.database.drop()
             finally:
                 self.database = None
-                self.workspace.remove()
+                if self.disk is not None:
+                    self.disk.remove()  # the clone goes with its filesystem
+                    self.disk = None
+                else:
+                    self.workspace.remove()
+
+    def _make_disk(self) -> dict[str, str]:
+        """The sandbox's own filesystem when a disk limit is set and enforceable; the
+        writable folders to mount from it."""
+        limit = self.settings.disk_limit
+        if limit is None:
+            return {}
+        if not mechanism().enforced:
+            if self.settings.require_disk_limit:
+                raise SandboxError(f"sandbox.disk_limit {limit} cannot be enforced on this "
+                                   f"host ({mechanism().detail}) and "
+                                   "sandbox.require_disk_limit is set")
+            return {}
+        self.disk = Disk(self.id, size_bytes(limit), owner=self.workspace.owner).create()
+        return self.disk.mounts()
+
+    def _hardening(self) -> Hardening:
+        """The hardening settings, with tmpfs no larger than the disk limit."""
+        hardening = self.settings.hardening
+        limit = self.settings.disk_limit
+        if limit is not None and size_bytes(limit) < size_bytes(hardening.tmpfs_size):
+            return hardening.model_copy(update={"tmpfs_size": limit})
+        return hardening
 
     def __enter__(self) -> Sandbox:
         return self.open()
@@ -129,8 +169,12 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
     ) -> ExecResult:
-        """Run a command in the container (see `Container.exec`)."""
-        return self.container.exec(command, timeout=timeout, env=env, cwd=cwd)
+        """Run a command in the container (see `Container.exec`); `disk_limit_hit` says
+        whether the sandbox's disk is full after it."""
+        result = self.container.exec(command, timeout=timeout, env=env, cwd=cwd)
+        if self.disk is not None and (self.disk.full() or _ENOSPC in result.stderr):
+            result = replace(result, disk_limit_hit=True)
+        return result
 
     def interrupt(self) -> None:
         """Kill the commands running in the container now (see `Container.interrupt`)."""
@@ -162,7 +206,9 @@ class Sandbox:
             script = f'{prepare}printf %s "$1" | base64 -d {redirect} {quoted}'
             result = self.container.exec(["bash", "-c", script, "write", chunk])
             if not result.ok:
-                raise SandboxError(f"cannot write {path}: {result.stderr.strip()}")
+                full = " (disk_limit_hit: the sandbox's disk, sandbox.disk_limit, is full)" \
+                    if self.disk is not None and self.disk.full() else ""
+                raise SandboxError(f"cannot write {path}: {result.stderr.strip()}{full}")
 
     def changes(self) -> WorkspaceChanges:
         """What was committed in the workspace since the base."""

@@ -91,3 +91,9 @@ def test_one_gc_after_random_kills_leaves_nothing_of_the_killed(
             if (f / "owner.pid").is_file() and (f / "owner.pid").read_text().strip().isdigit()
             and int((f / "owner.pid").read_text()) in killed] == []
     assert report["scratch"], "the killed push's folder was found and removed"
+    workspaces = state_dir("workspaces")
+    assert [image.name for image in state_dir("disks").glob("*.img")
+            if not (workspaces / image.stem).exists()] == [], "no disk image outlives its sandbox"
+    assert [line for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1].startswith(f"{workspaces}/")
+            and not (Path(line.split()[1]) / "owner.pid").exists()] == []

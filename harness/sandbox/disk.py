@@ -1,0 +1,134 @@
+"""A sandbox's disk: one fixed-size ext4 filesystem image, loop-mounted on the host, that
+holds everything the agent can write (the workspace, /tmp and the home folder). The kernel
+enforces its size: past it the agent gets ENOSPC, and the host loses at most that much
+space. Needs root (to mount) and loop devices; `mechanism()` says whether this host has
+them, and a sandbox without them falls back to size-capped tmpfs for /tmp and home only."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import SandboxError
+from harness.sandbox.home import state_dir
+
+NEARLY_FULL_BYTES = 1 << 20
+"""A disk with less free space than this (or no free inode) counts as full."""
+_FOLDERS = {"tmp": 0o1777, "home": 0o700}
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """How disk limits are enforced on this host, or why they cannot be."""
+
+    enforced: bool
+    detail: str
+
+
+@functools.cache
+def mechanism() -> Mechanism:
+    """Whether this host can give each sandbox its own fixed-size filesystem."""
+    if os.geteuid() != 0:
+        return Mechanism(False, f"mounting a filesystem image needs root (running as uid "
+                                f"{os.geteuid()}); /tmp and home are size-capped tmpfs, the "
+                                "workspace is not limited")
+    for tool in ("mkfs.ext4", "mount", "umount"):
+        if shutil.which(tool) is None:
+            return Mechanism(False, f"{tool} not found (apt-get install e2fsprogs mount)")
+    if not Path("/dev/loop-control").exists():
+        return Mechanism(False, "no loop devices (/dev/loop-control is missing)")
+    probe = Disk(f"probe-{os.getpid()}", 16 << 20, owner=(os.geteuid(), os.getegid()))
+    try:
+        probe.create(checked=False)
+    except SandboxError as exc:
+        return Mechanism(False, f"a filesystem image cannot be mounted here: {exc}")
+    finally:
+        probe.remove()
+    return Mechanism(True, "a loop-mounted ext4 image per sandbox (workspace, /tmp and home)")
+
+
+class Disk:
+    """The filesystem of sandbox `name`, `size` bytes, mounted at the sandbox's folder
+    under $HARNESS_HOME/workspaces; `remove()` unmounts it and deletes the image."""
+
+    def __init__(self, name: str, size: int, *, owner: tuple[int, int]) -> None:
+        self.name = name
+        self.size = size
+        self.owner = owner
+        self.path = state_dir("workspaces") / name
+        self.image = image_path(name)
+
+    def create(self, *, checked: bool = True) -> Disk:
+        """Make, format and mount the image, with tmp/ and home/ folders (the workspace
+        clones itself into repo/)."""
+        if checked and not mechanism().enforced:
+            raise SandboxError(f"no disk limit on this host: {mechanism().detail}")
+        try:
+            # The folder, with its owner, exists before the image: gc judges by both.
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / "owner.pid").write_text(str(os.getpid()))
+            self.image.parent.mkdir(parents=True, exist_ok=True)
+            with self.image.open("wb") as image:
+                image.truncate(self.size)  # sparse: the host pays only for what is written
+            # No journal: the filesystem lives as long as the sandbox; nothing to recover.
+            _run("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E",
+                 "lazy_itable_init=1,lazy_journal_init=1,nodiscard", str(self.image))
+            # discard: space the agent frees goes back to the host (holes in the image).
+            _run("mount", "-o", "loop,discard,nosuid,nodev", str(self.image), str(self.path))
+            for folder, mode in _FOLDERS.items():
+                (self.path / folder).mkdir()
+                os.chmod(self.path / folder, mode)
+                if folder != "tmp":
+                    os.chown(self.path / folder, *self.owner)
+            shutil.rmtree(self.path / "lost+found", ignore_errors=True)
+            (self.path / "owner.pid").write_text(str(os.getpid()))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def remove(self) -> None:
+        """Unmount and delete; safe to call twice and on a half-made disk."""
+        unmount(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            self.image.unlink()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def mounts(self) -> dict[str, str]:
+        """Host folder -> container path, for the writable folders on this disk."""
+        return {str(self.path / "tmp"): "/tmp", str(self.path / "home"): "/home/agent"}
+
+    def free_bytes(self) -> int:
+        """Bytes the agent may still write."""
+        stats = os.statvfs(self.path)
+        return stats.f_bavail * stats.f_frsize
+
+    def full(self) -> bool:
+        """No room left for the agent (bytes or inodes)."""
+        stats = os.statvfs(self.path)
+        return stats.f_bavail * stats.f_frsize < NEARLY_FULL_BYTES or stats.f_favail == 0
+
+
+def image_path(name: str) -> Path:
+    """Where the image of sandbox `name` lives (outside the folder it is mounted on)."""
+    return state_dir("disks") / f"{name}.img"
+
+
+def unmount(path: Path) -> None:
+    """Unmount `path` if something is mounted there (lazily when still busy)."""
+    if not os.path.ismount(path):
+        return
+    if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def _run(*argv: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SandboxError(f"cannot make the sandbox disk: {' '.join(argv[:2])}: "
+                           f"{(done.stderr or done.stdout).strip()}")
