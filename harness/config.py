@@ -331,6 +331,16 @@ class Hardening(_Strict):
         }
 
 
+class FixedMask(_Strict):
+    """Mask a column with one value (cast to the column's type)."""
+
+    fixed: str | int | float | bool
+
+
+MaskRule = Literal["hash", "null", "fake"] | FixedMask
+_MASK_TARGET = re.compile(r"^([A-Za-z_][\w$]*\.){1,2}[A-Za-z_][\w$]*$")
+
+
 class DatabaseSettings(_Strict):
     """The sandbox's copy of the target database."""
 
@@ -341,6 +351,26 @@ class DatabaseSettings(_Strict):
     refresh_on_source_change: bool = True
     """Renew a cached baseline of a live source that has changed since it was made; false
     keeps one fixed copy (reproducible runs against a moving database)."""
+    mask: dict[str, MaskRule] = {}
+    """`table.column` (or `schema.table.column`) -> `hash`, `null`, `fake` (format-
+    preserving) or `{fixed: value}`: applied when the baseline is built, so no sandbox
+    holds the real values; a change set that writes a masked column is refused."""
+
+    @field_validator("mask", mode="before")
+    @classmethod
+    def _yaml_null(cls, value: Any) -> Any:
+        # `column: null` in YAML is None: the null rule, as the user meant.
+        if isinstance(value, dict):
+            return {k: "null" if v is None else v for k, v in value.items()}
+        return value
+
+    @field_validator("mask")
+    @classmethod
+    def _mask_targets(cls, value: dict[str, MaskRule]) -> dict[str, MaskRule]:
+        for target in value:
+            if not _MASK_TARGET.match(target):
+                raise ValueError(f"{target!r} is not table.column or schema.table.column")
+        return value
 
 
 class SandboxSettings(_Strict):

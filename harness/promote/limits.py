@@ -11,7 +11,7 @@ from harness.changeset import ChangeSet
 from harness.config import Config
 from harness.guardrails.paths import matches, resolve
 from harness.guardrails.rules import protected_match
-from harness.sandbox.capture import RowDelta
+from harness.sandbox.capture import RowDelta, dump_images
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,46 @@ def check_limits(changeset: ChangeSet, config: Config) -> list[Violation]:
         if protected is not None:
             found.append(Violation("protected_tables", protected, delta.rows,
                                    f"{delta.rows} rows changed in the protected table {bare}"))
+    found += _masked_writes(rows)
     if rows.ddl and not blast.allow_ddl:
         found.append(Violation("allow_ddl", False, len(rows.ddl),
                                f"{len(rows.ddl)} schema change(s): "
                                + "; ".join((d.query or d.command_tag)[:80] for d in rows.ddl)))
     elif rows.ddl:
         found += _unreplayable(rows)
+    return found
+
+
+def _masked_writes(rows: RowDelta) -> list[Violation]:
+    """Masked columns hold values derived from the real ones (sandbox.database.mask): a
+    change set that writes one would put a mask where the real value belongs; refused."""
+    found = []
+    for table, delta in sorted(rows.tables.items()):
+        masked = set(delta.masked)
+        if not masked:
+            continue
+        columns: set[str] = set()
+        count = 0
+        for update in delta.updated:
+            changed = {c for c in masked
+                       if dump_images(update.before.get(c)) != dump_images(update.after.get(c))}
+            columns |= changed
+            count += bool(changed)
+        for image in delta.inserted:
+            given = {c for c in masked if image.get(c) is not None}
+            columns |= given
+            count += bool(given)
+        if columns:
+            found.append(Violation(
+                "masked_columns", "unchanged", sorted(columns),
+                f"{count} row(s) of {table} write the masked column(s) "
+                f"{', '.join(sorted(columns))}: their sandbox values are masks, not data "
+                "(sandbox.database.mask); promote such a change from an unmasked rehearsal"))
+        if delta.deleted and not delta.key:
+            found.append(Violation(
+                "masked_columns", "a key", len(delta.deleted),
+                f"{table} has no primary key, so its deleted rows are found by their "
+                "contents, part of which is masked; they cannot be identified on the target"))
     return found
 
 

@@ -25,6 +25,7 @@ from psycopg.types.json import set_json_loads
 from harness.errors import HarnessError
 from harness.sandbox import catalog
 from harness.sandbox.capture import RowDelta, RowUpdate, TableDelta, dump_images, load_image
+from harness.sandbox.masking import MASKED
 
 _CHUNK = 5000
 
@@ -86,6 +87,9 @@ class _Table:
     all_columns: list[str] = field(default_factory=list)
     text_compared: list[str] = field(default_factory=list)
     """Columns of types without an equality operator: compared as text."""
+    masked: list[str] = field(default_factory=list)
+    """Columns whose sandbox values are masks (sandbox.database.mask): not compared with
+    the target, not written, not shown."""
 
     @property
     def scan(self) -> str:
@@ -122,7 +126,8 @@ def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool,
             applied.ddl += 1
     set_json_loads(load_image, conn)  # rows read back keep their exact numbers
     order = _dependency_order(conn, list(delta.tables))
-    tables = {name: _describe(conn, name) for name in order}
+    tables = {name: replace(_describe(conn, name), masked=delta.tables[name].masked)
+              for name in order}
     applied.mode = _choose_mode(conn, tables, triggers)
     before_stats = _write_counts(conn) if applied.mode == "fire" else {}
     deltas = [delta.tables[name] for name in order]
@@ -174,7 +179,9 @@ def _write(conn: psycopg.Connection[Any], delta: RowDelta, deltas: list[TableDel
         applied.updated += count
         written[table.table] = replace(written[table.table], updated=updates)
     for table in reversed(deltas):  # children first
-        applied.deleted += _delete(conn, table, tables[table.table])
+        count, removed = _delete(conn, table, tables[table.table])
+        applied.deleted += count
+        written[table.table] = replace(written[table.table], deleted=removed)
     return RowDelta({name: written[name] for name in delta.tables}, delta.ddl)
 
 
@@ -218,7 +225,7 @@ def invert(delta: RowDelta) -> RowDelta:
             # The key names the row as it is before the update: after a move, the new one.
             updated=[RowUpdate({k: u.after.get(k) for k in table.key}, u.after, u.before,
                                u.changed) for u in table.updated],
-            deleted=list(table.inserted), partitions=table.partitions)
+            deleted=list(table.inserted), partitions=table.partitions, masked=table.masked)
     return RowDelta(tables, [])
 
 
@@ -270,6 +277,8 @@ def _same_row(info: _Table, left: str = "t", right: str = "r") -> sql.Composable
     """`left` and `right` hold equal values in every column (NULL equals NULL)."""
     parts = []
     for column in info.all_columns:
+        if column in info.masked:
+            continue
         a = sql.SQL("{}.{}").format(sql.Identifier(left), sql.Identifier(column))
         b = sql.SQL("{}.{}").format(sql.Identifier(right), sql.Identifier(column))
         if column in info.text_compared:
@@ -388,7 +397,8 @@ def _rewritten(planned: RowDelta, actual: RowDelta) -> dict[str, list[str]]:
             zip((u.after for u in table.updated), (u.after for u in written.updated),
                 strict=False))
         for mine, theirs in pairs:
-            columns |= {c for c in set(mine) | set(theirs) if mine.get(c) != theirs.get(c)}
+            columns |= {c for c in set(mine) | set(theirs)
+                        if mine.get(c) != theirs.get(c) and c not in table.masked}
         if columns:
             found[name] = sorted(columns)
     return found
@@ -445,7 +455,8 @@ def _check(conn: psycopg.Connection[Any], table: TableDelta, info: _Table) -> li
             {"images": _images(chunk)}).fetchall()
         for ordinal, found in rows:
             image = chunk[ordinal - 1]
-            conflicts.append(Conflict(name, {k: image.get(k) for k in key}, image, found,
+            conflicts.append(Conflict(name, {k: image.get(k) for k in key}, image,
+                                      _unmasked(found, info),
                                       "the row was deleted" if found is None else
                                       "the row was changed since the snapshot"))
     # A row that moves to another partition takes a new key, which must be free too.
@@ -457,9 +468,18 @@ def _check(conn: psycopg.Connection[Any], table: TableDelta, info: _Table) -> li
             {"images": _images(chunk)}).fetchall()
         for ordinal, found in rows:
             image = chunk[ordinal - 1]
-            conflicts.append(Conflict(name, {k: image.get(k) for k in key}, None, found,
+            conflicts.append(Conflict(name, {k: image.get(k) for k in key}, None,
+                                      _unmasked(found, info),
                                       "a row with this key exists already"))
     return conflicts
+
+
+def _unmasked(found: dict[str, Any] | None, info: _Table) -> dict[str, Any] | None:
+    """A target row as a conflict may show it: the real values of masked columns are what
+    masking keeps from the sandbox, so they are not shown either."""
+    if found is None or not info.masked:
+        return found
+    return {c: MASKED if c in info.masked else v for c, v in found.items()}
 
 
 def _check_by_contents(conn: psycopg.Connection[Any], table: TableDelta, info: _Table
@@ -695,7 +715,9 @@ def _update(conn: psycopg.Connection[Any], table: TableDelta, info: _Table, retu
         return 0, table.updated
     if not table.key:
         raise AssertionError("a table without a key has no updates, only deletes and inserts")
-    settable = [c for c in info.columns if c not in info.identity_always]
+    # Masked columns hold masks, never data for the target (a change set that changes one
+    # is refused before this).
+    settable = [c for c in info.columns if c not in info.identity_always + info.masked]
     # A row that moved to another partition has a new key: it is found by its old one.
     rekeyed = any(_moved(u, table.key) for u in table.updated)
     names = settable if rekeyed else [c for c in settable if c not in table.key]
@@ -747,9 +769,12 @@ def _in_order(planned: list[dict[str, Any]], returned: list[dict[str, Any]], key
             for row in planned]
 
 
-def _delete(conn: psycopg.Connection[Any], table: TableDelta, info: _Table) -> int:
+def _delete(conn: psycopg.Connection[Any], table: TableDelta, info: _Table
+            ) -> tuple[int, list[dict[str, Any]]]:
+    """Delete the rows; returns the count and the rows as deleted (with masked columns the
+    target's rows, read back: the receipt must hold the real values to restore them)."""
     if not table.deleted:
-        return 0
+        return 0, table.deleted
     if not table.key:
         count = 0
         for image in table.deleted:
@@ -762,10 +787,13 @@ def _delete(conn: psycopg.Connection[Any], table: TableDelta, info: _Table) -> i
                     _same_row(info)),
                 (dump_images(image),))
             count += cursor.rowcount
-        return count
+        return count, table.deleted
     statement = sql.SQL("DELETE FROM {} t USING (SELECT r.* FROM {}) r WHERE {}").format(
         sql.SQL(info.scan), _rows_of("images", table.table), _key_match(table.key))
-    return _in_chunks(conn, statement, table.deleted, False)[0]
+    if not info.masked:
+        return _in_chunks(conn, statement, table.deleted, False)[0], table.deleted
+    count, returned = _in_chunks(conn, statement + _returning(True), table.deleted, True)
+    return count, _in_order(table.deleted, returned, table.key)
 
 
 def _advance_sequences(conn: psycopg.Connection[Any], table: str) -> None:

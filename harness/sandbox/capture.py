@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -51,6 +51,10 @@ CREATE TABLE harness_capture.changes (
 -- The last name of every table the capture watches, so that a table renamed or dropped
 -- since its rows were captured is still named.
 CREATE TABLE harness_capture.relations (relid oid PRIMARY KEY, name text NOT NULL);
+-- Columns whose values masking replaced when the baseline was built, by number: a table
+-- or column renamed since is still known as masked.
+CREATE TABLE harness_capture.masked (relid oid NOT NULL, attnum int2 NOT NULL,
+                                     PRIMARY KEY (relid, attnum));
 -- The recursion guard of the DDL hooks is a setting; its value is a secret the agent
 -- cannot read, so the agent cannot set it to switch the hooks off.
 CREATE TABLE harness_capture.secret (token text NOT NULL);
@@ -262,6 +266,18 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f
     ORDER BY c.id, c.op DESC
 $f$;
 
+-- The masked columns under their current names, per table as change sets name it.
+CREATE FUNCTION harness_capture.masked_columns()
+RETURNS TABLE (relname text, columns text[])
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT @QUALIFIED_NAME@, array_agg(a.attname::text ORDER BY a.attnum)
+    FROM harness_capture.masked m
+    JOIN pg_class c ON c.oid = m.relid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = m.relid AND a.attnum = m.attnum AND NOT a.attisdropped
+    GROUP BY 1
+$f$;
+
 REVOKE ALL ON ALL TABLES IN SCHEMA harness_capture FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA harness_capture FROM PUBLIC;
 
@@ -332,6 +348,9 @@ class TableDelta:
     updated: list[RowUpdate] = field(default_factory=list)
     deleted: list[dict[str, Any]] = field(default_factory=list)
     partitions: dict[str, dict[str, int]] = field(default_factory=dict)
+    masked: list[str] = field(default_factory=list)
+    """Columns whose values in the sandbox are masks, not the real ones (so they are not
+    the target's either): never written, never compared."""
 
     @property
     def rows(self) -> int:
@@ -382,7 +401,8 @@ class RowDelta:
             "tables": {name: {"table": t.table, "key": t.key, "inserted": t.inserted,
                               "updated": [{"key": u.key, "before": u.before, "after": u.after,
                                            "changed": u.changed} for u in t.updated],
-                              "deleted": t.deleted, "partitions": t.partitions}
+                              "deleted": t.deleted, "partitions": t.partitions,
+                              "masked": t.masked}
                        for name, t in sorted(self.tables.items())},
             "ddl": [asdict(d) for d in self.ddl], "summary": self.summary()}
 
@@ -391,7 +411,7 @@ class RowDelta:
         """The inverse of `to_dict`."""
         tables = {name: TableDelta(name, t["key"], t["inserted"],
                                    [RowUpdate(**u) for u in t["updated"]], t["deleted"],
-                                   t.get("partitions") or {})
+                                   t.get("partitions") or {}, t.get("masked") or [])
                   for name, t in data["tables"].items()}
         return cls(tables, [DdlStatement(**d) for d in data.get("ddl", [])])
 
@@ -420,8 +440,11 @@ def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True) -> RowDelta:
         events.pop(relname, None)
     keys = primary_keys(conn, list(events)) if events else {}
     partitioned = partition_columns(conn, list(events)) if events else {}
-    tables = {name: pair_moves(net(name, keys.get(name, []), table_events),
-                               partitioned.get(name, []))
+    masked = dict(conn.execute("SELECT * FROM harness_capture.masked_columns()").fetchall()
+                  ) if events else {}
+    tables = {name: replace(pair_moves(net(name, keys.get(name, []), table_events),
+                                       partitioned.get(name, [])),
+                            masked=list(masked.get(name, [])))
               for name, table_events in events.items()}
     statements: list[DdlStatement] = []
     for row in (conn.execute("SELECT command_tag, object_type, object_identity, query "
@@ -432,6 +455,15 @@ def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True) -> RowDelta:
             continue
         statements.append(statement)
     return RowDelta({n: t for n, t in tables.items() if t.rows}, statements)
+
+
+def record_masked(conn: psycopg.Connection[Any], masked: dict[str, list[str]]) -> None:
+    """Remember which columns masking replaced (`masking.apply_masks`' result), by number."""
+    for table, columns in masked.items():
+        conn.execute("""
+            INSERT INTO harness_capture.masked
+            SELECT attrelid, attnum FROM pg_attribute
+            WHERE attrelid = %s::regclass AND attname = ANY (%s)""", (table, columns))
 
 
 def primary_keys(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, list[str]]:

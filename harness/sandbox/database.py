@@ -18,6 +18,7 @@ from psycopg import sql
 
 from harness.config import DatabaseSettings
 from harness.sandbox import capture, catalog
+from harness.sandbox.masking import parse_masks
 from harness.sandbox.postgres import (
     CONTAINER_SOCKET_DIR,
     DatabaseServer,
@@ -69,7 +70,7 @@ def open_baseline(source: str | Source, settings: DatabaseSettings | None = None
     baseline = ensure_baseline(server, parsed, refresh=refresh,
                                max_age_s=settings.baseline_max_age_s,
                                state=probe.state, follow_source=settings.refresh_on_source_change,
-                               source_major=probe.major)
+                               source_major=probe.major, masks=parse_masks(settings.mask))
     if baseline.why_built and parsed.kind == "dsn":
         _LOG.info("baseline of %s built: %s", parsed.display, baseline.why_built)
     return server, baseline
@@ -138,8 +139,8 @@ class SandboxDatabase:
                 conn.execute(sql.SQL("ALTER SEQUENCE {} OWNER TO {}").format(sql.SQL(sequence),
                                                                               role))
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA harness_capture TO {}").format(role))
-            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION harness_capture.recorded_changes() "
-                                 "TO {}").format(role))
+            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION harness_capture.recorded_changes(), "
+                                 "harness_capture.masked_columns() TO {}").format(role))
             conn.execute("TRUNCATE harness_capture.ddl")  # the grants above are not the agent's
         self.clone_seconds = time.monotonic() - started
         return self

@@ -15,7 +15,7 @@ import json
 import re
 import subprocess
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from psycopg import sql
 
 from harness.errors import SandboxError
 from harness.sandbox import capture, catalog
+from harness.sandbox.masking import ColumnMask, apply_masks, fingerprint, mask_key
 from harness.sandbox.postgres import (
     ServerAddress,
     client_environment,
@@ -91,6 +92,8 @@ class Baseline:
     rows: int
     source_state: str | None = None
     """`source_state` of a live source just before it was copied (None for a seed)."""
+    masked: dict[str, list[str]] = field(default_factory=dict)
+    """Columns replaced by masking when it was built, per table (change sets' names)."""
     reused: bool = False
     why_built: str | None = None
     """Why this baseline was (re)built rather than reused; None when reused."""
@@ -100,19 +103,25 @@ class Baseline:
         return asdict(self)
 
 
-def baseline_name(source: Source) -> str:
+def baseline_name(source: Source, masking: str = "") -> str:
     """The database name of a source's baseline; it names the capture's version too, so a
-    harness with a changed capture never clones a baseline made by an older one."""
-    return f"baseline_{source.kind}_{source.identity}_{capture.VERSION}"
+    harness with a changed capture never clones a baseline made by an older one, and the
+    masking (`masking.fingerprint`), so a masked copy and an unmasked one never mix."""
+    return f"baseline_{source.kind}_{source.identity}_{capture.VERSION}" + (
+        f"_m{masking}" if masking else "")
 
 
 def ensure_baseline(server: ServerAddress, source: Source, *, refresh: bool = False,
                     max_age_s: float | None = None, state: str | None = None,
-                    follow_source: bool = True, source_major: int | None = None) -> Baseline:
+                    follow_source: bool = True, source_major: int | None = None,
+                    masks: list[ColumnMask] | None = None) -> Baseline:
     """The baseline of `source`, built unless a cached one is fresh enough: not older than
     `max_age_s` and, when `follow_source`, made when a live source was in `state` (its
-    `source_state` now; None when that cannot be told)."""
-    name = baseline_name(source)
+    `source_state` now; None when that cannot be told). `masks` are applied as it is
+    built."""
+    masks = masks or []
+    key = mask_key() if masks else ""
+    name = baseline_name(source, fingerprint(masks, key) if masks else "")
     asked_at = time.time()
     with server.connect() as lock:
         # One builder per baseline across processes (parallel episodes, MCP sessions); who
@@ -130,7 +139,7 @@ def ensure_baseline(server: ServerAddress, source: Source, *, refresh: bool = Fa
                 why = f"the source has changed since {_when(cached.created_at)}"
             else:
                 return Baseline(**{**asdict(cached), "reused": True})
-            return _build(server, source, name, state, why, source_major)
+            return _build(server, source, name, state, why, source_major, masks, key)
         finally:
             lock.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
 
@@ -194,7 +203,8 @@ def _read_metadata(conn: psycopg.Connection[Any], name: str) -> Baseline | None:
 
 
 def _build(server: ServerAddress, source: Source, name: str, state: str | None,
-           why: str, source_major: int | None = None) -> Baseline:
+           why: str, source_major: int | None = None, masks: list[ColumnMask] | None = None,
+           key: str = "") -> Baseline:
     started = time.monotonic()
     building = f"{name}_building"
     try:
@@ -211,7 +221,9 @@ def _build(server: ServerAddress, source: Source, name: str, state: str | None,
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(
                 sql.Identifier(building)))
         with server.connect(building) as conn:
+            masked = apply_masks(conn, masks or [], key)  # before the capture: not a change
             capture.install(conn)
+            capture.record_masked(conn, masked)
             conn.execute("TRUNCATE harness_capture.changes, harness_capture.ddl")
             tables, rows = _size(conn)
             version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
@@ -221,7 +233,8 @@ def _build(server: ServerAddress, source: Source, name: str, state: str | None,
             _drop(conn, building)
         raise
     baseline = Baseline(name, source.kind, source.identity, source.display, time.time(),
-                        round(time.monotonic() - started, 3), version, tables, rows, state)
+                        round(time.monotonic() - started, 3), version, tables, rows, state,
+                        masked)
     with server.connect() as conn:
         _drop(conn, name)
         conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
