@@ -620,8 +620,11 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
 @click.option("--allow-promote/--no-promote", default=None,
               help="Offer the promote tool (default: when the config is not a dry run).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Over HTTP: end a session (and close its sandbox) after this many "
-                   "seconds without a request [default: 1800].")
+              help="Over HTTP: reclaim a session's sandbox (and end the session) after this "
+                   "many seconds without a call, open streams or not [default: 300].")
+@click.option("--max-idle-per-token", type=click.IntRange(min=1), default=None,
+              help="Over HTTP: idle sandboxes one client token may hold; a session of that "
+                   "token asking for another gets a tool error saying why [default: 4].")
 @click.option("--max-sandboxes", type=click.IntRange(min=1), default=None,
               help="Over HTTP: sandboxes open at once, one per active session; a session "
                    "beyond them gets a tool error until one ends [default: 16].")
@@ -629,11 +632,18 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
               help="Over HTTP: accept clients without the bearer token (then any local "
                    "process can drive the sandboxes, and promote when it is offered).")
 def mcp(config_path: str, http_port: int | None, allow_promote: bool | None,
-        idle_timeout: float | None, max_sandboxes: int | None, no_auth: bool) -> None:
+        idle_timeout: float | None, max_idle_per_token: int | None, max_sandboxes: int | None,
+        no_auth: bool) -> None:
     """Serve an episode's tools over the Model Context Protocol (one episode per session)."""
     import logging
 
-    from harness.mcpserver import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SANDBOXES, serve_http, serve_stdio
+    from harness.mcpserver import (
+        DEFAULT_IDLE_TIMEOUT,
+        DEFAULT_MAX_IDLE_PER_TOKEN,
+        DEFAULT_MAX_SANDBOXES,
+        serve_http,
+        serve_stdio,
+    )
 
     config = _config(config_path)
     if config.target.repo is None:
@@ -643,14 +653,17 @@ def mcp(config_path: str, http_port: int | None, allow_promote: bool | None,
     # stdout belongs to the protocol on stdio: logs go to stderr.
     logging.basicConfig(level=config.observability.logging.level.upper(), stream=sys.stderr)
     if http_port is None:
-        if idle_timeout is not None or max_sandboxes is not None or no_auth:
-            raise click.UsageError("--idle-timeout, --max-sandboxes and --no-auth apply to "
-                                   "--http (a stdio session is the process that started it)")
+        if (idle_timeout is not None or max_sandboxes is not None or no_auth
+                or max_idle_per_token is not None):
+            raise click.UsageError("--idle-timeout, --max-idle-per-token, --max-sandboxes and "
+                                   "--no-auth apply to --http (a stdio session is the process "
+                                   "that started it)")
         serve_stdio(config, allow_promote=allow_promote)
     else:
         serve_http(config, port=http_port, allow_promote=allow_promote,
                    idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT, authenticate=not no_auth,
-                   max_sandboxes=max_sandboxes or DEFAULT_MAX_SANDBOXES)
+                   max_sandboxes=max_sandboxes or DEFAULT_MAX_SANDBOXES,
+                   max_idle_per_token=max_idle_per_token or DEFAULT_MAX_IDLE_PER_TOKEN)
 
 
 # ------------------------------------------------------------------- gate

@@ -139,10 +139,10 @@ def fetch(method: str, url: str, *, allow: list[AllowedHost], headers: Mapping[s
     while True:
         if not any(entry.admits(origin) for entry in allow):
             where = f"hop {len(hops) + 1} ({hops[-1].status} redirect from {hops[-1].url} " \
-                f"to {current})" if hops else current
+                f"to {current}): " if hops else ""
             raise RequestRefused(
                 "http.host-not-allowed",
-                f"{where}: {origin} is not in tools.http.allow_hosts; nothing was sent to it",
+                f"{where}{origin} is not in tools.http.allow_hosts; nothing was sent to it",
                 hops)
         if hops and first.scheme == "https" and origin.scheme == "http":
             raise RequestRefused(

@@ -91,7 +91,7 @@ def check(seen: dict[str, Any]) -> None:
     assert [index for index, (_, is_error, _) in enumerate(results) if is_error] == [8, 9, 10, 11]
     refused = results[8][2]
     assert "REFUSED" in refused and "sql.delete-without-where" in refused
-    assert "not an allowed host" in results[9][2]
+    assert "is not in tools.http.allow_hosts" in results[9][2]
     assert "shell_exec.command must be a string" in results[10][2]
     over = results[11][2]
     assert "budget max_database_rows" in over and "rolled back: nothing it changed was kept" in over
@@ -138,22 +138,23 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @contextlib.asynccontextmanager
-async def http_client(url: str, **options: Any) -> AsyncIterator[Client]:
+async def http_client(url: str, token: str = TOKEN, **options: Any) -> AsyncIterator[Client]:
     """The SDK's client over streamable HTTP, sending the server's bearer token."""
-    async with httpx2.AsyncClient(headers=AUTH) as http, Client(
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http, Client(
             streamable_http_client(url, http_client=http), read_timeout_seconds=120,
             **options) as client:
         yield client
 
 
 @contextlib.contextmanager
-def serving(config_file: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serving(config_file: Path, *options: str, tokens: str = TOKEN
+            ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`harness mcp --http` in its own process; its URL once it accepts connections."""
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "harness.cli", "mcp", "--config",
                                str(config_file), "--http", str(port), *options],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              env=os.environ | {"HARNESS_MCP_TOKEN": TOKEN})
+                              env=os.environ | {"HARNESS_MCP_TOKEN": tokens})
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -265,6 +266,54 @@ def test_over_http_an_abandoned_session_is_closed_when_idle_and_stopping_closes_
         assert call_raw(url, open_at_stop, "list_files", {}).status_code == 200
         assert sandboxes(docker_client) == before + 1
     assert sandboxes(docker_client) == before, "stopping the server closed the open session"
+
+
+def test_an_idle_session_loses_its_sandbox_even_with_its_stream_open_and_is_told_why(
+        config_file: Path, docker_client: docker.DockerClient) -> None:
+    before = sandboxes(docker_client)
+    with serving(config_file, "--idle-timeout", "2") as (url, _):
+        async def idle() -> tuple[int, bool, str]:
+            # The SDK's client keeps a GET stream open all along: the transport never
+            # counts it idle, the harness does.
+            async with http_client(url) as client:
+                await client.call_tool("shell_exec", {"command": "echo hi > HI.md"})
+                held = sandboxes(docker_client)
+                await anyio.to_thread.run_sync(wait_for_sandboxes, docker_client, before)
+                late = await client.call_tool("list_files", {})
+                return held, late.is_error, late.content[0].text
+        held, refused, message = anyio.run(idle)
+    assert held == before + 1
+    assert refused and "reclaimed" in message and "--idle-timeout" in message, message
+    assert "trace" in message and "initialize again" in message
+    assert sandboxes(docker_client) == before
+
+
+def test_one_token_cannot_hold_more_idle_sandboxes_than_its_share(
+        config_file: Path, docker_client: docker.DockerClient) -> None:
+    before = sandboxes(docker_client)
+    with serving(config_file, "--max-idle-per-token", "1", tokens="token-a-1234,token-b-5678"
+                 ) as (url, _):
+        async def crowd() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            async with http_client(url, "token-a-1234") as first, \
+                    http_client(url, "token-a-1234") as second, \
+                    http_client(url, "token-b-5678") as other:
+                assert not (await first.call_tool("list_files", {})).is_error
+                refused = await second.call_tool("list_files", {})
+                seen["refused"] = (refused.is_error, refused.content[0].text)
+                seen["other"] = (await other.call_tool("list_files", {})).is_error
+                seen["open"] = sandboxes(docker_client)
+                # A busy session is not idle: first keeps working while the cap holds.
+                seen["first_again"] = (await first.call_tool("list_files", {})).is_error
+            return seen
+        seen = anyio.run(crowd)
+    refused, message = seen["refused"]
+    assert refused and "--max-idle-per-token 1" in message and "already holds 1 idle" in message
+    assert "token sha256:" in message and "token-a" not in message, "the token is not shown"
+    assert seen["other"] is False, "another client's token has its own share"
+    assert seen["first_again"] is False
+    assert seen["open"] == before + 2
+    assert wait_for_sandboxes(docker_client, before) == before
 
 
 def test_over_http_sessionless_requests_web_pages_and_tokenless_clients_are_refused(

@@ -1,6 +1,7 @@
-"""Serving the MCP server over streamable HTTP on 127.0.0.1: a bearer token, one
-sandbox per handshake session (the sessionless protocol refused), a cap on open
-sandboxes, every episode closed when the server stops."""
+"""Serving the MCP server over streamable HTTP on 127.0.0.1: bearer tokens (one per
+client, if you like), one sandbox per handshake session (the sessionless protocol
+refused), caps on open sandboxes and on idle ones per token, idle sandboxes reclaimed,
+every episode closed when the server stops."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from harness.mcpserver.server import build_server
 from harness.mcpserver.sessions import Sessions
 from harness.sandbox.home import harness_home
 
-DEFAULT_IDLE_TIMEOUT = 30 * 60.0
+DEFAULT_IDLE_TIMEOUT = 5 * 60.0
 DEFAULT_MAX_SANDBOXES = 16
+DEFAULT_MAX_IDLE_PER_TOKEN = 4
 
 
 def _sessionless_refusal(requested: str) -> dict[str, Any]:
@@ -34,17 +36,24 @@ def _sessionless_refusal(requested: str) -> dict[str, Any]:
 
 
 def bearer_token() -> str:
-    """The token HTTP clients must send: $HARNESS_MCP_TOKEN, or else one kept in
-    $HARNESS_HOME/mcp-token (made on first use, readable by its owner only)."""
-    token = os.environ.get("HARNESS_MCP_TOKEN", "").strip()
-    if token:
-        return token
+    """The first token HTTP clients may send (see `bearer_tokens`)."""
+    return bearer_tokens()[0]
+
+
+def bearer_tokens() -> list[str]:
+    """The tokens HTTP clients may send, each counted apart for the idle cap:
+    $HARNESS_MCP_TOKEN (several separated by commas), or else the lines of
+    $HARNESS_HOME/mcp-token (made with one token on first use, readable by its owner
+    only; add a line per client)."""
+    tokens = [t.strip() for t in os.environ.get("HARNESS_MCP_TOKEN", "").split(",")]
+    if any(tokens):
+        return [t for t in tokens if t]
     path = harness_home() / "mcp-token"
     with contextlib.suppress(FileExistsError):
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_urlsafe(32) + "\n")
-    return path.read_text().strip()
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 async def _reply(receive: Any, send: Any, status: int, payload: dict[str, Any],
@@ -69,21 +78,26 @@ async def _reply(receive: Any, send: Any, status: int, payload: dict[str, Any],
 
 
 def http_app(config: Config, *, allow_promote: bool | None = None,
-             idle_timeout: float = DEFAULT_IDLE_TIMEOUT, token: str | None = None,
-             max_sandboxes: int = DEFAULT_MAX_SANDBOXES) -> tuple[Any, Sessions]:
-    """The ASGI app of the HTTP server: requests without `token` (when one is given)
+             idle_timeout: float = DEFAULT_IDLE_TIMEOUT, token: str | list[str] | None = None,
+             max_sandboxes: int = DEFAULT_MAX_SANDBOXES,
+             max_idle_per_token: int = DEFAULT_MAX_IDLE_PER_TOKEN) -> tuple[Any, Sessions]:
+    """The ASGI app of the HTTP server: requests without one of the tokens (when given)
     refused; one episode per handshake session; sessionless (2026-07-28) requests refused;
     every episode closed at the lifespan's shutdown."""
     server, sessions = build_server(config, allow_promote=allow_promote, per_connection=True,
-                                    max_sandboxes=max_sandboxes)
+                                    max_sandboxes=max_sandboxes, idle_timeout=idle_timeout,
+                                    max_idle_per_token=max_idle_per_token)
     app = server.streamable_http_app(host="127.0.0.1", session_idle_timeout=idle_timeout)
-    expected = f"Bearer {token}".encode() if token is not None else None
+    tokens = [token] if isinstance(token, str) else token
+    expected = [f"Bearer {t}".encode() for t in tokens] if tokens is not None else None
 
     async def harness_app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             headers = dict(scope["headers"])
-            if expected is not None and not hmac.compare_digest(
-                    headers.get(b"authorization", b""), expected):
+            given = headers.get(b"authorization", b"")
+            # Every token compared, whichever matches: the time taken tells nothing.
+            if expected is not None and not sum(hmac.compare_digest(given, e)
+                                                for e in expected):
                 await _reply(receive, send, 401, {
                     "code": INVALID_REQUEST,
                     "message": "harness mcp needs the header 'Authorization: Bearer <token>'; "
@@ -114,18 +128,20 @@ def http_app(config: Config, *, allow_promote: bool | None = None,
 
 def serve_http(config: Config, *, port: int, allow_promote: bool | None = None,
                idle_timeout: float = DEFAULT_IDLE_TIMEOUT, authenticate: bool = True,
-               max_sandboxes: int = DEFAULT_MAX_SANDBOXES) -> None:
+               max_sandboxes: int = DEFAULT_MAX_SANDBOXES,
+               max_idle_per_token: int = DEFAULT_MAX_IDLE_PER_TOKEN) -> None:
     """Serve streamable HTTP on 127.0.0.1:`port`/mcp until stopped; every client must
-    send the bearer token unless `authenticate` is off."""
+    send a bearer token unless `authenticate` is off."""
     import uvicorn
 
-    token = bearer_token() if authenticate else None
+    tokens = bearer_tokens() if authenticate else None
     app, sessions = http_app(config, allow_promote=allow_promote, idle_timeout=idle_timeout,
-                             token=token, max_sandboxes=max_sandboxes)
+                             token=tokens, max_sandboxes=max_sandboxes,
+                             max_idle_per_token=max_idle_per_token)
     print(f"harness mcp: serving http://127.0.0.1:{port}/mcp (one sandbox per session, at "
-          f"most {max_sandboxes} at once, closed after {idle_timeout:g} s idle)",
-          file=sys.stderr, flush=True)
-    if token is not None:
+          f"most {max_sandboxes} at once and {max_idle_per_token} idle per token; a sandbox "
+          f"is reclaimed after {idle_timeout:g} s without a call)", file=sys.stderr, flush=True)
+    if tokens is not None:
         source = "$HARNESS_MCP_TOKEN" if os.environ.get("HARNESS_MCP_TOKEN", "").strip() \
             else str(harness_home() / "mcp-token")
         print(f"harness mcp: clients send 'Authorization: Bearer <token>', the token in "

@@ -65,12 +65,15 @@ def _episode_tool(spec: ToolSpec, act: Callable[[Context[Any], str, dict[str, An
 
 
 def build_server(config: Config, *, allow_promote: bool | None = None,
-                 per_connection: bool = False, max_sandboxes: int | None = None
+                 per_connection: bool = False, max_sandboxes: int | None = None,
+                 idle_timeout: float | None = None, max_idle_per_token: int | None = None
                  ) -> tuple[MCPServer, Sessions]:
     """An MCP server offering the episode's tools, `changeset`, and (when allowed: not a
     dry run, or `allow_promote`) `promote`; `per_connection` keys episodes on HTTP
-    sessions instead of the process, at most `max_sandboxes` open at once."""
-    sessions = Sessions(config, per_connection=per_connection, max_sandboxes=max_sandboxes)
+    sessions instead of the process, at most `max_sandboxes` open at once (see `Sessions`
+    for the idle limits)."""
+    sessions = Sessions(config, per_connection=per_connection, max_sandboxes=max_sandboxes,
+                        idle_timeout=idle_timeout, max_idle_per_token=max_idle_per_token)
     server: MCPServer = _HarnessMCPServer("harness", instructions=(
         "Tools of a transactional sandbox: a throwaway clone of the repository in a "
         "hardened container, and a copy of its database. Refused actions come back as "

@@ -3,8 +3,10 @@ and closed when it ends."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,25 +34,55 @@ def _connection(ctx: Context[Any]) -> Connection:
     return connection
 
 
+def _credential(ctx: Context[Any]) -> str:
+    """Which client credential a call came with, as a label that does not reveal it."""
+    request = getattr(ctx.request_context, "request", None)
+    headers = getattr(request, "headers", None)
+    value = headers.get("authorization", "") if headers is not None else ""
+    if not value:
+        return "no credential"
+    return "token sha256:" + hashlib.sha256(value.encode()).hexdigest()[:8]
+
+
 class Sessions:
     """The open episodes, one per MCP session: the process's one (stdio), or one per
-    HTTP session, closed when the SDK tears that session's connection down."""
+    HTTP session, closed when the SDK tears that session's connection down. Over HTTP, a
+    session that makes no call for `idle_timeout` seconds has its sandbox reclaimed (even
+    while its client keeps a stream open), and one client credential may hold at most
+    `max_idle_per_token` idle sandboxes: no client can hold the server's sandboxes."""
 
     def __init__(self, config: Config, *, per_connection: bool = False,
-                 max_sandboxes: int | None = None) -> None:
+                 max_sandboxes: int | None = None, idle_timeout: float | None = None,
+                 max_idle_per_token: int | None = None) -> None:
         self.config = config
         self.per_connection = per_connection
         self.max_sandboxes = max_sandboxes
+        self.idle_timeout = idle_timeout
+        self.max_idle_per_token = max_idle_per_token
         self._reserved = 0
         self._episodes: dict[str, Episode] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._ended: set[str] = set()
+        self._reclaimed: dict[str, str] = {}
+        """Sessions whose sandbox was reclaimed, and what their next call is told."""
+        self._owners: dict[str, str] = {}
+        self._last_call: dict[str, float] = {}
+        self._busy: dict[str, int] = {}
         self._guard = threading.Lock()
+        self._stop = threading.Event()
+        if idle_timeout is not None:
+            threading.Thread(target=self._reap, name="harness-mcp-reaper", daemon=True).start()
 
     async def run(self, ctx: Context[Any], work: Callable[[Episode], T]) -> T:
         """`work` on the calling session's episode (opened on first use), one call at a
         time per session, off the event loop."""
         key = self._session(ctx)
+        with self._guard:
+            if key in self._reclaimed:
+                raise ToolError(self._reclaimed[key])
+            self._owners.setdefault(key, _credential(ctx))
+            self._busy[key] = self._busy.get(key, 0) + 1
+            self._last_call[key] = time.monotonic()
 
         def in_thread() -> T:
             try:
@@ -60,6 +92,10 @@ class Sessions:
             except HarnessError as error:
                 # The agent (and its user) read tool errors: say what went wrong.
                 raise ToolError(f"{type(error).__name__}: {error}") from error
+            finally:
+                with self._guard:
+                    self._busy[key] -= 1
+                    self._last_call[key] = time.monotonic()
         try:
             return await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
         except anyio.get_cancelled_exc_class():
@@ -97,11 +133,14 @@ class Sessions:
 
     def _episode(self, key: str) -> tuple[Episode, threading.Lock]:
         with self._guard:
+            if key in self._reclaimed:
+                raise ToolError(self._reclaimed[key])
             if key in self._ended:
                 raise ToolError("this MCP session has ended and its sandbox is closed")
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._episodes:
+                self._check_idle_cap(key)
                 self._reserve()
                 try:
                     self._episodes[key] = Episode(self.config).open()
@@ -116,6 +155,47 @@ class Sessions:
                     self._release()
                     raise ToolError("this MCP session has ended and its sandbox is closed")
             return self._episodes[key], lock
+
+    def _check_idle_cap(self, key: str) -> None:
+        """Refuse a new sandbox to a credential that already holds its share of idle ones."""
+        if self.max_idle_per_token is None:
+            return
+        now = time.monotonic()
+        with self._guard:
+            owner = self._owners.get(key, "")
+            idle = sorted(now - self._last_call.get(k, now) for k in self._episodes
+                          if k != key and self._owners.get(k) == owner
+                          and not self._busy.get(k))
+        if len(idle) >= self.max_idle_per_token:
+            reclaim = (f"; the oldest is reclaimed in {max(self.idle_timeout - idle[-1], 0):.0f} s"
+                       if self.idle_timeout is not None else "")
+            raise ToolError(
+                f"this client's credential ({owner}) already holds {len(idle)} idle sandboxes "
+                f"(sessions making no call, idle for {', '.join(f'{s:.0f} s' for s in idle)}), "
+                f"as many as one credential may (--max-idle-per-token "
+                f"{self.max_idle_per_token}): end a session you no longer use (DELETE it) or "
+                f"use one of them{reclaim}")
+
+    def _reap(self) -> None:
+        """Reclaim the sandboxes of sessions idle past the timeout, until `close_all`."""
+        assert self.idle_timeout is not None
+        period = min(5.0, self.idle_timeout / 4)
+        while not self._stop.wait(period):
+            now = time.monotonic()
+            with self._guard:
+                stale = [k for k in self._episodes if not self._busy.get(k)
+                         and now - self._last_call.get(k, now) > self.idle_timeout]
+                for key in stale:
+                    trace = self._episodes[key].trace_id
+                    self._reclaimed[key] = (
+                        f"this session made no call for {self.idle_timeout:g} s, so its sandbox "
+                        f"was reclaimed (--idle-timeout); what it changed is recorded in trace "
+                        f"{trace}. Start a new session (initialize again) to go on")
+                    self._ended.add(key)
+            for key in stale:
+                _LOG.info("MCP session %s: idle for %g s, sandbox reclaimed", key,
+                          self.idle_timeout)
+                self.close(key)
 
     def _reserve(self) -> None:
         with self._guard:
@@ -150,7 +230,8 @@ class Sessions:
         self.close(key)
 
     def close_all(self) -> None:
-        """End every session."""
+        """End every session (and stop reclaiming)."""
+        self._stop.set()
         for key in list(self._episodes):
             self.end(key)
 
