@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,9 @@ class ChangeSet:
     rows: RowDelta | None
     bundle: Path | None = None
     """A git bundle of HEAD's commits since the base (None when there are none)."""
+    secrets: list[str] = field(default_factory=list)
+    """Where a credential the episode held (an auth header or secret env_var value, or an
+    encoding of it) appears in the change: file paths, `commit message`, table names."""
 
     @property
     def commit_count(self) -> int:
@@ -39,6 +42,7 @@ class ChangeSet:
             "lines_added": self.workspace.lines_added,
             "lines_removed": self.workspace.lines_removed,
             "rows": self.rows.summary() if self.rows is not None else None,
+            **({"secrets": self.secrets} if self.secrets else {}),
         }
 
     def markdown(self) -> str:
@@ -69,11 +73,12 @@ class ChangeSet:
         return {"trace_id": self.trace_id, "workspace": self.workspace.to_dict(),
                 "rows": self.rows.to_dict() if self.rows is not None else None,
                 "bundle": str(self.bundle) if self.bundle else None,
-                "summary": self.summary()}
+                "secrets": self.secrets, "summary": self.summary()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChangeSet:
         """The inverse of `to_dict`: a change set saved to promote later."""
         return cls(data["trace_id"], WorkspaceChanges.from_dict(data["workspace"]),
                    RowDelta.from_dict(data["rows"]) if data.get("rows") else None,
-                   Path(data["bundle"]) if data.get("bundle") else None)
+                   Path(data["bundle"]) if data.get("bundle") else None,
+                   list(data.get("secrets") or []))

@@ -28,8 +28,9 @@ from harness.guardrails.policy import Approver
 from harness.promote.promotion import PromotionResult
 from harness.redaction import Redactor
 from harness.sandbox import Sandbox
-from harness.sandbox.capture import read_delta
+from harness.sandbox.capture import RowDelta, read_delta
 from harness.sandbox.home import state_dir
+from harness.sandbox.workspace import WorkspaceChanges
 from harness.state import (
     InjectedState,
     auth_headers,
@@ -102,8 +103,11 @@ class Episode:
         self._env = environment(config.state_injection, host_env)
         self._secret_env = environment(config.state_injection, host_env, secret=True)
         self._headers = auth_headers(config.state_injection, host_env)
-        self.redactor = Redactor([v for v in self._headers.values() if v]
-                                 + list(self._secret_env.values()))
+        credentials = [v for v in self._headers.values() if v] + list(self._secret_env.values())
+        self.redactor = Redactor(credentials)
+        self._credentials = Redactor(credentials)
+        """The credentials alone (not the sandbox's own password): a change set that
+        carries one must not reach the real systems."""
         self.tracer = Tracer(None, redactor=self.redactor)
         self.trace_path = trace_path or Path(config.observability.tracing.path or
                                              state_dir("traces")) / f"{self.tracer.trace_id}.jsonl"
@@ -156,9 +160,10 @@ class Episode:
             return self._closed
         try:
             bundle = state_dir("changesets") / f"{self.tracer.trace_id}.bundle"
-            changes = ChangeSet(self.tracer.trace_id, self.sandbox.changes(),
-                                self.sandbox.row_delta(),
-                                bundle if self.sandbox.workspace.bundle(bundle) else None)
+            workspace, rows = self.sandbox.changes(), self.sandbox.row_delta()
+            changes = ChangeSet(self.tracer.trace_id, workspace, rows,
+                                bundle if self.sandbox.workspace.bundle(bundle) else None,
+                                self._credentials_in(workspace, rows))
             self.tracer.event("episode.end", counters=self.budget.counters.to_dict(),
                               changeset=changes.summary())
             self._closed = changes
@@ -168,6 +173,24 @@ class Episode:
                 self._db.close()
             self.tracer.close()
             self.sandbox.close()
+
+    def _credentials_in(self, workspace: WorkspaceChanges, rows: RowDelta | None) -> list[str]:
+        """Where the change carries a credential the episode held (the agent can print a
+        secret variable into a file, a commit message or a row)."""
+        found: list[str] = []
+        path = ""
+        for line in workspace.diff.splitlines():
+            if line.startswith("diff --git "):
+                path = line.split(" b/", 1)[-1]
+            elif line.startswith("+") and path not in found and self._credentials.finds(line):
+                found.append(path)
+        if any(self._credentials.finds(c.message) for c in workspace.commits):
+            found.append("commit message")
+        for name, table in (rows.tables.items() if rows is not None else []):
+            images = json.dumps([table.inserted, [u.after for u in table.updated]], default=str)
+            if self._credentials.finds(images):
+                found.append(name)
+        return found
 
     def promote(self, *, dry_run: bool | None = None) -> PromotionResult:
         """Close the episode (if open) and hand its change set to the diff-and-commit stage;

@@ -45,6 +45,10 @@ class Redactor:
                 [re.escape(a) for a in alternatives]
                 + [f"(?i:{re.escape(a)})" for a in insensitive]))
 
+    def finds(self, text: str) -> bool:
+        """Whether `text` holds a secret in any of its forms."""
+        return self._pattern is not None and self._pattern.search(text) is not None
+
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str):
             return self._pattern.sub(REDACTED, value) if self._pattern is not None else value

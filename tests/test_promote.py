@@ -145,6 +145,32 @@ def test_over_a_limit_nothing_reaches_either_system(
     assert refs_of(remote) == before_refs
 
 
+def test_a_change_carrying_a_credential_of_the_edge_is_refused(
+        remote: Path, target_db: str) -> None:
+    config = make_config(remote, target_db)
+    config = config.model_copy(update={"state_injection": parse_config(
+        "state_injection:\n  sources:\n    - {type: env_var, prefix: DEPLOY_, secret: true}\n"
+    ).state_injection})
+    key = "dk-live-7f6e5d4c3b2a19"
+    with Episode(config, host_env={"DEPLOY_KEY": key},
+                 approver=lambda action, decision: True) as episode:
+        for command in ["printf 'token = %s\\n' \"$DEPLOY_KEY\" > deploy.cfg",
+                        "printf %s \"$DEPLOY_KEY\" | base64 > shop/key.b64",
+                        "echo plain > notes.txt",
+                        "git add -A && git commit -qm \"deploy with $DEPLOY_KEY\"",
+                        "psql -qc \"UPDATE users SET email = '$DEPLOY_KEY@x.y' WHERE id = 1\""]:
+            action = episode.act({"tool": "shell_exec", "parameters": {"command": command}})
+            assert action.status == "ok", action
+        before = git(remote, "for-each-ref")
+        result = episode.promote()
+    assert result.outcome == "refused"
+    secrets = [v for v in result.violations if v.limit == "secrets"]
+    assert secrets and secrets[0].actual == ["deploy.cfg", "shop/key.b64", "commit message",
+                                             "public.users"]
+    assert key not in json.dumps(result.to_dict(), default=str)
+    assert git(remote, "for-each-ref") == before
+
+
 def test_a_concurrent_writer_makes_promotion_fail_naming_the_row(
         remote: Path, target_db: str) -> None:
     before_refs = refs_of(remote)

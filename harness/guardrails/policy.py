@@ -170,6 +170,8 @@ class Policy:
         for sql_text, span in analysis.sql:
             if sql_text.lstrip().startswith("\\"):
                 yield from self._psql_meta(sql_text.lstrip(), span, context)
+            elif shell.DYNAMIC in sql_text:
+                yield from self._sql_with_unknowns(sql_text, span)
             else:
                 yield from self._sql(sql_text, span, read_only=False)
         for command in analysis.commands:
@@ -209,6 +211,20 @@ class Policy:
                     yield self._builtin("tool.read-only", f"db_query is read-only but the SQL "
                                         f"runs {writing[0]}", span or statement.span)
         yield from self._statement_rules(analysis.statements, span)
+
+    def _sql_with_unknowns(self, text: str, span: tuple[int, int]) -> Iterator[_Unit]:
+        """SQL built from shell values only known at run time (`psql -c "... $X ..."`):
+        a value can change what the statement does (even inside quotes, it can close
+        them), so it needs approval; what the known parts say is judged as usual."""
+        yield from self._hits(iter([rules.Hit(
+            "sql.unknown-effect", "the SQL is built from shell values only known at run "
+            "time, which can change what it does", span)]))
+        known = text.replace(shell.DYNAMIC, "harness_unknown")
+        try:
+            sql.analyse(known)
+        except sql.SqlSyntaxError:
+            return  # the unknown part may be what makes it whole
+        yield from self._sql(known, span, read_only=False)
 
     def _write(self, text: str, context: Context) -> Iterator[_Unit]:
         path = resolve(text, context.cwd)

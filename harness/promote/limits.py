@@ -50,6 +50,12 @@ def check_limits(changeset: ChangeSet, config: Config) -> list[Violation]:
                 found.append(Violation("protected_paths", pattern, change.path,
                                        f"{change.path} is protected by {pattern!r}"))
                 break
+    if changeset.secrets:
+        found.append(Violation(
+            "secrets", [], changeset.secrets,
+            "the change carries a credential the harness held for the agent (an auth header "
+            "or a secret env_var value, or an encoding of it) in: "
+            + ", ".join(changeset.secrets) + "; promoting it would publish the credential"))
     rows = changeset.rows
     if rows is None:
         return found

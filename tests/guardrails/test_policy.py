@@ -229,3 +229,18 @@ def test_dropping_a_column_asks_for_approval(text: str, drops: bool) -> None:
         assert "drops a column" in decision.reason
     else:
         assert decision.allowed, decision.reason
+
+
+@pytest.mark.parametrize(("command", "verdict", "rule"), [
+    ("psql -c \"UPDATE users SET email = '$KEY@x.y' WHERE id = 1\"", Verdict.REQUIRE_APPROVAL,
+     "sql.unknown-effect"),
+    ("psql -c \"DELETE FROM orders WHERE id = $(cat ids.txt)\"", Verdict.REQUIRE_APPROVAL,
+     "sql.unknown-effect"),
+    ("psql -c \"$QUERY\"", Verdict.REQUIRE_APPROVAL, "sql.unknown-effect"),
+    ("psql -c \"DROP TABLE $NAME\"", Verdict.BLOCK, "sql.drop-table"),
+    ("psql -c \"DELETE FROM orders -- $NOTE\"", Verdict.BLOCK, "sql.delete-without-where"),
+])
+def test_sql_built_from_shell_values_asks_unless_its_known_parts_already_block(
+        command: str, verdict: Verdict, rule: str) -> None:
+    decision = policy().evaluate(shell(command))
+    assert (decision.verdict, decision.rule_id) == (verdict, rule), decision.reason
