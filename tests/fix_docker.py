@@ -15,6 +15,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.sandbox import engine, images, labels
+from harness.sandbox.home import state_dir
 
 
 def _unavailable(reason: str) -> None:
@@ -44,11 +45,12 @@ def agent_image(docker_client: docker.DockerClient) -> str:
 
 
 def harness_resources(client: docker.DockerClient) -> list[str]:
-    """Names of containers and volumes that carry the harness label, and the sandbox disks
-    mounted on this host."""
-    selector = {"label": labels.SANDBOX}
+    """Names of the containers and volumes of this session's harness home, and the sandbox
+    disks mounted under it: only what the session made, whatever else uses the engine."""
+    selector = labels.own_home_selector()
+    workspaces = f"{state_dir('workspaces')}/"
     disks = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-             if "/workspaces/" in line.split()[1]]
+             if line.split()[1].startswith(workspaces)]
     return [c.name for c in client.containers.list(all=True, filters=selector,
                                                          ignore_removed=True)] + [
         v.name for v in client.volumes.list(filters=selector)
@@ -56,9 +58,10 @@ def harness_resources(client: docker.DockerClient) -> list[str]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_leftover_resources(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After the whole session, no labelled container or volume made during it may remain
-    (those of the user's own harness runs, there before, are not the suite's)."""
+def no_leftover_resources(request: pytest.FixtureRequest, harness_home: Path
+                          ) -> Iterator[None]:
+    """After the whole session (and after the session's database server is removed), no
+    container, volume or disk of the session's harness home may remain."""
     try:
         client = engine.connect()
     except HarnessError:

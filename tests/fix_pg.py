@@ -31,7 +31,8 @@ def _start(server: DatabaseServer) -> ServerAddress:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _remove_the_session_database_server(harness_home: Path) -> Iterator[None]:
+def _remove_the_session_database_server(harness_home: Path, no_leftover_resources: None
+                                        ) -> Iterator[None]:
     """Whoever started it (a fixture, a Sandbox, a CLI run), the session's sandbox database
     server goes at the end of the session."""
     yield

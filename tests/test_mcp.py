@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
 
 def sandboxes(client: docker.DockerClient) -> int:
-    return sum(1 for c in client.containers.list(all=True, filters={"label": labels.SANDBOX},
+    return sum(1 for c in client.containers.list(all=True, filters=labels.own_home_selector(),
                                                  ignore_removed=True)
                if c.labels.get(labels.KIND) == "sandbox")
 

@@ -21,7 +21,7 @@ from psycopg import sql
 from harness.sandbox import labels
 from harness.sandbox.database import OWNER_PID, SandboxDatabase
 from harness.sandbox.disk import unmount
-from harness.sandbox.home import SCRATCH, scratch_owner, state_dir
+from harness.sandbox.home import SCRATCH, home_key, scratch_owner, state_dir
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
 
 
@@ -44,13 +44,16 @@ class GcReport:
 
 
 def collect_garbage(client: docker.DockerClient, *, everything: bool = False) -> GcReport:
-    """Remove harness resources whose creating process is gone. With `everything=True`,
-    also sandboxes still in use and the database servers themselves (with their cached
-    baselines)."""
+    """Remove this harness home's resources whose creating process is gone (and unlabelled
+    ones of older versions). With `everything=True`, also its sandboxes still in use and
+    its database servers (with their cached baselines). Other homes on the same engine
+    are never touched."""
     report = GcReport()
     selector: dict[str, str | list[str] | bool] = {"label": labels.SANDBOX}
     # Containers first: a database is only an orphan once its container is gone.
     for container in client.containers.list(all=True, filters=selector, ignore_removed=True):
+        if not _ours(container.labels, everything):
+            continue
         server = container.labels.get(labels.KIND) == DB_SERVER_KIND
         if everything or (_orphaned(container.labels) and not server):
             with contextlib.suppress(docker.errors.NotFound):
@@ -58,6 +61,8 @@ def collect_garbage(client: docker.DockerClient, *, everything: bool = False) ->
             report.containers.append(container.name or container.id or "?")
     for volume in client.volumes.list(filters=selector):
         volume_labels = volume.attrs.get("Labels") or {}
+        if not _ours(volume_labels, everything):
+            continue
         server = volume_labels.get(labels.KIND) == DB_SERVER_KIND
         if everything or (_orphaned(volume_labels) and not server):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
@@ -142,6 +147,12 @@ def _owner_pid(comment: str | None) -> str:
         return str(json.loads(comment or "{}").get(OWNER_PID, ""))
     except (ValueError, AttributeError):
         return ""
+
+
+def _ours(resource_labels: dict[str, str], everything: bool) -> bool:
+    """Of this home; or made before resources named their home (then only orphans)."""
+    home = resource_labels.get(labels.HOME)
+    return home == home_key() if home is not None else not everything
 
 
 def _orphaned(resource_labels: dict[str, str]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -23,6 +24,12 @@ def harness_home() -> Path:
     ) / "harness"
     base.mkdir(parents=True, exist_ok=True)
     return base
+
+
+def home_key() -> str:
+    """A short name of this harness home, carried by everything it starts (labels, server
+    names), so that homes sharing a Docker engine never touch each other's resources."""
+    return hashlib.sha256(str(harness_home().resolve()).encode()).hexdigest()[:10]
 
 
 def state_dir(name: str) -> Path:

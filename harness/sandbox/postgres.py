@@ -6,7 +6,6 @@ target database never serves a sandbox."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import secrets
 import shutil
@@ -24,7 +23,7 @@ from psycopg import sql
 
 from harness.errors import SandboxError
 from harness.sandbox import engine, images, labels
-from harness.sandbox.home import harness_home, locked, state_dir
+from harness.sandbox.home import home_key, locked, state_dir
 
 SERVER_UID = 999
 CONTAINER_SOCKET_DIR = "/var/run/postgresql"
@@ -159,9 +158,8 @@ class DatabaseServer:
         self._client = client
         self.settings = dict(settings or {})
         """Server settings beside the image's own (`-c name=value`)."""
-        home_key = hashlib.sha256(str(harness_home().resolve()).encode()).hexdigest()[:10]
         suffix = "" if instance == "sandbox" else f"-{instance}"
-        self.name = f"harness-pg{version}{suffix}-{home_key}"
+        self.name = f"harness-pg{version}{suffix}-{home_key()}"
         self.volume = f"{self.name}-data"
         self.folder = state_dir(f"postgres/{version}{suffix}")
         self.socket_dir = self.folder / "socket"

@@ -70,6 +70,25 @@ def test_gc_removes_resources_of_dead_processes_only(
     assert _containers_of(docker_client, "hx-live") == []
 
 
+def test_gc_never_touches_another_harness_homes_resources(
+    docker_client: docker.DockerClient, agent_image: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two homes (a user's runs and a test session, two CI jobs) share one engine: even
+    `gc --all` in one leaves the other's sandboxes, orphaned or not, alone."""
+    orphan = {**labels.resource_labels("hx-other-home", "sandbox"), labels.PID: "999999999"}
+    other = Container(docker_client, agent_image, hardening=Hardening(), labels=orphan)
+    with other:
+        name = docker_client.containers.get(other.id).name
+        monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "second-home"))
+        plain = collect_garbage(docker_client)
+        everything = collect_garbage(docker_client, everything=True)
+        monkeypatch.undo()
+        assert _containers_of(docker_client, "hx-other-home"), "another home's orphan is kept"
+        assert name not in plain.containers + everything.containers
+        assert name in collect_garbage(docker_client).containers, "its own home removes it"
+
+
 @pytest.mark.postgres
 def test_gc_keeps_the_database_server_and_drops_orphaned_sandbox_databases(
     docker_client: docker.DockerClient, pg_server: object, shop_repo: Path

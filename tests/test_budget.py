@@ -1,0 +1,108 @@
+"""The episode budget at its boundaries: every limit allows exactly its value and refuses
+one more, for the tools it applies to and no others."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.budget import Budget
+from harness.config import BlastRadius, EpisodeLimits
+
+TOOLS = ["shell_exec", "read_file", "write_file", "git_commit", "db_query", "db_mutate",
+         "http_request"]
+
+
+def budget(**settings: object) -> Budget:
+    blast = {k: v for k, v in settings.items() if k in BlastRadius.model_fields}
+    limits = {k: v for k, v in settings.items() if k in EpisodeLimits.model_fields}
+    return Budget(BlastRadius(**blast), EpisodeLimits(**limits))
+
+
+@pytest.mark.parametrize("setting", ["max_actions", "max_tool_calls"])
+def test_the_last_allowed_action_runs_and_the_next_is_refused(setting: str) -> None:
+    b = budget(**{setting: 3})
+    b.counters.actions = 2
+    assert b.before("read_file") is None, "one under the limit"
+    b.counters.actions = 3
+    overrun = b.before("read_file")
+    assert overrun is not None and overrun.limit == "max_actions" and "3 actions" in overrun.reason
+
+
+def test_the_smaller_of_max_actions_and_max_tool_calls_applies() -> None:
+    b = budget(max_actions=10, max_tool_calls=4)
+    b.counters.actions = 3
+    assert b.before("shell_exec") is None
+    b.counters.actions = 4
+    assert b.before("shell_exec") is not None
+    b = budget(max_actions=None, max_tool_calls=None)
+    b.counters.actions = 10**9
+    assert b.before("shell_exec") is None, "no limit at all"
+
+
+def test_wall_time_refuses_at_its_limit_not_before() -> None:
+    b = budget(max_wall_seconds=60)
+    b.counters.started -= 59.5
+    assert b.before("read_file") is None
+    b.counters.started -= 0.5
+    overrun = b.before("read_file")
+    assert overrun is not None and overrun.limit == "max_wall_seconds"
+
+
+def test_shell_time_limits_shell_commands_only() -> None:
+    b = budget(max_shell_seconds=10)
+    b.counters.shell_seconds = 9.999
+    assert b.before("shell_exec") is None
+    assert b.remaining_shell_seconds() == pytest.approx(0.001)
+    b.counters.shell_seconds = 10
+    overrun = b.before("shell_exec")
+    assert overrun is not None and overrun.limit == "max_shell_seconds"
+    assert all(b.before(tool) is None for tool in TOOLS if tool != "shell_exec")
+    assert b.remaining_shell_seconds() == 0
+    b.counters.shell_seconds = 12
+    assert b.remaining_shell_seconds() == 0, "never negative"
+    assert budget().remaining_shell_seconds() is None
+
+
+def test_output_bytes_refuse_every_tool_once_used_up() -> None:
+    b = budget(max_output_bytes=2048)
+    b.counters.output_bytes = 2047
+    assert all(b.before(tool) is None for tool in TOOLS)
+    b.counters.output_bytes = 2048
+    assert {b.before(tool).limit for tool in TOOLS} == {"max_output_bytes"}  # type: ignore[union-attr]
+
+
+def test_commits_limit_git_commit_only() -> None:
+    b = budget(max_commits=2)
+    b.counters.commits = 1
+    assert b.before("git_commit") is None
+    b.counters.commits = 2
+    overrun = b.before("git_commit")
+    assert overrun is not None and overrun.limit == "max_commits"
+    assert b.before("shell_exec") is None, "shell commits are measured after, not refused"
+
+
+def test_rows_limit_db_mutate_before_and_weighs_a_change_exactly() -> None:
+    b = budget(max_database_rows=5)
+    b.counters.rows = 4
+    assert b.before("db_mutate") is None
+    assert b.rows_overrun(5) is None, "exactly at the limit is allowed"
+    overrun = b.rows_overrun(6)
+    assert overrun is not None and overrun.limit == "max_database_rows"
+    assert "6 changed rows (2 by this action)" in overrun.reason
+    b.counters.rows = 5
+    assert b.before("db_mutate") is not None
+    assert b.before("db_query") is None and b.before("shell_exec") is None
+
+
+def test_a_zero_budget_allows_nothing_it_limits() -> None:
+    b = budget(max_commits=0, max_database_rows=0)
+    assert b.before("git_commit") is not None and b.before("db_mutate") is not None
+    assert b.rows_overrun(0) is None and b.rows_overrun(1) is not None
+
+
+def test_counters_serialise_rounded_without_the_clock() -> None:
+    b = budget()
+    b.counters.shell_seconds = 1.23456
+    data = b.counters.to_dict()
+    assert "started" not in data and data["shell_seconds"] == 1.235
+    assert data["wall_seconds"] >= 0
