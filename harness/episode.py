@@ -161,9 +161,14 @@ class Episode:
         try:
             bundle = state_dir("changesets") / f"{self.tracer.trace_id}.bundle"
             workspace, rows = self.sandbox.changes(), self.sandbox.row_delta()
-            changes = ChangeSet(self.tracer.trace_id, workspace, rows,
-                                bundle if self.sandbox.workspace.bundle(bundle) else None,
-                                self._credentials_in(workspace, rows))
+            carried = self._credentials_in(workspace, rows)
+            # A change that carries a credential is never promoted: its commits are not
+            # kept either, and what is shown of it is redacted (the row images stay exact).
+            kept = not carried and self.sandbox.workspace.bundle(bundle)
+            shown = replace(workspace, diff=self.redactor(workspace.diff), commits=[
+                replace(c, message=self.redactor(c.message)) for c in workspace.commits])
+            changes = ChangeSet(self.tracer.trace_id, shown, rows, bundle if kept else None,
+                                carried)
             self.tracer.event("episode.end", counters=self.budget.counters.to_dict(),
                               changeset=changes.summary())
             self._closed = changes

@@ -186,6 +186,37 @@ def test_a_concurrent_writer_makes_promotion_fail_naming_the_row(
     assert refs_of(remote) == before_refs
 
 
+@pytest.mark.parametrize(("meanwhile", "table", "key", "reason"), [
+    # A row the change set updates was deleted on the target.
+    ("DELETE FROM order_lines WHERE order_id = 4; DELETE FROM orders WHERE id = 4",
+     "public.orders", {"id": 4}, "the row was deleted"),
+    # A row the change set deletes was deleted already.
+    ("DELETE FROM order_lines WHERE order_id = 7 AND line = 3",
+     "public.order_lines", {"order_id": 7, "line": 3}, "the row was deleted"),
+    # A row the change set deletes was changed.
+    ("UPDATE order_lines SET quantity = quantity + 1 WHERE order_id = 7 AND line = 3",
+     "public.order_lines", {"order_id": 7, "line": 3}, "changed since the snapshot"),
+    # The key the change set inserts was taken on the target.
+    ("INSERT INTO users (email) VALUES ('first@example.com')",
+     "public.users", {"id": 51}, "a row with this key exists already"),
+])
+def test_each_kind_of_change_on_the_target_since_the_snapshot_is_a_conflict_naming_the_row(
+        remote: Path, target_db: str, meanwhile: str, table: str, key: dict[str, Any],
+        reason: str) -> None:
+    episode, _ = run_episode(make_config(remote, target_db), WORK)
+    try:
+        with psycopg.connect(target_db) as conn:
+            conn.execute(meanwhile)
+        before_db, before_refs = tables_of(target_db), refs_of(remote)
+        result = episode.promote()
+    finally:
+        episode.close()
+    assert result.outcome == "conflict"
+    assert [(c.table, c.key) for c in result.conflicts] == [(table, key)]
+    assert reason in result.conflicts[0].reason
+    assert tables_of(target_db) == before_db and refs_of(remote) == before_refs
+
+
 def test_dry_run_shows_the_plan_and_changes_nothing(remote: Path, target_db: str) -> None:
     before_db, before_refs = tables_of(target_db), refs_of(remote)
     episode, _ = run_episode(make_config(remote, target_db), WORK)
@@ -207,6 +238,78 @@ def test_revert_restores_the_database_and_the_refs(remote: Path, target_db: str)
     assert undone.outcome == "reverted"
     assert tables_of(target_db) == before_db
     assert refs_of(remote) == before_refs
+
+
+def test_revert_meeting_a_row_changed_since_the_promotion_is_a_conflict_and_changes_nothing(
+        remote: Path, target_db: str) -> None:
+    episode, _ = run_episode(make_config(remote, target_db), WORK)
+    result = episode.promote()
+    assert result.outcome == "promoted"
+    with psycopg.connect(target_db) as conn:
+        conn.execute("UPDATE orders SET total = 999.00 WHERE id = 3")
+    promoted_db, promoted_refs = tables_of(target_db), refs_of(remote)
+    undone = revert(Path(result.receipt or ""))
+    assert undone.outcome == "conflict"
+    assert [(c.table, c.key) for c in undone.conflicts] == [("public.orders", {"id": 3})]
+    assert tables_of(target_db) == promoted_db, "nothing of the revert was applied"
+    assert refs_of(remote) == promoted_refs, "the refs stay where the promotion put them"
+
+
+@pytest.fixture()
+def keyless_db(target_server: ServerAddress, request: pytest.FixtureRequest) -> str:
+    """The shop database with a table that has no key, as the application role."""
+    name = "keyless_" + request.node.name[:30]
+    target_server.fresh_database(name)
+    target_server.run_script(fixture_seed("shop"), name)
+    with target_server.connect(name) as conn:
+        conn.execute("CREATE TABLE stock_moves (sku text, qty int, note text); "
+                     "INSERT INTO stock_moves VALUES ('a', 1, 'x'), ('a', 1, 'x'), "
+                     "('b', 2, 'y'), ('c', 3, NULL)")
+    return application_role(target_server, name)
+
+
+KEYLESS_WORK = [{"tool": "db_mutate", "parameters": {"sql": sql}} for sql in [
+    "DELETE FROM stock_moves WHERE ctid = (SELECT ctid FROM stock_moves WHERE sku = 'a' "
+    "LIMIT 1)",
+    "UPDATE stock_moves SET qty = 5 WHERE sku = 'b'",
+    "INSERT INTO stock_moves VALUES ('d', 4, NULL), ('d', 4, NULL)",
+    "DELETE FROM stock_moves WHERE sku = 'c'",
+]]
+
+
+def _multiset(dsn: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return sorted(conn.execute("SELECT sku, qty, note FROM stock_moves").fetchall(),
+                      key=repr)
+
+
+def test_a_table_without_a_key_is_promoted_row_for_row_and_reverted(
+        remote: Path, keyless_db: str) -> None:
+    before = _multiset(keyless_db)
+    episode, _ = run_episode(make_config(remote, keyless_db), KEYLESS_WORK)
+    result = episode.promote()
+    assert result.outcome == "promoted", result
+    assert _multiset(keyless_db) == sorted([("a", 1, "x"), ("b", 5, "y"), ("d", 4, None),
+                                            ("d", 4, None)], key=repr)
+    assert revert(Path(result.receipt or "")).outcome == "reverted"
+    assert _multiset(keyless_db) == before
+
+
+def test_a_keyless_row_gone_from_the_target_is_a_conflict(remote: Path, keyless_db: str
+                                                          ) -> None:
+    episode, _ = run_episode(make_config(remote, keyless_db), KEYLESS_WORK)
+    try:
+        with psycopg.connect(keyless_db) as conn:
+            conn.execute("DELETE FROM stock_moves WHERE sku = 'c'")
+        before = _multiset(keyless_db)
+        result = episode.promote()
+    finally:
+        episode.close()
+    assert result.outcome == "conflict"
+    assert [(c.table, c.expected) for c in result.conflicts] == [
+        ("public.stock_moves", {"sku": "c", "qty": 3, "note": None})]
+    assert "1 such row(s) expected, 0 found" in result.conflicts[0].reason
+    assert _multiset(keyless_db) == before
 
 
 def test_run_exit_codes(remote: Path, target_db: str, tmp_path: Path) -> None:

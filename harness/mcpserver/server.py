@@ -92,9 +92,9 @@ def build_server(config: Config, *, allow_promote: bool | None = None,
         def measure(episode: Episode) -> str:
             changes = episode.sandbox.changes()
             rows = episode.sandbox.row_delta()
-            return json.dumps({"workspace": {k: v for k, v in changes.to_dict().items()
-                                             if k != "diff"},
-                               "rows": rows.summary() if rows else None}, default=str)
+            return json.dumps(episode.redactor({
+                "workspace": {k: v for k, v in changes.to_dict().items() if k != "diff"},
+                "rows": rows.summary() if rows else None}), default=str)
         return await sessions.run(ctx, measure)
 
     for spec in TOOLS.values():

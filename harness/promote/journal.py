@@ -14,9 +14,13 @@ from harness.sandbox.home import state_dir
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that a crash leaves either the old or the new file."""
+    """Replace `path` with `text` so that a crash leaves either the old or the new file.
+    Readable by its owner only: journals and receipts name the target database as
+    promotion reached it (its DSN, with a password if the config gave one), which a
+    recovery or a revert needs to reach it again."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w") as handle:
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
