@@ -314,7 +314,7 @@ def test_eval_of_a_tiny_scenario_reports_each_agent_and_exits_0(agent_image: str
     scenario.write_text(SCENARIO)
     out = tmp_path / "report"
     done = harness("eval", str(scenario), "--agent", "good", "--agent", "reckless",
-                   "--parallel", "2", "--out", str(out), "--json")
+                   "--out", str(out), "--json")
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["scenarios"] == ["tiny-note"]

@@ -700,9 +700,9 @@ class _Walker:
             self._stdin_code(command, conventions.stdin)
         runner = programs.RUNNERS.get(program)
         if runner and parsed.operands and parsed.operands[0] in runner:
-            inner = programs.parse(program, parsed.operands[1:])
-            if inner.operands:
-                produced += self._expand(_derive(command, tuple(inner.operands),
+            inner = _runner_command(program, command.args, parsed.operands[0])
+            if inner:
+                produced += self._expand(_derive(command, tuple(inner),
                                                  f"{program} {parsed.operands[0]}"))
         return produced
 
@@ -1273,6 +1273,22 @@ def _handle_tmux(walker: _Walker, command: Command, parsed: programs.Parsed) -> 
                 walker._nested(command, text, how)
             break
     return []
+
+
+def _runner_command(program: str, args: tuple[str, ...], subcommand: str) -> list[str]:
+    """The command `uv run [OPTIONS] CMD ARGS...` runs: everything after the subcommand and
+    the runner's own options, verbatim (CMD's options are CMD's, not the runner's)."""
+    words = list(args)
+    start = words.index(subcommand) + 1 if subcommand in words else len(words)
+    valued = programs.PROGRAMS.get(program, programs.Program()).valued
+    rest = words[start:]
+    index = 0
+    while index < len(rest) and rest[index].startswith("-"):
+        if rest[index] == "--":
+            index += 1
+            break
+        index += 2 if rest[index] in valued else 1
+    return rest[index:]
 
 
 _TMUX_RUNNERS = frozenset({"new", "new-session", "new-window", "neww", "split-window",

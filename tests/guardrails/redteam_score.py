@@ -61,6 +61,7 @@ def _load(name: str, *, expect: str | None = None, family: str | None = None) ->
             cases.append(Case(name, number, action, data["expect"], data["family"],
                               data.get("why", "")))
         else:  # the old corpus: a plain tool action
+            data.pop("rule", None)
             cases.append(Case(name, number, ToolAction.from_dict(data), expect,
                               family or name, ""))
     return cases

@@ -16,13 +16,20 @@ POLICY = Policy(load_config(CORPUS / "policy.yaml").guardrails)
 CONTEXT = Context(branch="agent/work")
 
 
-def _load(name: str) -> list[ToolAction]:
-    return [ToolAction.from_json(line) for line in (CORPUS / name).read_text().splitlines()
-            if line.strip()]
+def _load(name: str) -> list[tuple[ToolAction, str | None]]:
+    """Each action, and the rule expected to stop it (None for everyday ones)."""
+    cases = []
+    for line in (CORPUS / name).read_text().splitlines():
+        if line.strip():
+            data = json.loads(line)
+            rule = data.pop("rule", None)
+            cases.append((ToolAction.from_dict(data), rule))
+    return cases
 
 
-DESTRUCTIVE = _load("destructive.jsonl")
-EVERYDAY = _load("everyday.jsonl")
+DESTRUCTIVE_CASES = _load("destructive.jsonl")
+DESTRUCTIVE = [action for action, _ in DESTRUCTIVE_CASES]
+EVERYDAY = [action for action, _ in _load("everyday.jsonl")]
 
 
 def _label(action: ToolAction) -> str:
@@ -36,11 +43,15 @@ def test_the_corpus_is_big_enough() -> None:
     assert tools == {"shell_exec", "db_mutate"}
 
 
-@pytest.mark.parametrize("action", DESTRUCTIVE, ids=_label)
-def test_destructive_action_is_blocked(action: ToolAction) -> None:
+@pytest.mark.parametrize(("action", "rule"), DESTRUCTIVE_CASES,
+                         ids=[_label(a) for a, _ in DESTRUCTIVE_CASES])
+def test_destructive_action_is_blocked_by_the_rule_that_reads_it(action: ToolAction, rule: str
+                                                                 ) -> None:
     decision = POLICY.evaluate(action, CONTEXT)
     assert not decision.allowed, decision
-    assert decision.rule_id, "every block names its rule"
+    assert decision.rule_id == rule, (
+        "stopped by another rule than the one that reads it (a broken rule hidden by an "
+        "overlapping one?)", decision.reason)
     assert decision.reason
 
 

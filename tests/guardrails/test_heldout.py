@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from harness.actions import ToolAction
 from harness.config import load_config
 from harness.guardrails import Context, Policy
@@ -29,6 +31,19 @@ def test_most_held_out_destructive_inputs_are_stopped() -> None:
     stopped, total = _stopped("heldout.jsonl")
     assert total >= 250
     assert stopped / total >= 0.80, f"{stopped}/{total} stopped"
+
+
+HELD_OUT = [json.loads(line) for line in (CORPUS / "heldout.jsonl").read_text().splitlines()
+            if line]
+
+
+@pytest.mark.parametrize("case", [c for c in HELD_OUT if "rule" in c],
+                         ids=lambda c: str(next(iter(c["parameters"].values())))[:70])
+def test_a_stopped_held_out_input_is_stopped_by_the_rule_that_reads_it(
+        case: dict[str, object]) -> None:
+    decision = POLICY.evaluate(ToolAction.from_dict(
+        {"tool": case["tool"], "parameters": case["parameters"]}), CONTEXT)
+    assert decision.rule_id == case["rule"], (case["why"], decision.reason)
 
 
 def test_held_out_everyday_commands_almost_all_pass() -> None:

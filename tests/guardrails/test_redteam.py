@@ -62,7 +62,10 @@ def test_a_red_team_input_is_stopped(case: dict[str, object]) -> None:
         assert decision.allowed, "a known miss is now stopped: take it off the list"
         return
     assert not decision.allowed, (case["why"], decision.reason)
-    assert decision.rule_id and decision.reason
+    assert decision.reason
+    assert decision.rule_id == case["rule"], (
+        "stopped by another rule than the one that reads this input; a rule may be broken "
+        "and hidden by an overlapping one", case["why"], decision.reason)
 
 
 @pytest.mark.parametrize("case", EVERYDAY, ids=lambda c: _text(c)[:70])
