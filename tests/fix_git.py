@@ -14,7 +14,10 @@ from harness.fixtures import fixture_repo
 
 @pytest.fixture(scope="session", autouse=True)
 def harness_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private HARNESS_HOME for the session so tests never touch the user's."""
+    """A private HARNESS_HOME for the session so tests never touch the user's (the one
+    given, when HARNESS_TEST_KEEP_SERVERS says sessions share it)."""
+    if os.environ.get("HARNESS_TEST_KEEP_SERVERS") and os.environ.get("HARNESS_HOME"):
+        return Path(os.environ["HARNESS_HOME"])
     home = tmp_path_factory.mktemp("harness-home")
     os.environ["HARNESS_HOME"] = str(home)
     return home

@@ -18,6 +18,14 @@ from harness.fixtures import fixtures_root
 from harness.sandbox.postgres import DatabaseServer, ServerAddress, available_versions
 
 CHINOOK = fixtures_root() / "datasets" / "chinook" / "chinook_postgresql.sql"
+KEEP_SERVERS = bool(os.environ.get("HARNESS_TEST_KEEP_SERVERS"))
+"""Set by the mutation runner (tests/mutation/run.py): hundreds of short sessions share one
+harness home, whose database servers then outlive each session."""
+
+
+def _destroy(server: DatabaseServer) -> None:
+    if not KEEP_SERVERS:
+        server.destroy()
 
 
 def _start(server: DatabaseServer) -> ServerAddress:
@@ -38,7 +46,7 @@ def _remove_the_session_database_server(harness_home: Path, no_leftover_resource
     yield
     for version in available_versions():
         with contextlib.suppress(HarnessError):
-            DatabaseServer(version).destroy()
+            _destroy(DatabaseServer(version))
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +63,7 @@ def target_server(docker_client: object, harness_home: Path) -> Iterator[ServerA
                             settings={"max_prepared_transactions": "0"})
     address = _start(server)
     yield address
-    server.destroy()
+    _destroy(server)
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +73,7 @@ def target_server_2pc(docker_client: object, harness_home: Path) -> Iterator[Ser
                             settings={"max_prepared_transactions": "16"})
     address = _start(server)
     yield address
-    server.destroy()
+    _destroy(server)
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +82,7 @@ def target_server_17(docker_client: object, harness_home: Path) -> Iterator[Serv
     server = DatabaseServer(17, instance="target", settings={"max_prepared_transactions": "0"})
     address = _start(server)
     yield address
-    server.destroy()
+    _destroy(server)
 
 
 def application_role(server: ServerAddress, dbname: str, *, replication_role: bool = False

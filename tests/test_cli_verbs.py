@@ -395,32 +395,36 @@ def test_gate_exits_0_for_a_pr_that_fits_and_1_naming_the_limit_it_breaks(
 # --------------------------------------------------------------------- gc
 
 
-def killed_exec(repo: Path, home: Path, client: docker.DockerClient) -> Any:
-    """The container an exec left running when it was killed with SIGKILL (under `home`)."""
+def running_exec(repo: Path, home: Path, client: docker.DockerClient
+                 ) -> tuple[subprocess.Popen[bytes], Any]:
+    """An exec (under `home`) whose command is running, and its sandbox's container."""
     process = subprocess.Popen([*HARNESS, "exec", "--repo", str(repo), "--", "sleep 300"],
                                env={**os.environ, "HARNESS_HOME": str(home)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def running() -> Any:
-            for container in client.containers.list(
-                    filters={"label": f"{labels.PID}={process.pid}"}):
-                if "sleep 300" in json.dumps(container.top()):
-                    return container
-            assert process.poll() is None, "the exec ended before it could be killed"
-            return None
 
-        container = wait_for(running, "the exec's command to run")
-    finally:
-        process.send_signal(signal.SIGKILL)
+    def running() -> Any:
+        for container in client.containers.list(
+                filters={"label": f"{labels.PID}={process.pid}"}):
+            if "sleep 300" in json.dumps(container.top()):
+                return container
+        assert process.poll() is None, "the exec ended before its command ran"
+        return None
+
+    try:
+        return process, wait_for(running, "the exec's command to run")
+    except BaseException:
+        process.kill()
         process.wait()
-    return container
+        raise
 
 
 def test_gc_removes_the_container_and_workspace_a_killed_exec_left(
         shop_repo: Path, agent_image: str, docker_client: docker.DockerClient,
         tmp_path: Path) -> None:
     home = tmp_path / "home"
-    container = killed_exec(shop_repo, home, docker_client)
+    process, container = running_exec(shop_repo, home, docker_client)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
     sandbox = container.labels[labels.SANDBOX]
     container.reload()
     assert container.status == "running", "the kill left the sandbox behind"
@@ -436,40 +440,51 @@ def test_gc_removes_the_container_and_workspace_a_killed_exec_left(
     assert str(home) not in Path("/proc/mounts").read_text(), "its disk is unmounted"
 
 
-def test_gc_all_removes_everything_of_its_own_harness_home_and_nothing_of_another(
+def test_gc_all_also_removes_a_running_sandbox_of_its_home_and_nothing_of_another_home(
         shop_repo: Path, agent_image: str, docker_client: docker.DockerClient,
         pg_server: ServerAddress, tmp_path: Path) -> None:
     home = (tmp_path / "home").resolve()
     env = {"HARNESS_HOME": str(home)}
-    container = killed_exec(shop_repo, home, docker_client)
+    process, container = running_exec(shop_repo, home, docker_client)
     try:
         # On a shared engine `gc --all` may only run where it can tell its home's resources
         # from the others' (this session's database servers, other users' sandboxes).
         assert container.labels.get(labels.HOME) == hashlib.sha256(
             str(home).encode()).hexdigest()[:10], container.labels
-        done = harness("gc", "--all", "--json", env=env)
-        assert done.returncode == 0, done.stderr
-        assert container.name in json.loads(done.stdout)["containers"]
+        plain = harness("gc", "--json", env=env)
+        assert plain.returncode == 0
+        assert container.name not in json.loads(plain.stdout)["containers"], "still in use"
+        everything = harness("gc", "--all", "--json", env=env)
+        assert everything.returncode == 0, everything.stderr
+        report = json.loads(everything.stdout)
+        assert container.name in report["containers"]
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(container.id)
+        # The exec, its command gone, ends as an infrastructure error; its workspace goes.
+        assert process.wait(timeout=120) == 125
         assert not any((home / "workspaces").iterdir())
-        with pg_server.connect() as conn:  # the session's own server, another home's
+        assert str(home) not in Path("/proc/mounts").read_text()
+        with pg_server.connect() as conn:  # this session's server: another home's
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
-        harness("gc", "--json", env=env)  # the killed exec's leftovers (its pid is dead)
+        process.kill()
+        process.wait()
+        harness("gc", "--json", env=env)
 
 
 # ----------------------------------------------------------------- images
 
 
-def test_images_build_reports_every_definition_and_exits_0(agent_image: str) -> None:
+def test_images_build_reports_every_definition_and_exits_0(
+        agent_image: str, docker_client: docker.DockerClient) -> None:
     started = time.monotonic()
     done = harness("images", "build")
     assert done.returncode == 0, done.stderr
     reported = dict(line.split(": ", 1) for line in done.stdout.splitlines())
     assert sorted(reported) == definitions() and "agent" in reported
     assert reported["agent"] == agent_image
-    client = docker.from_env()
     for tag in reported.values():
-        client.images.get(tag)
+        docker_client.images.get(tag)
     assert time.monotonic() - started < 60, "cached images are not built again"
 
 

@@ -24,7 +24,14 @@ from psycopg.types.json import set_json_loads
 
 from harness.errors import HarnessError
 from harness.sandbox import catalog
-from harness.sandbox.capture import RowDelta, RowUpdate, TableDelta, dump_images, load_image
+from harness.sandbox.capture import (
+    RowDelta,
+    RowUpdate,
+    TableDelta,
+    dump_images,
+    load_image,
+    primary_keys,
+)
 from harness.sandbox.masking import MASKED
 
 _CHUNK = 5000
@@ -549,6 +556,9 @@ def _dangling_children(conn: psycopg.Connection[Any], delta: RowDelta, keys: lis
         child = delta.tables.get(fk.child)
         handled = _handled_children(child, fk)
         child_info = tables.get(fk.child_table) or _describe(conn, fk.child_table)
+        # The rows are named by their key, also in a table the change set does not touch.
+        child_key = child.key if child is not None else \
+            primary_keys(conn, [fk.child]).get(fk.child, [])
         olds = list(gone.values())
         for start in range(0, len(olds), _CHUNK):
             chunk = olds[start : start + _CHUNK]
@@ -563,7 +573,7 @@ def _dangling_children(conn: psycopg.Connection[Any], delta: RowDelta, keys: lis
                     continue
                 referenced = {c: chunk[ordinal - 1].get(c) for c in fk.parent_columns}
                 conflicts.append(Conflict(
-                    fk.child, _key_of(row, child), None, row,
+                    fk.child, {k: row.get(k) for k in child_key} or None, None, row,
                     f"it references {fk.parent} {json.dumps(referenced, default=str)} "
                     f"(foreign key {fk.name}), which the change set deletes or re-keys; the "
                     f"row is not in the sandbox's snapshot as it is now"))
