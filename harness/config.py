@@ -380,6 +380,9 @@ class SandboxSettings(_Strict):
     """A definition under sandboxes/ (built on demand) or any image reference containing ':'."""
     hardening: Hardening = Hardening()
     exec_timeout_s: float = Field(120.0, gt=0)
+    """Seconds a command may run when the agent names no timeout."""
+    max_exec_timeout_s: float = Field(900.0, gt=0)
+    """The most an agent may ask for: a longer timeout is cut to this."""
     output_limit_bytes: int = Field(1 << 20, ge=1024)
     """Bytes of stdout and of stderr kept per command; the rest is dropped and flagged."""
     disk_limit: str | None = "4g"

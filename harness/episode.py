@@ -183,12 +183,12 @@ class Episode:
         """Where the change carries a credential the episode held (the agent can print a
         secret variable into a file, a commit message or a row)."""
         found: list[str] = []
-        path = ""
-        for line in workspace.diff.splitlines():
-            if line.startswith("diff --git "):
-                path = line.split(" b/", 1)[-1]
-            elif line.startswith("+") and path not in found and self._credentials.finds(line):
-                found.append(path)
+        # The files themselves, not their diff: a binary file (or one marked -diff) shows
+        # no lines in a diff, and a credential may sit in it all the same.
+        for change in workspace.files:
+            content = self.sandbox.workspace.file_at(workspace.head, change.path)
+            if self._credentials.finds(content.decode("utf-8", "surrogateescape")):
+                found.append(change.path)
         if any(self._credentials.finds(c.message) for c in workspace.commits):
             found.append("commit message")
         for name, table in (rows.tables.items() if rows is not None else []):
@@ -340,8 +340,14 @@ class Episode:
             return "error", {"error": _pg_error(exc)}, None
         except HarnessError as exc:
             return "error", {"error": str(exc)}, None
+        except Exception as exc:  # an agent's input must never end the episode
+            message = self.redactor(f"{type(exc).__name__}: {exc}")
+            _LOG.error("#%s %s failed: %s", len(self.results), action.tool, message)
+            return "error", {"error": message}, None
 
     def _shell(self, command: str | list[str], timeout: float | None = None) -> dict[str, Any]:
+        settings = self.config.sandbox
+        timeout = min(timeout or settings.exec_timeout_s, settings.max_exec_timeout_s)
         remaining = self.budget.remaining_shell_seconds()
         if remaining is not None:
             timeout = min(timeout or remaining, remaining)

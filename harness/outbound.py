@@ -19,6 +19,7 @@ from harness.errors import HarnessError
 _REDIRECTS = {301, 302, 303, 307, 308}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9._-]+)$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _CREDENTIAL_HEADERS = {"authorization", "proxy-authorization", "cookie"}
 _FRAMING_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 
@@ -132,6 +133,13 @@ def fetch(method: str, url: str, *, allow: list[AllowedHost], headers: Mapping[s
     too. Ends at the first non-redirect reply, at most `max_redirects` redirects later."""
     deadline = time.monotonic() + timeout
     first = origin_of(url)
+    for where, given in (("the agent's", headers), ("an edge", edge_headers)):
+        for name, value in given.items():
+            if not _HEADER_NAME.match(name) or not _header_value_ok(value):
+                shown = name if where == "the agent's" or _HEADER_NAME.match(name) else "?"
+                raise RequestRefused("http.bad-header", f"{where} header {shown!r} has a "
+                                     "character HTTP does not allow (a line break, a control "
+                                     "character or one outside Latin-1)", [])
     agent = {k: v for k, v in headers.items() if k.lower() not in _FRAMING_HEADERS
              and k.lower() not in {e.lower() for e in edge_headers}}
     hops: list[Hop] = []
@@ -195,6 +203,14 @@ def _send(origin: Origin, method: str, url: str, headers: Mapping[str, str],
                 data)
     finally:
         connection.close()
+
+
+def _header_value_ok(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return not any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value)
 
 
 def _host_name(host: str) -> str:

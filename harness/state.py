@@ -111,7 +111,9 @@ def auth_headers(injection: StateInjection, host: Mapping[str, str] | None = Non
         if isinstance(source, AuthHeaderSource):
             variable = source.value_env or "HARNESS_AUTH_" + re.sub(
                 r"[^A-Z0-9]", "_", source.key.upper())
-            headers[source.key] = host.get(variable)
+            value = host.get(variable)
+            # A value read from a file often ends with a newline, which HTTP forbids.
+            headers[source.key] = value.strip() if value is not None else None
     return headers
 
 

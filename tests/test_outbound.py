@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -21,8 +22,8 @@ from harness.config import parse_config
 from harness.episode import Episode
 from harness.errors import ConfigError
 from harness.outbound import AllowedHost, RequestRefused, fetch
-from harness.redaction import Redactor, forms
 from harness.tracing import read_trace
+from tests.leaks import leaks
 
 SECRET = "Bearer tok-Zq8w3Lr1-edge-credential-5521"
 TOKEN = SECRET.removeprefix("Bearer ")
@@ -89,7 +90,8 @@ class _Redirector(_Recorder):
                 "embedded": [base64.b64encode((p + f"auth={bare};x").encode()).decode()
                              for p in ("", "a", "ab")],
                 "url": urllib.parse.quote(value, safe=""),
-                "url_lower": urllib.parse.quote(value, safe="").lower(),
+                "url_lower_escapes": re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(),
+                                            urllib.parse.quote(value, safe="")),
                 "hex": raw.hex(), "HEX": raw.hex().upper(),
                 "bare": bare, "reversed": value[::-1], "bare_b64": base64.b64encode(
                     bare.encode()).decode(),
@@ -263,41 +265,6 @@ def test_allow_list_entries_are_validated_with_the_key_named() -> None:
                                                                         "https")
 
 
-@pytest.mark.parametrize("secret", [SECRET, "short-ish", "Basic " + base64.b64encode(
-    b"deploy:hunter2-long-password").decode(), "p@ss/w0rd+with=odd&chars"])
-def test_every_common_encoding_of_a_secret_is_redacted(secret: str) -> None:
-    redact = Redactor([secret])
-    exact, folded = forms(secret)
-    for form in exact | folded:
-        for wrapper in ("{}", "prefix {} suffix", "x{}y"):
-            text = wrapper.format(form)
-            assert form not in redact(text), (form, text)
-    bare = secret.split(" ", 1)[-1]
-    for prefix in ("", "a", "ab", "abc"):
-        encoded = base64.b64encode(f"{prefix}header: {bare} end".encode()).decode()
-        assert _recoverable(redact(encoded), bare) <= 3
-        assert _recoverable(redact(encoded[::-1])[::-1], bare) <= 3
-    assert redact("nothing secret here") == "nothing secret here"
-
-
-def _recoverable(redacted: str, secret: str) -> int:
-    """The longest run of the secret that base64-decoding any piece left around the ***
-    reveals, at any alignment."""
-    longest = 0
-    for piece in redacted.split("***"):
-        for start in range(4):
-            chunk = piece[start:]
-            chunk = chunk[:len(chunk) // 4 * 4]
-            try:
-                decoded = base64.b64decode(chunk).decode("latin-1")
-            except ValueError:
-                continue
-            longest = max([longest] + [n for n in range(1, len(secret) + 1)
-                                       for i in range(len(secret) - n + 1)
-                                       if secret[i:i + n] in decoded])
-    return longest
-
-
 # ----------------------------------------------------------- through an episode
 
 
@@ -348,9 +315,7 @@ target:
     assert results[2].output["stdout"].splitlines()[-1] == "demo"
     recorded = [json.dumps([r.to_dict() for r in results]), trace.read_text(), caplog.text,
                 *(r.observation() for r in results)]
-    leaks = [form for secret in (SECRET, deploy_key) for form in set().union(*forms(secret))
-             if any(form.lower() in text.lower() for text in recorded)]
-    assert leaks == []
+    assert leaks([SECRET, deploy_key], {str(i): t for i, t in enumerate(recorded)}) == []
     assert next(s["name"] for s in read_trace(trace)) == "episode.start"
 
 
@@ -377,8 +342,8 @@ target:
         capture_output=True, text=True, env={**_environ(), "EDGE_TOKEN": SECRET}, check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["actions"][0]["output"]["status"] == 200
-    for text in (done.stdout, done.stderr, (tmp_path / "t.jsonl").read_text()):
-        assert [f for f in set().union(*forms(SECRET)) if f.lower() in text.lower()] == []
+    assert leaks([SECRET], {"stdout": done.stdout, "stderr": done.stderr,
+                            "trace": (tmp_path / "t.jsonl").read_text()}) == []
 
 
 def _environ() -> dict[str, str]:

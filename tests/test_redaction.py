@@ -21,8 +21,8 @@ import pytest
 from harness.config import parse_config
 from harness.episode import Episode
 from harness.fixtures import fixture_seed
-from harness.redaction import forms
 from harness.sandbox.home import harness_home
+from tests.leaks import leaks
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
@@ -89,12 +89,6 @@ def _actions(host: str) -> list[dict[str, Any]]:
             {"tool": "shell_exec", "parameters": {"command": "rm -rf /"}}]
 
 
-def _leaks(secrets: list[str], texts: dict[str, str]) -> list[tuple[str, str]]:
-    every = {form.lower() for secret in secrets for form in set().union(*forms(secret))}
-    return [(where, form) for where, text in texts.items() for form in every
-            if form in text.lower()]
-
-
 def _files_since(started: float) -> dict[str, str]:
     found = {}
     for path in harness_home().rglob("*"):
@@ -125,7 +119,7 @@ def test_no_form_of_any_secret_is_shown_logged_or_written(
                                      default=str) + changes.markdown(),
              **_files_since(started)}
     assert any(path.endswith(".jsonl") for path in texts), "the trace was scanned"
-    assert _leaks([HEADER, DEPLOY, VAULT, password], texts) == []
+    assert leaks([HEADER, DEPLOY, VAULT, password], texts) == []
 
 
 def test_the_json_output_and_every_file_of_a_run_hold_no_secret(
@@ -143,4 +137,4 @@ def test_the_json_output_and_every_file_of_a_run_hold_no_secret(
     report = json.loads(done.stdout)
     assert [v["limit"] for v in report["promotion"]["violations"]] == ["secrets"]
     texts = {"stdout": done.stdout, "stderr": done.stderr, **_files_since(started)}
-    assert _leaks([HEADER, DEPLOY, VAULT], texts) == []
+    assert leaks([HEADER, DEPLOY, VAULT], texts) == []

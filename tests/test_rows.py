@@ -361,3 +361,13 @@ def test_masked_columns_are_neither_compared_nor_written(conn: psycopg.Connectio
     assert conflicts == [] and applied.updated == 1
     assert rows(conn, "SELECT name, doc::text FROM parents WHERE id = 3") == [
         ("three", json.dumps({"b": 2}))]
+
+
+def test_a_refused_value_in_a_masked_table_never_quotes_the_real_row(
+        conn: psycopg.Connection[Any]) -> None:
+    change = delta(TableDelta("public.parents", ["id"], masked=["doc"], inserted=[
+        {"id": 7, "name": "bad", "doc": None}]))
+    _, conflicts, _ = apply_delta(conn, change, ddl=False)
+    assert len(conflicts) == 1 and "Failing row" not in conflicts[0].reason
+    assert conflicts[0].reason.endswith("(the failing row is not shown: it holds masked "
+                                        "columns)")

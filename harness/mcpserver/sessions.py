@@ -68,6 +68,8 @@ class Sessions:
         self._owners: dict[str, str] = {}
         self._last_call: dict[str, float] = {}
         self._busy: dict[str, int] = {}
+        self._opening: set[str] = set()
+        """Sessions whose sandbox is being opened now (they count towards the idle cap)."""
         self._guard = threading.Lock()
         self._stop = threading.Event()
         if idle_timeout is not None:
@@ -141,12 +143,16 @@ class Sessions:
         with lock:
             if key not in self._episodes:
                 self._check_idle_cap(key)
-                self._reserve()
                 try:
-                    self._episodes[key] = Episode(self.config).open()
-                except BaseException:
-                    self._release()
-                    raise
+                    self._reserve()
+                    try:
+                        self._episodes[key] = Episode(self.config).open()
+                    except BaseException:
+                        self._release()
+                        raise
+                finally:
+                    with self._guard:
+                        self._opening.discard(key)
                 _LOG.info("MCP session %s: episode %s opened", key, self._episodes[key].trace_id)
                 with self._guard:
                     ended_meanwhile = key in self._ended
@@ -166,15 +172,20 @@ class Sessions:
             idle = sorted(now - self._last_call.get(k, now) for k in self._episodes
                           if k != key and self._owners.get(k) == owner
                           and not self._busy.get(k))
-        if len(idle) >= self.max_idle_per_token:
-            reclaim = (f"; the oldest is reclaimed in {max(self.idle_timeout - idle[-1], 0):.0f} s"
-                       if self.idle_timeout is not None else "")
-            raise ToolError(
-                f"this client's credential ({owner}) already holds {len(idle)} idle sandboxes "
-                f"(sessions making no call, idle for {', '.join(f'{s:.0f} s' for s in idle)}), "
-                f"as many as one credential may (--max-idle-per-token "
-                f"{self.max_idle_per_token}): end a session you no longer use (DELETE it) or "
-                f"use one of them{reclaim}")
+            # Sandboxes being opened for the same credential will be idle in a moment:
+            # first calls racing each other must not all get through.
+            opening = sum(1 for k in self._opening if self._owners.get(k) == owner)
+            if len(idle) + opening < self.max_idle_per_token:
+                self._opening.add(key)
+                return
+        reclaim = (f"; the oldest is reclaimed in {max(self.idle_timeout - idle[-1], 0):.0f} s"
+                   if self.idle_timeout is not None and idle else "")
+        waiting = f" (idle for {', '.join(f'{s:.0f} s' for s in idle)})" if idle else ""
+        raise ToolError(
+            f"this client's credential ({owner}) already holds {len(idle)} idle sandboxes"
+            f"{waiting}{f' and is opening {opening} more' if opening else ''}, as many as one "
+            f"credential may (--max-idle-per-token {self.max_idle_per_token}): end a session "
+            f"you no longer use (DELETE it) or use one of them{reclaim}")
 
     def _reap(self) -> None:
         """Reclaim the sandboxes of sessions idle past the timeout, until `close_all`."""
@@ -230,8 +241,11 @@ class Sessions:
         self.close(key)
 
     def close_all(self) -> None:
-        """End every session (and stop reclaiming)."""
+        """End every session (and stop reclaiming): running commands are stopped first, so
+        the server does not wait for them to finish."""
         self._stop.set()
+        for episode in list(self._episodes.values()):
+            episode.interrupt()
         for key in list(self._episodes):
             self.end(key)
 

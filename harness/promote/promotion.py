@@ -104,6 +104,16 @@ def promote(changeset: ChangeSet, config: Config, *, dry_run: bool | None = None
         return PromotionResult("failed", changeset.trace_id, plan=plan,
                                error="the change set has row changes but target.database is "
                                      "not set")
+    if has_rows and _is_seed(target.database):
+        # A seed file is what sandboxes start from, not a system that can take the rows.
+        if dry_run:
+            plan["database"] = {**(plan["database"] or {}), "checked_against": None,
+                                "note": "target.database is a seed file: the rows were checked "
+                                        "against the limits only"}
+            return PromotionResult("dry-run", changeset.trace_id, plan=plan)
+        return PromotionResult("failed", changeset.trace_id, plan=plan,
+                               error=f"target.database is a seed file ({target.database}); "
+                                     "promoting rows needs a live database (a DSN)")
     if changeset.bundle and not target.repo:
         return PromotionResult("failed", changeset.trace_id, plan=plan,
                                error="target.repo is not set")
@@ -133,6 +143,12 @@ def promote(changeset: ChangeSet, config: Config, *, dry_run: bool | None = None
     finally:
         if conn is not None:
             conn.close()
+
+
+def _is_seed(database: str | None) -> bool:
+    from harness.sandbox.snapshot import Source
+
+    return database is not None and Source.parse(database).kind == "seed"
 
 
 def _protocol(conn: psycopg.Connection[Any] | None, wanted: str) -> Protocol:

@@ -156,10 +156,13 @@ def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool,
         conn.execute("ROLLBACK TO SAVEPOINT harness_apply")
         diag = exc.diag
         where = f"{diag.schema_name}.{diag.table_name}" if diag.table_name else "?"
+        # The server's detail quotes the failing row, real values of masked columns too.
+        detail = diag.message_detail if not any(t.masked for t in tables.values()) else \
+            "the failing row is not shown: it holds masked columns" if diag.message_detail \
+            else None
         return applied, [Conflict(where, None, None, None,
                                   f"the target refused the change: {diag.message_primary}"
-                                  + (f" ({diag.message_detail})" if diag.message_detail
-                                     else ""))], delta
+                                  + (f" ({detail})" if detail else ""))], delta
     conn.execute("RELEASE SAVEPOINT harness_apply")
     late = _partition_keys_after(conn, delta, keys)
     if late:

@@ -110,8 +110,14 @@ class Container:
         container, self._container = self._container, None
         if container is None:
             return
-        with contextlib.suppress(docker.errors.NotFound):
+        try:
             container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            # Another remover (`harness gc --all`) got there first: it finishes the job.
+            if exc.status_code != 409:
+                raise SandboxError(f"cannot remove container {container.name}: {exc}") from exc
 
     def __enter__(self) -> Container:
         try:
@@ -157,6 +163,10 @@ class Container:
             "memswap_limit": h.memory,
             "nano_cpus": int(h.cpus * 1e9),
             "ipc_mode": "private",
+            # Nothing reads PID 1's output, and a log would be a file on the host the agent
+            # can grow without limit (writing to /proc/1/fd/1).
+            "log_config": {"type": "none", "config": {}},
+            "shm_size": "16m",
             "detach": True,
         }
         if h.drop_capabilities:

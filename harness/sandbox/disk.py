@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import secrets
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +32,18 @@ class Mechanism:
     detail: str
 
 
-@functools.cache
+_PROBING = threading.Lock()
+
+
 def mechanism() -> Mechanism:
-    """Whether this host can give each sandbox its own fixed-size filesystem."""
+    """Whether this host can give each sandbox its own fixed-size filesystem (probed once
+    per process, by one thread: parallel episodes share the answer)."""
+    with _PROBING:
+        return _probe()
+
+
+@functools.cache
+def _probe() -> Mechanism:
     if os.geteuid() != 0:
         return Mechanism(False, f"mounting a filesystem image needs root (running as uid "
                                 f"{os.geteuid()}); /tmp and home are size-capped tmpfs, the "
@@ -42,7 +53,8 @@ def mechanism() -> Mechanism:
             return Mechanism(False, f"{tool} not found (apt-get install e2fsprogs mount)")
     if not Path("/dev/loop-control").exists():
         return Mechanism(False, "no loop devices (/dev/loop-control is missing)")
-    probe = Disk(f"probe-{os.getpid()}", 16 << 20, owner=(os.geteuid(), os.getegid()))
+    probe = Disk(f"probe-{os.getpid()}-{secrets.token_hex(4)}", 16 << 20,
+                 owner=(os.geteuid(), os.getegid()))
     try:
         probe.create(checked=False)
     except SandboxError as exc:

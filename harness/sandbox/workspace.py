@@ -36,6 +36,11 @@ _SAFE_GIT = [
     "-c", "core.sshCommand=false",
     "-c", "safe.directory=*",
     "-c", "protocol.allow=never",
+    # What the host writes from the clone (a bundle) is compressed as git's defaults say,
+    # whatever the agent configured: `pack.compression 0` would make a few megabytes of
+    # zeros in the sandbox hundreds on the host.
+    "-c", "core.compression=-1", "-c", "pack.compression=-1", "-c", "core.bigFileThreshold=512m",
+    "-c", "pack.packSizeLimit=0",
 ]
 # External diff programs and textconv filters come from agent-writable config.
 PLAIN_DIFF = ["--no-ext-diff", "--no-textconv", "--no-color", "--no-renames"]
@@ -181,6 +186,14 @@ class Workspace:
         """The commit the workspace's HEAD points at."""
         return self._git("rev-parse", "--verify", "HEAD^{commit}")
 
+    def file_at(self, commit: str, path: str) -> bytes:
+        """The bytes of `path` as `commit` holds it (b"" when it does not)."""
+        self._check_layout()
+        done = subprocess.run(["git", *_SAFE_GIT, "-C", str(self.path), "cat-file", "blob",
+                               f"{commit}:{path}"], capture_output=True, check=False,
+                              env=_git_environment(self._object_stores))
+        return done.stdout if done.returncode == 0 else b""
+
     def bundle(self, path: Path) -> bool:
         """Write the commits of HEAD since the base to a git bundle at `path` (False, and no
         file, when there are none): the change set keeps them after the clone is gone."""
@@ -302,12 +315,9 @@ def run_git(
     repo: Path, *args: str, check: bool = True, alternates: list[Path] | None = None
 ) -> str:
     """Run git in `repo` with agent-planted configuration neutralised; return stdout."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
-    if alternates:
-        env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = ":".join(str(p) for p in alternates)
     done = subprocess.run(
         ["git", *_SAFE_GIT, "-C", str(repo), *args],
-        capture_output=True, env=env, check=False,
+        capture_output=True, env=_git_environment(alternates), check=False,
     )
     if check and done.returncode != 0:
         raise WorkspaceError(
@@ -315,6 +325,13 @@ def run_git(
             f"{done.stderr.decode(errors='replace').strip()}"
         )
     return done.stdout.decode(errors="replace").strip()
+
+
+def _git_environment(alternates: list[Path] | None) -> dict[str, str]:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
+    if alternates:
+        env["GIT_ALTERNATE_OBJECT_DIRECTORIES"] = ":".join(str(p) for p in alternates)
+    return env
 
 
 def _borrowed_stores(objects: Path) -> list[Path]:
