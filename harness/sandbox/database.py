@@ -76,6 +76,10 @@ def open_baseline(source: str | Source, settings: DatabaseSettings | None = None
     return server, baseline
 
 
+TEMP_FILE_LIMIT_KB = 1 << 20
+"""Temporary files one query of the agent may write (1 GiB)."""
+
+
 class SandboxDatabase:
     """The database of one sandbox; `create()` clones the baseline, `drop()` removes it."""
 
@@ -105,6 +109,10 @@ class SandboxDatabase:
                 db, sql.Literal(json.dumps({OWNER_PID: os.getpid()}))))
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} CONNECTION LIMIT 20").format(
                 role, sql.Literal(self.password)))
+            # A sort or hash spilling to disk stops at this size (only a superuser may raise
+            # it); rows themselves are bounded by the row budget, not in bytes.
+            conn.execute(sql.SQL("ALTER ROLE {} SET temp_file_limit = {}").format(
+                role, sql.Literal(f"{TEMP_FILE_LIMIT_KB}kB")))
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
             conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, role))
         with self.server.connect(self.name) as conn:

@@ -230,6 +230,14 @@ def test_the_agent_role_cannot_remove_or_read_the_capture(sandbox_db: SandboxDat
         "public.items": {"inserted": 0, "updated": 0, "deleted": 1}}
 
 
+def test_the_agent_role_cannot_spill_more_than_the_temp_file_limit(
+        sandbox_db: SandboxDatabase) -> None:
+    with sandbox_db.connect() as conn:
+        assert conn.execute("SHOW temp_file_limit").fetchone() == ("1GB",)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SET temp_file_limit = -1")
+
+
 def test_the_agent_role_weighs_its_own_open_transaction(sandbox_db: SandboxDatabase) -> None:
     from harness.sandbox.capture import read_delta
 
