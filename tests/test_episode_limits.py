@@ -144,3 +144,12 @@ def test_a_response_exactly_the_cap_is_whole_and_one_byte_more_is_cut(
         over = act(ep, "http_request", method="GET", url=f"http://{sized_server}/2049")
     assert exact.output["body"] == "z" * 2048 and exact.output["truncated"] is False
     assert over.output["body"] == "z" * 2048 and over.output["truncated"] is True
+
+
+def test_a_timeout_the_agent_asks_for_is_cut_to_the_configured_maximum(
+        shop_repo: Path, tmp_path: Path) -> None:
+    cfg = parse_config(f"sandbox: {{max_exec_timeout_s: 1.5}}\ntarget: {{repo: {shop_repo}}}\n")
+    with Episode(cfg, trace_path=tmp_path / "t.jsonl") as ep:
+        started = time.monotonic()
+        result = act(ep, "shell_exec", command="sleep 30", timeout=100000)
+        assert result.output["timed_out"] and time.monotonic() - started < 15

@@ -316,6 +316,25 @@ def test_one_token_cannot_hold_more_idle_sandboxes_than_its_share(
     assert wait_for_sandboxes(docker_client, before) == before
 
 
+def test_first_calls_racing_each_other_do_not_beat_the_idle_cap(
+        config_file: Path, docker_client: docker.DockerClient) -> None:
+    before = sandboxes(docker_client)
+    with serving(config_file, "--max-idle-per-token", "1") as (url, _):
+        async def race() -> list[bool]:
+            async with http_client(url) as one, http_client(url) as two:
+                outcomes: list[bool] = []
+
+                async def first_call(client: Client) -> None:
+                    outcomes.append((await client.call_tool("list_files", {})).is_error)
+                async with anyio.create_task_group() as group:
+                    group.start_soon(first_call, one)
+                    group.start_soon(first_call, two)
+                return outcomes
+        outcomes = anyio.run(race)
+    assert sorted(outcomes) == [False, True], "one opened a sandbox, the other was refused"
+    assert wait_for_sandboxes(docker_client, before) == before
+
+
 def test_over_http_sessionless_requests_web_pages_and_tokenless_clients_are_refused(
         config_file: Path, docker_client: docker.DockerClient) -> None:
     before = sandboxes(docker_client)

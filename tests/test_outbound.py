@@ -256,6 +256,19 @@ def test_proxies_from_the_environment_do_not_apply(allowed: Any, outsider: Any,
     assert other_seen == []
 
 
+@pytest.mark.parametrize(("headers", "edge"), [
+    ({"X-Note": "a\r\nInjected: 1"}, SECRET), ({"X-Note": "caf\u00e9 \u2713"}, SECRET),
+    ({"Bad Name": "x"}, SECRET), ({}, SECRET + "\r\nX-Evil: 1")])
+def test_a_header_http_cannot_carry_is_refused_naming_it_but_not_its_value(
+        allowed: Any, headers: dict[str, str], edge: str) -> None:
+    host, seen = allowed
+    with pytest.raises(RequestRefused) as refused:
+        fetch("GET", f"http://{host}/x", allow=[AllowedHost.parse(host)], headers=headers,
+              edge_headers={"Authorization": edge})
+    assert refused.value.rule == "http.bad-header" and seen == []
+    assert TOKEN not in str(refused.value)
+
+
 def test_allow_list_entries_are_validated_with_the_key_named() -> None:
     with pytest.raises(ConfigError, match="allow_hosts"):
         parse_config("tools:\n  http:\n    allow_hosts: ['http://a/path']\n")

@@ -157,6 +157,9 @@ def test_a_change_carrying_a_credential_of_the_edge_is_refused(
         for command in ["printf 'token = %s\\n' \"$DEPLOY_KEY\" > deploy.cfg",
                         "printf %s \"$DEPLOY_KEY\" | base64 > shop/key.b64",
                         "echo plain > notes.txt",
+                        "printf 'BIN\\0%s\\0' \"$DEPLOY_KEY\" > blob.bin",
+                        "echo 'hidden.txt -diff' > .gitattributes && "
+                        "printf %s \"$DEPLOY_KEY\" > hidden.txt",
                         "git add -A && git commit -qm \"deploy with $DEPLOY_KEY\"",
                         "psql -qc \"UPDATE users SET email = '$DEPLOY_KEY@x.y' WHERE id = 1\""]:
             action = episode.act({"tool": "shell_exec", "parameters": {"command": command}})
@@ -165,8 +168,8 @@ def test_a_change_carrying_a_credential_of_the_edge_is_refused(
         result = episode.promote()
     assert result.outcome == "refused"
     secrets = [v for v in result.violations if v.limit == "secrets"]
-    assert secrets and secrets[0].actual == ["deploy.cfg", "shop/key.b64", "commit message",
-                                             "public.users"]
+    assert secrets and secrets[0].actual == ["blob.bin", "deploy.cfg", "hidden.txt",
+                                             "shop/key.b64", "commit message", "public.users"]
     assert key not in json.dumps(result.to_dict(), default=str)
     assert git(remote, "for-each-ref") == before
 

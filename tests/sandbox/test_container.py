@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +44,16 @@ def test_writing_outside_workspace_and_tmp_fails(sandbox: Sandbox, path: str) ->
 def test_workspace_and_tmp_are_writable(sandbox: Sandbox, folder: str) -> None:
     result = sandbox.exec(f"echo ok > {folder}/probe && cat {folder}/probe && rm {folder}/probe")
     assert result.stdout == "ok\n"
+
+
+def test_nothing_the_agent_prints_reaches_a_host_file(sandbox: Sandbox,
+                                                      docker_client: Any) -> None:
+    attributes = docker_client.api.inspect_container(sandbox.container.id)["HostConfig"]
+    assert attributes["LogConfig"]["Type"] == "none"
+    assert attributes["ShmSize"] == 16 << 20
+    sandbox.exec("head -c 1000000 /dev/zero > /proc/1/fd/1; head -c 1000000 /dev/zero >&2")
+    with pytest.raises(Exception, match="logs"):
+        docker_client.api.logs(sandbox.container.id)
 
 
 def test_capabilities_are_empty(sandbox: Sandbox) -> None:

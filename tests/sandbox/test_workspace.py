@@ -99,3 +99,17 @@ def test_clone_borrows_objects_instead_of_copying_them(shop_repo: Path) -> None:
         own_objects = [p for p in (ws.path / ".git" / "objects").rglob("*") if p.is_file()]
         assert not [p for p in own_objects if len(p.parent.name) == 2], "loose objects were copied"
         assert list(ws.container_mounts()) == [str((shop_repo / ".git" / "objects").resolve())]
+
+
+def test_the_host_compresses_a_bundle_whatever_the_agent_configured(shop_repo: Path,
+                                                                    tmp_path: Path) -> None:
+    from harness.sandbox import Sandbox
+
+    with Sandbox(shop_repo) as sandbox:
+        done = sandbox.exec("git config pack.compression 0 && git config core.compression 0 "
+                            "&& head -c 30000000 /dev/zero > zeros.bin && git add zeros.bin && "
+                            "git -c user.name=a -c user.email=a@b commit -qm zeros")
+        assert done.ok, done.stderr
+        bundle = tmp_path / "change.bundle"
+        assert sandbox.workspace.bundle(bundle)
+        assert bundle.stat().st_size < 1 << 20, "30 MB of zeros stay a few kilobytes"
