@@ -106,3 +106,37 @@ def test_counters_serialise_rounded_without_the_clock() -> None:
     data = b.counters.to_dict()
     assert "started" not in data and data["shell_seconds"] == 1.235
     assert data["wall_seconds"] >= 0
+
+
+@pytest.mark.parametrize(("settings", "counter", "value", "tool", "expected"), [
+    ({"max_actions": 7}, "actions", 7, "read_file",
+     ("max_actions", "the episode has used its 7 actions")),
+    ({"max_wall_seconds": 2.5}, "started", 3, "read_file",
+     ("max_wall_seconds", "the episode has run for its 2.5 s")),
+    ({"max_shell_seconds": 1.5}, "shell_seconds", 1.5, "shell_exec",
+     ("max_shell_seconds", "shell commands have used their 1.5 s")),
+    ({"max_output_bytes": 4096}, "output_bytes", 4096, "db_query",
+     ("max_output_bytes", "actions have returned their 4096 bytes")),
+    ({"max_commits": 3}, "commits", 3, "git_commit",
+     ("max_commits", "the episode has made its 3 commits (blast radius)")),
+    ({"max_database_rows": 9}, "rows", 9, "db_mutate",
+     ("max_database_rows", "the episode has changed its 9 rows (blast radius)")),
+])
+def test_each_overrun_names_its_limit_and_the_amount(
+        settings: dict[str, object], counter: str, value: float, tool: str,
+        expected: tuple[str, str]) -> None:
+    b = budget(**settings)
+    if counter == "started":
+        b.counters.started -= value
+    else:
+        setattr(b.counters, counter, value)
+    overrun = b.before(tool)
+    assert overrun is not None and (overrun.limit, overrun.reason) == expected
+
+
+def test_the_wall_time_is_reported_to_the_millisecond() -> None:
+    b = budget()
+    b.counters.started -= 1.23456
+    seconds = b.counters.to_dict()["wall_seconds"]
+    assert seconds == pytest.approx(1.2346, abs=0.001) and round(seconds, 3) == seconds
+    assert isinstance(seconds, float)

@@ -141,3 +141,111 @@ def test_a_credential_in_the_change_is_refused_wherever_it_is() -> None:
     refused = check_limits(changeset(secrets=["deploy.cfg", "commit message"]), config())
     assert [v.limit for v in refused] == ["secrets"]
     assert "deploy.cfg, commit message" in refused[0].detail
+
+
+def test_each_violation_says_what_was_allowed_what_was_found_and_where() -> None:
+    cfg = config("max_commits: 1, max_files_changed: 1, max_lines_changed: 3, "
+                 "max_database_rows: 2, max_rows_per_table: {t: 1}",
+                 "protected_tables: [audit], protected_paths: ['deploy/**']")
+    changes = changeset(commits=2, lines=4, paths=["deploy/x.yaml", "b.txt"],
+                        rows={"public.t": 2, "public.audit": 1},
+                        ddl=["CREATE TABLE x (id int)", "CREATE INDEX ON t (a)"],
+                        secrets=["b.txt", "public.t"])
+    found = {v.limit: v.to_dict() for v in check_limits(changes, cfg)}
+    assert found == {
+        "max_commits": {"limit": "max_commits", "allowed": 1, "actual": 2,
+                        "detail": "2 commits since the base"},
+        "max_files_changed": {"limit": "max_files_changed", "allowed": 1, "actual": 2,
+                              "detail": "2 files changed"},
+        "max_lines_changed": {"limit": "max_lines_changed", "allowed": 3, "actual": 4,
+                              "detail": "+4 -0 lines"},
+        "protected_paths": {"limit": "protected_paths", "allowed": "deploy/**",
+                            "actual": "deploy/x.yaml",
+                            "detail": "deploy/x.yaml is protected by 'deploy/**'"},
+        "secrets": {"limit": "secrets", "allowed": [], "actual": ["b.txt", "public.t"],
+                    "detail": "the change carries a credential the harness held for the agent "
+                              "(an auth header or a secret env_var value, or an encoding of "
+                              "it) in: b.txt, public.t; promoting it would publish the "
+                              "credential"},
+        "max_database_rows": {"limit": "max_database_rows", "allowed": 2, "actual": 3,
+                              "detail": "3 rows changed"},
+        "max_rows_per_table[t]": {"limit": "max_rows_per_table[t]", "allowed": 1,
+                                  "actual": 2, "detail": "2 rows changed in public.t"},
+        "protected_tables": {"limit": "protected_tables", "allowed": "audit", "actual": 1,
+                             "detail": "1 rows changed in the protected table public.audit"},
+        "allow_ddl": {"limit": "allow_ddl", "allowed": False, "actual": 2,
+                      "detail": "2 schema change(s): CREATE TABLE x (id int); "
+                                "CREATE INDEX ON t (a)"},
+    }
+
+
+def test_the_ddl_listing_is_cut_per_statement_and_falls_back_to_the_command_tag() -> None:
+    long = "CREATE TABLE x (" + ", ".join(f"c{i} int" for i in range(40)) + ")"
+    changes = ChangeSet("t", WorkspaceChanges("b", "h"), RowDelta({}, [
+        DdlStatement("CREATE TABLE", "table", "public.x", long),
+        DdlStatement("CREATE INDEX", "index", "public.i", None)]))
+    detail = check_limits(changes, config())[0].detail
+    assert detail == f"2 schema change(s): {long[:80]}; CREATE INDEX"
+
+
+def test_a_quoted_table_name_is_matched_without_its_quotes() -> None:
+    cfg = config("max_database_rows: 100, max_rows_per_table: {Order Lines: 1}",
+                 "protected_tables: [Audit Log]")
+    found = check_limits(changeset(rows={'public."Order Lines"': 2, 'public."Audit Log"': 1}),
+                         cfg)
+    assert [(v.limit, v.detail) for v in found] == [
+        ("protected_tables", "1 rows changed in the protected table public.Audit Log"),
+        ("max_rows_per_table[Order Lines]", "2 rows changed in public.Order Lines")]
+
+
+@pytest.mark.parametrize(("statement", "what"), [
+    ("ALTER TABLE orders DROP COLUMN note", "drops a column"),
+    ("ALTER TABLE public.orders ALTER COLUMN total TYPE bigint", "changes a column's type"),
+    ("ALTER TABLE orders RENAME COLUMN note TO memo", "renames a column"),
+    ("ALTER TABLE orders ADD COLUMN x int, DROP COLUMN note", "drops a column"),
+    ("ALTER TABLE orders DETACH PARTITION orders_2024", "detaches a partition"),
+    ("ALTER TABLE orders ATTACH PARTITION o FOR VALUES IN (1)", "attaches a partition"),
+])
+def test_a_reshaping_change_of_a_written_table_is_refused_saying_how(statement: str,
+                                                                      what: str) -> None:
+    cfg = config("allow_ddl: true, max_database_rows: 100")
+    changes = changeset(rows={'public."orders"': 1}, ddl=[statement])
+    assert [v.to_dict() for v in check_limits(changes, cfg)] == [{
+        "limit": "allow_ddl", "allowed": "replayable", "actual": statement,
+        "detail": f"the schema change {what} of orders, whose rows the change set also "
+                  "writes; replayed before the rows, it would change where or how they land. "
+                  "Promote the schema change and the rows in two episodes"}]
+
+
+@pytest.mark.parametrize("statement", [
+    "ALTER TABLE orders ADD COLUMN note2 text", "ALTER TABLE orders RENAME TO purchases",
+    "ALTER INDEX orders_pkey RENAME TO orders_key", "not sql at all ((", "",
+    "CREATE TABLE orders_copy (LIKE orders)"])
+def test_a_change_that_does_not_reshape_written_rows_passes(statement: str) -> None:
+    cfg = config("allow_ddl: true, max_database_rows: 100")
+    assert limits(changeset(rows={"public.orders": 1}, ddl=[statement]), cfg) == []
+
+
+def test_every_masked_write_is_counted_and_named_per_table() -> None:
+    cfg = config("max_database_rows: 100")
+    before = {"id": 1, "email": "m1", "phone": "p1", "note": "n"}
+    changes = ChangeSet("t", WorkspaceChanges("b", "h"), RowDelta({
+        "public.users": TableDelta("public.users", ["id"], masked=["email", "phone"], updated=[
+            RowUpdate({"id": 1}, before, {**before, "email": "x"}, ["email"]),
+            RowUpdate({"id": 2}, {**before, "id": 2}, {**before, "id": 2, "phone": "y"},
+                      ["phone"]),
+            RowUpdate({"id": 3}, {**before, "id": 3}, {**before, "id": 3, "note": "z"},
+                      ["note"])],
+            inserted=[{"id": 4, "email": "new", "phone": None}, {"id": 5, "email": None}]),
+        "public.plain": TableDelta("public.plain", ["id"], inserted=[{"id": 1, "email": "e"}]),
+        "public.log": TableDelta("public.log", [], masked=["who"], deleted=[{"who": "a"}] * 3),
+    }))
+    assert [v.to_dict() for v in check_limits(changes, cfg)] == [
+        {"limit": "masked_columns", "allowed": "a key", "actual": 3,
+         "detail": "public.log has no primary key, so its deleted rows are found by their "
+                   "contents, part of which is masked; they cannot be identified on the "
+                   "target"},
+        {"limit": "masked_columns", "allowed": "unchanged", "actual": ["email", "phone"],
+         "detail": "3 row(s) of public.users write the masked column(s) email, phone: their "
+                   "sandbox values are masks, not data (sandbox.database.mask); promote such "
+                   "a change from an unmasked rehearsal"}]
