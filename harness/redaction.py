@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import base64
 import re
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 REDACTED = "***"
-_MIN_SECRET = 4
+MIN_SECRET = 4
 """Shorter values are not treated as secrets, or every `a` would vanish."""
 _AUTH_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9._~+-]*\s+(\S.*)$")
 _WRAP = r"(?:\r?\n)?"
@@ -40,7 +39,7 @@ class Redactor:
 
     def add(self, value: str) -> None:
         """Treat `value` (and what it becomes) as a secret from now on."""
-        if not value or len(value) < _MIN_SECRET or value in self._values:
+        if not value or len(value) < MIN_SECRET or value in self._values:
             return
         self._values.append(value)
         fragments = {fragment for secret in self._values for fragment in patterns(secret)}
@@ -63,9 +62,9 @@ class Redactor:
 def patterns(secret: str) -> list[str]:
     """Regular expressions that match `secret` in every form this module covers."""
     found: list[str] = []
-    for value in _bare(secret):
+    for value in bare_forms(secret):
         data = value.encode()
-        found.append(re.escape(value))
+        # The percent pattern matches the value itself too (any character may stand as is).
         found += [_percent(value), _percent(value, reverse=True)]
         hexed = _HEX_GAP.join(f"(?i:{byte:02x})" for byte in data)
         found += [hexed, _HEX_GAP.join(f"(?i:{byte:02x})" for byte in reversed(data))]
@@ -78,35 +77,16 @@ def patterns(secret: str) -> list[str]:
     return [p for p in dict.fromkeys(found) if p]
 
 
-def forms(secret: str) -> tuple[set[str], set[str]]:
-    """Literal texts a secret becomes (matched exactly, matched in any case): examples of
-    what `patterns` matches, for tests and for scanning what was written."""
-    exact: set[str] = set()
-    folded: set[str] = set()
-    for value in _bare(secret):
-        data = value.encode()
-        exact.add(value)
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            whole = encode(data).decode()
-            exact |= {whole, whole.rstrip("=")}
-        folded |= {urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value),
-                   urllib.parse.quote(value), data.hex()}
-    exact |= {s[::-1] for s in exact}
-    folded |= {s[::-1] for s in folded}
-    return ({s for s in exact if len(s) >= _MIN_SECRET},
-            {s for s in folded if len(s) >= _MIN_SECRET})
-
-
-def _bare(secret: str) -> list[str]:
+def bare_forms(secret: str) -> list[str]:
     """The secret, without its auth scheme, a Basic credential decoded; each reversed."""
     bare = [secret]
     scheme = _AUTH_SCHEME.match(secret)
-    if scheme and len(scheme.group(1)) >= _MIN_SECRET:
+    if scheme and len(scheme.group(1)) >= MIN_SECRET:
         bare.append(scheme.group(1))
         if secret.lower().startswith("basic "):
             bare += _basic_credentials(scheme.group(1))
     bare += [value[::-1] for value in bare]
-    return [value for value in dict.fromkeys(bare) if len(value) >= _MIN_SECRET]
+    return [value for value in dict.fromkeys(bare) if len(value) >= MIN_SECRET]
 
 
 def _basic_credentials(token: str) -> list[str]:
@@ -116,7 +96,7 @@ def _basic_credentials(token: str) -> list[str]:
     except ValueError:
         return []
     password = pair.partition(":")[2]
-    return [pair] + ([password] if len(password) >= _MIN_SECRET else [])
+    return [pair, password]
 
 
 def _percent(value: str, *, reverse: bool = False) -> str:
@@ -147,10 +127,8 @@ def _base64_window(data: bytes, skip: int, encode: Callable[[bytes], bytes]
             text = encode(message).decode()
             for index, chars in enumerate(seen):
                 chars.add(text[start + index])
-    return [chars for chars in seen if len(chars) < 64]
+    return seen
 
 
 def _klass(chars: set[str]) -> str:
-    if len(chars) == 1:
-        return re.escape(next(iter(chars)))
     return "[" + "".join(re.escape(c) for c in sorted(chars)) + "]"

@@ -22,6 +22,7 @@ from harness.config import (
     StateInjection,
 )
 from harness.sandbox import catalog
+from harness.tables import TableName
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,10 @@ def database_schema(conn: psycopg.Connection[Any], tables: list[str]) -> dict[st
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE {catalog.TOP_LEVEL_TABLE} AND {catalog.USER_NAMESPACE}
         ORDER BY 2, 3""").fetchall()
-    wanted = {t.lower() for t in tables}
     schema: dict[str, Any] = {}
     for oid, namespace, name in rows:
         qualified = f"{namespace}.{name}"
-        if wanted and name not in wanted and qualified not in wanted:
+        if tables and TableName(namespace, name).under(tables) is None:
             continue
         columns = [{"name": n, "type": t, "nullable": not nn, "default": d} for n, t, nn, d in
                    conn.execute("""

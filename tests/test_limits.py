@@ -249,3 +249,34 @@ def test_every_masked_write_is_counted_and_named_per_table() -> None:
          "detail": "3 row(s) of public.users write the masked column(s) email, phone: their "
                    "sandbox values are masks, not data (sandbox.database.mask); promote such "
                    "a change from an unmasked rehearsal"}]
+
+
+def test_a_table_whose_quoted_name_holds_a_dot_is_still_the_one_reshaped() -> None:
+    cfg = config("allow_ddl: true, max_database_rows: 100")
+    changes = changeset(rows={'sales."order.items"': 1},
+                        ddl=['ALTER TABLE sales."order.items" DROP COLUMN note'])
+    assert limits(changes, cfg) == ["allow_ddl"]
+    elsewhere = changeset(rows={'sales."order.items"': 1},
+                          ddl=['ALTER TABLE other."order.items" DROP COLUMN note',
+                               'ALTER TABLE sales.items DROP COLUMN note'])
+    assert limits(elsewhere, cfg) == []
+
+
+def test_an_unreadable_schema_change_does_not_hide_the_reshaping_one_after_it() -> None:
+    cfg = config("allow_ddl: true, max_database_rows: 100, max_commits: 0")
+    changes = changeset(commits=1, rows={"public.orders": 1},
+                        ddl=["THIS IS NOT SQL", "ALTER TABLE orders DROP COLUMN note"])
+    assert limits(changes, cfg) == ["max_commits", "allow_ddl"]
+
+
+def test_lines_removed_count_towards_the_lines_changed() -> None:
+    workspace = WorkspaceChanges("b", "h", [], [FileChange("a.txt", 2, 3)])
+    refused = check_limits(ChangeSet("t", workspace, None), config("max_lines_changed: 4"))
+    assert [(v.limit, v.actual, v.detail) for v in refused] == [
+        ("max_lines_changed", 5, "+2 -3 lines")]
+
+
+def test_a_masked_table_with_a_key_may_lose_rows() -> None:
+    changes = ChangeSet("t", WorkspaceChanges("b", "h"), RowDelta({"public.users": TableDelta(
+        "public.users", ["id"], deleted=[{"id": 1, "email": "m"}], masked=["email"])}))
+    assert limits(changes, config("max_database_rows: 100")) == []

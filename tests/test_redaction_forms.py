@@ -4,11 +4,13 @@ wherever it appears, inside longer text at any base64 alignment too, and nothing
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import pytest
 
-from harness.redaction import REDACTED, Redactor, forms
+from harness.redaction import REDACTED, Redactor
+from tests.leaks import forms
 
 SECRET = "Bearer tok-Zq8w3Lr1-edge-credential-5521"
 
@@ -151,3 +153,66 @@ def test_a_short_secret_inside_base64_is_redacted_at_every_offset(offset: int) -
     redacted = Redactor([secret])(text)
     assert REDACTED in redacted
     assert _recoverable(redacted, secret) <= 2, redacted
+
+
+@pytest.mark.parametrize("prefix", range(8))
+@pytest.mark.parametrize("suffix", [0, 1, 2, 5])
+def test_exactly_the_base64_characters_that_carry_a_bit_of_the_secret_are_redacted(
+        prefix: int, suffix: int) -> None:
+    import os
+
+    secret = "k3y-R7pQ"
+    before, after = os.urandom(prefix), os.urandom(suffix)
+    text = base64.b64encode(before + secret.encode() + after).decode()
+    first = prefix * 8 // 6
+    last = -(-(prefix + len(secret)) * 8 // 6)
+    assert Redactor([secret])(text) == text[:first] + REDACTED + text[last:]
+
+
+def test_a_character_the_secret_cannot_have_at_a_boundary_is_not_its_encoding() -> None:
+    secret = "k3y-R7pQ"
+    text = base64.b64encode(b"\x00" + secret.encode()).decode()
+    # The first character of the window mixes two bits of the prefix with four of the
+    # secret: only four characters can stand there.
+    impostors = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                 if Redactor([secret])(c + text[2:]) == c + text[2:]]
+    assert len(impostors) == 60 and text[1] not in impostors
+
+
+def test_percent_escapes_of_multibyte_characters_and_plus_for_space_only() -> None:
+    redact = Redactor(["café au lait-9"])
+    assert redact("caf%C3%A9%20au+lait-9") == REDACTED
+    assert redact("caf%c3%a9+au%20lait%2D9") == REDACTED
+    assert redact("café+au+lait+9") == "café+au+lait+9", "a plus stands only for a space"
+    assert redact("caf%C3%A9+au+lait-9"[::-1]) == REDACTED, "read backwards"
+
+
+def test_of_two_secrets_where_one_begins_the_other_the_longer_is_redacted_whole() -> None:
+    redact = Redactor(["token-abc", "token-abc-more-secret"])
+    assert redact("x token-abc-more-secret y") == f"x {REDACTED} y"
+
+
+def test_only_short_values_make_a_redactor_that_redacts_nothing() -> None:
+    assert Redactor(["abc", "xy"])("hello abc xy") == "hello abc xy"
+    assert not Redactor(["abc"]).finds("abc")
+
+
+def test_an_auth_scheme_is_dropped_from_a_value_of_exactly_four_characters() -> None:
+    assert Redactor(["Bearer abcd"])("token abcd") == f"token {REDACTED}"
+    assert Redactor(["Bearer abc"])("token abc") == "token abc"
+
+
+def test_a_basic_password_may_hold_colons_and_a_malformed_token_decodes_to_nothing() -> None:
+    colon = Redactor(["Basic " + base64.b64encode(b"svc:pa:ss-word").decode()])
+    assert colon("pw pa:ss-word") == f"pw {REDACTED}"
+    junk = base64.b64encode(b"user:password-1").decode() + "!!"
+    assert Redactor([f"Basic {junk}"])("password-1") == "password-1"
+
+
+def test_spaced_hex_leaves_no_three_bytes_of_the_secret() -> None:
+    secret = "dk-Wq3nR8vL5pY1-secret-env"
+    dump = "".join(f" {b:02x}" + ("\n" if i % 16 == 15 else "")
+                   for i, b in enumerate(secret.encode()))
+    kept = re.sub(r"[^0-9a-f]", "", Redactor([secret])(dump))
+    hexed = secret.encode().hex()
+    assert not any(hexed[i:i + 6] in kept for i in range(0, len(hexed) - 6, 2))

@@ -16,6 +16,7 @@ from harness.guardrails.decision import Verdict
 from harness.guardrails.paths import HOME, SCRATCH, WORKSPACE, affects, inside, matches
 from harness.guardrails.shell import DYNAMIC, NARROWED, Command, ShellAnalysis
 from harness.guardrails.sql import DANGEROUS_FUNCTIONS, TRIGGER_SILENCING, Statement
+from harness.tables import TableName
 
 CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "shell.recursive-delete": (Verdict.BLOCK, "recursive or forced delete of /, a system folder, "
@@ -708,13 +709,8 @@ def _statement_hits(statement: Statement, protected: list[str], span: tuple[int,
 
 
 def protected_match(target: str, protected: list[str]) -> str | None:
-    """The protected-table entry that `target` falls under, if any. A bare entry matches
-    the table in any schema; a qualified one matches it qualified, or bare in `public`."""
-    schema, _, table = target.rpartition(".")
-    for entry in protected:
-        entry_schema, _, entry_table = entry.lower().rpartition(".")
-        if entry_table != table.lower() and entry_table != table:
-            continue
-        if not entry_schema or entry_schema == (schema.lower() or "public"):
-            return entry
-    return None
+    """The protected-table entry that `target` falls under, if any (`TableName.under`)."""
+    try:
+        return TableName.parse(target).under(protected)
+    except ValueError:
+        return None

@@ -10,8 +10,8 @@ from typing import Any
 from harness.changeset import ChangeSet
 from harness.config import Config
 from harness.guardrails.paths import matches, resolve
-from harness.guardrails.rules import protected_match
 from harness.sandbox.capture import RowDelta, dump_images
+from harness.tables import TableName
 
 
 @dataclass(frozen=True)
@@ -63,13 +63,14 @@ def check_limits(changeset: ChangeSet, config: Config) -> list[Violation]:
         found.append(Violation("max_database_rows", blast.max_database_rows, rows.rows,
                                f"{rows.rows} rows changed"))
     for table, delta in sorted(rows.tables.items()):
-        bare = table.replace('"', "")
-        limit_name = protected_match(bare, list(blast.max_rows_per_table))
+        name = TableName.parse(table)
+        bare = name.display
+        limit_name = name.under(list(blast.max_rows_per_table))
         if limit_name is not None and delta.rows > blast.max_rows_per_table[limit_name]:
             found.append(Violation(f"max_rows_per_table[{limit_name}]",
                                    blast.max_rows_per_table[limit_name], delta.rows,
                                    f"{delta.rows} rows changed in {bare}"))
-        protected = protected_match(bare, config.guardrails.protected_tables)
+        protected = name.under(config.guardrails.protected_tables)
         if protected is not None:
             found.append(Violation("protected_tables", protected, delta.rows,
                                    f"{delta.rows} rows changed in the protected table {bare}"))
@@ -128,7 +129,7 @@ def _unreplayable(rows: RowDelta) -> list[Violation]:
     two steps."""
     from pglast import parser
 
-    touched = {name.rsplit(".", 1)[-1].strip('"') for name in rows.tables}
+    touched = [TableName.parse(name) for name in rows.tables]
     found = []
     for statement in rows.ddl:
         try:
@@ -137,14 +138,16 @@ def _unreplayable(rows: RowDelta) -> list[Violation]:
             continue
         for raw in tree.get("stmts", []):
             kind, body = next(iter(raw["stmt"].items()))
-            table = (body.get("relation") or {}).get("relname")
+            relation = body.get("relation") or {}
+            table = relation.get("relname")
             what = None
             if kind == "AlterTableStmt":
                 subtypes = [c.get("AlterTableCmd", {}).get("subtype") for c in body.get("cmds", [])]
                 what = next((_RESHAPING[s] for s in subtypes if s in _RESHAPING), None)
             elif kind == "RenameStmt" and body.get("renameType") == "OBJECT_COLUMN":
                 what = "renames a column"
-            if what and table in touched:
+            if what and any(t.name == table and relation.get("schemaname") in (None, t.schema)
+                            for t in touched):
                 found.append(Violation("allow_ddl", "replayable", statement.query,
                                        f"the schema change {what} of {table}, whose rows the "
                                        "change set also writes; replayed before the rows, it "

@@ -244,3 +244,27 @@ def test_sql_built_from_shell_values_asks_unless_its_known_parts_already_block(
         command: str, verdict: Verdict, rule: str) -> None:
     decision = policy().evaluate(shell(command))
     assert (decision.verdict, decision.rule_id) == (verdict, rule), decision.reason
+
+
+def test_decisions_and_findings_serialise_every_field() -> None:
+    from harness.guardrails.decision import Finding, Span
+
+    span = Span(3, 7, "rm -rf")
+    finding = Finding("shell.recursive-delete", Verdict.BLOCK, "deletes /etc", span)
+    assert finding.to_dict() == {"rule_id": "shell.recursive-delete", "decision": "block",
+                                 "reason": "deletes /etc",
+                                 "span": {"start": 3, "end": 7, "text": "rm -rf"}}
+    assert Finding("x", Verdict.WARN, "r").to_dict()["span"] is None
+    decision = Decision.from_findings([finding, Finding("y", Verdict.WARN, "w")])
+    assert decision.to_dict() == {"decision": "block", "rule_id": "shell.recursive-delete",
+                                  "reason": "deletes /etc", "span": span.to_dict(),
+                                  "findings": [finding.to_dict(),
+                                               {"rule_id": "y", "decision": "warn",
+                                                "reason": "w", "span": None}]}
+    approved = Decision(Verdict.REQUIRE_APPROVAL, "r", "why", None, (), "approved")
+    assert approved.to_dict() == {"decision": "require_approval", "rule_id": "r",
+                                  "reason": "why", "span": None, "findings": [],
+                                  "approval": "approved"}
+    assert Decision.from_findings([]).to_dict() == {"decision": "allow", "rule_id": None,
+                                                    "reason": "no rule matched", "span": None,
+                                                    "findings": []}
