@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from harness.actions import ToolAction
 from harness.errors import ConfigError
-from harness.guardrails import rules, shell, sql
+from harness.guardrails import programs, rules, shell, sql
 from harness.guardrails.decision import Decision, Finding, Span, Verdict
 from harness.guardrails.paths import SCRATCH, WORKSPACE, inside, matches, resolve
 
@@ -136,9 +136,13 @@ class Policy:
             yield from self._sql(text, None, read_only=tool == "db_query")
         elif tool == "write_file":
             yield from self._write(text, context)
-        elif tool in ("read_file", "list_files"):
-            path = resolve(text, context.cwd)
-            yield from self._path_rules(path, "read", (0, len(text)))
+        elif tool == "read_file":
+            yield from self._path_rules(resolve(text, context.cwd), "read", (0, len(text)))
+        elif tool == "list_files":
+            # A listing reads the folder's entries: a rule on what lies in it applies.
+            folder = resolve(text, context.cwd)
+            yield from self._path_rules(folder, "read", (0, len(text)),
+                                        also=posixpath.join(folder, "entry"))
 
     def _builtin(self, rule_id: str, reason: str, span: tuple[int, int] | None
                  ) -> _Unit:
@@ -294,10 +298,12 @@ class Policy:
                             yield self._unit(index, rule, f"writes {path}", command.span)
 
     def _git_rule(self, index: int, rule: GitRule, command: shell.Command) -> Iterator[_Unit]:
-        args = [a for a in command.args]
-        words = [a for a in args if not a.startswith("-")]
-        if not words or words[0] != rule.subcommand:
+        # git's own options come before the subcommand, some with a value (`-C dir`).
+        top = programs.parse("git", command.args)
+        if not top.operands or top.operands[0] != rule.subcommand:
             return
+        args = list(command.args[command.args.index(top.operands[0]) + 1:])
+        words = [rule.subcommand, *(a for a in args if not a.startswith("-"))]
         if rule.force and not any(a in ("-f", "--force", "--force-with-lease") or
                                   a.startswith("+") for a in args):
             return
@@ -328,10 +334,12 @@ class Policy:
                                          f"{', '.join(statement.targets)} is restricted by a "
                                          "rule", where)
 
-    def _path_rules(self, path: str, access: str, span: tuple[int, int]) -> Iterator[_Unit]:
+    def _path_rules(self, path: str, access: str, span: tuple[int, int], *,
+                    also: str | None = None) -> Iterator[_Unit]:
         for index, rule in self._patterns:
             if rule.kind == "path" and rule.access in (access, "any") and any(
-                    matches(path, g) for g in _globs(rule)):
+                    matches(path, g) or (also is not None and matches(also, g))
+                    for g in _globs(rule)):
                 yield self._unit(index, rule, f"{access} of {path} is restricted by a rule", span)
 
 

@@ -268,3 +268,165 @@ def test_decisions_and_findings_serialise_every_field() -> None:
     assert Decision.from_findings([]).to_dict() == {"decision": "allow", "rule_id": None,
                                                     "reason": "no rule matched", "span": None,
                                                     "findings": []}
+
+
+def guarded(yaml_text: str = "", **kwargs: object) -> Policy:
+    """A policy from the lines of a `guardrails:` section."""
+    indented = "".join(f"  {line}\n" for line in yaml_text.strip().splitlines())
+    return policy(f"guardrails:\n{indented}" if indented else "", **kwargs)
+
+
+def _decide(yaml_text: str, action: ToolAction, **context: object) -> Decision:
+    return guarded(yaml_text).evaluate(action, Context(**context))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("command", "rule_id"), [
+    ("git push -f origin main", "no-force"), ("git push --force origin x", "no-force"),
+    ("git push --force-with-lease origin x", "no-force"), ("git push origin +x:x", "no-force"),
+    ("git push origin feature", None), ("git push origin release", "release-only"),
+    ("git push origin HEAD:refs/heads/release", "release-only"),
+    ("git push origin +HEAD:release", "no-force"), ("git -C . push origin release", "release-only"),
+    ("git fetch -f origin", None), ("git push origin releases", None),
+])
+def test_git_rules_match_forced_pushes_and_named_branches(command: str, rule_id: str | None
+                                                          ) -> None:
+    yaml_text = """
+rules:
+  - {kind: git, subcommand: push, force: true, id: no-force}
+  - {kind: git, subcommand: push, branches: [release], id: release-only, action: warn}
+builtin: {git.force-push: "off"}
+"""
+    decision = _decide(yaml_text, shell(command))
+    fired = [f.rule_id for f in decision.findings if not f.rule_id.startswith(("git.", "shell."))]
+    assert (fired[0] if fired else None) == rule_id, decision.findings
+    if rule_id is not None:
+        finding = next(f for f in decision.findings if f.rule_id == rule_id)
+        assert finding.reason == "git push is restricted by a rule"
+        assert finding.span is not None and finding.span.text == command
+
+
+@pytest.mark.parametrize(("sql_text", "fired"), [
+    ("DELETE FROM orders WHERE id = 1", []),
+    ("DELETE FROM orders", ["orders-unfiltered"]),
+    ("UPDATE orders SET total = 0 WHERE true", ["orders-unfiltered"]),
+    ("UPDATE public.orders SET total = 0 WHERE 1 = 1", ["orders-unfiltered"]),
+    ("DELETE FROM users", []),
+    ("INSERT INTO orders (id) VALUES (1)", ["orders-insert"]),
+    ("SELECT * FROM orders", []),
+])
+def test_sql_rules_match_kind_table_and_a_missing_where(sql_text: str, fired: list[str]) -> None:
+    yaml_text = """
+rules:
+  - {kind: sql, tables: [orders], without_where: true, id: orders-unfiltered, action: warn}
+  - {kind: sql, statements: [insert], tables: [public.orders], id: orders-insert, action: warn}
+builtin: {sql.delete-without-where: "off", sql.update-without-where: "off"}
+"""
+    decision = _decide(yaml_text, sql(sql_text))
+    mine = [f for f in decision.findings if f.rule_id in ("orders-unfiltered", "orders-insert")]
+    assert [f.rule_id for f in mine] == fired
+    for finding in mine:
+        assert finding.reason.endswith("is restricted by a rule")
+        assert "orders" in finding.reason and finding.span is not None
+
+
+@pytest.mark.parametrize(("tool", "path", "fired"), [
+    ("write_file", "secrets/key.pem", ["secrets-any", "secrets-write"]),
+    ("read_file", "secrets/key.pem", ["secrets-any"]),
+    ("write_file", "docs/readme.md", []),
+    ("write_file", "/workspace/config/prod.yaml", ["prod-config"]),
+    ("list_files", "secrets", ["secrets-any"]),
+])
+def test_path_rules_match_their_access_and_any_of_their_globs(tool: str, path: str,
+                                                              fired: list[str]) -> None:
+    yaml_text = """
+rules:
+  - {kind: path, glob: "secrets/**", access: any, id: secrets-any, action: warn}
+  - {kind: path, glob: ["secrets/*", "vault/*"], id: secrets-write, action: warn}
+  - {kind: path, glob: config/prod.yaml, id: prod-config, action: warn}
+"""
+    decision = _decide(yaml_text, ToolAction(tool, {"path": path}))
+    mine = [f for f in decision.findings if f.rule_id in ("secrets-any", "secrets-write",
+                                                           "prod-config")]
+    assert sorted(f.rule_id for f in mine) == sorted(fired)
+    for finding in mine:
+        access = "write" if tool == "write_file" else "read"
+        assert finding.reason.startswith(f"{access} of /workspace/")
+        assert finding.span is not None and finding.span.text == path
+
+
+def test_a_write_outside_the_workspace_or_to_a_protected_path_names_the_path() -> None:
+    decision = _decide("protected_paths: ['.github/**']",
+                       ToolAction("write_file", {"path": "/etc/hosts", "content": "x"}))
+    outside = next(f for f in decision.findings if f.rule_id == "path.outside-workspace")
+    assert outside.reason == "/etc/hosts is outside the workspace and /tmp"
+    assert outside.span is not None and (outside.span.start, outside.span.end) == (0, 10)
+    protected = _decide("protected_paths: ['.github/**', '.github/workflows/**']",
+                        ToolAction("write_file", {"path": ".github/workflows/ci.yml",
+                                                  "content": "x"}), cwd="/workspace")
+    hits = [f for f in protected.findings if f.rule_id == "path.protected"]
+    assert [f.reason for f in hits] == [
+        "/workspace/.github/workflows/ci.yml is protected by '.github/**'"], "one finding"
+    off = _decide("protected_paths: ['.github/**']\nbuiltin: {path.protected: 'off', "
+                  "path.outside-workspace: 'off'}",
+                  ToolAction("write_file", {"path": ".github/x", "content": "x"}))
+    assert {f.rule_id for f in off.findings}.isdisjoint({"path.protected"})
+    assert _decide("builtin: {path.outside-workspace: 'off'}", ToolAction(
+        "write_file", {"path": "/srv/data.txt", "content": "x"})).allowed
+
+
+def test_a_relative_write_resolves_from_the_current_folder() -> None:
+    decision = _decide("protected_paths: ['deploy/**']",
+                       ToolAction("write_file", {"path": "x.yaml", "content": "x"}),
+                       cwd="/workspace/deploy")
+    assert decision.rule_id == "path.protected"
+
+
+def test_approval_is_asked_with_the_action_and_its_answer_is_recorded() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def approver(action: ToolAction, decision: Decision) -> bool:
+        asked.append((action.tool, decision.rule_id or ""))
+        return action.parameters.get("sql", "").startswith("GRANT SELECT")
+
+    guard = guarded(approver=approver)
+    approved = guard.authorize(sql("GRANT SELECT ON orders TO app"))
+    denied = guard.authorize(sql("GRANT ALL ON orders TO app"))
+    assert asked == [("db_mutate", "sql.privileges"), ("db_mutate", "sql.privileges")]
+    assert (approved.verdict, approved.approval, approved.rule_id) == (
+        Verdict.WARN, "approved", "sql.privileges")
+    assert approved.reason.endswith(" (approved)") and approved.findings
+    assert approved.span is not None and approved.span.text == "GRANT SELECT ON orders TO app"
+    assert (denied.verdict, denied.approval) == (Verdict.BLOCK, "denied")
+    assert denied.reason.endswith(" (approval denied)")
+    unanswered = guarded().authorize(sql("GRANT ALL ON t TO x"))
+    assert (unanswered.verdict, unanswered.approval) == (Verdict.BLOCK, "no-approver")
+    assert unanswered.reason.endswith(" (needs approval; no approver is configured, so it is "
+                                      "denied)")
+    plain = guard.authorize(sql("SELECT 1"), Context(branch="main"))
+    assert plain.allowed and plain.approval is None
+
+
+def test_the_context_reaches_the_decision_through_authorize() -> None:
+    guard = guarded("protected_branches: [main]")
+    assert guard.authorize(shell("git push -f origin HEAD"), Context(branch="main")).rule_id \
+        == "git.force-push"
+    assert guard.authorize(shell("git push -f origin HEAD"), Context(branch="feature")).allowed
+
+
+def test_shell_built_sql_names_the_unknown_effect_and_judges_the_known_parts() -> None:
+    decision = policy().evaluate(shell('psql -c "DELETE FROM orders WHERE id = $ID"'))
+    finding = next(f for f in decision.findings if f.rule_id == "sql.unknown-effect")
+    assert finding.reason == ("the SQL is built from shell values only known at run time, "
+                              "which can change what it does")
+    assert finding.span is not None and finding.span.text.startswith("psql -c")
+    readonly = guarded("protected_tables: [harness_unknown]").evaluate(
+        shell('psql -c "SELECT * FROM orders WHERE id = $ID"'))
+    assert "sql.protected-table" not in {f.rule_id for f in readonly.findings}
+
+
+def test_an_unknown_builtin_rule_is_refused_naming_every_known_one() -> None:
+    with pytest.raises(ConfigError) as refused:
+        guarded("builtin: {shell.nope: block}")
+    message = str(refused.value)
+    assert "guardrails.builtin names unknown rules ['shell.nope']" in message
+    assert "shell.recursive-delete, " in message

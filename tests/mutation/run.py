@@ -5,7 +5,7 @@
     .venv/bin/python tests/mutation/run.py --survivors     # also list surviving mutants
 
 Each module is mutated by mutmut (from PyPI: `pip install -e '.[mutation]'`) in a copy of
-the repository, and each mutant is tried against the tests selected for that module, so
+a commit of the repository (HEAD, or --revision), and each mutant is tried against the tests selected for that module, so
 a module takes minutes, not the whole suite's time. Tests that need PostgreSQL share one
 harness home and its servers across mutants (HARNESS_TEST_KEEP_SERVERS); they are removed
 at the end. The score is killed / (killed + survived); mutants judged equivalent (no test
@@ -48,11 +48,14 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", default=list(MODULES))
     parser.add_argument("--survivors", action="store_true", help="list surviving mutants")
     parser.add_argument("--children", type=int, default=2, help="mutants run at once")
+    parser.add_argument("--revision", default="HEAD", help="the commit to mutate")
     args = parser.parse_args()
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown modules {unknown}; known: {sorted(MODULES)}")
     equivalent = _equivalent()
+    revision = subprocess.run(["git", "rev-parse", args.revision], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="harness-mutation-"))
     home = work / "home"
     home.mkdir()
@@ -61,18 +64,19 @@ def main() -> None:
         for name in args.modules:
             source, tests = MODULES[name]
             report[name] = _score(name, source, tests, work, home, equivalent.get(name, {}),
-                                  args.children, args.survivors)
+                                  args.children, args.survivors, revision)
             print(json.dumps({name: report[name]}), file=sys.stderr, flush=True)
     finally:
         _stop_servers(home)
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(report, indent=2))
+    print(json.dumps({"revision": revision, "modules": report}, indent=2))
 
 
 def _score(name: str, source: str, tests: list[str], work: Path, home: Path,
-           equivalent: dict[str, str], children: int, survivors: bool) -> dict[str, object]:
+           equivalent: dict[str, str], children: int, survivors: bool, revision: str
+           ) -> dict[str, object]:
     copy = work / name
-    _copy_repository(copy)
+    _copy_repository(copy, revision)
     with (copy / "pyproject.toml").open("a") as config:
         config.write("\n[tool.mutmut]\n"
                      f'source_paths = ["harness"]\nonly_mutate = ["{source}"]\n'
@@ -117,18 +121,13 @@ def _diff(copy: Path, environment: dict[str, str], mutant: str) -> str:
                      if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
-def _copy_repository(destination: Path) -> None:
-    """The tracked and untracked (not ignored) files of the working tree."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, check=True).stdout.split(b"\0")
-    for raw in files:
-        if not raw:
-            continue
-        relative = raw.decode()
-        target = destination / relative
-        if (ROOT / relative).is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / relative, target)
+def _copy_repository(destination: Path, revision: str) -> None:
+    """The files of `revision` (a commit: work in progress elsewhere in the tree cannot
+    make every mutant look killed)."""
+    destination.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "--format=tar", revision], cwd=ROOT,
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-xf", "-"], cwd=destination, input=archive, check=True)
 
 
 def _equivalent() -> dict[str, dict[str, str]]:
