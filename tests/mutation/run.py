@@ -5,12 +5,12 @@
     .venv/bin/python tests/mutation/run.py --survivors     # also list surviving mutants
 
 Each module is mutated by mutmut (from PyPI: `pip install -e '.[mutation]'`) in a copy of
-a commit of the repository (HEAD, or --revision), and each mutant is tried against the tests selected for that module, so
-a module takes minutes, not the whole suite's time. Tests that need PostgreSQL share one
-harness home and its servers across mutants (HARNESS_TEST_KEEP_SERVERS); they are removed
-at the end. The score is killed / (killed + survived); mutants judged equivalent (no test
-could tell them apart from the original) are listed in equivalent.toml with a reason and
-counted apart, never as killed.
+a commit of the repository (HEAD, or --revision), and each mutant is tried against the
+tests selected for that module, so a module takes minutes, not the whole suite's time.
+Tests that need PostgreSQL share one harness home and its servers across mutants
+(HARNESS_TEST_KEEP_SERVERS); they are removed at the end. The score is killed / (killed +
+survived); mutants judged equivalent (no test could tell them apart from the original) are
+listed in equivalent.toml with a reason and counted apart, never as killed.
 """
 
 from __future__ import annotations
