@@ -11,9 +11,9 @@ from pathlib import Path
 from harness.agents import ScriptedAgent
 from harness.eval.runner import evaluate
 from harness.eval.scenario import scenarios_in
+from harness.home import state_dir
 from harness.sandbox import engine, labels
 from harness.sandbox.database import open_baseline
-from harness.sandbox.home import state_dir
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 

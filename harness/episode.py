@@ -25,11 +25,11 @@ from harness.config import Config, DbSchemaSource, FileSource
 from harness.errors import HarnessError
 from harness.guardrails import Context, Decision, Policy
 from harness.guardrails.policy import Approver
+from harness.home import state_dir
 from harness.promote.promotion import PromotionResult
 from harness.redaction import Redactor
 from harness.sandbox import Sandbox
 from harness.sandbox.capture import RowDelta, read_delta
-from harness.sandbox.home import state_dir
 from harness.sandbox.workspace import WorkspaceChanges
 from harness.state import (
     InjectedState,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import WorkspaceError
-from harness.sandbox.home import state_dir
+from harness.home import state_dir
 
 _FIXED_ENV = {
     "GIT_AUTHOR_NAME": "Fixture Author",

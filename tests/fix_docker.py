@@ -14,8 +14,8 @@ import docker
 import pytest
 
 from harness.errors import HarnessError
+from harness.home import state_dir
 from harness.sandbox import engine, images, labels
-from harness.sandbox.home import state_dir
 
 
 def _unavailable(reason: str) -> None:

@@ -26,9 +26,9 @@ from harness.changeset import ChangeSet
 from harness.config import load_config
 from harness.episode import Episode
 from harness.fixtures import fixture_seed
+from harness.home import state_dir
 from harness.promote import recover, revert
 from harness.promote.promotion import FAILPOINTS
-from harness.sandbox.home import state_dir
 from harness.sandbox.postgres import ServerAddress
 from tests.fix_git import git
 from tests.fix_pg import application_role

@@ -19,11 +19,11 @@ import pytest
 from harness.changeset import ChangeSet
 from harness.config import Config, parse_config
 from harness.errors import HarnessError
+from harness.home import state_dir
 from harness.promote import promote
 from harness.promote.journal import Journal
 from harness.promote.recovery import recover
 from harness.sandbox.capture import RowDelta, RowUpdate, TableDelta
-from harness.sandbox.home import state_dir
 from harness.sandbox.postgres import ServerAddress
 from harness.sandbox.workspace import Commit, FileChange, WorkspaceChanges
 from tests.fix_git import git

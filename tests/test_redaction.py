@@ -21,7 +21,7 @@ import pytest
 from harness.config import parse_config
 from harness.episode import Episode
 from harness.fixtures import fixture_seed
-from harness.sandbox.home import harness_home
+from harness.home import harness_home
 from tests.leaks import leaks
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]

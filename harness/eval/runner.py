@@ -17,8 +17,8 @@ from harness.episode import ActionResult, Episode
 from harness.eval.scenario import PlantedFile, Scenario, ShellCheck, SlowTool, ToolFailure
 from harness.fixtures import fixture_repo, fixture_seed
 from harness.guardrails.paths import matches, resolve
+from harness.home import state_dir
 from harness.sandbox.database import open_baseline
-from harness.sandbox.home import state_dir
 
 AgentFactory = Callable[[Scenario], Agent]
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def guardrails_for(config_path: str | Path | None) -> Guardrails:
     """The guardrails of the configuration at `config_path` (the defaults when None);
     ConfigError when it is not valid."""
-    from harness.sandbox.home import state_dir
+    from harness.home import state_dir
 
     source = Path(config_path).read_bytes() if config_path is not None else b"<defaults>"
     schema = Path(__file__).resolve().parents[1] / "config.py"

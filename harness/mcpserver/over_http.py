@@ -18,9 +18,9 @@ from mcp_types import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from harness.config import Config
+from harness.home import harness_home
 from harness.mcpserver.server import build_server
 from harness.mcpserver.sessions import Sessions
-from harness.sandbox.home import harness_home
 
 DEFAULT_IDLE_TIMEOUT = 5 * 60.0
 DEFAULT_MAX_SANDBOXES = 16

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.sandbox.home import scratch_folder
+from harness.home import scratch_folder
 
 _ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
 

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from harness.home import state_dir
 from harness.sandbox.capture import dump_images, load_image
-from harness.sandbox.home import state_dir
 
 
 def write_atomically(path: Path, text: str) -> None:

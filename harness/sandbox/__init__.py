@@ -1,6 +1,6 @@
 """Sandboxes: hardened containers, throwaway git workspaces and database snapshots.
 
-Imported on first use: the modules of this package that need no engine (home, catalog)
+Imported on first use: the modules of this package that need no engine (catalog, labels)
 stay cheap to import."""
 
 from __future__ import annotations

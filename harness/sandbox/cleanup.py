@@ -18,10 +18,10 @@ import docker.errors
 import psycopg
 from psycopg import sql
 
+from harness.home import SCRATCH, home_key, scratch_owner, state_dir
 from harness.sandbox import labels
 from harness.sandbox.database import OWNER_PID, SandboxDatabase
 from harness.sandbox.disk import unmount
-from harness.sandbox.home import SCRATCH, home_key, scratch_owner, state_dir
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
 
 

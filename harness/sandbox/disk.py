@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import SandboxError
-from harness.sandbox.home import state_dir
+from harness.home import state_dir
 
 NEARLY_FULL_BYTES = 1 << 20
 """A disk with less free space than this (or no free inode) counts as full."""

@@ -6,7 +6,7 @@ import getpass
 import os
 import time
 
-from harness.sandbox.home import home_key
+from harness.home import home_key
 
 OWNER = "harness.owner"
 SANDBOX = "harness.sandbox"

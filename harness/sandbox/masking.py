@@ -25,8 +25,8 @@ import psycopg
 from psycopg import sql
 
 from harness.errors import SandboxError
+from harness.home import state_dir
 from harness.sandbox import catalog
-from harness.sandbox.home import state_dir
 
 RULES = ("hash", "null", "fake", "fixed")
 MASKED = "<masked>"

@@ -22,8 +22,8 @@ from docker.types import Mount
 from psycopg import sql
 
 from harness.errors import SandboxError
+from harness.home import home_key, locked, state_dir
 from harness.sandbox import engine, images, labels
-from harness.sandbox.home import home_key, locked, state_dir
 
 SERVER_UID = 999
 CONTAINER_SOCKET_DIR = "/var/run/postgresql"

@@ -24,7 +24,7 @@ from typing import Any
 import git
 
 from harness.errors import WorkspaceError
-from harness.sandbox.home import state_dir
+from harness.home import state_dir
 
 AGENT_UID = 1000
 AGENT_GID = 1000

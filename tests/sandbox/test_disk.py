@@ -12,9 +12,9 @@ import pytest
 
 from harness.config import SandboxSettings, parse_config
 from harness.errors import ConfigError
+from harness.home import state_dir
 from harness.sandbox import Sandbox
 from harness.sandbox.disk import image_path, mechanism
-from harness.sandbox.home import state_dir
 
 pytestmark = pytest.mark.docker
 LIMIT_MB = 64

@@ -17,8 +17,8 @@ import docker
 import pytest
 
 from harness.fixtures import fixture_seed
+from harness.home import SCRATCH, scratch_owner, state_dir
 from harness.sandbox import labels
-from harness.sandbox.home import SCRATCH, scratch_owner, state_dir
 from harness.sandbox.postgres import ServerAddress
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
@@ -54,7 +54,7 @@ def test_one_gc_after_random_kills_leaves_nothing_of_the_killed(
     slow.write_text("CREATE TABLE t (a int);\nSELECT pg_sleep(30);\n")
     killed.add(_kill(_start([*harness, "db", "snapshot", "--source", str(slow)]), 2.5))
     # A push killed with its scratch repository open.
-    code = ("from harness.sandbox.home import scratch_folder\nimport time\n"
+    code = ("from harness.home import scratch_folder\nimport time\n"
             "with scratch_folder('push') as f:\n    (f / 'x').write_text('x'); time.sleep(60)")
     killed.add(_kill(_start([sys.executable, "-c", code]), 1.5))
     # A seed with a syntax error cleans up after itself.
