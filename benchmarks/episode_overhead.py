@@ -22,7 +22,7 @@ from stats import summary, timed
 from harness.config import parse_config
 from harness.episode import Episode
 from harness.fixtures import fixture_repo, fixture_seed
-from harness.tracing import read_trace
+from harness.trace.writer import read_trace
 
 
 def main() -> None:

@@ -499,35 +499,18 @@ def trace_show(path: str) -> None:
     """Render a trace as a timeline."""
     from pathlib import Path
 
-    from harness.tracing import read_trace
+    from harness.trace.reader import read
+    from harness.trace.render import timeline
 
-    spans = read_trace(Path(path))
-    if not spans:
-        _fail(f"{path} holds no spans", code=2)
-    start = min(s["start"] for s in spans)
-    children: dict[str, list[dict[str, Any]]] = {}
-    for span in spans:
-        if span["parent_id"]:
-            children.setdefault(span["parent_id"], []).append(span)
-    table = _table("t+ms", "step", "ms", "details", title=f"trace {spans[0]['trace_id']}")
-    for span in sorted((s for s in spans if not s["parent_id"]), key=lambda s: s["start"]):
-        a = span["attributes"]
-        if span["name"] == "action":
-            refusal = a.get("refusal")
-            details = (f"[red]refused[/] {refusal['rule']}: {refusal['reason']}" if refusal
-                       else f"{a.get('status')} {json.dumps(a.get('parameters'))[:80]}")
-            name = f"#{a.get('index')} {a.get('tool')}"
-        else:
-            details = json.dumps(a.get("counters") or a.get("changeset") or
-                                 {"sandbox": a.get("sandbox")})[:100]
-            name = span["name"]
-        table.add_row(f"{(span['start'] - start) * 1000:.0f}", name, f"{span['duration_ms']:.1f}",
-                      details)
-        for child in sorted(children.get(span["span_id"], []), key=lambda s: s["start"]):
-            extra = child["attributes"]
-            text = (f"{extra.get('decision')} {extra.get('rule_id') or ''}"
-                    if child["name"] == "guardrail" else json.dumps(extra)[:80])
-            table.add_row("", f"  {child['name']}", f"{child['duration_ms']:.1f}", text)
+    try:
+        trace = read(Path(path))
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+    table = _table("t+ms", "step", "ms", "details", title=f"trace {trace.trace_id}")
+    for row in timeline(trace):
+        details = f"[red]{row.details}[/]" if row.refused else row.details
+        table.add_row("" if row.offset_ms is None else f"{row.offset_ms:.0f}", row.step,
+                      f"{row.duration_ms:.1f}", details)
     out.print(table)
 
 
@@ -538,7 +521,7 @@ def replay(path: str, as_json: bool) -> None:
     """Re-run a trace's actions in a fresh sandbox and report every divergence (exit 1 if any)."""
     from pathlib import Path
 
-    from harness.replay import replay_trace
+    from harness.trace.replay import replay_trace
 
     try:
         report = replay_trace(Path(path))

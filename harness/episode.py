@@ -40,7 +40,7 @@ from harness.state import (
     sources_of,
 )
 from harness.tools import TOOLS, parameter_problem
-from harness.tracing import Span, Tracer
+from harness.trace.writer import Span, Tracer
 
 Status = Literal["ok", "error", "refused"]
 _LOG = logging.getLogger("harness.episode")

@@ -22,7 +22,7 @@ from harness.config import parse_config
 from harness.episode import Episode
 from harness.errors import ConfigError
 from harness.outbound import AllowedHost, RequestRefused, fetch
-from harness.tracing import read_trace
+from harness.trace.reader import read_trace
 from tests.leaks import leaks
 
 SECRET = "Bearer tok-Zq8w3Lr1-edge-credential-5521"

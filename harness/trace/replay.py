@@ -9,8 +9,7 @@ from typing import Any
 
 from harness.config import Config
 from harness.episode import Episode
-from harness.errors import HarnessError
-from harness.tracing import read_trace
+from harness.trace.reader import read
 
 COMPARED = ("status", "refusal", "exit_code", "stdout_sha256", "rows", "commits")
 
@@ -41,27 +40,22 @@ class ReplayReport:
 
 def replay_trace(path: Path, *, trace_path: Path | None = None) -> ReplayReport:
     """Replay the trace at `path` with the configuration it recorded."""
-    spans = read_trace(path)
-    start = next((s for s in spans if s["name"] == "episode.start"), None)
-    if start is None:
-        raise HarnessError(f"{path} has no episode.start record; is it a harness trace?")
-    config = Config.model_validate(start["attributes"]["config"])
-    recorded = sorted((s for s in spans if s["name"] == "action"),
-                      key=lambda s: s["attributes"]["index"])
+    trace = read(path)
+    config = Config.model_validate(trace.start.attributes["config"])
+    recorded = trace.actions
     divergences: list[Divergence] = []
     with Episode(config, trace_path=trace_path) as episode:
-        for span in recorded:
-            a = span["attributes"]
-            raw: Any = {"tool": a.get("tool"), "parameters": a.get("parameters") or {}}
-            if a.get("tool") is None:
+        for action in recorded:
+            raw: Any = {"tool": action.tool, "parameters": action.parameters}
+            if action.tool is None:
                 raw = "<malformed action>"
             result = episode.act(raw)
             replayed = next(s for s in episode.tracer.spans
                             if s.name == "action" and s.span_id == result.span_id)
-            for name, old, new in _facts(a, replayed.attributes):
+            for name, old, new in _facts(action.span.attributes, replayed.attributes):
                 if old != new:
-                    divergences.append(Divergence(a["index"], name, old, new))
-    return ReplayReport(start["trace_id"], episode.trace_id, len(recorded), divergences)
+                    divergences.append(Divergence(action.index, name, old, new))
+    return ReplayReport(trace.trace_id, episode.trace_id, len(recorded), divergences)
 
 
 def _facts(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:

@@ -16,13 +16,14 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
 from harness.errors import HarnessError
+from harness.trace.reader import SpanRecord
 
 _SCOPE = InstrumentationScope("harness", "0.1.0")
 
 
-def export(spans: Iterable[dict[str, Any]], endpoint: str, *, timeout: float = 10.0) -> int:
-    """Send the spans (as written in a trace file) to `endpoint` (e.g.
-    http://127.0.0.1:4318/v1/traces); returns how many were sent."""
+def export(spans: Iterable[SpanRecord], endpoint: str, *, timeout: float = 10.0) -> int:
+    """Send the spans to `endpoint` (e.g. http://127.0.0.1:4318/v1/traces); returns how
+    many were sent."""
     readable = [to_otel(span) for span in spans]
     exporter = OTLPSpanExporter(endpoint=endpoint, timeout=timeout)
     try:
@@ -34,31 +35,29 @@ def export(spans: Iterable[dict[str, Any]], endpoint: str, *, timeout: float = 1
     return len(readable)
 
 
-def to_otel(span: dict[str, Any]) -> ReadableSpan:
-    """One trace-file span as an OpenTelemetry span."""
-    trace_id = int(span["trace_id"], 16)
-    context = SpanContext(trace_id, int(span["span_id"], 16), is_remote=False,
+def to_otel(span: SpanRecord) -> ReadableSpan:
+    """One trace span as an OpenTelemetry span."""
+    trace_id = int(span.trace_id, 16)
+    context = SpanContext(trace_id, int(span.span_id, 16), is_remote=False,
                           trace_flags=TraceFlags(TraceFlags.SAMPLED))
-    parent = (SpanContext(trace_id, int(span["parent_id"], 16), is_remote=False,
+    parent = (SpanContext(trace_id, int(span.parent_id, 16), is_remote=False,
                           trace_flags=TraceFlags(TraceFlags.SAMPLED))
-              if span.get("parent_id") else None)
-    attributes = {f"harness.{k}": _flat(v) for k, v in span["attributes"].items()
-                  if v is not None}
-    name = span["name"]
+              if span.parent_id else None)
+    attributes = {f"harness.{k}": _flat(v) for k, v in span.attributes.items() if v is not None}
+    name = span.name
     kind = SpanKind.INTERNAL
     if name == "action":
-        tool = span["attributes"].get("tool") or "?"
+        tool = span.attributes.get("tool") or "?"
         name = f"execute_tool {tool}"
         attributes.update({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
-                           "gen_ai.tool.type": "function",
-                           "gen_ai.tool.call.id": span["span_id"],
-                           "gen_ai.conversation.id": span["trace_id"]})
-    refused = span["attributes"].get("status") == "refused" or "error" in span["attributes"]
+                           "gen_ai.tool.type": "function", "gen_ai.tool.call.id": span.span_id,
+                           "gen_ai.conversation.id": span.trace_id})
+    refused = span.attributes.get("status") == "refused" or "error" in span.attributes
     status = Status(StatusCode.ERROR, "refused") if refused else Status(StatusCode.OK)
     return ReadableSpan(
         name, context=context, parent=parent, kind=kind, attributes=attributes, status=status,
         resource=Resource.create({"service.name": "harness"}),
-        start_time=int(span["start"] * 1e9), end_time=int((span["end"] or span["start"]) * 1e9),
+        start_time=int(span.start * 1e9), end_time=int((span.end or span.start) * 1e9),
         instrumentation_scope=_SCOPE)
 
 

@@ -87,12 +87,9 @@ class Tracer:
             self._file.close()
             self._file = None
         if self.otlp_endpoint and self.spans:
-            from harness.otel import export
+            from harness.trace.otel import export
+            from harness.trace.reader import SpanRecord
 
-            export([span.to_dict() for span in self.spans], self.otlp_endpoint)
+            export([SpanRecord.from_dict(span.to_dict()) for span in self.spans],
+                   self.otlp_endpoint)
             self.otlp_endpoint = None
-
-
-def read_trace(path: Path) -> list[dict[str, Any]]:
-    """The spans of a trace file, in the order written."""
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
