@@ -19,6 +19,7 @@ from docker.types import Mount
 
 from harness.config import Hardening
 from harness.errors import SandboxError
+from harness.sandbox.layout import HOME, TMP, WORKSPACE
 from harness.sandbox.result import TIMEOUT_EXIT_CODE, ExecResult
 
 # PID 1 of every sandbox. It forks nothing while it waits (a fifo read is a builtin),
@@ -134,24 +135,24 @@ class Container:
         mounts = [Mount(target=target, source=source, type="bind", read_only=True)
                   for source, target in self.read_only_mounts.items()]
         if self.workspace:
-            mounts.append(Mount(target="/workspace", source=self.workspace, type="bind"))
+            mounts.append(Mount(target=WORKSPACE, source=self.workspace, type="bind"))
         mounts += [Mount(target=target, source=source, type="bind")
                    for source, target in self.writable_mounts.items()]
         uid, gid = self.owner
-        tmpfs = {"/tmp": f"rw,nosuid,nodev,size={h.tmpfs_size},mode=1777",
+        tmpfs = {TMP: f"rw,nosuid,nodev,size={h.tmpfs_size},mode=1777",
                  # The launcher's pid files: never on a disk the agent can fill.
-                 "/tmp/.harness": f"rw,nosuid,nodev,size=1m,uid={uid},gid={gid},mode=0700"}
+                 f"{TMP}/.harness": f"rw,nosuid,nodev,size=1m,uid={uid},gid={gid},mode=0700"}
         user = h.user
         if h.user == "agent":
             # The agent runs as whoever owns the workspace (uid 1000, `agent`, as root).
             user = "agent" if self.owner == (1000, 1000) else f"{uid}:{gid}"
-            tmpfs["/home/agent"] = f"rw,nosuid,nodev,size=64m,uid={uid},gid={gid},mode=0700"
+            tmpfs[HOME] = f"rw,nosuid,nodev,size=64m,uid={uid},gid={gid},mode=0700"
         for target in self.writable_mounts.values():
             tmpfs.pop(target, None)
         args: dict[str, Any] = {
             "command": ["bash", "-c", _INIT],
             "user": user,
-            "working_dir": "/workspace",
+            "working_dir": WORKSPACE,
             "environment": self.environment,
             "labels": self.labels,
             "mounts": mounts,
@@ -185,12 +186,15 @@ class Container:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         output_limit: int | None = None,
+        stdin: bytes | str | None = None,
     ) -> ExecResult:
         """Run `command` (argv, or a string for bash -c) and return its result.
 
         Past `timeout` seconds the command's whole process tree is killed and the
         result says `timed_out`; output past `output_limit` bytes per stream is
         dropped (the command still runs to its end) and the result says `truncated`.
+        `stdin` is written to the command's standard input, which then ends; without it
+        the command reads an empty input.
         """
         argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
@@ -203,12 +207,17 @@ class Container:
         try:
             exec_id = api.exec_create(
                 self.id, ["bash", "-c", _LAUNCH, "harness", token, *argv],
-                environment=dict(env or {}), workdir=cwd or None,
+                environment=dict(env or {}), workdir=cwd or None, stdin=True,
             )["Id"]
             stream = api.exec_start(exec_id, socket=True)
         except docker.errors.APIError as exc:
             raise SandboxError(f"cannot run {argv[0]!r} in the sandbox: {exc}") from exc
         reader = _FrameReader(stream, limit, trailer=f"\0harness-exit:{token}:".encode())
+        data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+        # Written from a thread while the output is read, so that neither side can block
+        # the other; closing our half of the socket is the command's end of input.
+        writer = threading.Thread(target=reader.feed, args=(data,), daemon=True)
+        writer.start()
         with self._guard:
             self._running[token] = False
         try:
@@ -224,6 +233,8 @@ class Container:
             with self._guard:
                 interrupted = self._running.pop(token)
         duration = time.monotonic() - started
+        if reader.exit_code is None and not timed_out and reader.text(1).startswith(_NOT_STARTED):
+            _raise_not_started(reader.text(1), cwd)
         if timed_out:
             exit_code = TIMEOUT_EXIT_CODE
         elif reader.exit_code is not None:
@@ -287,6 +298,20 @@ class Container:
         count = int(match.group(1))
         rose, self._oom_seen = count > self._oom_seen, count
         return rose
+
+
+_NOT_STARTED = "OCI runtime exec failed"
+
+
+def _raise_not_started(message: str, cwd: str | None) -> None:
+    """The engine could not start the command at all (its text comes as output): a typed
+    error, not a result that looks like the command's own."""
+    detail = message.strip()
+    if cwd and "chdir" in detail and "no such file or directory" in detail:
+        raise FileNotFoundError(f"the working folder {cwd} does not exist in the sandbox")
+    if cwd and "chdir" in detail and "not a directory" in detail:
+        raise NotADirectoryError(f"the working folder {cwd} is not a folder")
+    raise SandboxError(f"the command could not start: {detail}")
 
 
 class _FrameReader:
@@ -361,6 +386,15 @@ class _FrameReader:
         start_in_payload = at - len(self._stderr_tail)
         self._stderr_tail = bytearray()
         return payload[: max(start_in_payload, 0)]
+
+    def feed(self, data: bytes) -> None:
+        """Write `data` as the command's standard input, then end it."""
+        try:
+            if data:
+                self._sock.sendall(data)
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the command ended (or was killed) without reading it all
 
     def text(self, kind: int) -> str:
         """What was kept of stdout (1) or stderr (2), decoded leniently."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.errors import SandboxError
 from harness.home import state_dir
+from harness.sandbox.layout import HOME, TMP
 
 NEARLY_FULL_BYTES = 1 << 20
 """A disk with less free space than this (or no free inode) counts as full."""
@@ -48,7 +49,7 @@ def _probe() -> Mechanism:
         return Mechanism(False, f"mounting a filesystem image needs root (running as uid "
                                 f"{os.geteuid()}); /tmp and home are size-capped tmpfs, the "
                                 "workspace is not limited")
-    for tool in ("mkfs.ext4", "mount", "umount"):
+    for tool in ("mkfs.ext4", "losetup", "mount", "umount"):
         if shutil.which(tool) is None:
             return Mechanism(False, f"{tool} not found (apt-get install e2fsprogs mount)")
     if not Path("/dev/loop-control").exists():
@@ -88,10 +89,19 @@ class Disk:
             with self.image.open("wb") as image:
                 image.truncate(self.size)  # sparse: the host pays only for what is written
             # No journal: the filesystem lives as long as the sandbox; nothing to recover.
-            _run("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E",
+            # -F twice: the image is ours and new; a deleted image still attached to a loop
+            # device can share its inode number, which mkfs would take for "in use".
+            _run("mkfs.ext4", "-q", "-F", "-F", "-m", "0", "-O", "^has_journal", "-E",
                  "lazy_itable_init=1,lazy_journal_init=1,nodiscard", str(self.image))
-            # discard: space the agent frees goes back to the host (holes in the image).
-            _run("mount", "-o", "loop,discard,nosuid,nodev", str(self.image), str(self.path))
+            # The loop device is attached here, not by `mount -o loop`: mount refuses an image
+            # whose inode number a deleted, still attached image once had.
+            device = _run("losetup", "--find", "--show", str(self.image))
+            try:
+                # discard: space the agent frees goes back to the host (holes in the image).
+                _run("mount", "-o", "discard,nosuid,nodev", device, str(self.path))
+            except SandboxError:
+                subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+                raise
             for folder, mode in _FOLDERS.items():
                 (self.path / folder).mkdir()
                 os.chmod(self.path / folder, mode)
@@ -113,7 +123,7 @@ class Disk:
 
     def mounts(self) -> dict[str, str]:
         """Host folder -> container path, for the writable folders on this disk."""
-        return {str(self.path / "tmp"): "/tmp", str(self.path / "home"): "/home/agent"}
+        return {str(self.path / "tmp"): TMP, str(self.path / "home"): HOME}
 
     def free_bytes(self) -> int:
         """Bytes the agent may still write."""
@@ -132,15 +142,22 @@ def image_path(name: str) -> Path:
 
 
 def unmount(path: Path) -> None:
-    """Unmount `path` if something is mounted there (lazily when still busy)."""
+    """Unmount `path` if something is mounted there (lazily when still busy), and free its
+    loop device (at once, or when the last user lets go)."""
     if not os.path.ismount(path):
         return
+    devices = [line.split()[0] for line in Path("/proc/mounts").read_text().splitlines()
+               if line.split()[1] == str(path)]
     if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode:
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+    for device in devices:
+        if device.startswith("/dev/loop"):
+            subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
 
 
-def _run(*argv: str) -> None:
+def _run(*argv: str) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SandboxError(f"cannot make the sandbox disk: {' '.join(argv[:2])}: "
                            f"{(done.stderr or done.stdout).strip()}")
+    return done.stdout.strip()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import shlex
+import posixpath
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -20,12 +20,11 @@ from harness.sandbox.container import Container
 from harness.sandbox.database import SandboxDatabase, open_baseline
 from harness.sandbox.disk import Disk, mechanism
 from harness.sandbox.labels import resource_labels
+from harness.sandbox.layout import HOME, WORKSPACE
 from harness.sandbox.result import ExecResult
 from harness.sandbox.workspace import Workspace, WorkspaceChanges
 
-WORKSPACE = "/workspace"
 _ENOSPC = "No space left on device"
-_WRITE_CHUNK = 96 * 1024  # one argv string may hold at most 128 KiB (MAX_ARG_STRLEN)
 
 
 class Sandbox:
@@ -100,7 +99,7 @@ class Sandbox:
                 read_only_mounts=mounts,
                 # No .pyc files: they would land in `git add -A`, and a same-size edit within
                 # one second of the last import would run stale bytecode.
-                environment={"HOME": "/home/agent", "PYTHONDONTWRITEBYTECODE": "1",
+                environment={"HOME": HOME, "PYTHONDONTWRITEBYTECODE": "1",
                              **environment},
                 owner=self.workspace.owner,
                 output_limit=self.settings.output_limit_bytes,
@@ -168,10 +167,13 @@ class Sandbox:
         timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        stdin: bytes | str | None = None,
     ) -> ExecResult:
         """Run a command in the container (see `Container.exec`); `disk_limit_hit` says
         whether the sandbox's disk is full after it."""
-        result = self.container.exec(command, timeout=timeout, env=env, cwd=cwd)
+        if cwd is not None and not cwd.startswith("/"):
+            cwd = posixpath.normpath(posixpath.join(WORKSPACE, cwd))
+        result = self.container.exec(command, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
         if self.disk is not None and (self.disk.full() or _ENOSPC in result.stderr):
             result = replace(result, disk_limit_hit=True)
         return result
@@ -197,18 +199,13 @@ class Sandbox:
     def write_file(self, path: str, content: bytes | str) -> None:
         """Write a file as the agent would (its permissions apply), creating parent folders."""
         data = content.encode() if isinstance(content, str) else content
-        encoded = base64.b64encode(data).decode()
-        chunks = [encoded[i : i + _WRITE_CHUNK] for i in range(0, len(encoded), _WRITE_CHUNK)]
-        quoted = shlex.quote(path)
-        for index, chunk in enumerate(chunks or [""]):
-            redirect = ">" if index == 0 else ">>"
-            prepare = f"mkdir -p -- \"$(dirname -- {quoted})\" && " if index == 0 else ""
-            script = f'{prepare}printf %s "$1" | base64 -d {redirect} {quoted}'
-            result = self.container.exec(["bash", "-c", script, "write", chunk])
-            if not result.ok:
-                full = " (disk_limit_hit: the sandbox's disk, sandbox.disk_limit, is full)" \
-                    if self.disk is not None and self.disk.full() else ""
-                raise SandboxError(f"cannot write {path}: {result.stderr.strip()}{full}")
+        script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
+        result = self.container.exec(["bash", "-c", script, "write", path], stdin=data,
+                                     timeout=max(self.settings.exec_timeout_s, 60.0))
+        if not result.ok:
+            full = " (disk_limit_hit: the sandbox's disk, sandbox.disk_limit, is full)" \
+                if self.disk is not None and self.disk.full() else ""
+            raise SandboxError(f"cannot write {path}: {result.stderr.strip()}{full}")
 
     def changes(self) -> WorkspaceChanges:
         """What was committed in the workspace since the base."""
