@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.actions import ToolAction
 from harness.guardrails.decision import Decision, Verdict
-from harness.guardrails.paths import WORKSPACE
 from harness.guardrails.policy import Context, Policy
+from harness.sandbox.layout import WORKSPACE
+from harness.tools import ToolAction
 
 _FILE_TOOLS = {"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path",
                "NotebookEdit": "notebook_path"}

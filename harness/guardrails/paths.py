@@ -6,9 +6,7 @@ import functools
 import posixpath
 import re
 
-WORKSPACE = "/workspace"
-SCRATCH = "/tmp"
-HOME = "/home/agent"
+from harness.sandbox.layout import HOME, WORKSPACE
 
 
 def resolve(path: str, cwd: str = WORKSPACE) -> str:

@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.actions import ToolAction
 from harness.errors import ConfigError
 from harness.guardrails import programs, rules, shell, sql
 from harness.guardrails.decision import Decision, Finding, Span, Verdict
-from harness.guardrails.paths import SCRATCH, WORKSPACE, inside, matches, resolve
+from harness.guardrails.paths import inside, matches, resolve
+from harness.sandbox.layout import TMP as SCRATCH
+from harness.sandbox.layout import WORKSPACE
+from harness.tools import TOOLS, Judged, ToolAction
 
 if TYPE_CHECKING:
     from harness.config import (
@@ -33,10 +35,7 @@ if TYPE_CHECKING:
         _Rule,
     )
 
-KNOWN_TOOLS = frozenset({"shell_exec", "read_file", "write_file", "list_files", "git_commit",
-                         "git_diff", "db_query", "db_mutate", "http_request"})
-_MAIN_PARAMETER = {"shell_exec": "command", "db_query": "sql", "db_mutate": "sql",
-                   "write_file": "path", "read_file": "path", "list_files": "path"}
+KNOWN_TOOLS = frozenset(TOOLS)
 
 Approver = Callable[[ToolAction, Decision], bool]
 """Answers a require_approval decision: True approves the action, False denies it."""
@@ -87,10 +86,13 @@ class Policy:
     def evaluate(self, action: ToolAction, context: Context | None = None) -> Decision:
         """The decision for `action`, with require_approval left unresolved."""
         context = context or Context()
-        if action.tool == "list_files" and "path" not in action.parameters:
-            action = ToolAction(action.tool, {**action.parameters, "path": "."})
+        tool = TOOLS.get(action.tool)
+        parameter = tool.judged_parameter if tool is not None else None
+        if parameter is not None and parameter not in action.parameters:
+            default = tool.parameters["properties"][parameter].get("default") if tool else None
+            if default is not None:  # list_files of no path lists the workspace root
+                action = ToolAction(action.tool, {**action.parameters, parameter: default})
         text = ""
-        parameter = _MAIN_PARAMETER.get(action.tool)
         if parameter is not None:
             value = action.parameters.get(parameter)
             text = value if isinstance(value, str) else ""
@@ -120,7 +122,7 @@ class Policy:
         if tool not in context.tools:
             yield self._builtin("tool.unknown", f"unknown tool {tool!r}", None)
             return
-        parameter = _MAIN_PARAMETER.get(tool)
+        parameter = TOOLS[tool].judged_parameter if tool in TOOLS else None
         if parameter is not None and not isinstance(action.parameters.get(parameter), str):
             yield self._builtin("tool.bad-parameters",
                                 f"{tool} needs the string parameter {parameter!r}", None)
@@ -130,15 +132,16 @@ class Policy:
                                 f"over the {self.guardrails.max_input_bytes}-byte limit",
                                 (0, len(text)))
             return
-        if tool == "shell_exec":
+        judged = TOOLS[tool].judged if tool in TOOLS else Judged.NOTHING
+        if judged is Judged.SHELL:
             yield from self._shell(text, context)
-        elif tool in ("db_query", "db_mutate"):
-            yield from self._sql(text, None, read_only=tool == "db_query")
-        elif tool == "write_file":
+        elif judged in (Judged.SQL, Judged.SQL_READ_ONLY):
+            yield from self._sql(text, None, read_only=judged is Judged.SQL_READ_ONLY)
+        elif judged is Judged.WRITE:
             yield from self._write(text, context)
-        elif tool == "read_file":
+        elif judged is Judged.READ:
             yield from self._path_rules(resolve(text, context.cwd), "read", (0, len(text)))
-        elif tool == "list_files":
+        elif judged is Judged.LISTING:
             # A listing reads the folder's entries: a rule on what lies in it applies.
             folder = resolve(text, context.cwd)
             yield from self._path_rules(folder, "read", (0, len(text)),

@@ -31,7 +31,8 @@ import tree_sitter_bash
 
 from harness.guardrails import code as inline_code
 from harness.guardrails import programs
-from harness.guardrails.paths import HOME, WORKSPACE, resolve
+from harness.guardrails.paths import resolve
+from harness.sandbox.layout import HOME, WORKSPACE
 
 DYNAMIC = "\x00"
 """Stands in a word for text only known when the command runs."""

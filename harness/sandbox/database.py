@@ -18,14 +18,23 @@ from psycopg import sql
 
 from harness.config import DatabaseSettings
 from harness.sandbox import capture, catalog
+from harness.sandbox.layout import DATABASE_SOCKET
 from harness.sandbox.masking import parse_masks
 from harness.sandbox.postgres import (
-    CONTAINER_SOCKET_DIR,
     DatabaseServer,
     ServerAddress,
     choose_version,
 )
-from harness.sandbox.snapshot import Baseline, SnapshotError, Source, ensure_baseline, source_state
+from harness.sandbox.snapshot import (
+    Baseline,
+    SnapshotError,
+    Source,
+    TableCheck,
+    compare,
+    ensure_baseline,
+    source_state,
+    table_fingerprints,
+)
 
 _LOG = logging.getLogger("harness.database")
 OWNER_PID = "owner_pid"
@@ -168,8 +177,8 @@ class SandboxDatabase:
 
     def environment(self) -> dict[str, str]:
         """What the agent's container needs for psql and any libpq client to just work."""
-        url = f"postgresql://{self.role}:{self.password}@/{self.name}?host={CONTAINER_SOCKET_DIR}"
-        return {"PGHOST": CONTAINER_SOCKET_DIR, "PGDATABASE": self.name, "PGUSER": self.role,
+        url = f"postgresql://{self.role}:{self.password}@/{self.name}?host={DATABASE_SOCKET}"
+        return {"PGHOST": DATABASE_SOCKET, "PGDATABASE": self.name, "PGUSER": self.role,
                 "PGPASSWORD": self.password, "DATABASE_URL": url}
 
     def secrets(self) -> list[str]:
@@ -178,7 +187,7 @@ class SandboxDatabase:
 
     def mounts(self) -> dict[str, str]:
         """The server's socket folder, mounted read-only into the agent's container."""
-        return {str(self.server.socket_dir): CONTAINER_SOCKET_DIR}
+        return {str(self.server.socket_dir): DATABASE_SOCKET}
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """A connection as the sandbox's own role (what the agent can do)."""
@@ -196,3 +205,21 @@ class SandboxDatabase:
         if self._reader is None or self._reader.closed:
             self._reader = self.connect_as_owner()
         return capture.read_delta(self._reader)
+
+
+def verify_source(source: str, settings: DatabaseSettings | None = None) -> list[TableCheck]:
+    """Snapshot a live `source` afresh and compare every table's row count and content
+    checksum (and every sequence) between it and a copy of the snapshot."""
+    parsed = Source.parse(source)
+    if parsed.kind != "dsn":
+        raise SnapshotError("db verify compares with a live database: give --source a DSN")
+    server, baseline = open_baseline(parsed, settings, refresh=True)
+    clone = SandboxDatabase(server, baseline, "verify").create()
+    try:
+        with psycopg.connect(parsed.location) as conn:
+            expected = table_fingerprints(conn)
+        with clone.connect_as_owner() as conn:
+            found = table_fingerprints(conn)
+    finally:
+        clone.drop()
+    return compare(expected, found)

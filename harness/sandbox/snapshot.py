@@ -163,18 +163,15 @@ _SOURCE_STATE = """
                 FROM pg_index i WHERE i.indrelid = c.oid) AS indexes
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S')
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%') r),
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND @USER_NAMESPACE@) r),
       'sequences', (SELECT json_agg(q.last_value ORDER BY q.schemaname, q.sequencename)
                     FROM pg_sequences q),
       'routines', (SELECT string_agg(p.oid || ' ' || p.xmin::text, ',' ORDER BY p.oid)
                    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                   WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
+                   WHERE @USER_NAMESPACE@),
       'types', (SELECT string_agg(t.oid || ' ' || t.xmin::text, ',' ORDER BY t.oid)
                 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-                WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-                  AND n.nspname NOT LIKE 'pg_toast%'))::text"""
+                WHERE @USER_NAMESPACE@))::text""".replace("@USER_NAMESPACE@", catalog.USER_NAMESPACE)
 
 
 def source_state(conn: psycopg.Connection[Any]) -> str | None:
