@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.actions import ToolAction  # noqa: E402
 from harness.config import load_config  # noqa: E402
 from harness.guardrails import Context, Policy  # noqa: E402
+from harness.tools import ToolAction  # noqa: E402
 
 CORPUS = ROOT / "tests" / "guardrails" / "corpus"
 

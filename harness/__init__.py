@@ -21,7 +21,7 @@ _PUBLIC = {
     "Sandbox": "harness.sandbox",
     "SandboxError": "harness.errors",
     "SandboxTimeout": "harness.errors",
-    "ToolAction": "harness.actions",
+    "ToolAction": "harness.tools.action",
     "load_config": "harness.config",
     "promote": "harness.promote",
 }
@@ -31,13 +31,13 @@ __all__ = ["ActionResult", "ChangeSet", "Config", "ConfigError", "Episode", "Exe
            "load_config", "promote"]
 
 if TYPE_CHECKING:
-    from harness.actions import ToolAction
     from harness.changeset import ChangeSet
     from harness.config import Config, load_config
     from harness.episode import ActionResult, Episode
     from harness.errors import ConfigError, HarnessError, SandboxError, SandboxTimeout
     from harness.promote import promote
     from harness.sandbox import ExecResult, Sandbox
+    from harness.tools import ToolAction
 
 
 def __getattr__(name: str) -> Any:

@@ -178,9 +178,9 @@ def check(config_path: str | None, shell_command: str | None, sql_text: str | No
     if hook:
         _hook(config_path)
         return
-    from harness.actions import ActionError, ToolAction
     from harness.guardrails import Context, Policy
     from harness.guardrails.settings import guardrails_for
+    from harness.tools import ActionError, ToolAction
 
     given = [v is not None for v in (shell_command, sql_text, write_path, batch_file)]
     if sum(given) != 1:
@@ -293,28 +293,12 @@ def db_snapshot(source: str, config_path: str | None, refresh: bool, as_json: bo
 def db_verify(source: str, config_path: str | None, as_json: bool) -> None:
     """Snapshot SOURCE afresh and compare every table's row count and checksum; exit 1 on
     any difference."""
-    import psycopg
-
-    from harness.sandbox.database import SandboxDatabase, open_baseline
-    from harness.sandbox.snapshot import Source, compare, table_fingerprints
+    from harness.sandbox.database import verify_source
 
     try:
-        parsed = Source.parse(source)
-        if parsed.kind != "dsn":
-            _fail("db verify compares with a live database: give --source a DSN", code=2)
-        server, baseline = open_baseline(parsed, _config(config_path).sandbox.database,
-                                         refresh=True)
-        clone = SandboxDatabase(server, baseline, "verify").create()
-        try:
-            with psycopg.connect(parsed.location) as conn:
-                expected = table_fingerprints(conn)
-            with clone.connect_as_owner() as conn:
-                found = table_fingerprints(conn)
-        finally:
-            clone.drop()
+        checks = verify_source(source, _config(config_path).sandbox.database)
     except _failures() as exc:
         _fail(str(exc), code=2)
-    checks = compare(expected, found)
     different = [c for c in checks if not c.equal]
     if as_json:
         _print_json({"equal": not different, "checked": len(checks),
@@ -368,14 +352,15 @@ def run(config_path: str, actions_file: Any, trace_path: str | None, do_promote:
                 _print_result(result)
     finally:
         changeset = episode.close()
+    from harness import limits
     from harness.promote import promote
 
-    dry_run = dry_run or config.orchestrator.blast_radius.dry_run or not do_promote
+    dry_run = limits.dry_run(config, True if dry_run or not do_promote else None)
     try:
         promotion = promote(changeset, config, dry_run=dry_run)
     except _failures() as exc:
         _fail(f"promotion failed, nothing changed: {exc}", code=2)
-    code = {"refused": 3, "conflict": 4, "failed": 2, "in-doubt": 2}.get(promotion.outcome, 0)
+    code = promotion.exit_code
     if as_json:
         _print_json({"trace_id": episode.trace_id, "trace": str(episode.trace_path),
                      "dry_run": dry_run, "actions": [r.to_dict() for r in results],
@@ -470,7 +455,7 @@ def revert(receipt: str, as_json: bool) -> None:
         _print_json(result.to_dict())
     else:
         _print_promotion(result)
-    sys.exit({"conflict": 4, "failed": 2}.get(result.outcome, 0))
+    sys.exit(result.exit_code)
 
 
 def _print_result(result: Any) -> None:

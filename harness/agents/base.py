@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.actions import ToolAction
 from harness.episode import ActionResult, Episode
+from harness.tools import ToolAction
 
 
 @dataclass(frozen=True)

@@ -5,33 +5,20 @@ A refused action returns a structured refusal the agent can read; the episode go
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import http.client as http_client
 import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 
-from harness.actions import ActionError, ToolAction
-from harness.budget import Budget, Overrun
 from harness.changeset import ChangeSet
 from harness.config import Config, DbSchemaSource, FileSource
-from harness.errors import HarnessError
-from harness.guardrails import Context, Decision, Policy
-from harness.guardrails.policy import Approver
-from harness.home import state_dir
-from harness.promote.promotion import PromotionResult
-from harness.redaction import Redactor
-from harness.sandbox import Sandbox
-from harness.sandbox.capture import RowDelta, read_delta
-from harness.sandbox.workspace import WorkspaceChanges
-from harness.state import (
+from harness.episode.state import (
     InjectedState,
     auth_headers,
     database_schema,
@@ -39,21 +26,31 @@ from harness.state import (
     file_state,
     sources_of,
 )
-from harness.tools import TOOLS, parameter_problem
+from harness.errors import HarnessError
+from harness.guardrails import Context, Decision, Policy
+from harness.guardrails.policy import Approver
+from harness.home import state_dir
+from harness.limits import Budget, Violation
+from harness.promote.promotion import PromotionResult
+from harness.redaction import Redactor
+from harness.sandbox import Sandbox
+from harness.sandbox.capture import RowDelta
+from harness.sandbox.workspace import WorkspaceChanges
+from harness.tools import (
+    TOOLS,
+    ActionError,
+    Effect,
+    Judged,
+    Refusal,
+    Status,
+    Tool,
+    ToolAction,
+    in_workspace,
+    parameter_problem,
+)
 from harness.trace.writer import Span, Tracer
 
-Status = Literal["ok", "error", "refused"]
 _LOG = logging.getLogger("harness.episode")
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why an action did not run: by which check (guardrail, budget or invalid), which
-    rule or limit, and why."""
-
-    kind: Literal["guardrail", "budget", "invalid", "http"]
-    rule: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -282,8 +279,10 @@ class Episode:
             counters.refused += 1
             return ActionResult(index, action.tool, "refused",
                                 refusal=Refusal("invalid", "bad-parameters", problem))
+        tool = TOOLS[action.tool]
         with self.tracer.span("guardrail", span) as check:
-            branch = self.sandbox.workspace.current_branch() if action.tool == "shell_exec" \
+            # A command line may switch branches; other tools judge against the episode's.
+            branch = self.sandbox.workspace.current_branch() if tool.judged is Judged.SHELL \
                 else self.sandbox.workspace.branch
             decision = self.policy.authorize(action, Context(branch=branch))
             check.set(decision=decision.verdict.label, rule_id=decision.rule_id,
@@ -293,20 +292,20 @@ class Episode:
             return ActionResult(index, action.tool, "refused", decision=decision.to_dict(),
                                 refusal=Refusal("guardrail", decision.rule_id or "?",
                                                 decision.reason))
-        overrun = self.budget.before(action.tool)
+        overrun = self.budget.before(tool.needs)
         if overrun is not None:
             counters.refused += 1
             return self._over(index, action, decision, overrun)
         counters.actions += 1
         with self.tracer.span("execute", span) as execution:
-            status, output, stop = self._execute(action)
+            status, output, stop = self._execute(tool, action)
             execution.set(status=status)
         if isinstance(stop, Refusal):
             counters.refused += 1
             return ActionResult(index, action.tool, "refused", output, refusal=stop,
                                 decision=decision.to_dict() if decision.findings else None)
         with self.tracer.span("measure", span) as measure:
-            notes = self._measure(action.tool)
+            notes = self._measure(tool)
             measure.set(commits=counters.commits, rows=counters.rows, **notes)
             output.update(notes)
         if stop is not None:
@@ -315,7 +314,7 @@ class Episode:
         return ActionResult(index, action.tool, status, output, decision=decision.to_dict()
                             if decision.findings else None)
 
-    def _over(self, index: int, action: ToolAction, decision: Decision, overrun: Overrun,
+    def _over(self, index: int, action: ToolAction, decision: Decision, overrun: Violation,
               output: dict[str, Any] | None = None) -> ActionResult:
         return ActionResult(index, action.tool, "refused", output or {},
                             refusal=Refusal("budget", overrun.limit, overrun.reason),
@@ -323,17 +322,10 @@ class Episode:
 
     # ------------------------------------------------------------ tools
 
-    def _execute(self, action: ToolAction
-                 ) -> tuple[Status, dict[str, Any], Overrun | Refusal | None]:
-        from harness.outbound import RequestRefused
-
-        handler = getattr(self, f"_tool_{action.tool}")
+    def _execute(self, tool: Tool, action: ToolAction
+                 ) -> tuple[Status, dict[str, Any], Violation | Refusal | None]:
         try:
-            return handler(action.parameters)  # type: ignore[no-any-return]
-        except RequestRefused as exc:
-            return "refused", {"redirects": [{"url": hop.url, "status": hop.status}
-                                             for hop in exc.hops]}, \
-                Refusal("http", exc.rule, str(exc))
+            result = tool.handler(self, action.parameters)
         except (FileNotFoundError, IsADirectoryError) as exc:
             return "error", {"error": f"{type(exc).__name__}: {exc}"}, None
         except psycopg.Error as exc:
@@ -344,8 +336,17 @@ class Episode:
             message = self.redactor(f"{type(exc).__name__}: {exc}")
             _LOG.error("#%s %s failed: %s", len(self.results), action.tool, message)
             return "error", {"error": message}, None
+        return result.status, result.output, result.stop
 
-    def _shell(self, command: str | list[str], timeout: float | None = None) -> dict[str, Any]:
+    # What a tool's handler may use (harness.tools.ToolContext).
+
+    @property
+    def edge_headers(self) -> dict[str, str]:
+        """The auth headers added at the edge that have a value."""
+        return {k: v for k, v in self._headers.items() if v}
+
+    def shell(self, command: str | list[str], timeout: float | None = None) -> dict[str, Any]:
+        """Run a command in the sandbox within the shell budget (and counted)."""
         settings = self.config.sandbox
         timeout = min(timeout or settings.exec_timeout_s, settings.max_exec_timeout_s)
         remaining = self.budget.remaining_shell_seconds()
@@ -357,47 +358,8 @@ class Episode:
         counters.output_bytes += len(result.stdout.encode()) + len(result.stderr.encode())
         return result.to_dict()
 
-    def _tool_shell_exec(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
-        return "ok", self._shell(p["command"], p.get("timeout")), None
-
-    def _tool_read_file(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
-        data = self.sandbox.read_file(_in_workspace(p["path"]))
-        self.budget.counters.output_bytes += len(data)
-        try:
-            return "ok", {"content": data.decode(), "sha256": _sha(data), "bytes": len(data)}, \
-                None
-        except UnicodeDecodeError:
-            return "ok", {"content_base64": base64.b64encode(data).decode(), "sha256": _sha(data),
-                          "bytes": len(data)}, None
-
-    def _tool_write_file(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
-        data = p["content"].encode()
-        self.sandbox.write_file(_in_workspace(p["path"]), data)
-        return "ok", {"written": len(data), "sha256": _sha(data)}, None
-
-    def _tool_list_files(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
-        path = _in_workspace(p.get("path", "."))
-        output = self._shell(["find", path, "-mindepth", "1", "-maxdepth", "2", "-not", "-path",
-                              "*/.git", "-not", "-path", "*/.git/*", "-printf", "%y %s %P\\n"])
-        entries = sorted(line.split(" ", 2) for line in output["stdout"].splitlines())
-        status: Status = "ok" if output["exit_code"] == 0 else "error"
-        return status, {"path": path, "entries": [{"type": "dir" if t == "d" else "file",
-                                                   "bytes": int(s), "path": n}
-                                                  for t, s, n in entries],
-                        **({"error": output["stderr"]} if status == "error" else {})}, None
-
-    def _tool_git_commit(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
-        output = self._shell(["bash", "-c", 'git add -A && git commit -q -m "$1" && '
-                              'git rev-parse HEAD', "commit", p["message"]])
-        status: Status = "ok" if output["exit_code"] == 0 else "error"
-        return status, {"commit": output["stdout"].strip() if status == "ok" else None,
-                        "stderr": output["stderr"]}, None
-
-    def _tool_git_diff(self, _: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
-        output = self._shell("git status --short && git --no-pager diff HEAD")
-        return "ok", {"diff": output["stdout"], "stderr": output["stderr"]}, None
-
-    def _connection(self) -> psycopg.Connection[Any]:
+    def connection(self) -> psycopg.Connection[Any]:
+        """The episode's connection to its sandbox database, as the agent's role."""
         database = self.sandbox.database
         if database is None:
             raise HarnessError("this episode has no database (target.database is not set)")
@@ -405,72 +367,34 @@ class Episode:
             self._db = database.connect(autocommit=False)
         return self._db
 
-    def _tool_db_query(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
-        conn = self._connection()
-        try:
-            conn.execute("SET TRANSACTION READ ONLY")
-            results = _results(conn.execute(p["sql"]), self.config.tools.max_query_rows)
-        finally:
-            conn.rollback()
-        self.budget.counters.output_bytes += len(json.dumps(results, default=str))
-        return "ok", {"results": results}, None
+    def weigh_rows(self, projected: int) -> Violation | None:
+        """Whether `projected` changed rows break the row budget."""
+        return self.budget.weigh(projected)
 
-    def _tool_db_mutate(self, p: Mapping[str, Any]
-                        ) -> tuple[Status, dict[str, Any], Overrun | None]:
-        conn = self._connection()
-        try:
-            results = _results(conn.execute(p["sql"]), self.config.tools.max_query_rows)
-            # The capture of this very transaction is visible to it: weigh, then decide.
-            projected = read_delta(conn, ddl=False).rows
-            overrun = self.budget.rows_overrun(projected)
-            if overrun is not None:
-                conn.rollback()
-                return "refused", {"rolled_back": True, "rows_measured":
-                                   projected - self.budget.counters.rows}, overrun
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
-        return "ok", {"results": results}, None
+    def rows_counted(self) -> int:
+        """Rows changed so far, as last measured."""
+        return self.budget.counters.rows
 
-    def _tool_http_request(self, p: Mapping[str, Any]) -> tuple[Status, dict[str, Any], None]:
-        from harness.outbound import AllowedHost, fetch
-
-        http = self.config.tools.http
-        body = p.get("body")
-        try:
-            reply = fetch(p["method"], p["url"], allow=[AllowedHost.parse(entry)
-                                                        for entry in http.allow_hosts],
-                          headers=p.get("headers") or {},
-                          edge_headers={k: v for k, v in self._headers.items() if v},
-                          body=body.encode() if body is not None else None,
-                          timeout=http.timeout_s, max_bytes=http.max_response_bytes,
-                          max_redirects=http.max_redirects)
-        except (OSError, http_client.HTTPException) as exc:
-            return "error", {"error": f"request failed: {type(exc).__name__}: {exc}"}, None
-        self.budget.counters.output_bytes += len(reply.body)
-        return "ok", {"status": reply.status, "headers": reply.headers,
-                      "body": reply.body.decode("utf-8", errors="replace"),
-                      "truncated": reply.truncated, "url": reply.url,
-                      "redirects": [{"url": hop.url, "status": hop.status}
-                                    for hop in reply.hops[:-1]]}, None
+    def count_output(self, size: int) -> None:
+        """Count bytes an action returned."""
+        self.budget.counters.output_bytes += size
 
     # ------------------------------------------------------------ measuring
 
-    def _measure(self, tool: str) -> dict[str, Any]:
-        """Commits from git and rows from the capture, after the actions that can change them.
+    def _measure(self, tool: Tool) -> dict[str, Any]:
+        """Commits from git and rows from the capture, after the tools that can change them.
         Commits past the budget made through the shell are reset away (their changes stay,
         uncommitted)."""
         notes: dict[str, Any] = {}
         counters = self.budget.counters
-        if tool in ("shell_exec", "git_commit"):
+        if Effect.COMMITS in tool.affects:
             workspace = self.sandbox.workspace
             counters.commits = workspace.commit_count()
             allowed = self.config.orchestrator.blast_radius.max_commits
             if counters.commits > allowed:
                 notes["commits_reset"] = self._reset_commits(allowed)
                 counters.commits = workspace.commit_count()
-        if tool in ("shell_exec", "db_mutate") and self.sandbox.database is not None:
+        if Effect.ROWS in tool.affects and self.sandbox.database is not None:
             counters.rows = self.sandbox.database.delta().rows
             if counters.rows > self.config.orchestrator.blast_radius.max_database_rows:
                 notes["rows_over_budget"] = counters.rows
@@ -480,7 +404,7 @@ class Episode:
         workspace = self.sandbox.workspace
         new = workspace.git("rev-list", "--reverse", f"{workspace.base}..HEAD").split()
         keep = new[allowed - 1] if allowed > 0 and len(new) >= allowed else workspace.base
-        self._shell(["git", "reset", "-q", "--soft", keep])
+        self.shell(["git", "reset", "-q", "--soft", keep])
         return new[allowed:] if allowed > 0 else new
 
     # ------------------------------------------------------------ state
@@ -495,7 +419,7 @@ class Episode:
                 schema = database_schema(conn, tables)
         files = []
         for source in sources_of(self.config.state_injection, FileSource):
-            path = _in_workspace(source.path)
+            path = in_workspace(source.path)
             relative = path.removeprefix("/workspace/")
             try:
                 content = self.sandbox.read_file(path)
@@ -513,31 +437,8 @@ class Episode:
                              files=files)
 
 
-def _in_workspace(path: str) -> str:
-    return path if path.startswith("/") else f"/workspace/{path.removeprefix('./')}"
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _results(cursor: psycopg.Cursor[Any], limit: int) -> list[dict[str, Any]]:
-    """Every statement's outcome: its status, and its rows (up to `limit`) if it has any."""
-    results = []
-    while True:
-        entry: dict[str, Any] = {"status": cursor.statusmessage, "rowcount": cursor.rowcount}
-        if cursor.description is not None:
-            rows = cursor.fetchmany(limit)
-            entry["columns"] = [c.name for c in cursor.description]
-            entry["rows"] = [[_plain(v) for v in row] for row in rows]
-            entry["more_rows"] = cursor.fetchone() is not None
-        results.append(entry)
-        if not cursor.nextset():
-            return results
-
-
-def _plain(value: Any) -> Any:
-    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
 
 
 def _pg_error(exc: psycopg.Error) -> str:

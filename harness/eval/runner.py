@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from harness.actions import ActionError, ToolAction
 from harness.agents.base import Agent, Proposal, drive
 from harness.config import Config, Orchestrator, StateInjection, Target
 from harness.episode import ActionResult, Episode
@@ -19,6 +18,7 @@ from harness.fixtures import fixture_repo, fixture_seed
 from harness.guardrails.paths import matches, resolve
 from harness.home import state_dir
 from harness.sandbox.database import open_baseline
+from harness.tools import ActionError, ToolAction
 
 AgentFactory = Callable[[Scenario], Agent]
 

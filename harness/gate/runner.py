@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.actions import ToolAction
+from harness import limits
 from harness.changeset import ChangeSet
 from harness.config import Config
 from harness.errors import HarnessError
@@ -18,7 +18,6 @@ from harness.gate.report import Check, GateReport
 from harness.gate.secrets import scan_line
 from harness.guardrails import Policy
 from harness.guardrails.paths import matches, resolve
-from harness.promote.limits import check_limits
 from harness.sandbox.workspace import (
     COMMIT_FORMAT,
     PLAIN_DIFF,
@@ -27,6 +26,7 @@ from harness.sandbox.workspace import (
     parse_numstat,
     run_git,
 )
+from harness.tools import ToolAction
 
 
 class GateError(HarnessError):
@@ -104,7 +104,7 @@ def _added_lines(diff: str) -> dict[str, list[tuple[int, str]]]:
 
 
 def _limits(changes: WorkspaceChanges, config: Config) -> tuple[bool, str, list[str]]:
-    violations = check_limits(ChangeSet("gate", changes, None), config)
+    violations = limits.check(ChangeSet("gate", changes, None), config)
     details = [f"{v.limit}: {v.detail} (allowed {v.allowed})" for v in violations]
     summary = (f"{changes.commit_count} commit(s), {len(changes.files)} file(s), "
                f"+{changes.lines_added} -{changes.lines_removed}")
@@ -203,7 +203,7 @@ def _rehearse(repo: Path, head: str, database: str, config: Config
         return False, f"the migration command failed (exit {result.exit_code})", [
             (result.stderr or result.stdout).strip()[-2000:]]
     assert delta is not None
-    violations = [v for v in check_limits(ChangeSet("gate", changes, delta), config)
+    violations = [v for v in limits.check(ChangeSet("gate", changes, delta), config)
                   if v.limit not in ("max_commits", "max_files_changed", "max_lines_changed",
                                      "protected_paths")]
     summary = delta.summary()

@@ -15,11 +15,11 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import Resource
 from pydantic import WithJsonSchema
 
-from harness.actions import ToolAction
+from harness import limits
 from harness.config import Config
 from harness.episode import ActionResult, Episode
 from harness.mcpserver.sessions import Sessions
-from harness.tools import TOOLS, ToolSpec
+from harness.tools import TOOLS, Tool, ToolAction
 
 STATE_RESOURCES = {
     "prompt": ("text/plain", "The injected state as the text an agent's prompt would hold."),
@@ -43,7 +43,7 @@ class _HarnessMCPServer(MCPServer):
             for part, (mime_type, description) in STATE_RESOURCES.items())]
 
 
-def _episode_tool(spec: ToolSpec, act: Callable[[Context[Any], str, dict[str, Any]], Awaitable[str]]
+def _episode_tool(spec: Tool, act: Callable[[Context[Any], str, dict[str, Any]], Awaitable[str]]
                   ) -> Callable[..., Awaitable[str]]:
     """An MCP tool function for one of the episode's tools, whose parameters publish the
     tool's own JSON schema (the SDK derives input schemas from signatures). The episode
@@ -101,8 +101,7 @@ def build_server(config: Config, *, allow_promote: bool | None = None,
         server.add_tool(_episode_tool(spec, act), name=spec.name, description=spec.description)
     server.add_tool(changeset, name="changeset")
 
-    promote_allowed = (not config.orchestrator.blast_radius.dry_run) if allow_promote is None \
-        else allow_promote
+    promote_allowed = not limits.dry_run(config) if allow_promote is None else allow_promote
     if promote_allowed:
         async def promote(ctx: Context[Any]) -> str:
             """Promote this session's change set to the real systems within the limits. The

@@ -34,12 +34,13 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
+from harness import limits
 from harness.changeset import ChangeSet
 from harness.config import Config
 from harness.errors import HarnessError
+from harness.limits import Violation
 from harness.promote import git
 from harness.promote.journal import Journal, settle_receipt, write_receipt
-from harness.promote.limits import Violation, check_limits
 from harness.promote.rows import Applied, Conflict, TriggersRefused, apply_delta
 from harness.sandbox.capture import RowDelta
 
@@ -75,6 +76,12 @@ class PromotionResult:
         """A JSON-ready form."""
         return asdict(self)
 
+    @property
+    def exit_code(self) -> int:
+        """The `harness run` / `harness revert` exit code of this outcome: 3 refused by a
+        limit, 4 a conflict with the real database, 2 failed or in doubt, else 0."""
+        return {"refused": 3, "conflict": 4, "failed": 2, "in-doubt": 2}.get(self.outcome, 0)
+
 
 def failpoint(step: str) -> None:
     """Crash here when HARNESS_PROMOTE_CRASH names this step (fault-injection tests)."""
@@ -85,7 +92,7 @@ def failpoint(step: str) -> None:
 def promote(changeset: ChangeSet, config: Config, *, dry_run: bool | None = None
             ) -> PromotionResult:
     """Promote `changeset` to `config.target` within `config`'s limits."""
-    dry_run = config.orchestrator.blast_radius.dry_run if dry_run is None else dry_run
+    dry_run = limits.dry_run(config, dry_run)
     blast = config.orchestrator.blast_radius
     target = config.target
     branch = f"{config.promotion.branch_prefix}{changeset.trace_id}"
@@ -96,7 +103,7 @@ def promote(changeset: ChangeSet, config: Config, *, dry_run: bool | None = None
                 "commits": changeset.commit_count} if changeset.bundle else None,
         "database": rows.summary() if rows is not None and (rows.rows or rows.ddl) else None,
     }
-    violations = check_limits(changeset, config)
+    violations = limits.check(changeset, config)
     if violations:
         return PromotionResult("refused", changeset.trace_id, violations, plan=plan)
     has_rows = rows is not None and (rows.rows > 0 or bool(rows.ddl and blast.allow_ddl))

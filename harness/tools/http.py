@@ -1,4 +1,4 @@
-"""Requests the harness makes for the agent (the http_request tool). Every hop is checked
+"""The http_request tool: requests the harness makes for the agent. Every hop is checked
 against the allow-list (scheme, host and port) before a connection is opened to it, the
 headers added at the edge go only to the origin the agent asked for, redirects are
 followed by this code (never by a library's defaults) up to a cap, and no proxy from the
@@ -6,15 +6,23 @@ environment applies: the connection goes to exactly the host that was checked.""
 
 from __future__ import annotations
 
-import http.client
 import re
-import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.errors import HarnessError
+from harness.tools.base import (
+    STRING,
+    Effect,
+    Refusal,
+    Tool,
+    ToolContext,
+    ToolResult,
+    object_schema,
+)
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -187,6 +195,9 @@ def fetch(method: str, url: str, *, allow: list[AllowedHost], headers: Mapping[s
 def _send(origin: Origin, method: str, url: str, headers: Mapping[str, str],
           body: bytes | None, timeout: float, max_bytes: int
           ) -> tuple[int, dict[str, str], str | None, bytes]:
+    import http.client  # on first request: tools load without the TLS stack
+    import ssl
+
     parts = urllib.parse.urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     host = origin.host.strip("[]")
@@ -216,3 +227,43 @@ def _header_value_ok(value: str) -> bool:
 def _host_name(host: str) -> str:
     host = host.lower().rstrip(".")
     return f"[{host}]" if ":" in host else host
+
+
+def http_request(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
+    """Make the request (see `fetch`); a hop off the allow-list refuses it."""
+    import http.client
+
+    settings = context.config.tools.http
+    body = p.get("body")
+    try:
+        reply = fetch(p["method"], p["url"],
+                      allow=[AllowedHost.parse(entry) for entry in settings.allow_hosts],
+                      headers=p.get("headers") or {}, edge_headers=context.edge_headers,
+                      body=body.encode() if body is not None else None,
+                      timeout=settings.timeout_s, max_bytes=settings.max_response_bytes,
+                      max_redirects=settings.max_redirects)
+    except RequestRefused as exc:
+        return ToolResult("refused", {"redirects": [{"url": hop.url, "status": hop.status}
+                                                    for hop in exc.hops]},
+                          Refusal("http", exc.rule, str(exc)))
+    except (OSError, http.client.HTTPException) as exc:
+        return ToolResult("error", {"error": f"request failed: {type(exc).__name__}: {exc}"})
+    context.count_output(len(reply.body))
+    return ToolResult("ok", {"status": reply.status, "headers": reply.headers,
+                             "body": reply.body.decode("utf-8", errors="replace"),
+                             "truncated": reply.truncated, "url": reply.url,
+                             "redirects": [{"url": hop.url, "status": hop.status}
+                                           for hop in reply.hops[:-1]]})
+
+
+TOOLS = [
+    Tool("http_request", "Make an HTTP request to an allow-listed host; the harness adds "
+         "configured auth headers.",
+         object_schema(["method", "url"],
+                       method={"type": "string",
+                               "enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
+                       url=STRING, headers={"type": "object",
+                                            "additionalProperties": {"type": "string"}},
+                       body=STRING),
+         http_request, affects=frozenset({Effect.NETWORK})),
+]

@@ -30,9 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from harness.actions import ToolAction  # noqa: E402
 from harness.config import load_config  # noqa: E402
 from harness.guardrails import Context, Decision, Policy  # noqa: E402
+from harness.tools import ToolAction  # noqa: E402
 
 CORPUS = Path(__file__).parent / "corpus"
 POLICY = Policy(load_config(CORPUS / "policy.yaml").guardrails)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.actions import ToolAction
 from harness.config import load_config
 from harness.guardrails import Context, Policy
+from harness.tools import ToolAction
 
 CORPUS = Path(__file__).parent / "corpus"
 POLICY = Policy(load_config(CORPUS / "policy.yaml").guardrails)

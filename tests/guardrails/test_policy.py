@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from harness.actions import ToolAction
 from harness.config import ConfigError, parse_config
 from harness.guardrails import Context, Decision, Policy, Verdict
+from harness.tools import ToolAction
 
 
 def policy(yaml_text: str = "", **kwargs: object) -> Policy:

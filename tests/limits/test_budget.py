@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.budget import Budget
 from harness.config import BlastRadius, EpisodeLimits
+from harness.limits import Budget
+from harness.tools import TOOLS
 
-TOOLS = ["shell_exec", "read_file", "write_file", "git_commit", "db_query", "db_mutate",
-         "http_request"]
+NAMES = list(TOOLS)
 
 
 def budget(**settings: object) -> Budget:
@@ -22,41 +22,41 @@ def budget(**settings: object) -> Budget:
 def test_the_last_allowed_action_runs_and_the_next_is_refused(setting: str) -> None:
     b = budget(**{setting: 3})
     b.counters.actions = 2
-    assert b.before("read_file") is None, "one under the limit"
+    assert b.before(TOOLS["read_file"].needs) is None, "one under the limit"
     b.counters.actions = 3
-    overrun = b.before("read_file")
+    overrun = b.before(TOOLS["read_file"].needs)
     assert overrun is not None and overrun.limit == "max_actions" and "3 actions" in overrun.reason
 
 
 def test_the_smaller_of_max_actions_and_max_tool_calls_applies() -> None:
     b = budget(max_actions=10, max_tool_calls=4)
     b.counters.actions = 3
-    assert b.before("shell_exec") is None
+    assert b.before(TOOLS["shell_exec"].needs) is None
     b.counters.actions = 4
-    assert b.before("shell_exec") is not None
+    assert b.before(TOOLS["shell_exec"].needs) is not None
     b = budget(max_actions=None, max_tool_calls=None)
     b.counters.actions = 10**9
-    assert b.before("shell_exec") is None, "no limit at all"
+    assert b.before(TOOLS["shell_exec"].needs) is None, "no limit at all"
 
 
 def test_wall_time_refuses_at_its_limit_not_before() -> None:
     b = budget(max_wall_seconds=60)
     b.counters.started -= 59.5
-    assert b.before("read_file") is None
+    assert b.before(TOOLS["read_file"].needs) is None
     b.counters.started -= 0.5
-    overrun = b.before("read_file")
+    overrun = b.before(TOOLS["read_file"].needs)
     assert overrun is not None and overrun.limit == "max_wall_seconds"
 
 
 def test_shell_time_limits_shell_commands_only() -> None:
     b = budget(max_shell_seconds=10)
     b.counters.shell_seconds = 9.999
-    assert b.before("shell_exec") is None
+    assert b.before(TOOLS["shell_exec"].needs) is None
     assert b.remaining_shell_seconds() == pytest.approx(0.001)
     b.counters.shell_seconds = 10
-    overrun = b.before("shell_exec")
+    overrun = b.before(TOOLS["shell_exec"].needs)
     assert overrun is not None and overrun.limit == "max_shell_seconds"
-    assert all(b.before(tool) is None for tool in TOOLS if tool != "shell_exec")
+    assert all(b.before(TOOLS[tool].needs) is None for tool in NAMES if tool != "shell_exec")
     assert b.remaining_shell_seconds() == 0
     b.counters.shell_seconds = 12
     assert b.remaining_shell_seconds() == 0, "never negative"
@@ -66,38 +66,39 @@ def test_shell_time_limits_shell_commands_only() -> None:
 def test_output_bytes_refuse_every_tool_once_used_up() -> None:
     b = budget(max_output_bytes=2048)
     b.counters.output_bytes = 2047
-    assert all(b.before(tool) is None for tool in TOOLS)
+    assert all(b.before(TOOLS[tool].needs) is None for tool in NAMES)
     b.counters.output_bytes = 2048
-    assert {b.before(tool).limit for tool in TOOLS} == {"max_output_bytes"}  # type: ignore[union-attr]
+    assert {b.before(TOOLS[tool].needs).limit for tool in NAMES} == {  # type: ignore[union-attr]
+        "max_output_bytes"}
 
 
 def test_commits_limit_git_commit_only() -> None:
     b = budget(max_commits=2)
     b.counters.commits = 1
-    assert b.before("git_commit") is None
+    assert b.before(TOOLS["git_commit"].needs) is None
     b.counters.commits = 2
-    overrun = b.before("git_commit")
+    overrun = b.before(TOOLS["git_commit"].needs)
     assert overrun is not None and overrun.limit == "max_commits"
-    assert b.before("shell_exec") is None, "shell commits are measured after, not refused"
+    assert b.before(TOOLS["shell_exec"].needs) is None, "shell commits are measured after, not refused"
 
 
 def test_rows_limit_db_mutate_before_and_weighs_a_change_exactly() -> None:
     b = budget(max_database_rows=5)
     b.counters.rows = 4
-    assert b.before("db_mutate") is None
-    assert b.rows_overrun(5) is None, "exactly at the limit is allowed"
-    overrun = b.rows_overrun(6)
+    assert b.before(TOOLS["db_mutate"].needs) is None
+    assert b.weigh(5) is None, "exactly at the limit is allowed"
+    overrun = b.weigh(6)
     assert overrun is not None and overrun.limit == "max_database_rows"
     assert "6 changed rows (2 by this action)" in overrun.reason
     b.counters.rows = 5
-    assert b.before("db_mutate") is not None
-    assert b.before("db_query") is None and b.before("shell_exec") is None
+    assert b.before(TOOLS["db_mutate"].needs) is not None
+    assert b.before(TOOLS["db_query"].needs) is None and b.before(TOOLS["shell_exec"].needs) is None
 
 
 def test_a_zero_budget_allows_nothing_it_limits() -> None:
     b = budget(max_commits=0, max_database_rows=0)
-    assert b.before("git_commit") is not None and b.before("db_mutate") is not None
-    assert b.rows_overrun(0) is None and b.rows_overrun(1) is not None
+    assert b.before(TOOLS["git_commit"].needs) is not None and b.before(TOOLS["db_mutate"].needs) is not None
+    assert b.weigh(0) is None and b.weigh(1) is not None
 
 
 def test_counters_serialise_rounded_without_the_clock() -> None:
@@ -130,7 +131,7 @@ def test_each_overrun_names_its_limit_and_the_amount(
         b.counters.started -= value
     else:
         setattr(b.counters, counter, value)
-    overrun = b.before(tool)
+    overrun = b.before(TOOLS[tool].needs)
     assert overrun is not None and (overrun.limit, overrun.reason) == expected
 
 

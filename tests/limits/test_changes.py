@@ -9,7 +9,7 @@ import pytest
 
 from harness.changeset import ChangeSet
 from harness.config import Config, parse_config
-from harness.promote.limits import check_limits
+from harness.limits import check as check_limits
 from harness.sandbox.capture import DdlStatement, RowDelta, RowUpdate, TableDelta
 from harness.sandbox.workspace import Commit, FileChange, WorkspaceChanges
 

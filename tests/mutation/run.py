@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 MODULES: dict[str, tuple[str, list[str]]] = {
-    "budget": ("harness/budget.py", ["tests/test_budget.py"]),
-    "limits": ("harness/promote/limits.py", ["tests/test_limits.py"]),
+    "budget": ("harness/limits/budget.py", ["tests/limits/test_budget.py"]),
+    "limits": ("harness/limits/changes.py", ["tests/limits/test_changes.py"]),
     "redaction": ("harness/redaction.py", ["tests/test_redaction_forms.py"]),
     "decision": ("harness/guardrails/decision.py", ["tests/guardrails/test_policy.py",
                                                     "tests/guardrails/test_corpus.py"]),

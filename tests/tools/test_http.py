@@ -21,7 +21,7 @@ import pytest
 from harness.config import parse_config
 from harness.episode import Episode
 from harness.errors import ConfigError
-from harness.outbound import AllowedHost, RequestRefused, fetch
+from harness.tools.http import AllowedHost, RequestRefused, fetch
 from harness.trace.reader import read_trace
 from tests.leaks import leaks
 

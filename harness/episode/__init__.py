@@ -1,0 +1,7 @@
+"""The episode: one agent's run in one sandbox (episode), and the runtime state it gives
+the agent (state). Its tools are in harness.tools, its limits in harness.limits."""
+
+from harness.episode.episode import ActionResult, Episode
+from harness.tools import Refusal
+
+__all__ = ["ActionResult", "Episode", "Refusal"]

@@ -1,0 +1,76 @@
+"""The database tools: read with SQL in a read-only transaction; write with SQL in one
+transaction weighed against the row budget before it commits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from harness.limits.violation import Limit
+from harness.tools.base import STRING, Effect, Judged, Tool, ToolContext, ToolResult, object_schema
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def db_query(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
+    """Each statement's status and rows (up to tools.max_query_rows)."""
+    conn = context.connection()
+    try:
+        conn.execute("SET TRANSACTION READ ONLY")
+        results = _results(conn.execute(p["sql"]), context.config.tools.max_query_rows)
+    finally:
+        conn.rollback()
+    context.count_output(len(json.dumps(results, default=str)))
+    return ToolResult("ok", {"results": results})
+
+
+def db_mutate(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
+    """Run the SQL; commit it if the rows it brings the episode to fit the budget."""
+    from harness.sandbox.capture import read_delta
+
+    conn = context.connection()
+    try:
+        results = _results(conn.execute(p["sql"]), context.config.tools.max_query_rows)
+        # The capture of this very transaction is visible to it: weigh, then decide.
+        projected = read_delta(conn, ddl=False).rows
+        overrun = context.weigh_rows(projected)
+        if overrun is not None:
+            conn.rollback()
+            return ToolResult("refused", {"rolled_back": True,
+                                          "rows_measured": projected - context.rows_counted()},
+                              overrun)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return ToolResult("ok", {"results": results})
+
+
+def _results(cursor: psycopg.Cursor[Any], limit: int) -> list[dict[str, Any]]:
+    """Every statement's outcome: its status, and its rows (up to `limit`) if it has any."""
+    results = []
+    while True:
+        entry: dict[str, Any] = {"status": cursor.statusmessage, "rowcount": cursor.rowcount}
+        if cursor.description is not None:
+            rows = cursor.fetchmany(limit)
+            entry["columns"] = [c.name for c in cursor.description]
+            entry["rows"] = [[_plain(v) for v in row] for row in rows]
+            entry["more_rows"] = cursor.fetchone() is not None
+        results.append(entry)
+        if not cursor.nextset():
+            return results
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, bool | int | float | str) else str(value)
+
+
+TOOLS = [
+    Tool("db_query", "Run read-only SQL on the database; returns the rows.",
+         object_schema(["sql"], sql=STRING), db_query, Judged.SQL_READ_ONLY, "sql"),
+    Tool("db_mutate", "Run SQL that changes the database, in one transaction.",
+         object_schema(["sql"], sql=STRING), db_mutate, Judged.SQL, "sql",
+         affects=frozenset({Effect.ROWS}), needs=frozenset({Limit.MAX_DATABASE_ROWS})),
+]
