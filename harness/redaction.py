@@ -66,8 +66,8 @@ def patterns(secret: str) -> list[str]:
         data = value.encode()
         # The percent pattern matches the value itself too (any character may stand as is).
         found += [_percent(value), _percent(value, reverse=True)]
-        hexed = _HEX_GAP.join(f"(?i:{byte:02x})" for byte in data)
-        found += [hexed, _HEX_GAP.join(f"(?i:{byte:02x})" for byte in reversed(data))]
+        # (The reversed value is one of the bare forms: its hex is the bytes read backwards.)
+        found.append(_HEX_GAP.join(f"(?i:{byte:02x})" for byte in data))
         found.append(f"(?i:{re.escape(data.hex()[::-1])})")
         for encode in (base64.b64encode, base64.urlsafe_b64encode):
             for skip in range(3):

@@ -371,3 +371,13 @@ def test_a_refused_value_in_a_masked_table_never_quotes_the_real_row(
     assert len(conflicts) == 1 and "Failing row" not in conflicts[0].reason
     assert conflicts[0].reason.endswith("(the failing row is not shown: it holds masked "
                                         "columns)")
+
+
+def test_a_child_the_change_set_leaves_alone_beside_one_it_deletes_is_a_conflict(
+        conn: psycopg.Connection[Any]) -> None:
+    change = delta(TableDelta("public.parents", ["id"], deleted=[
+        {"id": 1, "name": "one", "doc": {"a": 1}}]),
+        TableDelta("public.children", ["id"], deleted=[{"id": 1, "parent_id": 1,
+                                                         "note": "c1"}]))
+    _, conflicts, _ = apply_delta(conn, change, ddl=False)
+    assert [(c.table, c.key) for c in conflicts] == [("public.children", {"id": 2})]

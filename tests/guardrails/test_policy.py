@@ -430,3 +430,44 @@ def test_an_unknown_builtin_rule_is_refused_naming_every_known_one() -> None:
     message = str(refused.value)
     assert "guardrails.builtin names unknown rules ['shell.nope']" in message
     assert "shell.recursive-delete, " in message
+
+
+def test_write_file_findings_name_the_tool_and_point_at_the_whole_path() -> None:
+    decision = _decide("", ToolAction("write_file", {"path": ".git/hooks/pre-commit",
+                                                     "content": "x"}))
+    finding = next(f for f in decision.findings if f.rule_id == "path.git-internals")
+    assert finding.reason.startswith("write_file changes /workspace/.git/hooks/pre-commit")
+    assert finding.span is not None and finding.span.text == ".git/hooks/pre-commit"
+    protected = _decide("protected_paths: ['deploy/**']\nrules:\n"
+                        "  - {kind: path, glob: 'deploy/**', action: warn}",
+                        ToolAction("write_file", {"path": "deploy/x", "content": "x"}))
+    hits = {f.rule_id: f for f in protected.findings}
+    assert set(hits) == {"path.protected", "config.rules[0]"}, "a protection does not hide " \
+        "the configured rules"
+    assert hits["path.protected"].span is not None
+    assert hits["path.protected"].span.text == "deploy/x"
+    assert hits["config.rules[0]"].reason == "write of /workspace/deploy/x is restricted by a rule"
+
+
+def test_rules_without_an_id_are_named_by_their_place() -> None:
+    yaml_text = """
+rules:
+  - {kind: git, subcommand: branch, branches: [release], action: warn}
+  - {kind: path, glob: "vault/**", access: read, action: warn}
+"""
+    assert _decide(yaml_text, shell("git branch -D release")).rule_id == "config.rules[0]"
+    assert _decide(yaml_text, ToolAction("read_file", {"path": "vault/k"})).rule_id == \
+        "config.rules[1]"
+
+
+def test_a_branch_rule_reads_a_forced_refspec_as_its_branch() -> None:
+    yaml_text = "rules:\n  - {kind: git, subcommand: push, branches: [release], id: rel, " \
+                "action: warn}\nbuiltin: {git.force-push: 'off'}"
+    assert _decide(yaml_text, shell("git push origin +release")).rule_id == "rel"
+    assert _decide(yaml_text, shell("git push origin +releases")).rule_id is None
+
+
+def test_what_sql_built_from_shell_values_is_found_to_do_points_at_the_command() -> None:
+    decision = policy().evaluate(shell('ls; psql -c "DROP TABLE $NAME"'))
+    dropped = next(f for f in decision.findings if f.rule_id == "sql.drop-table")
+    assert dropped.span is not None and dropped.span.text == 'psql -c "DROP TABLE $NAME"'
