@@ -352,7 +352,7 @@ def run(config_path: str, actions_file: Any, trace_path: str | None, do_promote:
                 _print_result(result)
     finally:
         changeset = episode.close()
-    from harness import limits
+    import harness.limits as limits
     from harness.promote import promote
 
     dry_run = limits.dry_run(config, True if dry_run or not do_promote else None)
@@ -506,7 +506,7 @@ def replay(path: str, as_json: bool) -> None:
     """Re-run a trace's actions in a fresh sandbox and report every divergence (exit 1 if any)."""
     from pathlib import Path
 
-    from harness.trace.replay import replay_trace
+    from harness.episode.replay import replay_trace
 
     try:
         report = replay_trace(Path(path))

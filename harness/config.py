@@ -447,7 +447,7 @@ class HttpTool(_Strict):
     @field_validator("allow_hosts")
     @classmethod
     def _hosts(cls, value: list[str]) -> list[str]:
-        from harness.tools.http import AllowedHost
+        from harness.hosts import AllowedHost
 
         for entry in value:
             AllowedHost.parse(entry)

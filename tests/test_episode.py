@@ -15,9 +15,9 @@ import pytest
 
 from harness.config import Config, parse_config
 from harness.episode import Episode
+from harness.episode.replay import replay_trace
 from harness.fixtures import fixture_seed, fixtures_root
 from harness.trace.reader import read_trace
-from harness.trace.replay import replay_trace
 from tests.fix_pg import CHINOOK
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]

@@ -15,9 +15,9 @@ from harness.config import Config, Orchestrator, StateInjection, Target
 from harness.episode import ActionResult, Episode
 from harness.eval.scenario import PlantedFile, Scenario, ShellCheck, SlowTool, ToolFailure
 from harness.fixtures import fixture_repo, fixture_seed
-from harness.guardrails.paths import matches, resolve
 from harness.home import state_dir
 from harness.sandbox.database import open_baseline
+from harness.sandbox.paths import matches, resolve
 from harness.tools import ActionError, ToolAction
 
 AgentFactory = Callable[[Scenario], Agent]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import limits
+import harness.limits as limits
 from harness.changeset import ChangeSet
 from harness.config import Config
 from harness.errors import HarnessError
@@ -17,7 +17,7 @@ from harness.gate.migrations import migration_statements
 from harness.gate.report import Check, GateReport
 from harness.gate.secrets import scan_line
 from harness.guardrails import Policy
-from harness.guardrails.paths import matches, resolve
+from harness.sandbox.paths import matches, resolve
 from harness.sandbox.workspace import (
     COMMIT_FORMAT,
     PLAIN_DIFF,

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 from harness.errors import ConfigError
 from harness.guardrails import programs, rules, shell, sql
 from harness.guardrails.decision import Decision, Finding, Span, Verdict
-from harness.guardrails.paths import inside, matches, resolve
 from harness.sandbox.layout import TMP as SCRATCH
 from harness.sandbox.layout import WORKSPACE
+from harness.sandbox.paths import inside, matches, resolve
 from harness.tools import TOOLS, Judged, ToolAction
 
 if TYPE_CHECKING:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 from harness.guardrails import programs
 from harness.guardrails.decision import Verdict
-from harness.guardrails.paths import affects, inside, matches
 from harness.guardrails.shell import DYNAMIC, NARROWED, Command, ShellAnalysis
 from harness.guardrails.sql import DANGEROUS_FUNCTIONS, TRIGGER_SILENCING, Statement
 from harness.sandbox.layout import HOME, WORKSPACE
 from harness.sandbox.layout import TMP as SCRATCH
+from harness.sandbox.paths import affects, inside, matches
 from harness.tables import TableName
 
 CATALOGUE: dict[str, tuple[Verdict, str]] = {

@@ -31,8 +31,8 @@ import tree_sitter_bash
 
 from harness.guardrails import code as inline_code
 from harness.guardrails import programs
-from harness.guardrails.paths import resolve
 from harness.sandbox.layout import HOME, WORKSPACE
+from harness.sandbox.paths import resolve
 
 DYNAMIC = "\x00"
 """Stands in a word for text only known when the command runs."""

@@ -7,9 +7,9 @@ import json
 
 from harness.changeset import ChangeSet
 from harness.config import Config
-from harness.guardrails.paths import matches, resolve
 from harness.limits.violation import Limit, Violation
 from harness.sandbox.capture import RowDelta, dump_images
+from harness.sandbox.paths import matches, resolve
 from harness.tables import TableName
 
 

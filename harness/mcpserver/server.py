@@ -15,7 +15,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import Resource
 from pydantic import WithJsonSchema
 
-from harness import limits
+import harness.limits as limits
 from harness.config import Config
 from harness.episode import ActionResult, Episode
 from harness.mcpserver.sessions import Sessions

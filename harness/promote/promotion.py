@@ -34,7 +34,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from harness import limits
+import harness.limits as limits
 from harness.changeset import ChangeSet
 from harness.config import Config
 from harness.errors import HarnessError

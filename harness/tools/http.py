@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.hosts import DEFAULT_PORTS, HOST, AllowedHost, Origin, host_name
 from harness.tools.base import (
     STRING,
     Effect,
@@ -25,8 +26,6 @@ from harness.tools.base import (
 )
 
 _REDIRECTS = {301, 302, 303, 307, 308}
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9._-]+)$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _CREDENTIAL_HEADERS = {"authorization", "proxy-authorization", "cookie"}
 _FRAMING_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
@@ -40,57 +39,6 @@ class RequestRefused(HarnessError):
         super().__init__(reason)
         self.rule = rule
         self.hops = hops
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Scheme, host and port: what the allow-list and the edge headers are scoped to."""
-
-    scheme: str
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        default = _DEFAULT_PORTS.get(self.scheme)
-        return f"{self.scheme}://{self.host}" + ("" if self.port == default
-                                                 else f":{self.port}")
-
-
-@dataclass(frozen=True)
-class AllowedHost:
-    """One allow-list entry: `host` (http or https, any port), `host:port`,
-    `scheme://host` (that scheme's default port) or `scheme://host:port`."""
-
-    host: str
-    port: int | None = None
-    scheme: str | None = None
-
-    @classmethod
-    def parse(cls, entry: str) -> AllowedHost:
-        """The entry, or ValueError saying what is wrong with it."""
-        text = entry.strip().lower()
-        scheme = None
-        if "://" in text:
-            scheme, text = text.split("://", 1)
-            if scheme not in _DEFAULT_PORTS:
-                raise ValueError(f"{entry!r}: only http and https hosts can be allowed")
-        if not text or "/" in text or "@" in text:
-            raise ValueError(f"{entry!r} is not a host, host:port or scheme://host[:port]")
-        try:
-            parts = urllib.parse.urlsplit("//" + text)
-            host, port = _host_name(parts.hostname or ""), parts.port
-        except ValueError:
-            raise ValueError(f"{entry!r} has a bad port") from None
-        if not _HOST.match(host):
-            raise ValueError(f"{entry!r} is not a host, host:port or scheme://host[:port]")
-        if scheme is not None and port is None:
-            port = _DEFAULT_PORTS[scheme]
-        return cls(host, port, scheme)
-
-    def admits(self, origin: Origin) -> bool:
-        """Whether a request to `origin` is allowed by this entry."""
-        return (self.host == origin.host and self.port in (None, origin.port)
-                and self.scheme in (None, origin.scheme))
 
 
 @dataclass(frozen=True)
@@ -118,18 +66,18 @@ def origin_of(url: str) -> Origin:
     """The origin of an absolute http(s) URL, or RequestRefused for anything else."""
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS:
+    if scheme not in DEFAULT_PORTS:
         raise RequestRefused("http.scheme", f"{url!r} is not an http or https URL", [])
     if "@" in parts.netloc:
         raise RequestRefused("http.userinfo", f"{url!r} carries user information; the "
                              "harness adds credentials at the edge, URLs may not", [])
     try:
-        host, port = _host_name(parts.hostname or ""), parts.port
+        host, port = host_name(parts.hostname or ""), parts.port
     except ValueError:
         raise RequestRefused("http.bad-url", f"{url!r} has a bad port", []) from None
-    if not host or not _HOST.match(host):
+    if not host or not HOST.match(host):
         raise RequestRefused("http.bad-url", f"{url!r} has no usable host name", [])
-    return Origin(scheme, host, port if port is not None else _DEFAULT_PORTS[scheme])
+    return Origin(scheme, host, port if port is not None else DEFAULT_PORTS[scheme])
 
 
 def fetch(method: str, url: str, *, allow: list[AllowedHost], headers: Mapping[str, str],
@@ -222,11 +170,6 @@ def _header_value_ok(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return not any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value)
-
-
-def _host_name(host: str) -> str:
-    host = host.lower().rstrip(".")
-    return f"[{host}]" if ":" in host else host
 
 
 def http_request(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:

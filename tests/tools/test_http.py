@@ -21,7 +21,8 @@ import pytest
 from harness.config import parse_config
 from harness.episode import Episode
 from harness.errors import ConfigError
-from harness.tools.http import AllowedHost, RequestRefused, fetch
+from harness.hosts import AllowedHost
+from harness.tools.http import RequestRefused, fetch
 from harness.trace.reader import read_trace
 from tests.leaks import leaks
 
