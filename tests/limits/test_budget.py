@@ -133,6 +133,31 @@ def test_each_overrun_names_its_limit_and_the_amount(
         setattr(b.counters, counter, value)
     overrun = b.before(TOOLS[tool].needs)
     assert overrun is not None and (overrun.limit, overrun.reason) == expected
+    assert overrun.kind == expected[0] and overrun.detail == expected[1]
+    assert overrun.allowed == next(iter(settings.values()))
+    assert overrun.actual == pytest.approx(value, abs=0.01)
+
+
+def test_a_database_change_is_weighed_with_what_it_brings_the_episode_to() -> None:
+    b = budget(max_database_rows=5)
+    b.counters.rows = 2
+    overrun = b.weigh(9)
+    assert overrun is not None
+    assert (overrun.limit, overrun.allowed, overrun.actual) == ("max_database_rows", 5, 9)
+    assert overrun.to_dict() == {"limit": "max_database_rows", "allowed": 5, "actual": 9,
+                                 "detail": "it would bring the episode to 9 changed rows (7 "
+                                           "by this action); the blast radius allows 5"}
+
+
+def test_each_limit_is_checked_only_for_the_tools_that_need_it() -> None:
+    from harness.limits import Limit
+
+    b = budget(max_commits=0, max_database_rows=0, max_shell_seconds=1)
+    b.counters.shell_seconds = 1
+    assert b.before() is None, "an action needing none of them"
+    assert b.before([Limit.MAX_COMMITS]).limit == "max_commits"  # type: ignore[union-attr]
+    assert b.before([Limit.MAX_DATABASE_ROWS]).limit == "max_database_rows"  # type: ignore[union-attr]
+    assert b.before([Limit.MAX_SHELL_SECONDS]).limit == "max_shell_seconds"  # type: ignore[union-attr]
 
 
 def test_the_wall_time_is_reported_to_the_millisecond() -> None:
