@@ -9,6 +9,9 @@ from typing import Any
 from harness.sandbox.capture import RowDelta
 from harness.sandbox.workspace import WorkspaceChanges
 
+_ROWS_SHOWN = 1000
+"""Rows listed per table in a summary (the change set itself holds all of them)."""
+
 
 @dataclass(frozen=True)
 class ChangeSet:
@@ -22,6 +25,9 @@ class ChangeSet:
     secrets: list[str] = field(default_factory=list)
     """Where a credential the episode held (an auth header or secret env_var value, or an
     encoding of it) appears in the change: file paths, `commit message`, table names."""
+    attribution: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per table, each changed row with its operation, key, and the action (index and span
+    id) that changed it last."""
 
     @property
     def commit_count(self) -> int:
@@ -41,9 +47,20 @@ class ChangeSet:
             "files_changed": len(self.workspace.files),
             "lines_added": self.workspace.lines_added,
             "lines_removed": self.workspace.lines_removed,
-            "rows": self.rows.summary() if self.rows is not None else None,
+            "rows": self._rows_summary(),
             **({"secrets": self.secrets} if self.secrets else {}),
         }
+
+    def _rows_summary(self) -> dict[str, Any] | None:
+        if self.rows is None:
+            return None
+        summary = self.rows.summary()
+        for name, rows in self.attribution.items():
+            if name in summary["tables"]:
+                summary["tables"][name]["rows"] = rows[:_ROWS_SHOWN]
+                if len(rows) > _ROWS_SHOWN:
+                    summary["tables"][name]["rows_not_shown"] = len(rows) - _ROWS_SHOWN
+        return summary
 
     def markdown(self) -> str:
         """A readable summary (for a PR comment or a CI job summary)."""
@@ -73,7 +90,8 @@ class ChangeSet:
         return {"trace_id": self.trace_id, "workspace": self.workspace.to_dict(),
                 "rows": self.rows.to_dict() if self.rows is not None else None,
                 "bundle": str(self.bundle) if self.bundle else None,
-                "secrets": self.secrets, "summary": self.summary()}
+                "secrets": self.secrets, "attribution": self.attribution,
+                "summary": self.summary()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChangeSet:
@@ -81,4 +99,4 @@ class ChangeSet:
         return cls(data["trace_id"], WorkspaceChanges.from_dict(data["workspace"]),
                    RowDelta.from_dict(data["rows"]) if data.get("rows") else None,
                    Path(data["bundle"]) if data.get("bundle") else None,
-                   list(data.get("secrets") or []))
+                   list(data.get("secrets") or []), dict(data.get("attribution") or {}))

@@ -284,6 +284,10 @@ class Observability(_Strict):
 
     tracing: Tracing = Tracing()
     logging: Logging = Logging()
+    attribute_rows: bool = True
+    """Name, for every changed row, the action that changed it (in the change set and on
+    each action's span). Off saves two reads per database-writing action; effect policies
+    need the per-action rows and keep them on."""
 
 
 # --------------------------------------------------------------------- sandbox
@@ -480,6 +484,90 @@ class Gate(_Strict):
     """Shannon entropy (bits per character) above which a long token counts as a secret."""
 
 
+# ---------------------------------------------------------------------- effects
+
+Scalar = str | int | float | bool | None
+
+
+class RowEffect(_Strict):
+    """Rows an action (or a change set) changed: of `table` (`*`: any table), by `op`,
+    optionally only those whose columns hold given values (`where`: the row as it was, for
+    updates and deletes; as it is, for inserts; `where_after`: as it is after an insert or
+    update), or updates that change one of `changes`. The policy fires when more than
+    `more_than` rows match (in any one table, with `each_table`). A dropped table's rows
+    are all deleted and beyond counting: it breaks any policy over its deletes."""
+
+    table: str = Field(min_length=1)
+    op: Literal["insert", "update", "delete", "any"] = "any"
+    where: dict[str, Scalar | list[Scalar]] = {}
+    where_after: dict[str, Scalar | list[Scalar]] = {}
+    changes: list[str] = []
+    more_than: int = Field(0, ge=0)
+    each_table: bool = False
+
+    @model_validator(mode="after")
+    def _possible(self) -> RowEffect:
+        if self.where_after and self.op == "delete":
+            raise ValueError("where_after describes a row after an insert or update; a "
+                             "deleted row has no after image (use where)")
+        if self.changes and self.op in ("insert", "delete"):
+            raise ValueError(f"changes names updated columns; op {self.op!r} updates none")
+        return self
+
+
+class FileEffect(_Strict):
+    """Files changed: under `path` (globs), by `change`, optionally only those executable
+    after it, those whose mode changed (made executable or not, a file become a link), or
+    with more than `lines_more_than` lines added and removed. The policy fires when more
+    than `more_than` files match."""
+
+    path: list[str] | str = "**"
+    change: Literal["added", "modified", "deleted", "any"] = "any"
+    executable: bool | None = None
+    mode_changed: bool | None = None
+    lines_more_than: int | None = Field(None, ge=0)
+    more_than: int = Field(0, ge=0)
+
+
+class CommitEffect(_Strict):
+    """Commits made: all of them, or those whose message, author (`name <email>`) or
+    branch (or tag) matches a regular expression. The policy fires when more than
+    `more_than` match."""
+
+    message: str | None = None
+    author: str | None = None
+    branch: str | None = None
+    more_than: int = Field(0, ge=0)
+
+    @field_validator("message", "author", "branch")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            _compile(value)
+        return value
+
+
+class EffectPolicy(_Strict):
+    """A rule over what actions did (not what they said they would do): checked after
+    every action, at promotion and in the gate."""
+
+    id: str = Field(min_length=1)
+    decision: Literal["block", "require_approval", "warn"] = "block"
+    message: str | None = None
+    """What a refusal says (default: the policy's predicate)."""
+    rows: RowEffect | None = None
+    files: FileEffect | None = None
+    commits: CommitEffect | None = None
+
+    @model_validator(mode="after")
+    def _one_predicate(self) -> EffectPolicy:
+        given = [name for name in ("rows", "files", "commits") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(f"effect policy {self.id!r} needs exactly one of rows, files or "
+                             f"commits (it has {', '.join(given) or 'none'})")
+        return self
+
+
 class Config(_Strict):
     """A whole harness configuration."""
 
@@ -492,6 +580,22 @@ class Config(_Strict):
     promotion: Promotion = Promotion()
     tools: Tools = Tools()
     gate: Gate = Gate()
+    effects: list[EffectPolicy] = []
+    """Policies over measured effects (see EffectPolicy)."""
+
+    @field_validator("effects")
+    @classmethod
+    def _unique_ids(cls, value: list[EffectPolicy]) -> list[EffectPolicy]:
+        return unique_policy_ids(value)
+
+
+def unique_policy_ids(policies: list[EffectPolicy]) -> list[EffectPolicy]:
+    """`policies`, when no two share an id (a refusal names its policy by it)."""
+    seen = [p.id for p in policies]
+    twice = sorted({i for i in seen if seen.count(i) > 1})
+    if twice:
+        raise ValueError(f"effect policy ids must be unique: {twice} appear more than once")
+    return policies
 
 
 # ---------------------------------------------------------------------- loading

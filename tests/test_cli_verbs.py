@@ -759,6 +759,11 @@ def test_run_exits_0_within_limits_3_refused_by_a_limit_and_4_on_a_conflict(
     assert report["dry_run"] is True and report["promotion"]["outcome"] == "dry-run"
     assert report["changeset"]["commits"] == 1
     assert report["promotion"]["plan"]["database"]["total"]["updated"] == 2
+    # Each changed row names the action (its index and span) that changed it.
+    orders = report["changeset"]["rows"]["tables"]["public.orders"]["rows"]
+    assert [(r["op"], r["key"], r["action"]) for r in orders] == [
+        ("update", {"id": 3}, 2), ("update", {"id": 4}, 2)]
+    assert all(len(r["span_id"]) == 16 for r in orders)
     refused = run("--promote", max_files_changed=0)
     assert refused.returncode == 3, refused.stderr
     violations = json.loads(refused.stdout)["promotion"]["violations"]

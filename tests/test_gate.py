@@ -90,6 +90,32 @@ def test_a_pr_over_a_limit_fails_naming_it(pr_repo: Path, setup: str, limit: str
     assert any(detail.startswith(f"{limit}:") for detail in failing(done)["limits"])
 
 
+def test_effect_policies_over_files_and_commits_judge_the_pr(pr_repo: Path) -> None:
+    policies = CONFIG + """
+effects:
+  - id: no-wip
+    commits: {message: "^WIP", branch: "^agent/"}
+  - id: scripts-stay-plain
+    files: {path: "scripts/**", executable: true}
+  - id: any-script
+    decision: warn
+    files: {path: "scripts/**"}
+"""
+    commit(pr_repo, {"scripts/run.sh": "echo hi\n"}, "WIP: try", executable=("scripts/run.sh",))
+    done = gate(pr_repo, "--json", config=policies)
+    assert done.returncode == 1
+    broken = sorted(d.split(":")[0] for d in failing(done)["limits"])
+    assert broken == ["effects[no-wip]", "effects[scripts-stay-plain]", "warning"]
+    # The same file, not executable, in a commit that is no WIP: only a warning, it passes.
+    git(pr_repo, "reset", "-q", "--hard", "main")
+    commit(pr_repo, {"scripts/run.sh": "echo hi\n"}, "Add run.sh")
+    passed = gate(pr_repo, "--json", config=policies)
+    assert passed.returncode == 0, passed.stdout
+    checks = {c["name"]: c for c in json.loads(passed.stdout)["checks"]}
+    assert [d.split(" (")[0] for d in checks["limits"]["details"]] == [
+        "warning: effects[any-script]: more than 0 file(s) matching the policy"]
+
+
 def test_a_secret_in_the_diff_fails_with_file_and_line(pr_repo: Path) -> None:
     commit(pr_repo, {"shop/settings.py": "DEBUG = False\nAPI_TOKEN = 'ghp_" + "a1B2" * 9 + "'\n"})
     done = gate(pr_repo, "--json")

@@ -18,6 +18,7 @@ import psycopg
 
 from harness.changeset import ChangeSet
 from harness.config import Config, DbSchemaSource, FileSource
+from harness.episode.attribution import ActionWindow, attribute
 from harness.episode.state import (
     InjectedState,
     auth_headers,
@@ -28,14 +29,17 @@ from harness.episode.state import (
 )
 from harness.errors import HarnessError
 from harness.guardrails import Context, Decision, Policy
+from harness.guardrails.decision import Verdict
 from harness.guardrails.policy import Approver
 from harness.home import state_dir
 from harness.limits import Budget, Violation
+from harness.limits.effects import Breach, Effects, evaluate
 from harness.promote.promotion import PromotionResult
 from harness.redaction import Redactor
 from harness.sandbox import Sandbox
-from harness.sandbox.capture import RowDelta
+from harness.sandbox.capture import Mark, RowDelta
 from harness.sandbox.workspace import WorkspaceChanges
+from harness.sandbox.workspace_states import WorkspaceState, WorkspaceStates
 from harness.tools import (
     TOOLS,
     ActionError,
@@ -51,6 +55,14 @@ from harness.tools import (
 from harness.trace.writer import Span, Tracer
 
 _LOG = logging.getLogger("harness.episode")
+
+
+@dataclass(frozen=True)
+class _Before:
+    """What an action's effects are measured from."""
+
+    mark: Mark | None
+    state: WorkspaceState | None
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,10 @@ class Episode:
         self.results: list[ActionResult] = []
         self._db: psycopg.Connection[Any] | None = None
         self._closed: ChangeSet | None = None
+        self._windows: list[ActionWindow] = []
+        """Which captured statements each action ran: every changed row names its action."""
+        self._states = WorkspaceStates(self.sandbox.workspace)
+        """The workspace before an action, to judge its files and commits and undo them."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -165,7 +181,8 @@ class Episode:
             shown = replace(workspace, diff=self.redactor(workspace.diff), commits=[
                 replace(c, message=self.redactor(c.message)) for c in workspace.commits])
             changes = ChangeSet(self.tracer.trace_id, shown, rows, bundle if kept else None,
-                                carried)
+                                carried, attribute(rows, self._windows)
+                                if self._attributing else {})
             self.tracer.event("episode.end", counters=self.budget.counters.to_dict(),
                               changeset=changes.summary())
             self._closed = changes
@@ -297,6 +314,7 @@ class Episode:
             counters.refused += 1
             return self._over(index, action, decision, overrun)
         counters.actions += 1
+        before = self._before(tool)
         with self.tracer.span("execute", span) as execution:
             status, output, stop = self._execute(tool, action)
             execution.set(status=status)
@@ -311,8 +329,116 @@ class Episode:
         if stop is not None:
             counters.refused += 1
             return self._over(index, action, decision, stop, output)
+        with self.tracer.span("effects", span) as judged:
+            refusal = self._judge_effects(tool, action, index, span, before, output)
+            judged.set(refused=refusal.rule if refusal else None,
+                       undone=output.get("undone"))
+        if refusal is not None:
+            counters.refused += 1
+            return ActionResult(index, action.tool, "refused", output, refusal=refusal,
+                                decision=decision.to_dict() if decision.findings else None)
         return ActionResult(index, action.tool, status, output, decision=decision.to_dict()
                             if decision.findings else None)
+
+    # ------------------------------------------------------------ effects
+
+    @property
+    def _attributing(self) -> bool:
+        return self.config.observability.attribute_rows or bool(self.config.effects)
+
+    def _before(self, tool: Tool) -> _Before:
+        """What the action's effects are measured from: the capture's mark (rows), and the
+        workspace's state (files, commits) when effect policies may need to undo them."""
+        database = self.sandbox.database
+        mark = database.mark() if self._attributing and database is not None \
+            and Effect.ROWS in tool.affects else None
+        state = self._states.record() if self.config.effects and tool.affects & {
+            Effect.FILES, Effect.COMMITS} else None
+        return _Before(mark, state)
+
+    def _judge_effects(self, tool: Tool, action: ToolAction, index: int, span: Span,
+                       before: _Before, output: dict[str, Any]) -> Refusal | None:
+        """Attribute the action's rows to it, judge what it did against the effect
+        policies, and undo it when one blocks (or needs an approval that is not given)."""
+        database = self.sandbox.database
+        rows = None
+        if before.mark is not None and database is not None:
+            after = database.mark()
+            self._windows.append(ActionWindow(index, span.span_id,
+                                                      before.mark.statement, after.statement))
+            if after != before.mark:
+                rows = database.delta(between=(before.mark, after))
+                summary = rows.summary()
+                span.set(rows=summary["tables"], ddl=summary["ddl"] or None)
+        if not self.config.effects:
+            return None
+        files, commits = [], []
+        if before.state is not None:
+            now = self._states.record()
+            files = self._states.files_between(before.state, now)
+            commits = self._states.commits_between(before.state, now)
+        breaches = evaluate(self.config.effects, Effects(files, commits, rows))
+        warned = [b.to_dict() for b in breaches if b.decision == "warn"]
+        if warned:
+            output["effects_warned"] = warned
+        stopping = [b for b in breaches if b.decision == "block" or (
+            b.decision == "require_approval" and not self._approved(action, b))]
+        if not stopping:
+            return None
+        output["effects"] = [b.to_dict() for b in stopping]
+        started = time.monotonic()
+        output["undone"] = self._undo(before, rows)
+        output["undone"]["duration_s"] = round(time.monotonic() - started, 6)
+        if "rows_error" not in output["undone"]:
+            # Its rows are back: no row names it any more.
+            self._windows = [w for w in self._windows if w.index != index]
+        self._measure(tool)
+        first = stopping[0]
+        undone = output["undone"]
+        kept = []
+        if "rows_error" in undone:
+            kept.append("its rows (" + "; ".join(undone["rows_error"]) + ")")
+        if undone.get("workspace") == "not restored":
+            kept.append("its files and commits (the workspace did not come back as it was)")
+        said = "the action's effects were undone" if not kept else \
+            "the action's effects could not all be undone: " + " and ".join(kept) + " remain"
+        if "schema_changes" in undone:
+            said += " (its schema changes stay: only rows, files and commits are undone)"
+        return Refusal("effect", first.policy, f"{first.detail}; {said}")
+
+    def _approved(self, action: ToolAction, breach: Breach) -> bool:
+        approver = self.policy.approver
+        if approver is None:
+            return False
+        return approver(action, Decision(Verdict.REQUIRE_APPROVAL, breach.policy,
+                                         breach.detail))
+
+    def _undo(self, before: _Before, rows: RowDelta | None) -> dict[str, Any]:
+        """Put back what one action changed: its rows (their inverse, applied with the
+        target's own triggers silent), its files, commits and refs."""
+        undone: dict[str, Any] = {}
+        database = self.sandbox.database
+        if rows is not None and rows.rows and database is not None:
+            from harness.promote.rows import apply_delta, invert
+
+            with database.connect_as_owner(autocommit=False) as conn:
+                # Everything back, masked columns too: this is the sandbox, not the target.
+                inverse = invert(rows)
+                inverse = replace(inverse, tables={name: replace(table, masked=[])
+                                                   for name, table in inverse.tables.items()})
+                _, conflicts, _ = apply_delta(conn, inverse, ddl=False)
+                if conflicts:
+                    conn.rollback()
+                    undone["rows_error"] = [c.reason for c in conflicts][:5]
+                else:
+                    conn.commit()
+                    undone["rows"] = rows.rows
+        if rows is not None and rows.ddl:
+            undone["schema_changes"] = [d.query or d.command_tag for d in rows.ddl]
+        if before.state is not None:
+            undone["workspace"] = "restored" if self._states.restore(
+                self.sandbox, before.state) else "not restored"
+        return undone
 
     def _over(self, index: int, action: ToolAction, decision: Decision, overrun: Violation,
               output: dict[str, Any] | None = None) -> ActionResult:

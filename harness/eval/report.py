@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import statistics
+from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
@@ -43,6 +44,8 @@ def _figures(runs: list[RunResult], *, per_scenario: bool) -> dict[str, Any]:
         "mean_actions": round(statistics.mean(r.actions for r in runs), 1),
         "mean_wall_seconds": round(statistics.mean(r.wall_seconds for r in runs), 2),
         "errors": sum(r.error is not None for r in runs),
+        "policies_broken": dict(sorted(Counter(
+            policy for r in runs for policy in r.policies_broken).items())),
     }
 
 
@@ -61,6 +64,12 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(f"| {name} | {figures['runs']} | "
                          + " | ".join(str(figures[c]) for c in _COLUMNS) + " |")
         lines.append("")
+        broken = [r for r in summary["runs"] if r["agent"] == agent and r["policies_broken"]]
+        if broken:
+            lines += ["Effect policies broken:", ""]
+            lines += [f"- {r['scenario']} run {r['run']}: {', '.join(r['policies_broken'])}"
+                      for r in broken]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -93,6 +102,12 @@ def html_page(summary: dict[str, Any]) -> str:
             for s, f in summary["table"][agent].items())
         tables.append(f"<h2>{html.escape(agent)}</h2><table><tr><th>scenario</th><th>runs</th>"
                       + "".join(f"<th>{c}</th>" for c in _COLUMNS) + f"</tr>{rows}</table>")
+    broken = "".join(
+        f"<li>{html.escape(r['agent'])} · {html.escape(r['scenario'])} run {r['run']}: "
+        f"{html.escape(', '.join(r['policies_broken']))}</li>"
+        for r in summary["runs"] if r["policies_broken"])
+    if broken:
+        tables.append(f"<h2>Effect policies broken</h2><ul>{broken}</ul>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>harness eval</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}

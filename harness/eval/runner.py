@@ -7,15 +7,18 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.agents.base import Agent, Proposal, drive
+from harness.changeset import ChangeSet
 from harness.config import Config, Orchestrator, StateInjection, Target
 from harness.episode import ActionResult, Episode
 from harness.eval.scenario import PlantedFile, Scenario, ShellCheck, SlowTool, ToolFailure
 from harness.fixtures import fixture_repo, fixture_seed
 from harness.home import state_dir
+from harness.limits.effects import Effects
+from harness.limits.effects import evaluate as evaluate_effects
 from harness.sandbox.database import open_baseline
 from harness.sandbox.paths import matches, resolve
 from harness.tools import ActionError, ToolAction
@@ -41,6 +44,8 @@ class RunResult:
     wall_seconds: float
     trace: str
     error: str | None = None
+    policies_broken: list[str] = field(default_factory=list)
+    """The scenario's effect policies the run broke, by id, in the order first broken."""
 
 
 def scenario_config(scenario: Scenario) -> Config:
@@ -49,6 +54,7 @@ def scenario_config(scenario: Scenario) -> Config:
         orchestrator=Orchestrator(blast_radius=scenario.limits.model_copy(
             update={"dry_run": True})),
         guardrails=scenario.guardrails,
+        effects=scenario.effects,
         state_injection=StateInjection(sources=scenario.state),
         target=Target(repo=str(fixture_repo(scenario.repo)),
                       database=str(fixture_seed(scenario.seed)) if scenario.seed else None),
@@ -110,12 +116,30 @@ def run_once(scenario: Scenario, agent_name: str, factory: AgentFactory, *, run:
         checks = _success_checks(episode, scenario)
         changeset = episode.close()
     results = episode.results
+    broken = _policies_broken(scenario, results, changeset)
     safety = _safety(scenario, results, [f.path for f in changeset.workspace.files])
+    safety += [f"effects[{policy}]" for policy in broken]
     blast = sum(1 for r in results if _blast_event(r))
     return RunResult(
         scenario.name, agent_name, run, seed, all(checks.values()), checks, safety, blast,
         len(results) + len(perturbed.injected), sum(1 for r in results if r.status == "refused"),
-        perturbed.count, round(time.monotonic() - started, 3), str(trace))
+        perturbed.count, round(time.monotonic() - started, 3), str(trace),
+        policies_broken=broken)
+
+
+def _policies_broken(scenario: Scenario, results: list[ActionResult], changeset: ChangeSet
+                     ) -> list[str]:
+    """The effect policies broken by an action (blocked, refused or warned about) or by
+    the run as a whole (several actions that each stayed within a count together exceed
+    it; an undone action is no longer in the change set)."""
+    broken: list[str] = []
+    for result in results:
+        for breach in [*result.output.get("effects", []),
+                       *result.output.get("effects_warned", [])]:
+            broken.append(breach["policy"])
+    whole = Effects(changeset.workspace.files, changeset.workspace.commits, changeset.rows)
+    broken += [breach.policy for breach in evaluate_effects(scenario.effects, whole)]
+    return list(dict.fromkeys(broken))
 
 
 def _success_checks(episode: Episode, scenario: Scenario) -> dict[str, bool]:

@@ -7,15 +7,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.config import (
     _UNION_TAGS,
     BlastRadius,
+    EffectPolicy,
     Guardrails,
     StateSource,
     _describe,
     _record_lines,
+    unique_policy_ids,
 )
 from harness.errors import ConfigError
 
@@ -104,9 +106,18 @@ class Scenario(_Strict):
     limits: BlastRadius = BlastRadius(dry_run=True)
     guardrails: Guardrails = Guardrails()
     checks: Checks = Checks()
+    effects: list[EffectPolicy] = []
+    """Safety checks written as effect policies: judged after every action (a `block` one
+    undoes the action) and over the whole run; each one broken is a safety violation
+    named `effects[<id>]`."""
     max_steps: int = Field(30, ge=1)
     targets: list[str] = []
     """The checks a reckless agent is expected to fail here."""
+
+    @field_validator("effects")
+    @classmethod
+    def _unique_ids(cls, value: list[EffectPolicy]) -> list[EffectPolicy]:
+        return unique_policy_ids(value)
     agents: dict[str, list[dict[str, Any]]] = {}
     """Reference scripted agents (`good`, `reckless`), as lists of tool calls."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import harness.limits as limits
@@ -22,8 +23,8 @@ from harness.sandbox.workspace import (
     COMMIT_FORMAT,
     PLAIN_DIFF,
     WorkspaceChanges,
+    files_between,
     parse_commits,
-    parse_numstat,
     run_git,
 )
 from harness.tools import ToolAction
@@ -55,7 +56,7 @@ def run_gate(repo: Path, base: str, head: str, config: Config, *, database: str 
         except HarnessError:
             raise GateError(f"unknown {name} ref {ref!r} in {repo}") from None
     fork = git("merge-base", resolved["base"], resolved["head"])
-    changes = _changes(git, fork, resolved["head"])
+    changes = _changes(git, fork, resolved["head"], head)
     added = _added_lines(git("diff", *PLAIN_DIFF, "-U0", fork, resolved["head"]))
     raw = git("diff", "--raw", "--no-renames", fork, resolved["head"])
     checks = [
@@ -78,9 +79,10 @@ def _timed(name: str, check: Callable[[], tuple[bool, str, list[str]]]) -> Check
     return Check(name, passed, summary, details, round(time.monotonic() - started, 3))
 
 
-def _changes(git: Callable[..., str], base: str, head: str) -> WorkspaceChanges:
-    commits = parse_commits(git("log", COMMIT_FORMAT, f"{base}..{head}", "--"))
-    files = parse_numstat(git("diff", *PLAIN_DIFF, "--numstat", base, head))
+def _changes(git: Callable[..., str], base: str, head: str, branch: str) -> WorkspaceChanges:
+    commits = [replace(commit, ref=branch) for commit in
+               parse_commits(git("log", COMMIT_FORMAT, f"{base}..{head}", "--"))]
+    files = files_between(git, base, head)
     return WorkspaceChanges(base, head, commits, files, "")
 
 
@@ -104,8 +106,11 @@ def _added_lines(diff: str) -> dict[str, list[tuple[int, str]]]:
 
 
 def _limits(changes: WorkspaceChanges, config: Config) -> tuple[bool, str, list[str]]:
-    violations = limits.check(ChangeSet("gate", changes, None), config)
+    changeset = ChangeSet("gate", changes, None)
+    violations = limits.check(changeset, config)
     details = [f"{v.limit}: {v.detail} (allowed {v.allowed})" for v in violations]
+    details += [f"warning: effects[{b.policy}]: {b.detail}"
+                for b in limits.warnings(changeset, config)]
     summary = (f"{changes.commit_count} commit(s), {len(changes.files)} file(s), "
                f"+{changes.lines_added} -{changes.lines_removed}")
     return not violations, summary if not violations else "; ".join(details), details
@@ -203,11 +208,14 @@ def _rehearse(repo: Path, head: str, database: str, config: Config
         return False, f"the migration command failed (exit {result.exit_code})", [
             (result.stderr or result.stdout).strip()[-2000:]]
     assert delta is not None
-    violations = [v for v in limits.check(ChangeSet("gate", changes, delta), config)
+    rehearsed = ChangeSet("gate", changes, delta)
+    violations = [v for v in limits.check(rehearsed, config)
                   if v.limit not in ("max_commits", "max_files_changed", "max_lines_changed",
                                      "protected_paths")]
     summary = delta.summary()
     details = [f"{v.limit}: {v.detail} (allowed {v.allowed})" for v in violations]
+    details += [f"warning: effects[{b.policy}]: {b.detail}"
+                for b in limits.warnings(rehearsed, config)]
     details += [f"{name}: +{c['inserted']} ~{c['updated']} -{c['deleted']}"
                 for name, c in summary["tables"].items()]
     details += [f"DDL: {statement}" for statement in summary["ddl"]]

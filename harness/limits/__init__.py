@@ -15,6 +15,9 @@ since what a command line will do cannot be known before):
 - max_shell_seconds: the command's timeout is cut to what is left; once spent, shell_exec
   is refused.
 - max_output_bytes, max_actions, max_wall_seconds: the next action is refused.
+- effect policies (`effects`): judged on each action's measured effects (a breach of a
+  `block` one undoes the action) and on the whole change set (`check`; a `warn` one is
+  no violation, `warnings` lists it).
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ from harness.limits.violation import Limit, Violation
 if TYPE_CHECKING:
     from harness.config import Config
     from harness.limits.budget import Budget, Counters
-    from harness.limits.changes import check
+    from harness.limits.changes import check, warnings
 
 # The budget and the change-set check are loaded on first use: tools and guardrails name
 # limits without pulling in what checking a change set needs.
 _LAZY = {"Budget": "harness.limits.budget", "Counters": "harness.limits.budget",
-         "check": "harness.limits.changes"}
+         "check": "harness.limits.changes", "warnings": "harness.limits.changes"}
 
 
 def dry_run(config: Config, asked: bool | None = None) -> bool:
@@ -51,4 +54,4 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["Budget", "Counters", "Limit", "Violation", "check", "dry_run"]
+__all__ = ["Budget", "Counters", "Limit", "Violation", "check", "dry_run", "warnings"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from harness.changeset import ChangeSet
-from harness.config import Config
+from harness.config import CommitEffect, Config, EffectPolicy, FileEffect, RowEffect
+from harness.limits.effects import Breach, Effects, evaluate
 from harness.limits.violation import Limit, Violation
 from harness.sandbox.capture import RowDelta, dump_images
 from harness.sandbox.paths import matches, resolve
@@ -14,51 +15,34 @@ from harness.tables import TableName
 
 
 def check(changeset: ChangeSet, config: Config) -> list[Violation]:
-    """Every limit of `config` that `changeset` breaks (empty when it fits)."""
+    """Every limit of `config` that `changeset` breaks (empty when it fits): the blast
+    radius's counts and the protected paths and tables (built-in effect policies), the
+    configured effect policies, and what only a whole change set shows (lines, credentials,
+    masked columns, schema changes)."""
     blast = config.orchestrator.blast_radius
-    found: list[Violation] = []
     workspace = changeset.workspace
-    if workspace.commit_count > blast.max_commits:
-        found.append(Violation(Limit.MAX_COMMITS, blast.max_commits, workspace.commit_count,
-                               f"{workspace.commit_count} commits since the base"))
-    if blast.max_files_changed is not None and len(workspace.files) > blast.max_files_changed:
-        found.append(Violation(Limit.MAX_FILES_CHANGED, blast.max_files_changed,
-                               len(workspace.files), f"{len(workspace.files)} files changed"))
+    rows = changeset.rows
+    effects = Effects(workspace.files, workspace.commits, rows)
+    builtins = built_in_policies(config)
+    found = _violations([p for p in builtins if p.rows is None], config, effects)
     lines = workspace.lines_added + workspace.lines_removed
     if blast.max_lines_changed is not None and lines > blast.max_lines_changed:
         found.append(Violation(Limit.MAX_LINES_CHANGED, blast.max_lines_changed, lines,
                                f"+{workspace.lines_added} -{workspace.lines_removed} lines"))
-    for change in workspace.files:
-        path = resolve(change.path)
-        for pattern in config.guardrails.protected_paths:
-            if matches(path, pattern):
-                found.append(Violation(Limit.PROTECTED_PATHS, pattern, change.path,
-                                       f"{change.path} is protected by {pattern!r}"))
-                break
+    found.sort(key=lambda violation: _WORKSPACE_ORDER.index(violation.limit))
     if changeset.secrets:
         found.append(Violation(
             Limit.SECRETS, [], changeset.secrets,
             "the change carries a credential the harness held for the agent (an auth header "
             "or a secret env_var value, or an encoding of it) in: "
             + ", ".join(changeset.secrets) + "; promoting it would publish the credential"))
-    rows = changeset.rows
+    found += [Violation(f"{Limit.EFFECTS}[{breach.policy}]", breach.allowed, breach.actual,
+                        breach.detail + (" (needs an approval)" if breach.decision ==
+                                         "require_approval" else ""))
+              for breach in evaluate(config.effects, effects) if breach.decision != "warn"]
     if rows is None:
         return found
-    if rows.rows > blast.max_database_rows:
-        found.append(Violation(Limit.MAX_DATABASE_ROWS, blast.max_database_rows, rows.rows,
-                               f"{rows.rows} rows changed"))
-    for table, delta in sorted(rows.tables.items()):
-        name = TableName.parse(table)
-        bare = name.display
-        limit_name = name.under(list(blast.max_rows_per_table))
-        if limit_name is not None and delta.rows > blast.max_rows_per_table[limit_name]:
-            found.append(Violation(f"{Limit.MAX_ROWS_PER_TABLE}[{limit_name}]",
-                                   blast.max_rows_per_table[limit_name], delta.rows,
-                                   f"{delta.rows} rows changed in {bare}"))
-        protected = name.under(config.guardrails.protected_tables)
-        if protected is not None:
-            found.append(Violation(Limit.PROTECTED_TABLES, protected, delta.rows,
-                                   f"{delta.rows} rows changed in the protected table {bare}"))
+    found += _violations([p for p in builtins if p.rows is not None], config, effects)
     found += _masked_writes(rows)
     if rows.ddl and not blast.allow_ddl:
         found.append(Violation(Limit.ALLOW_DDL, False, len(rows.ddl),
@@ -67,6 +51,85 @@ def check(changeset: ChangeSet, config: Config) -> list[Violation]:
     elif rows.ddl:
         found += _unreplayable(rows)
     return found
+
+
+def warnings(changeset: ChangeSet, config: Config) -> list[Breach]:
+    """The `warn` effect policies `changeset` breaks: shown, never refused."""
+    workspace = changeset.workspace
+    effects = Effects(workspace.files, workspace.commits, changeset.rows)
+    return [breach for breach in evaluate(config.effects, effects) if breach.decision == "warn"]
+
+
+_WORKSPACE_ORDER: list[str] = [Limit.MAX_COMMITS, Limit.MAX_FILES_CHANGED, Limit.MAX_LINES_CHANGED,
+                    Limit.PROTECTED_PATHS]
+
+
+def built_in_policies(config: Config) -> list[EffectPolicy]:
+    """The blast radius's counts and the protected paths and tables, as effect policies of
+    the engine the configured ones use (ids are the limits' names)."""
+    blast = config.orchestrator.blast_radius
+    policies = [EffectPolicy(id=Limit.MAX_COMMITS,
+                             commits=CommitEffect(more_than=blast.max_commits))]
+    if blast.max_files_changed is not None:
+        policies.append(EffectPolicy(id=Limit.MAX_FILES_CHANGED,
+                                     files=FileEffect(more_than=blast.max_files_changed)))
+    if config.guardrails.protected_paths:
+        policies.append(EffectPolicy(id=Limit.PROTECTED_PATHS, files=FileEffect(
+            path=list(config.guardrails.protected_paths))))
+    policies.append(EffectPolicy(id=Limit.MAX_DATABASE_ROWS, rows=RowEffect(
+        table="*", more_than=blast.max_database_rows)))
+    policies += [EffectPolicy(id=f"{Limit.MAX_ROWS_PER_TABLE}[{table}]", rows=RowEffect(
+        table=table, more_than=most, each_table=True))
+        for table, most in blast.max_rows_per_table.items()]
+    policies += [EffectPolicy(id=Limit.PROTECTED_TABLES, rows=RowEffect(
+        table=table, each_table=True)) for table in config.guardrails.protected_tables]
+    return policies
+
+
+def _violations(policies: list[EffectPolicy], config: Config, effects: Effects
+                ) -> list[Violation]:
+    """The built-in policies' breaches, worded as the limits they are."""
+    found: list[Violation] = []
+    per_table: list[tuple[str, int, Violation]] = []  # listed table by table
+    counted: set[tuple[str, str]] = set()  # a table falls under the first entry naming it
+    for breach in evaluate(policies, effects):
+        limit = breach.policy
+        rows = [e for e in breach.matched if e.get("op") != "drop"]
+        dropped = len(rows) < len(breach.matched)
+        if limit == Limit.MAX_COMMITS:
+            found.append(Violation(limit, breach.allowed, breach.actual,
+                                   f"{breach.actual} commits since the base"))
+        elif limit == Limit.MAX_FILES_CHANGED:
+            found.append(Violation(limit, breach.allowed, breach.actual,
+                                   f"{breach.actual} files changed"))
+        elif limit == Limit.PROTECTED_PATHS:
+            for entry in breach.matched:
+                pattern = next(p for p in config.guardrails.protected_paths
+                               if matches(resolve(entry["path"]), p))
+                found.append(Violation(limit, pattern, entry["path"],
+                                       f"{entry['path']} is protected by {pattern!r}"))
+        elif limit == Limit.MAX_DATABASE_ROWS:
+            # Dropped tables are schema changes, judged as such (allow_ddl).
+            if len(rows) > breach.allowed:
+                found.append(Violation(limit, breach.allowed, len(rows),
+                                       f"{len(rows)} rows changed"))
+        elif breach.table is not None:
+            kind = Limit.PROTECTED_TABLES if limit == Limit.PROTECTED_TABLES \
+                else Limit.MAX_ROWS_PER_TABLE
+            if (kind, breach.table) in counted:
+                continue
+            counted.add((kind, breach.table))
+            bare = TableName.parse(breach.table).display
+            if kind == Limit.PROTECTED_TABLES:
+                entry = TableName.parse(breach.table).under(config.guardrails.protected_tables)
+                per_table.append((breach.table, 1, Violation(limit, entry, len(rows), (
+                    f"the protected table {bare} was dropped" if dropped else
+                    f"{len(rows)} rows changed in the protected table {bare}"))))
+            elif len(rows) > breach.allowed:
+                per_table.append((breach.table, 0, Violation(
+                    limit, breach.allowed, len(rows), f"{len(rows)} rows changed in {bare}")))
+    return found + [violation for _, _, violation in
+                    sorted(per_table, key=lambda entry: entry[:2])]
 
 
 def _masked_writes(rows: RowDelta) -> list[Violation]:

@@ -25,6 +25,7 @@ class Limit(enum.StrEnum):
     MAX_SHELL_SECONDS = "max_shell_seconds"
     MAX_OUTPUT_BYTES = "max_output_bytes"
     TRIGGERS = "promotion.triggers"
+    EFFECTS = "effects"
 
 
 @dataclass(frozen=True)

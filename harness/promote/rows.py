@@ -261,6 +261,7 @@ def _describe(conn: psycopg.Connection[Any], name: str) -> _Table:
         ORDER BY a.attnum""", (name,)).fetchall()
     # Internal triggers (foreign keys) are not the user's; replica mode silences them and
     # the foreign keys are checked explicitly instead. Constraint triggers are the user's.
+    # The capture's own (in a sandbox, undoing an action) must record what is written.
     # A partition's (or an inheritance child's) own triggers fire for rows written through
     # the root, so they count too.
     triggers = conn.execute("""
@@ -270,6 +271,7 @@ def _describe(conn: psycopg.Connection[Any], name: str) -> _Table:
             UNION SELECT %s::regclass)
         SELECT DISTINCT tgname, tgenabled::text FROM pg_trigger
         WHERE tgrelid IN (SELECT relid FROM tree) AND NOT tgisinternal AND tgenabled <> 'D'
+          AND left(tgname, 16) <> 'harness_capture_'
         UNION
         SELECT rulename, ev_enabled::text FROM pg_rewrite
         WHERE ev_class IN (SELECT relid FROM tree) AND rulename <> '_RETURN'

@@ -249,8 +249,9 @@ END $f$;
 -- What the sandbox's own transaction has recorded so far (committed changes and its own
 -- uncommitted ones), each row under its table's current (or last) name: lets the harness
 -- weigh a db_mutate before it commits.
-CREATE FUNCTION harness_capture.recorded_changes()
-RETURNS TABLE (relname text, via text, op "char", image json, live boolean)
+CREATE FUNCTION harness_capture.recorded_changes(after bigint DEFAULT 0,
+                                                 upto bigint DEFAULT NULL)
+RETURNS TABLE (relname text, via text, op "char", image json, live boolean, statement bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
     WITH names AS (
         SELECT r.relid, coalesce((SELECT @QUALIFIED_NAME@ FROM pg_class c
@@ -259,11 +260,20 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f
         FROM harness_capture.relations r
     )
     SELECT coalesce(t.name, c.relid::text), v.name, c.op, c.image,
-           EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = c.relid)
+           EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = c.relid), c.id
     FROM harness_capture.changes c
     LEFT JOIN names t ON t.relid = c.relid
     LEFT JOIN names v ON v.relid = c.via
+    WHERE c.id > after AND (upto IS NULL OR c.id <= upto)
     ORDER BY c.id, c.op DESC
+$f$;
+
+-- The number of the last statement recorded: the marks between which an action's
+-- statements fall.
+CREATE FUNCTION harness_capture.mark() RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT CASE WHEN is_called THEN last_value ELSE 0 END
+    FROM harness_capture.statement_number
 $f$;
 
 -- The masked columns under their current names, per table as change sets name it.
@@ -351,6 +361,12 @@ class TableDelta:
     masked: list[str] = field(default_factory=list)
     """Columns whose values in the sandbox are masks, not the real ones (so they are not
     the target's either): never written, never compared."""
+    sources: dict[str, list[int]] = field(default_factory=dict)
+    """The statements (capture numbers) that changed each row, by `row_id`."""
+
+    def row_id(self, image: dict[str, Any]) -> str:
+        """How `sources` names a row: its key's values (its whole image without a key)."""
+        return _key_text(image, self.key) if self.key else dump_images(image)
 
     @property
     def rows(self) -> int:
@@ -379,6 +395,8 @@ class RowDelta:
 
     tables: dict[str, TableDelta] = field(default_factory=dict)
     ddl: list[DdlStatement] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    """Tables dropped (their rows went with them, uncounted), as PostgreSQL names them."""
 
     @property
     def rows(self) -> int:
@@ -402,37 +420,47 @@ class RowDelta:
                               "updated": [{"key": u.key, "before": u.before, "after": u.after,
                                            "changed": u.changed} for u in t.updated],
                               "deleted": t.deleted, "partitions": t.partitions,
-                              "masked": t.masked}
+                              "masked": t.masked, "sources": t.sources}
                        for name, t in sorted(self.tables.items())},
-            "ddl": [asdict(d) for d in self.ddl], "summary": self.summary()}
+            "ddl": [asdict(d) for d in self.ddl], "dropped": self.dropped,
+            "summary": self.summary()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RowDelta:
         """The inverse of `to_dict`."""
         tables = {name: TableDelta(name, t["key"], t["inserted"],
                                    [RowUpdate(**u) for u in t["updated"]], t["deleted"],
-                                   t.get("partitions") or {}, t.get("masked") or [])
+                                   t.get("partitions") or {}, t.get("masked") or [],
+                                   t.get("sources") or {})
                   for name, t in data["tables"].items()}
-        return cls(tables, [DdlStatement(**d) for d in data.get("ddl", [])])
+        return cls(tables, [DdlStatement(**d) for d in data.get("ddl", [])],
+                   list(data.get("dropped") or []))
 
 
-Event = tuple[str, dict[str, Any], str | None]
-"""One captured row image: op ('-' removed, '+' added), the image, and the partition the
-statement named (None when it named the table itself)."""
+Event = tuple[str, dict[str, Any], str | None, int]
+"""One captured row image: op ('-' removed, '+' added), the image, the partition the
+statement named (None when it named the table itself), and the statement's number."""
 
 
-def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True) -> RowDelta:
+def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True,
+               between: tuple[Mark, Mark] | None = None) -> RowDelta:
     """The net delta of every change recorded, as `conn` sees them: a superuser's
     connection, or the sandbox role's own inside its transaction (then without DDL).
-    Always the whole log: a mark to read "only what came since" would miss statements of
-    a transaction that was still open when the mark was taken. A table renamed meanwhile
-    is one table under its new name."""
+    Normally the whole log (a mark to read "only what came since" would miss statements of
+    a transaction still open when it was taken); with `between` (two `mark`s), only the
+    statements numbered after the first and up to the second, netted from the state before
+    them, and the schema changes between them: what one action did. A table renamed
+    meanwhile is one table under its new name. Each row carries the statements that
+    changed it (`TableDelta.sources`)."""
     set_json_loads(load_image, conn)
     events: dict[str, list[Event]] = {}
     gone: set[str] = set()
-    for relname, via, op, image, live in conn.execute(
-            "SELECT relname, via, op, image, live FROM harness_capture.recorded_changes()"):
-        events.setdefault(relname, []).append((op, image, via))
+    after, upto = (between[0].statement, between[1].statement) if between else (0, None)
+    ddl_after, ddl_upto = (between[0].ddl, between[1].ddl) if between else (0, None)
+    for relname, via, op, image, live, statement in conn.execute(
+            "SELECT relname, via, op, image, live, statement "
+            "FROM harness_capture.recorded_changes(%s, %s)", (after, upto)):
+        events.setdefault(relname, []).append((op, image, via, statement))
         if not live:
             gone.add(relname)
     # A table dropped since: what happened to its rows is the DROP (in the DDL).
@@ -447,14 +475,36 @@ def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True) -> RowDelta:
                             masked=list(masked.get(name, [])))
               for name, table_events in events.items()}
     statements: list[DdlStatement] = []
+    dropped: list[str] = []
     for row in (conn.execute("SELECT command_tag, object_type, object_identity, query "
-                             "FROM harness_capture.ddl ORDER BY id") if ddl else []):
+                             "FROM harness_capture.ddl WHERE id > %s "
+                             "AND (%s::bigint IS NULL OR id <= %s) ORDER BY id",
+                             (ddl_after, ddl_upto, ddl_upto)) if ddl else []):
         statement = DdlStatement(*row)
+        if statement.object_type == "table" and statement.object_identity \
+                and statement.command_tag.startswith("DROP"):
+            dropped.append(statement.object_identity)
         # One statement reports each object it made (a table and its key's index).
         if statements and statements[-1].query == statement.query and statement.query:
             continue
         statements.append(statement)
-    return RowDelta({n: t for n, t in tables.items() if t.rows}, statements)
+    return RowDelta({n: t for n, t in tables.items() if t.rows}, statements, dropped)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """How far the capture had got: the last statement and the last schema change it
+    recorded (0 before any). What one action did lies between its marks."""
+
+    statement: int
+    ddl: int
+
+
+def mark(conn: psycopg.Connection[Any]) -> Mark:
+    """Where the capture stands now."""
+    row = conn.execute("SELECT harness_capture.mark(), "
+                       "(SELECT coalesce(max(id), 0) FROM harness_capture.ddl)").fetchone()
+    return Mark(int(row[0]), int(row[1])) if row else Mark(0, 0)
 
 
 def record_masked(conn: psycopg.Connection[Any], masked: dict[str, list[str]]) -> None:
@@ -512,14 +562,19 @@ def pair_moves(delta: TableDelta, partition_keys: list[str]) -> TableDelta:
         return delta
     befores = {of(row): row for row in delta.deleted if of(row) in moved}
     updates = list(delta.updated)
+    sources = dict(delta.sources)
     for after in (row for row in delta.inserted if of(row) in moved):
         before = befores[of(after)]
         changed = sorted(c for c in set(before) | set(after) if before.get(c) != after.get(c))
         updates.append(RowUpdate({k: before.get(k) for k in delta.key}, before, after, changed))
+        # One row now, named by its key before the move.
+        moved_from = sources.pop(delta.row_id(before), [])
+        sources[delta.row_id(before)] = sorted({*moved_from,
+                                               *sources.pop(delta.row_id(after), [])})
     return TableDelta(delta.table, delta.key,
                       [row for row in delta.inserted if of(row) not in moved], updates,
                       [row for row in delta.deleted if of(row) not in moved],
-                      delta.partitions)
+                      delta.partitions, delta.masked, sources)
 
 
 def net(table: str, key: list[str], events: list[Event]) -> TableDelta:
@@ -536,8 +591,10 @@ def net(table: str, key: list[str], events: list[Event]) -> TableDelta:
         image = event[1]
         per_key.setdefault(_key_text(image, key), []).append(event)
     delta = TableDelta(table, key)
-    for history in per_key.values():
+    for key_text, history in per_key.items():
         before, after, where_before, where_after = _resolve(history)
+        if before is not None or after is not None:
+            delta.sources[key_text] = sorted({event[3] for event in history})
         if before is None and after is not None:
             delta.inserted.append(after)
             _count(delta, where_after, "inserted")
@@ -567,7 +624,7 @@ def _resolve(history: list[Event]) -> tuple[Any, Any, str | None, str | None]:
     state: Any = _MISSING
     first: Any = _MISSING
     where_before = where_after = None
-    for op, image, via in history:
+    for op, image, via, _statement in history:
         if op == "-":
             if state is _MISSING:
                 first, where_before = image, via  # it existed at the snapshot, as this
@@ -588,7 +645,7 @@ def _by_multiset(history: list[Event]) -> tuple[Any, Any, str | None, str | None
     added: Counter[str] = Counter()
     removed: Counter[str] = Counter()
     images: dict[str, tuple[dict[str, Any], str | None]] = {}
-    for op, image, via in history:
+    for op, image, via, _statement in history:
         text = dump_images(image)
         images[text] = (image, via)
         (added if op == "+" else removed)[text] += 1
@@ -608,10 +665,15 @@ def _count(delta: TableDelta, partition: str | None, what: str) -> None:
 
 def _net_by_contents(table: str, events: list[Event]) -> TableDelta:
     balance: Counter[str] = Counter()
-    for op, image, _via in events:
-        balance[dump_images(image)] += 1 if op == "+" else -1
+    statements: dict[str, set[int]] = {}
+    for op, image, _via, statement in events:
+        encoded = dump_images(image)
+        balance[encoded] += 1 if op == "+" else -1
+        statements.setdefault(encoded, set()).add(statement)
     delta = TableDelta(table, [])
     for encoded, count in sorted(balance.items()):
         rows = [load_image(encoded)] * abs(count)
         (delta.inserted if count > 0 else delta.deleted).extend(rows)
+        if count:
+            delta.sources[encoded] = sorted(statements[encoded])
     return delta

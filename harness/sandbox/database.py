@@ -156,8 +156,9 @@ class SandboxDatabase:
                 conn.execute(sql.SQL("ALTER SEQUENCE {} OWNER TO {}").format(sql.SQL(sequence),
                                                                               role))
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA harness_capture TO {}").format(role))
-            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION harness_capture.recorded_changes(), "
-                                 "harness_capture.masked_columns() TO {}").format(role))
+            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION harness_capture.recorded_changes("
+                                 "bigint, bigint), harness_capture.masked_columns() TO {}"
+                                 ).format(role))
             conn.execute("TRUNCATE harness_capture.ddl")  # the grants above are not the agent's
         self.clone_seconds = time.monotonic() - started
         return self
@@ -199,12 +200,23 @@ class SandboxDatabase:
         """A superuser connection to this database (for the harness's own reads)."""
         return self.server.connect(self.name, **kwargs)
 
-    def delta(self) -> capture.RowDelta:
-        """The net row delta and DDL since the snapshot."""
+    def delta(self, between: tuple[capture.Mark, capture.Mark] | None = None
+              ) -> capture.RowDelta:
+        """The net row delta and DDL since the snapshot; with `between` (two `mark`s), the
+        rows the statements between them changed, from the state before them, and the
+        schema changes between them."""
+        return capture.read_delta(self._owner(), between=between)
+
+    def mark(self) -> capture.Mark:
+        """How far the capture has got: the statements and schema changes an action runs
+        fall between its marks before and after."""
+        return capture.mark(self._owner())
+
+    def _owner(self) -> psycopg.Connection[Any]:
         # One connection kept for the harness's reads: deltas are read after every action.
         if self._reader is None or self._reader.closed:
             self._reader = self.connect_as_owner()
-        return capture.read_delta(self._reader)
+        return self._reader
 
 
 def verify_source(source: str, settings: DatabaseSettings | None = None) -> list[TableCheck]:

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,13 @@ import git
 
 from harness.errors import WorkspaceError
 from harness.home import state_dir
+from harness.sandbox.layout import OBJECTS, STATES
 
 AGENT_UID = 1000
 AGENT_GID = 1000
 
 # Options that neutralise repository-level configuration an agent could plant.
-_SAFE_GIT = [
+SAFE_GIT = [
     "-c", "core.hooksPath=/dev/null",
     "-c", "core.fsmonitor=false",
     "-c", "core.sshCommand=false",
@@ -44,7 +46,7 @@ _SAFE_GIT = [
 ]
 # External diff programs and textconv filters come from agent-writable config.
 PLAIN_DIFF = ["--no-ext-diff", "--no-textconv", "--no-color", "--no-renames"]
-COMMIT_FORMAT = "--format=%H%x00%an%x00%ae%x00%B%x1e"
+COMMIT_FORMAT = "--format=%H%x00%an%x00%ae%x00%S%x00%B%x1e"
 """`git log` format that `parse_commits` reads."""
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 
@@ -57,16 +59,28 @@ class Commit:
     author: str
     email: str
     message: str
+    ref: str = ""
+    """The branch or tag (as `git log` was given it) the commit was found on."""
 
 
 @dataclass(frozen=True)
 class FileChange:
-    """Lines added and removed in one file between the base and the workspace head."""
+    """One file changed between two states of the workspace: lines added and removed, how
+    (`A` added, `M` modified, `D` deleted, `T` type changed) and its modes before and after
+    (`100644`, `100755` executable, `120000` a link; None where it did not exist)."""
 
     path: str
     added: int
     removed: int
     binary: bool = False
+    status: str = "M"
+    mode: str | None = None
+    old_mode: str | None = None
+
+    @property
+    def executable(self) -> bool:
+        """The file is executable after the change."""
+        return self.mode == "100755"
 
 
 @dataclass(frozen=True)
@@ -109,7 +123,8 @@ class WorkspaceChanges:
     def from_dict(cls, data: dict[str, Any]) -> WorkspaceChanges:
         """The inverse of `to_dict` (the totals are derived, not read)."""
         return cls(data["base"], data["head"], [Commit(**c) for c in data.get("commits", [])],
-                   [FileChange(**f) for f in data.get("files", [])], data.get("diff", ""))
+                   [FileChange(**{k: v for k, v in f.items() if k != "executable"})
+                    for f in data.get("files", [])], data.get("diff", ""))
 
 
 class Workspace:
@@ -143,6 +158,7 @@ class Workspace:
             raise WorkspaceError(
                 f"cannot clone {self.origin}: {exc.stderr.strip() or exc}"
             ) from exc
+        self.states_path.mkdir(mode=0o755, exist_ok=True)
         self._object_stores = _borrowed_stores(self.path / ".git" / "objects")
         (self.path / ".git" / "objects" / "info" / "alternates").unlink(missing_ok=True)
         self.base = self._resolve_base()
@@ -170,15 +186,29 @@ class Workspace:
     # ------------------------------------------------------------- mounting
 
     def container_mounts(self) -> dict[str, str]:
-        """Borrowed object folders (host path -> path in the container), to mount read-only."""
-        return {str(store): f"/harness/objects/{index}"
-                for index, store in enumerate(self._object_stores)}
+        """Borrowed object folders and the store of recorded states (host path -> path in
+        the container), to mount read-only."""
+        return {**{str(store): f"{OBJECTS}/{index}"
+                   for index, store in enumerate(self._object_stores)},
+                str(self.states_path): STATES}
+
+    @property
+    def states_path(self) -> Path:
+        """Where recorded states of the workspace are kept: beside the clone, out of the
+        agent's reach (see workspace_states)."""
+        return self.path.parent / "states"
+
+    @property
+    def object_stores(self) -> list[Path]:
+        """The object folders the clone borrows from."""
+        return list(self._object_stores)
 
     def container_environment(self) -> dict[str, str]:
         """Environment that lets git inside the container find the borrowed objects."""
         if not self._object_stores:
             return {}
-        return {"GIT_ALTERNATE_OBJECT_DIRECTORIES": ":".join(self.container_mounts().values())}
+        return {"GIT_ALTERNATE_OBJECT_DIRECTORIES": ":".join(
+            f"{OBJECTS}/{index}" for index in range(len(self._object_stores)))}
 
     # -------------------------------------------------------------- reading
 
@@ -189,7 +219,7 @@ class Workspace:
     def file_at(self, commit: str, path: str) -> bytes:
         """The bytes of `path` as `commit` holds it (b"" when it does not)."""
         self._check_layout()
-        done = subprocess.run(["git", *_SAFE_GIT, "-C", str(self.path), "cat-file", "blob",
+        done = subprocess.run(["git", *SAFE_GIT, "-C", str(self.path), "cat-file", "blob",
                                f"{commit}:{path}"], capture_output=True, check=False,
                               env=_git_environment(self._object_stores))
         return done.stdout if done.returncode == 0 else b""
@@ -222,9 +252,14 @@ class Workspace:
         exclude = [f"^{tip}" for tip in self._original_tips] or [f"^{self.base}"]
         commits = parse_commits(self._git("log", COMMIT_FORMAT, "--branches", "--tags", "HEAD",
                                           *exclude, "--"))
-        files = parse_numstat(self._git("diff", *PLAIN_DIFF, "--numstat", self.base, head))
+        files = self.files_between(self.base, head)
         diff = self._git("diff", *PLAIN_DIFF, self.base, head)
         return WorkspaceChanges(self.base, head, commits, files, diff)
+
+    def files_between(self, old: str, new: str) -> list[FileChange]:
+        """The files that differ between two commits or trees, with lines, status, modes."""
+        self._check_layout()
+        return files_between(self._git, old, new)
 
     # ------------------------------------------------------------- internals
 
@@ -286,9 +321,26 @@ def parse_commits(log: str) -> list[Commit]:
     for record in log.split("\x1e"):
         record = record.strip("\n")
         if record:
-            sha, author, email, message = record.split("\x00", 3)
-            commits.append(Commit(sha, author, email, message.strip()))
+            sha, author, email, ref, message = record.split("\x00", 4)
+            commits.append(Commit(sha, author, email, message.strip(), ref))
     return commits
+
+
+def files_between(git: Callable[..., str], old: str, new: str) -> list[FileChange]:
+    """The files that differ between two commits or trees of a repository (`git` runs git
+    there and returns its output): lines added and removed, status and modes."""
+    raw = git("diff", *PLAIN_DIFF, "--raw", "--abbrev=40", old, new)
+    numstat = {change.path: change for change in
+               parse_numstat(git("diff", *PLAIN_DIFF, "--numstat", old, new))}
+    files = []
+    for line in raw.splitlines():
+        meta, _, path = line.partition("\t")
+        old_mode, new_mode, _old, _new, status = meta.lstrip(":").split()[:5]
+        counted = numstat.get(path, FileChange(path, 0, 0))
+        files.append(FileChange(path, counted.added, counted.removed, counted.binary,
+                                status[0], None if new_mode == "000000" else new_mode,
+                                None if old_mode == "000000" else old_mode))
+    return files
 
 
 def parse_numstat(numstat: str) -> list[FileChange]:
@@ -316,7 +368,7 @@ def run_git(
 ) -> str:
     """Run git in `repo` with agent-planted configuration neutralised; return stdout."""
     done = subprocess.run(
-        ["git", *_SAFE_GIT, "-C", str(repo), *args],
+        ["git", *SAFE_GIT, "-C", str(repo), *args],
         capture_output=True, env=_git_environment(alternates), check=False,
     )
     if check and done.returncode != 0:

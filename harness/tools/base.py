@@ -45,9 +45,9 @@ class Judged(enum.Enum):
 @dataclass(frozen=True)
 class Refusal:
     """Why an action did not run, or was undone: by which check (guardrail, budget,
-    invalid, http), which rule or limit, and why."""
+    invalid, http, effect), which rule, limit or policy, and why."""
 
-    kind: Literal["guardrail", "budget", "invalid", "http"]
+    kind: Literal["guardrail", "budget", "invalid", "http", "effect"]
     rule: str
     reason: str
 

@@ -52,6 +52,10 @@ def to_otel(span: SpanRecord) -> ReadableSpan:
         attributes.update({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
                            "gen_ai.tool.type": "function", "gen_ai.tool.call.id": span.span_id,
                            "gen_ai.conversation.id": span.trace_id})
+        # The rows this tool call changed, per table and operation, as numbers.
+        for table, counts in (span.attributes.get("rows") or {}).items():
+            for op in ("inserted", "updated", "deleted"):
+                attributes[f"harness.rows.{table}.{op}"] = int(counts.get(op, 0))
     refused = span.attributes.get("status") == "refused" or "error" in span.attributes
     status = Status(StatusCode.ERROR, "refused") if refused else Status(StatusCode.OK)
     return ReadableSpan(

@@ -39,6 +39,10 @@ def timeline(trace: Trace) -> list[TimelineRow]:
             name = span.name
         rows.append(TimelineRow((span.start - start) * 1000, name, span.duration_ms, details,
                                 refused))
+        for table, counts in sorted((a.get("rows") or {}).items()):
+            rows.append(TimelineRow(None, f"  rows {table}", 0.0,
+                                    f"+{counts.get('inserted', 0)} ~{counts.get('updated', 0)} "
+                                    f"-{counts.get('deleted', 0)}"))
         for child in trace.children(span.span_id):
             extra = child.attributes
             text = (f"{extra.get('decision')} {extra.get('rule_id') or ''}"

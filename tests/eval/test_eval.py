@@ -61,7 +61,7 @@ def test_the_report_shows_exactly_that(runs: list[RunResult]) -> None:
     assert reckless["(overall)"]["safety_violations"] > 0
     assert reckless["mass-delete"]["blast_radius_events"] == 1
     text = markdown(summary)
-    assert "| **(overall)** | 10 | 1.0 | 1.0 | 0 | 0 |" in text
+    assert "| **(overall)** | 11 | 1.0 | 1.0 | 0 | 0 |" in text
     page = html_page(summary)
     assert page.startswith("<!doctype html>") and "<svg" in page and "mass-delete" in page
 

@@ -98,7 +98,8 @@ def test_clone_borrows_objects_instead_of_copying_them(shop_repo: Path) -> None:
     with Workspace(shop_repo, name="borrow") as ws:
         own_objects = [p for p in (ws.path / ".git" / "objects").rglob("*") if p.is_file()]
         assert not [p for p in own_objects if len(p.parent.name) == 2], "loose objects were copied"
-        assert list(ws.container_mounts()) == [str((shop_repo / ".git" / "objects").resolve())]
+        assert list(ws.container_mounts()) == [str((shop_repo / ".git" / "objects").resolve()),
+                                               str(ws.states_path)]
 
 
 def test_the_host_compresses_a_bundle_whatever_the_agent_configured(shop_repo: Path,

@@ -1,0 +1,236 @@
+"""The effect-policy engine on measured effects: every predicate (rows by table, operation,
+before and after images, changed columns; files by glob, change, mode and lines; commits
+by message, author and branch), counts at their boundary, dropped tables, the built-in
+limits as policies of the same engine, and the config's validation with line numbers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.changeset import ChangeSet
+from harness.config import Config, EffectPolicy, load_config, parse_config
+from harness.errors import ConfigError
+from harness.limits import check as check_limits
+from harness.limits.changes import built_in_policies
+from harness.limits.effects import Effects, evaluate
+from harness.sandbox.capture import DdlStatement, RowDelta, RowUpdate, TableDelta
+from harness.sandbox.workspace import Commit, FileChange, WorkspaceChanges
+
+ORDERS = [{"id": n, "status": status, "total": Decimal("10.50")}
+          for n, status in enumerate(["open", "paid", "paid", "shipped"], start=1)]
+
+
+def policies(text: str) -> list[EffectPolicy]:
+    return parse_config(f"effects:\n{text}").effects
+
+
+def rows(**tables: dict[str, Any]) -> RowDelta:
+    found = {}
+    for name, parts in tables.items():
+        qualified = f"public.{name}"
+        found[qualified] = TableDelta(
+            qualified, parts.get("key", ["id"]), parts.get("inserted", []),
+            [RowUpdate({"id": b["id"]}, b, a, sorted(k for k in b if b[k] != a.get(k)))
+             for b, a in parts.get("updated", [])], parts.get("deleted", []))
+    return RowDelta(found)
+
+
+def broken(text: str, effects: Effects) -> list[tuple[str, int]]:
+    return [(b.policy, b.actual) for b in evaluate(policies(text), effects)]
+
+
+def test_a_delete_of_a_paid_order_is_found_by_its_before_image_and_nothing_else_is() -> None:
+    rule = "  - {id: paid, rows: {table: orders, op: delete, where: {status: paid}}}"
+    assert broken(rule, Effects(rows=rows(orders={"deleted": ORDERS[1:2]}))) == [("paid", 1)]
+    assert broken(rule, Effects(rows=rows(orders={"deleted": [ORDERS[0], ORDERS[3]]}))) == []
+    # An update of a paid order, an insert of one: not deletes.
+    paid = ORDERS[1]
+    assert broken(rule, Effects(rows=rows(orders={
+        "updated": [(paid, {**paid, "status": "void"})], "inserted": [paid]}))) == []
+    # Another table's paid rows are not orders.
+    assert broken(rule, Effects(rows=rows(invoices={"deleted": [paid]}))) == []
+
+
+def test_where_reads_the_row_before_and_where_after_the_row_after() -> None:
+    paid, shipped = ORDERS[1], ORDERS[3]
+    change = Effects(rows=rows(orders={"updated": [(paid, {**paid, "status": "void"}),
+                                                   (shipped, {**shipped, "total": 1})]}))
+    assert broken("  - {id: a, rows: {table: orders, where: {status: paid}}}", change) == [
+        ("a", 1)]
+    assert broken("  - {id: a, rows: {table: orders, where_after: {status: void}}}",
+                  change) == [("a", 1)]
+    assert broken("  - {id: a, rows: {table: orders, where: {status: void}}}", change) == []
+    assert broken("  - {id: a, rows: {table: orders, where: {status: [paid, shipped]}, "
+                  "where_after: {status: void}}}", change) == [("a", 1)]
+    # An insert has one image: where and where_after both read it.
+    added = Effects(rows=rows(orders={"inserted": [{"id": 9, "status": "void"}]}))
+    assert broken("  - {id: a, rows: {table: orders, where: {status: void}}}", added) == [
+        ("a", 1)]
+    assert broken("  - {id: a, rows: {table: orders, where_after: {status: void}}}",
+                  added) == [("a", 1)]
+
+
+def test_changes_names_the_columns_an_update_must_change() -> None:
+    user = {"id": 1, "email": "a@example.com", "created_at": "2026-01-01"}
+    rule = "  - {id: email, rows: {table: users, changes: [email]}}"
+    touched = Effects(rows=rows(users={"updated": [(user, {**user, "email": "b@example.com"})]}))
+    untouched = Effects(rows=rows(users={"updated": [(user, {**user, "created_at": "x"})]}))
+    assert broken(rule, touched) == [("email", 1)]
+    assert broken(rule, untouched) == []
+    # An insert or delete changes no column of an existing row.
+    assert broken(rule, Effects(rows=rows(users={"inserted": [user], "deleted": [user]}))) == []
+
+
+def test_counts_fire_one_past_more_than_and_each_table_counts_apart() -> None:
+    five = [{"id": n} for n in range(5)]
+    rule = "  - {id: many, rows: {table: '*', more_than: 5}}"
+    assert broken(rule, Effects(rows=rows(a={"inserted": five}))) == []
+    assert broken(rule, Effects(rows=rows(a={"inserted": five}, b={"deleted": five[:1]}))) == [
+        ("many", 6)]
+    each = "  - {id: many, rows: {table: '*', more_than: 5, each_table: true}}"
+    assert broken(each, Effects(rows=rows(a={"inserted": five}, b={"deleted": five}))) == []
+    found = evaluate(policies(each), Effects(rows=rows(a={"inserted": [*five, {"id": 5}]},
+                                                       b={"deleted": five})))
+    assert [(b.policy, b.table, b.actual) for b in found] == [("many", "public.a", 6)]
+
+
+def test_values_compare_as_the_database_holds_them() -> None:
+    rule = "  - {id: cheap, rows: {table: orders, op: delete, where: {total: 10.5}}}"
+    assert broken(rule, Effects(rows=rows(orders={"deleted": ORDERS[:1]}))) == [("cheap", 1)]
+    # A string is no number, and true is no 1.
+    assert broken("  - {id: s, rows: {table: t, where: {n: '1'}}}",
+                  Effects(rows=rows(t={"inserted": [{"id": 1, "n": 1}]}))) == []
+    assert broken("  - {id: s, rows: {table: t, where: {n: 1}}}",
+                  Effects(rows=rows(t={"inserted": [{"id": 1, "n": True}]}))) == []
+    assert broken("  - {id: s, rows: {table: t, where: {n: null}}}",
+                  Effects(rows=rows(t={"inserted": [{"id": 1, "n": None}]}))) == [("s", 1)]
+
+
+def test_a_dropped_table_breaks_any_policy_over_its_deletes_whatever_the_count() -> None:
+    dropped = Effects(rows=RowDelta({}, [DdlStatement("DROP TABLE", "table", "public.orders",
+                                                      "DROP TABLE orders")],
+                                    ["public.orders"]))
+    assert broken("  - {id: d, rows: {table: orders, op: delete, where: {status: paid}, "
+                  "more_than: 1000}}", dropped) == [("d", 1)]
+    assert broken("  - {id: d, rows: {table: orders}}", dropped) == [("d", 1)]
+    # Not a policy over inserts or updates, nor over another table.
+    assert broken("  - {id: d, rows: {table: orders, op: insert}}", dropped) == []
+    assert broken("  - {id: d, rows: {table: orders, changes: [status]}}", dropped) == []
+    assert broken("  - {id: d, rows: {table: users}}", dropped) == []
+    found = evaluate(policies("  - {id: d, rows: {table: orders}}"), dropped)
+    assert "drop public.orders (every row)" in found[0].detail
+
+
+def test_file_policies_match_globs_changes_modes_and_lines() -> None:
+    files = [FileChange(".github/workflows/ci.yml", 3, 0, status="A", mode="100644"),
+             FileChange("bin/run", 1, 0, status="A", mode="100755"),
+             FileChange("src/app.py", 40, 30, status="M", old_mode="100644", mode="100644"),
+             FileChange("docs/old.md", 0, 9, status="D", old_mode="100644")]
+    effects = Effects(files=files)
+    assert broken("  - {id: ci, files: {path: '.github/**'}}", effects) == [("ci", 1)]
+    assert broken("  - {id: x, files: {executable: true}}", effects) == [("x", 1)]
+    assert broken("  - {id: x, files: {change: deleted}}", effects) == [("x", 1)]
+    assert broken("  - {id: x, files: {change: added, path: ['bin/*', 'docs/**']}}",
+                  effects) == [("x", 1)]
+    assert broken("  - {id: big, files: {lines_more_than: 69}}", effects) == [("big", 1)]
+    assert broken("  - {id: big, files: {lines_more_than: 70}}", effects) == []
+    assert broken("  - {id: n, files: {more_than: 3}}", effects) == [("n", 4)]
+    assert broken("  - {id: n, files: {more_than: 4}}", effects) == []
+
+
+def test_a_file_made_executable_is_a_mode_change_the_policy_sees() -> None:
+    chmod = FileChange("deploy.sh", 0, 0, status="M", old_mode="100644", mode="100755")
+    assert chmod.executable
+    assert broken("  - {id: x, files: {executable: true, change: modified}}",
+                  Effects(files=[chmod])) == [("x", 1)]
+    link = FileChange("config.yml", 1, 1, status="T", old_mode="100644", mode="120000")
+    edit = FileChange("app.py", 1, 1, status="M", old_mode="100644", mode="100644")
+    added = FileChange("new.py", 1, 0, status="A", mode="100644")
+    assert broken("  - {id: m, files: {mode_changed: true}}",
+                  Effects(files=[chmod, link, edit, added])) == [("m", 2)]
+    assert broken("  - {id: m, files: {mode_changed: false}}",
+                  Effects(files=[chmod, link, edit, added])) == [("m", 2)]
+
+
+def test_commit_policies_match_message_author_and_branch() -> None:
+    commits = [Commit("a" * 40, "agent", "agent@example.com", "WIP: try again", "main"),
+               Commit("b" * 40, "dev", "dev@corp.example", "Fix rounding", "agent/fix")]
+    effects = Effects(commits=commits)
+    assert broken("  - {id: wip, commits: {message: '^WIP'}}", effects) == [("wip", 1)]
+    assert broken("  - {id: who, commits: {author: '@corp\\.example>$'}}", effects) == [
+        ("who", 1)]
+    assert broken("  - {id: main, commits: {branch: '^main$'}}", effects) == [("main", 1)]
+    assert broken("  - {id: n, commits: {more_than: 1}}", effects) == [("n", 2)]
+    assert broken("  - {id: n, commits: {more_than: 2}}", effects) == []
+
+
+def test_a_warning_breach_is_reported_but_is_no_violation_and_approval_is_named() -> None:
+    cfg = parse_config("""
+effects:
+  - {id: warned, decision: warn, rows: {table: orders}}
+  - {id: asked, decision: require_approval, rows: {table: orders}}
+  - {id: blocked, rows: {table: orders}, message: orders stay as they are}
+""")
+    changes = ChangeSet("t", WorkspaceChanges("a", "a", [], [], ""),
+                        rows(orders={"deleted": ORDERS[:1]}))
+    found = {v.limit: v for v in check_limits(changes, cfg)}
+    assert set(found) == {"effects[asked]", "effects[blocked]"}
+    assert found["effects[asked]"].detail.endswith("(needs an approval)")
+    assert found["effects[blocked]"].detail.startswith("orders stay as they are (1 row(s)")
+
+
+def test_the_built_in_limits_are_policies_of_the_same_engine() -> None:
+    cfg = parse_config("""
+orchestrator: {blast_radius: {max_commits: 2, max_files_changed: 3, max_database_rows: 10,
+                              max_rows_per_table: {orders: 4}}}
+guardrails: {protected_paths: ['deploy/**'], protected_tables: [audit]}
+""")
+    ids = [p.id for p in built_in_policies(cfg)]
+    assert ids == ["max_commits", "max_files_changed", "protected_paths", "max_database_rows",
+                   "max_rows_per_table[orders]", "protected_tables"]
+    effects = Effects(rows=rows(orders={"deleted": [{"id": n} for n in range(5)]}))
+    assert [b.policy for b in evaluate(built_in_policies(cfg), effects)] == [
+        "max_rows_per_table[orders]"]
+
+
+def test_a_dropped_protected_table_is_refused_at_promotion() -> None:
+    cfg = parse_config("orchestrator: {blast_radius: {allow_ddl: true}}\n"
+                       "guardrails: {protected_tables: [audit]}")
+    changes = ChangeSet("t", WorkspaceChanges("a", "a", [], [], ""), RowDelta(
+        {}, [DdlStatement("DROP TABLE", "table", "public.audit", "DROP TABLE audit")],
+        ["public.audit"]))
+    found = check_limits(changes, cfg)
+    assert [(v.limit, v.detail) for v in found] == [
+        ("protected_tables", "the protected table public.audit was dropped")]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("effects:\n  - id: a\n    rows: {table: t}\n    files: {path: x}\n", 2,
+     "needs exactly one of rows, files or commits"),
+    ("effects:\n  - id: a\n    decision: maybe\n    rows: {table: t}\n", 3, "decision"),
+    ("effects:\n  - id: a\n    rows: {table: t, op: drop}\n", 3, "op"),
+    ("effects:\n  - id: a\n    rows: {table: t, op: delete, where_after: {x: 1}}\n", 3,
+     "a deleted row has no after image"),
+    ("effects:\n  - id: a\n    rows: {table: t, op: insert, changes: [x]}\n", 3,
+     "updates none"),
+    ("effects:\n  - id: a\n    commits: {message: '(['}\n", 3, "message"),
+    ("effects:\n  - id: a\n    rows: {table: t, more_than: -1}\n", 3, "more_than"),
+    ("effects:\n  - id: a\n    rows: {table: t}\n  - id: a\n    files: {}\n", 1,
+     "must be unique"),
+    ("effects:\n  - id: a\n    rows: {table: t, wher: {x: 1}}\n", 3, "wher"),
+])
+def test_a_bad_policy_names_its_key_and_line(tmp_path: Path, text: str, line: int,
+                                             message: str) -> None:
+    path = tmp_path / "harness.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"harness\.yaml:{line}:") as caught:
+        load_config(path)
+    assert message in str(caught.value)
+
+
+def test_the_default_config_has_no_effect_policies() -> None:
+    assert Config().effects == []
