@@ -30,7 +30,9 @@ PYTHON = sys.executable
 
 MODULES: dict[str, tuple[str, list[str]]] = {
     "budget": ("harness/limits/budget.py", ["tests/limits/test_budget.py"]),
-    "limits": ("harness/limits/changes.py", ["tests/limits/test_changes.py"]),
+    "limits": ("harness/limits/changes.py", ["tests/limits/test_changes.py",
+                                             "tests/limits/test_effects.py"]),
+    "effects": ("harness/limits/effects.py", ["tests/limits/test_effects.py"]),
     "redaction": ("harness/redaction.py", ["tests/test_redaction_forms.py"]),
     "decision": ("harness/guardrails/decision.py", ["tests/guardrails/test_policy.py",
                                                     "tests/guardrails/test_corpus.py"]),
