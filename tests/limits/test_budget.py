@@ -166,3 +166,16 @@ def test_the_wall_time_is_reported_to_the_millisecond() -> None:
     seconds = b.counters.to_dict()["wall_seconds"]
     assert seconds == pytest.approx(1.2346, abs=0.001) and round(seconds, 3) == seconds
     assert isinstance(seconds, float)
+
+
+def test_an_overrun_reports_seconds_to_the_millisecond() -> None:
+    b = budget(max_shell_seconds=1.0, max_wall_seconds=0.5)
+    b.counters.shell_seconds = 1.23456
+    b.counters.started -= 0.7123456
+    wall = b.before()
+    assert wall is not None and wall.limit == "max_wall_seconds"
+    assert wall.actual == round(wall.actual, 3) and 0.7 <= wall.actual < 5
+    b = budget(max_shell_seconds=1.0)
+    b.counters.shell_seconds = 1.23456
+    shell = b.before(TOOLS["shell_exec"].needs)
+    assert shell is not None and shell.actual == 1.235

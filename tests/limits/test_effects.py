@@ -181,6 +181,8 @@ effects:
     assert set(found) == {"effects[asked]", "effects[blocked]"}
     assert found["effects[asked]"].detail.endswith("(needs an approval)")
     assert found["effects[blocked]"].detail.startswith("orders stay as they are (1 row(s)")
+    assert found["effects[blocked]"].detail.endswith("(id=1))")
+    assert (found["effects[blocked]"].allowed, found["effects[blocked]"].actual) == (0, 1)
 
 
 def test_the_built_in_limits_are_policies_of_the_same_engine() -> None:
@@ -234,3 +236,26 @@ def test_a_bad_policy_names_its_key_and_line(tmp_path: Path, text: str, line: in
 
 def test_the_default_config_has_no_effect_policies() -> None:
     assert Config().effects == []
+
+
+def test_a_table_under_two_entries_is_counted_once_and_every_table_in_order() -> None:
+    cfg = parse_config("""
+orchestrator: {blast_radius: {max_database_rows: 1000, allow_ddl: true,
+                              max_rows_per_table: {orders: 1, public.orders: 1, lines: 1}}}
+guardrails: {protected_tables: [orders, public.orders, lines]}
+""")
+    changes = ChangeSet("t", WorkspaceChanges("a", "a", [], [], ""), rows(
+        orders={"deleted": ORDERS[:2]}, lines={"deleted": ORDERS[:3]}))
+    assert [(v.limit, v.actual) for v in check_limits(changes, cfg)] == [
+        ("max_rows_per_table[lines]", 3), ("protected_tables", 3),
+        ("max_rows_per_table[orders]", 2), ("protected_tables", 2)]
+
+
+def test_a_dropped_table_is_no_row_count_but_a_schema_change() -> None:
+    cfg = parse_config("orchestrator: {blast_radius: {max_database_rows: 2, allow_ddl: true,"
+                       " max_rows_per_table: {orders: 2}}}")
+    delta = rows(orders={"deleted": ORDERS[:2]})
+    dropped = RowDelta(delta.tables, [DdlStatement("DROP TABLE", "table", "public.orders",
+                                                   "DROP TABLE orders")], ["public.orders"])
+    changes = ChangeSet("t", WorkspaceChanges("a", "a", [], [], ""), dropped)
+    assert check_limits(changes, cfg) == []
