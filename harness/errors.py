@@ -29,3 +29,27 @@ class WorkspaceError(SandboxError):
 
 class SandboxTimeout(SandboxError, TimeoutError):
     """An operation on the sandbox itself (not a command inside it) ran out of time."""
+
+
+class SandboxFileNotFound(SandboxError, FileNotFoundError):
+    """A file (or a working folder) the sandbox was asked for does not exist."""
+
+
+class SandboxIsADirectory(SandboxError, IsADirectoryError):
+    """A file was asked for where the sandbox has a folder."""
+
+
+class SandboxNotADirectory(SandboxError, NotADirectoryError):
+    """A folder was asked for where the sandbox has a file."""
+
+
+class SandboxPermissionError(SandboxError, PermissionError):
+    """The agent may not read, write or run what it was asked to."""
+
+
+class SandboxFileTooLarge(SandboxError):
+    """A file is larger than the caller's limit; nothing of it was read."""
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        super().__init__(f"{path} is {size} bytes, over the limit of {limit}")
+        self.path, self.size, self.limit = path, size, limit

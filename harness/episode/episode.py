@@ -27,7 +27,7 @@ from harness.episode.state import (
     file_state,
     sources_of,
 )
-from harness.errors import HarnessError
+from harness.errors import HarnessError, SandboxFileTooLarge
 from harness.guardrails import Context, Decision, Policy
 from harness.guardrails.decision import Verdict
 from harness.guardrails.policy import Approver
@@ -172,17 +172,7 @@ class Episode:
         if self._closed is not None:
             return self._closed
         try:
-            bundle = state_dir("changesets") / f"{self.tracer.trace_id}.bundle"
-            workspace, rows = self.sandbox.changes(), self.sandbox.row_delta()
-            carried = self._credentials_in(workspace, rows)
-            # A change that carries a credential is never promoted: its commits are not
-            # kept either, and what is shown of it is redacted (the row images stay exact).
-            kept = not carried and self.sandbox.workspace.bundle(bundle)
-            shown = replace(workspace, diff=self.redactor(workspace.diff), commits=[
-                replace(c, message=self.redactor(c.message)) for c in workspace.commits])
-            changes = ChangeSet(self.tracer.trace_id, shown, rows, bundle if kept else None,
-                                carried, attribute(rows, self._windows)
-                                if self._attributing else {})
+            changes = self.changes(keep=True)
             self.tracer.event("episode.end", counters=self.budget.counters.to_dict(),
                               changeset=changes.summary())
             self._closed = changes
@@ -192,6 +182,20 @@ class Episode:
                 self._db.close()
             self.tracer.close()
             self.sandbox.close()
+
+    def changes(self, *, keep: bool = False) -> ChangeSet:
+        """The change set as it stands now (the episode goes on); with `keep`, its commits
+        are kept in a bundle for promotion (as `close` does)."""
+        workspace, rows = self.sandbox.changes(), self.sandbox.row_delta()
+        carried = self._credentials_in(workspace, rows)
+        # A change that carries a credential is never promoted: its commits are not kept
+        # either, and what is shown of it is redacted (the row images stay exact).
+        bundle = state_dir("changesets") / f"{self.tracer.trace_id}.bundle"
+        kept = keep and not carried and self.sandbox.workspace.bundle(bundle)
+        shown = replace(workspace, diff=self.redactor(workspace.diff), commits=[
+            replace(c, message=self.redactor(c.message)) for c in workspace.commits])
+        return ChangeSet(self.tracer.trace_id, shown, rows, bundle if kept else None, carried,
+                         attribute(rows, self._windows) if self._attributing else {})
 
     def _credentials_in(self, workspace: WorkspaceChanges, rows: RowDelta | None) -> list[str]:
         """Where the change carries a credential the episode held (the agent can print a
@@ -232,7 +236,7 @@ class Episode:
     @staticmethod
     def tool_schemas() -> list[dict[str, Any]]:
         """The built-in tools in the Chat Completions `tools` format."""
-        return [spec.openai_schema() for spec in TOOLS.values()]
+        return [spec.openai_schema() for spec in TOOLS.values() if spec.offered]
 
     # ------------------------------------------------------------ acting
 
@@ -290,7 +294,7 @@ class Episode:
             span.set(tool=None, parameters=None)
             return ActionResult(index, "?", "refused", refusal=Refusal("invalid", "bad-action",
                                                                        str(exc)))
-        span.set(tool=action.tool, parameters=dict(action.parameters))
+        span.set(tool=action.tool, parameters=recorded_parameters(action.parameters))
         problem = parameter_problem(action)
         if problem is not None:
             counters.refused += 1
@@ -452,8 +456,13 @@ class Episode:
                  ) -> tuple[Status, dict[str, Any], Violation | Refusal | None]:
         try:
             result = tool.handler(self, action.parameters)
-        except (FileNotFoundError, IsADirectoryError) as exc:
-            return "error", {"error": f"{type(exc).__name__}: {exc}"}, None
+        except OSError as exc:  # a file missing, a folder, no permission: typed for callers
+            kind = next(k for k in type(exc).__mro__ if k.__module__ == "builtins")
+            return "error", {"error": f"{kind.__name__}: {exc}",
+                             "error_kind": _ERROR_KINDS.get(kind, "os")}, None
+        except SandboxFileTooLarge as exc:
+            return "error", {"error": str(exc), "error_kind": "too_large", "bytes": exc.size,
+                             "limit": exc.limit}, None
         except psycopg.Error as exc:
             return "error", {"error": _pg_error(exc)}, None
         except HarnessError as exc:
@@ -471,14 +480,16 @@ class Episode:
         """The auth headers added at the edge that have a value."""
         return {k: v for k, v in self._headers.items() if v}
 
-    def shell(self, command: str | list[str], timeout: float | None = None) -> dict[str, Any]:
+    def shell(self, command: str | list[str], timeout: float | None = None, *,
+              cwd: str | None = None, env: Mapping[str, str] | None = None,
+              stdin: bytes | None = None) -> dict[str, Any]:
         """Run a command in the sandbox within the shell budget (and counted)."""
         settings = self.config.sandbox
         timeout = min(timeout or settings.exec_timeout_s, settings.max_exec_timeout_s)
         remaining = self.budget.remaining_shell_seconds()
         if remaining is not None:
             timeout = min(timeout or remaining, remaining)
-        result = self.sandbox.exec(command, timeout=timeout)
+        result = self.sandbox.exec(command, timeout=timeout, cwd=cwd, env=env, stdin=stdin)
         counters = self.budget.counters
         counters.shell_seconds += result.duration_s
         counters.output_bytes += len(result.stdout.encode()) + len(result.stderr.encode())
@@ -575,6 +586,25 @@ def _pg_error(exc: psycopg.Error) -> str:
     if diag.sqlstate:
         parts.append(f"(SQLSTATE {diag.sqlstate})")
     return " ".join(parts)
+
+
+_ERROR_KINDS: dict[type, str] = {
+    FileNotFoundError: "not_found", IsADirectoryError: "is_a_directory",
+    NotADirectoryError: "not_a_directory", PermissionError: "permission",
+    TimeoutError: "timeout"}
+"""`error_kind` of a tool's error result, by the builtin error it stands for."""
+
+RECORDED_CHARS = 1 << 16
+"""A parameter longer than this is recorded in the trace by its length and digest."""
+
+
+def recorded_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters as the trace keeps them: a long text (a file's content, a large
+    input) by its length and sha256, so that traces stay readable and small."""
+    return {name: {"omitted_chars": len(value),
+                   "sha256": hashlib.sha256(value.encode(errors="replace")).hexdigest()}
+            if isinstance(value, str) and len(value) > RECORDED_CHARS else value
+            for name, value in parameters.items()}
 
 
 def _summary(output: dict[str, Any]) -> dict[str, Any]:

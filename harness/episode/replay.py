@@ -49,6 +49,13 @@ def replay_trace(path: Path, *, trace_path: Path | None = None) -> ReplayReport:
             raw: Any = {"tool": action.tool, "parameters": action.parameters}
             if action.tool is None:
                 raw = "<malformed action>"
+            omitted = [name for name, value in action.parameters.items()
+                       if isinstance(value, dict) and "omitted_chars" in value]
+            if omitted:
+                # The trace kept only a digest of it: the action cannot be run again as it was.
+                divergences.append(Divergence(action.index, "replayable", True,
+                                              f"no: {', '.join(omitted)} recorded by digest"))
+                continue
             result = episode.act(raw)
             replayed = next(s for s in episode.tracer.spans
                             if s.name == "action" and s.span_id == result.span_id)

@@ -92,12 +92,10 @@ class Policy:
             default = tool.parameters["properties"][parameter].get("default") if tool else None
             if default is not None:  # list_files of no path lists the workspace root
                 action = ToolAction(action.tool, {**action.parameters, parameter: default})
-        text = ""
-        if parameter is not None:
-            value = action.parameters.get(parameter)
-            text = value if isinstance(value, str) else ""
+        text = tool.judged_input(action.parameters) if tool is not None else ""
         units = list(self._units(action, context, text))
-        findings = [Finding(u.rule_id, u.verdict, u.reason, _span(text, u.span)) for u in units]
+        findings = [Finding(u.rule_id, u.verdict, u.reason, _span(text or "", u.span))
+                    for u in units]
         return Decision.from_findings(findings)
 
     def authorize(self, action: ToolAction, context: Context | None = None) -> Decision:
@@ -116,16 +114,19 @@ class Policy:
 
     # ------------------------------------------------------------ rules
 
-    def _units(self, action: ToolAction, context: Context, text: str) -> Iterator[_Unit]:
+    def _units(self, action: ToolAction, context: Context, text: str | None
+               ) -> Iterator[_Unit]:
         tool = action.tool
         yield from self._tool_rules(tool)
         if tool not in context.tools:
             yield self._builtin("tool.unknown", f"unknown tool {tool!r}", None)
             return
-        parameter = TOOLS[tool].judged_parameter if tool in TOOLS else None
-        if parameter is not None and not isinstance(action.parameters.get(parameter), str):
+        if text is None:
+            parameter = TOOLS[tool].judged_parameter or "its parameters"
             yield self._builtin("tool.bad-parameters",
-                                f"{tool} needs the string parameter {parameter!r}", None)
+                                f"{tool} needs the string parameter {parameter!r}"
+                                if TOOLS[tool].judged_parameter else
+                                f"{tool}: {parameter} do not say what it would do", None)
             return
         if len(text.encode(errors="replace")) > self.guardrails.max_input_bytes:
             yield self._builtin("input.too-large", f"{tool} input of {len(text)} characters is "

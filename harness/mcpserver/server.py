@@ -97,7 +97,7 @@ def build_server(config: Config, *, allow_promote: bool | None = None,
                 "rows": rows.summary() if rows else None}), default=str)
         return await sessions.run(ctx, measure)
 
-    for spec in TOOLS.values():
+    for spec in (tool for tool in TOOLS.values() if tool.offered):
         server.add_tool(_episode_tool(spec, act), name=spec.name, description=spec.description)
     server.add_tool(changeset, name="changeset")
 

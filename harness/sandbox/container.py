@@ -18,7 +18,7 @@ import docker.errors
 from docker.types import Mount
 
 from harness.config import Hardening
-from harness.errors import SandboxError
+from harness.errors import SandboxError, SandboxFileNotFound, SandboxNotADirectory
 from harness.sandbox.layout import HOME, TMP, WORKSPACE
 from harness.sandbox.result import TIMEOUT_EXIT_CODE, ExecResult
 
@@ -187,6 +187,7 @@ class Container:
         cwd: str | None = None,
         output_limit: int | None = None,
         stdin: bytes | str | None = None,
+        stdout_bytes: bool = False,
     ) -> ExecResult:
         """Run `command` (argv, or a string for bash -c) and return its result.
 
@@ -194,7 +195,8 @@ class Container:
         result says `timed_out`; output past `output_limit` bytes per stream is
         dropped (the command still runs to its end) and the result says `truncated`.
         `stdin` is written to the command's standard input, which then ends; without it
-        the command reads an empty input.
+        the command reads an empty input. With `stdout_bytes` its output comes as bytes
+        (`stdout_bytes`), not decoded.
         """
         argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
@@ -244,7 +246,8 @@ class Container:
         oom = exit_code in (137, -9) or timed_out
         return ExecResult(
             exit_code=exit_code,
-            stdout=reader.text(1),
+            stdout="" if stdout_bytes else reader.text(1),
+            stdout_bytes=reader.data(1) if stdout_bytes else None,
             stderr=reader.text(2),
             duration_s=round(duration, 6),
             timed_out=timed_out,
@@ -308,9 +311,9 @@ def _raise_not_started(message: str, cwd: str | None) -> None:
     error, not a result that looks like the command's own."""
     detail = message.strip()
     if cwd and "chdir" in detail and "no such file or directory" in detail:
-        raise FileNotFoundError(f"the working folder {cwd} does not exist in the sandbox")
+        raise SandboxFileNotFound(f"the working folder {cwd} does not exist in the sandbox")
     if cwd and "chdir" in detail and "not a directory" in detail:
-        raise NotADirectoryError(f"the working folder {cwd} is not a folder")
+        raise SandboxNotADirectory(f"the working folder {cwd} is not a folder")
     raise SandboxError(f"the command could not start: {detail}")
 
 
@@ -395,6 +398,10 @@ class _FrameReader:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the command ended (or was killed) without reading it all
+
+    def data(self, kind: int) -> bytes:
+        """What was kept of stdout (1) or stderr (2), as bytes."""
+        return bytes(self._kept[kind])
 
     def text(self, kind: int) -> str:
         """What was kept of stdout (1) or stderr (2), decoded leniently."""

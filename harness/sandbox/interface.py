@@ -39,13 +39,17 @@ class SandboxEnvironment(Protocol):
         ValueError for an empty argv, SandboxError when the sandbox is not open or the
         engine fails."""
 
-    def read_file(self, path: str) -> bytes:
-        """The bytes of a file as the agent sees it. Raises FileNotFoundError,
-        IsADirectoryError, or SandboxError (unreadable by the agent, for one)."""
+    def read_file(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        """The bytes of a file as the agent sees it (a relative path starts at the
+        workspace). Raises FileNotFoundError, IsADirectoryError, PermissionError (the
+        agent may not read it), SandboxFileTooLarge (over `max_bytes`: nothing is read);
+        each also a SandboxError."""
 
     def write_file(self, path: str, content: bytes | str) -> None:
         """Write a file as the agent would (its permissions apply), creating parent
-        folders. Raises SandboxError saying why (no permission, a folder, the disk full)."""
+        folders; a relative path starts at the workspace. Raises IsADirectoryError,
+        NotADirectoryError (a parent is a file), PermissionError, or SandboxError saying
+        why (the disk full, for one); each also a SandboxError."""
 
     def interrupt(self) -> None:
         """Kill the commands running now (from another thread); never raises."""

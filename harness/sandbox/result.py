@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 TIMEOUT_EXIT_CODE = 124
@@ -26,6 +26,8 @@ class ExecResult:
     """Its process tree was killed on request (the caller gave up on it) before it ended."""
     disk_limit_hit: bool = False
     """The sandbox's disk (sandbox.disk_limit) was full when it ended: writes got ENOSPC."""
+    stdout_bytes: bytes | None = field(default=None, repr=False, compare=False)
+    """Standard output as bytes, for callers that asked for them (then `stdout` is empty)."""
 
     @property
     def ok(self) -> bool:
@@ -34,4 +36,6 @@ class ExecResult:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
-        return asdict(self)
+        data = asdict(self)
+        del data["stdout_bytes"]
+        return data

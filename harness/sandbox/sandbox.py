@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import posixpath
 import time
 import uuid
@@ -13,7 +12,14 @@ from pathlib import Path
 import docker
 
 from harness.config import Hardening, SandboxSettings, size_bytes
-from harness.errors import SandboxError
+from harness.errors import (
+    SandboxError,
+    SandboxFileNotFound,
+    SandboxFileTooLarge,
+    SandboxIsADirectory,
+    SandboxNotADirectory,
+    SandboxPermissionError,
+)
 from harness.sandbox import engine, images
 from harness.sandbox.capture import RowDelta
 from harness.sandbox.container import Container
@@ -183,29 +189,34 @@ class Sandbox:
         if self._container is not None:
             self._container.interrupt()
 
-    def read_file(self, path: str) -> bytes:
-        """The bytes of a file as the agent sees it; FileNotFoundError if it is missing."""
-        script = '[ -e "$1" ] || exit 44; [ -d "$1" ] && exit 45; base64 -w0 -- "$1"'
-        result = self.container.exec(["bash", "-c", script, "read", path],
-                                     output_limit=1 << 30)
-        if result.exit_code == 44:
-            raise FileNotFoundError(path)
-        if result.exit_code == 45:
-            raise IsADirectoryError(path)
-        if not result.ok:
-            raise SandboxError(f"cannot read {path}: {result.stderr.strip()}")
-        return base64.b64decode(result.stdout)
+    def read_file(self, path: str, *, max_bytes: int | None = None) -> bytes:
+        """The bytes of a file as the agent sees it (a relative path starts at the
+        workspace). Raises SandboxFileNotFound, SandboxIsADirectory, SandboxPermissionError
+        (unreadable by the agent), SandboxFileTooLarge (over `max_bytes`; nothing read)."""
+        path = _absolute(path)
+        result = self.container.exec(
+            ["bash", "-c", _READ, "read", path, str(max_bytes or "")],
+            output_limit=(max_bytes or 1 << 34) + 1, stdout_bytes=True,
+            timeout=max(self.settings.exec_timeout_s, 300.0))
+        if result.exit_code == 42:
+            size = int(result.stderr.strip() or 0)
+            raise SandboxFileTooLarge(path, size, max_bytes or 0)
+        _raise_typed(result, path, "read")
+        return result.stdout_bytes or b""
 
     def write_file(self, path: str, content: bytes | str) -> None:
-        """Write a file as the agent would (its permissions apply), creating parent folders."""
+        """Write a file as the agent would (its permissions apply), creating parent
+        folders; a relative path starts at the workspace. Raises SandboxIsADirectory,
+        SandboxNotADirectory (a parent is a file), SandboxPermissionError, or SandboxError
+        saying why (the disk full, for one)."""
+        path = _absolute(path)
         data = content.encode() if isinstance(content, str) else content
-        script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
-        result = self.container.exec(["bash", "-c", script, "write", path], stdin=data,
-                                     timeout=max(self.settings.exec_timeout_s, 60.0))
-        if not result.ok:
-            full = " (disk_limit_hit: the sandbox's disk, sandbox.disk_limit, is full)" \
-                if self.disk is not None and self.disk.full() else ""
-            raise SandboxError(f"cannot write {path}: {result.stderr.strip()}{full}")
+        result = self.container.exec(["bash", "-c", _WRITE, "write", path], stdin=data,
+                                     timeout=max(self.settings.exec_timeout_s, 300.0))
+        if not result.ok and self.disk is not None and self.disk.full():
+            raise SandboxError(f"cannot write {path}: {result.stderr.strip()} (disk_limit_hit: "
+                               "the sandbox's disk, sandbox.disk_limit, is full)")
+        _raise_typed(result, path, "write")
 
     def changes(self) -> WorkspaceChanges:
         """What was committed in the workspace since the base."""
@@ -214,6 +225,51 @@ class Sandbox:
     def row_delta(self) -> RowDelta | None:
         """The net row changes and DDL in the sandbox's database (None without one)."""
         return self.database.delta() if self.database is not None else None
+
+
+# Exit codes of the file scripts: each a typed error.
+_READ = r"""
+p=$1 max=$2
+[ -e "$p" ] || exit 44
+[ -d "$p" ] && exit 45
+[ -r "$p" ] || exit 43
+if [ -n "$max" ]; then
+  size=$(stat -L -c %s -- "$p") || exit 46
+  [ "$size" -gt "$max" ] && { echo "$size" >&2; exit 42; }
+fi
+exec cat -- "$p"
+"""
+_WRITE = r"""
+p=$1
+[ -d "$p" ] && exit 45
+dir=$(dirname -- "$p")
+if ! [ -d "$dir" ]; then
+  error=$(mkdir -p -- "$dir" 2>&1) || {
+    case $error in *"Permission denied"*) exit 43;; *"Not a directory"*|*"File exists"*) exit 47;; esac
+    echo "$error" >&2; exit 46; }
+fi
+if [ -e "$p" ]; then [ -w "$p" ] || exit 43; else [ -w "$dir" ] || exit 43; fi
+cat > "$p"
+"""
+
+
+def _raise_typed(result: ExecResult, path: str, verb: str) -> None:
+    """The error a file script's exit code stands for (nothing when it succeeded)."""
+    if result.ok:
+        return
+    errors: dict[int, tuple[type[SandboxError], str]] = {
+        44: (SandboxFileNotFound, f"no such file: {path}"),
+        45: (SandboxIsADirectory, f"{path} is a directory"),
+        43: (SandboxPermissionError, f"permission denied: the agent may not {verb} {path}"),
+        47: (SandboxNotADirectory, f"a parent of {path} is not a directory"),
+    }
+    kind, message = errors.get(result.exit_code, (
+        SandboxError, f"cannot {verb} {path}: {result.stderr.strip() or result.exit_code}"))
+    raise kind(message)
+
+
+def _absolute(path: str) -> str:
+    return path if path.startswith("/") else posixpath.join(WORKSPACE, path)
 
 
 def _image_reference(client: docker.DockerClient, image: str) -> str:

@@ -23,7 +23,7 @@ TOOLS: dict[str, Tool] = {tool.name: tool for family in (shell, git, database, h
                           for tool in family.TOOLS}
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
-    "string": str, "number": (int, float), "object": dict, "integer": int}
+    "string": str, "number": (int, float), "object": dict, "integer": int, "array": list}
 
 
 def parameter_problem(action: ToolAction) -> str | None:
@@ -45,6 +45,21 @@ def parameter_problem(action: ToolAction) -> str | None:
         allowed = properties[name].get("enum")
         if allowed and value not in allowed:
             return f"{action.tool}.{name} must be one of {allowed}"
+        items = properties[name].get("items") or properties[name].get("additionalProperties")
+        if isinstance(value, list | dict) and isinstance(items, dict) \
+                and items.get("type") == "string":
+            values = value if isinstance(value, list) else list(value.values())
+            if not all(isinstance(v, str) for v in values):
+                return f"{action.tool}.{name} must hold only strings"
+        if isinstance(value, list) and len(value) < properties[name].get("minItems", 0):
+            return f"{action.tool}.{name} must not be empty"
+    for group in tool.exclusive:
+        given = [name for name in group if name in action.parameters]
+        if len(given) > 1:
+            return f"{action.tool} takes only one of {list(group)} (it has {given})"
+    for group in tool.one_of:
+        if not any(name in action.parameters for name in group):
+            return f"{action.tool} needs one of {list(group)}"
     return None
 
 

@@ -78,7 +78,9 @@ class ToolContext(Protocol):
     def edge_headers(self) -> Mapping[str, str]:
         """Headers added at the edge to allow-listed HTTP requests (those with a value)."""
 
-    def shell(self, command: str | list[str], timeout: float | None = None) -> dict[str, Any]:
+    def shell(self, command: str | list[str], timeout: float | None = None, *,
+              cwd: str | None = None, env: Mapping[str, str] | None = None,
+              stdin: bytes | None = None) -> dict[str, Any]:
         """Run a command in the sandbox within the shell budget; its result as a dict."""
 
     def connection(self) -> psycopg.Connection[Any]:
@@ -111,6 +113,26 @@ class Tool:
     affects: frozenset[Effect] = frozenset()
     needs: frozenset[Limit] = frozenset()
     """Budgets that must have room before it may run (beyond the ones every action needs)."""
+    judged_text: Callable[[Mapping[str, Any]], str | None] | None = None
+    """What the guardrails read, when it is not one parameter as given (None: the
+    parameters do not say what it would do)."""
+    exclusive: tuple[tuple[str, ...], ...] = ()
+    """Groups of parameters of which at most one may be given."""
+    one_of: tuple[tuple[str, ...], ...] = ()
+    """Groups of parameters of which one must be given."""
+    offered: bool = True
+    """Offered to models and MCP clients; the others serve programs (an inspect_ai
+    sandbox, the pytest plugin) that call the episode directly."""
+
+    def judged_input(self, parameters: Mapping[str, Any]) -> str | None:
+        """The text the guardrails judge for a call with `parameters` (None when it is
+        missing or not text)."""
+        if self.judged_text is not None:
+            return self.judged_text(parameters)
+        if self.judged_parameter is None:
+            return ""
+        value = parameters.get(self.judged_parameter)
+        return value if isinstance(value, str) else None
 
     def openai_schema(self) -> dict[str, Any]:
         """The tool in the Chat Completions `tools` format."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import posixpath
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,9 +32,70 @@ def shell_exec(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
     return ToolResult("ok", context.shell(p["command"], p.get("timeout")))
 
 
+def exec_argv(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
+    """Run the argv, with its input, environment and working folder."""
+    return ToolResult("ok", context.shell(list(p["argv"]), p.get("timeout"), cwd=p.get("cwd"),
+                                          env=p.get("env"), stdin=_stdin(p)))
+
+
+def _stdin(p: Mapping[str, Any]) -> bytes | None:
+    if "stdin_base64" in p:
+        return base64.b64decode(p["stdin_base64"])
+    return p["stdin"].encode() if "stdin" in p else None
+
+
+_SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"}
+_INLINE = {"python": "-c", "python3": "-c", "perl": "-e", "ruby": "-e", "node": "-e",
+           "php": "-r", "psql": "-c"}
+
+
+def exec_command_line(p: Mapping[str, Any]) -> str | None:
+    """What an argv call does, as a command line the guardrails read: the argv joined,
+    and when it reads its program from its input (a shell, an interpreter or psql given
+    no script), that program too."""
+    argv = p.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return None
+    line = shlex.join(_shown(argv))
+    try:
+        stdin = _stdin(p)
+        program = stdin.decode() if stdin is not None else None
+    except (ValueError, UnicodeDecodeError):
+        program = "$(cat)"  # a program nobody can read: judged as unknown
+    if not program:
+        return line
+    name = posixpath.basename(argv[0])
+    takes_program = not any(a in ("-c", "-e", "-r", "-f", "--file", "--command") or
+                            not a.startswith("-") for a in argv[1:])
+    if name in _SHELLS and takes_program:
+        return program
+    flag = _INLINE.get(name) or _INLINE.get(name.rstrip("0123456789."))
+    if flag and takes_program:
+        return shlex.join([*argv, flag, program])
+    return line
+
+
+_LONG = 4096
+"""No path is longer (PATH_MAX): a longer argument is data, unless it is a program."""
+
+
+def _shown(argv: list[str]) -> list[str]:
+    """The argv as the guardrails read it: a long argument that is data (printf's text,
+    not a `sh -c` program) stands as its length, so that a large input is no large line."""
+    name = posixpath.basename(argv[0])
+    interpreter = name in _SHELLS or name.rstrip("0123456789.") in _INLINE
+    shown = []
+    for index, argument in enumerate(argv):
+        program = interpreter and index > 0 and (
+            argv[index - 1] in ("-c", "-e", "-r", "--command") or not argument.startswith("-"))
+        shown.append(argument if len(argument) <= _LONG or program or index == 0
+                     else f"<{len(argument)} characters>")
+    return shown
+
+
 def read_file(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
     """The file's content (base64 when it is not text), checksum and size."""
-    data = context.sandbox.read_file(in_workspace(p["path"]))
+    data = context.sandbox.read_file(in_workspace(p["path"]), max_bytes=p.get("max_bytes"))
     context.count_output(len(data))
     try:
         return ToolResult("ok", {"content": data.decode(), "sha256": _sha(data),
@@ -44,7 +107,7 @@ def read_file(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
 
 def write_file(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
     """Write the content, creating parent folders."""
-    data = p["content"].encode()
+    data = p["content"].encode() if "content" in p else base64.b64decode(p["content_base64"])
     context.sandbox.write_file(in_workspace(p["path"]), data)
     return ToolResult("ok", {"written": len(data), "sha256": _sha(data)})
 
@@ -72,10 +135,24 @@ TOOLS = [
          affects=frozenset({Effect.FILES, Effect.COMMITS, Effect.ROWS}),
          needs=frozenset({Limit.MAX_SHELL_SECONDS})),
     Tool("read_file", "Read a file (relative to the workspace root, or absolute).",
-         object_schema(["path"], path=STRING), read_file, Judged.READ, "path"),
+         object_schema(["path"], path=STRING,
+                       max_bytes={"type": "integer", "description": "Refuse a larger file."}),
+         read_file, Judged.READ, "path"),
     Tool("write_file", "Write a file, creating parent folders; replaces its content.",
-         object_schema(["path", "content"], path=STRING, content=STRING), write_file,
-         Judged.WRITE, "path", affects=frozenset({Effect.FILES})),
+         object_schema(["path"], path=STRING, content=STRING,
+                       content_base64={**STRING, "description": "Bytes, base64-encoded, "
+                                       "instead of content."}), write_file,
+         Judged.WRITE, "path", affects=frozenset({Effect.FILES}),
+         exclusive=(("content", "content_base64"),), one_of=(("content", "content_base64"),)),
+    Tool("exec", "Run a program (an argv, no shell), with its standard input, environment "
+         "and working folder (relative to the workspace).",
+         object_schema(["argv"], argv={"type": "array", "items": STRING, "minItems": 1},
+                       cwd=STRING, env={"type": "object", "additionalProperties": STRING},
+                       timeout={"type": "number"}, stdin=STRING, stdin_base64=STRING),
+         exec_argv, Judged.SHELL, None,
+         affects=frozenset({Effect.FILES, Effect.COMMITS, Effect.ROWS}),
+         needs=frozenset({Limit.MAX_SHELL_SECONDS}), judged_text=exec_command_line,
+         exclusive=(("stdin", "stdin_base64"),), offered=False),
     Tool("list_files", "List files and folders below a path (two levels, .git skipped).",
          object_schema([], path={**STRING, "default": "."}), list_files, Judged.LISTING,
          "path"),

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,16 +87,41 @@ def test_files_round_trip_as_bytes_text_and_large(sandbox: SandboxEnvironment) -
         "written as the agent"
 
 
-def test_file_errors_are_typed(sandbox: SandboxEnvironment) -> None:
-    with pytest.raises(FileNotFoundError):
-        sandbox.read_file("/workspace/missing.txt")
-    with pytest.raises(IsADirectoryError):
-        sandbox.read_file("/workspace")
-    with pytest.raises(SandboxError, match="cannot write /etc/passwd"):
-        sandbox.write_file("/etc/passwd", "x")
-    sandbox.exec("mkdir -p /workspace/folder")
-    with pytest.raises(SandboxError):
-        sandbox.write_file("/workspace/folder", "x")
+def test_file_errors_are_typed_and_name_the_file(sandbox: SandboxEnvironment) -> None:
+    def raises(kind: type[Exception], call: Any, path: str, *args: Any) -> None:
+        with pytest.raises(kind) as caught:
+            call(path, *args)
+        assert isinstance(caught.value, SandboxError) and path in str(caught.value)
+
+    raises(FileNotFoundError, sandbox.read_file, "/workspace/missing.txt")
+    raises(FileNotFoundError, sandbox.read_file, "missing/too.txt")
+    raises(IsADirectoryError, sandbox.read_file, "/workspace")
+    raises(PermissionError, sandbox.write_file, "/etc/passwd", "x")
+    raises(PermissionError, sandbox.write_file, "/etc/new-file", "x")
+    raises(PermissionError, sandbox.write_file, "/root/deeper/file", "x")
+    sandbox.exec("mkdir -p folder && touch plain && echo secret > locked && chmod 000 locked")
+    raises(IsADirectoryError, sandbox.write_file, "folder", "x")
+    raises(NotADirectoryError, sandbox.write_file, "plain/below", "x")
+    raises(PermissionError, sandbox.read_file, "locked")
+    raises(PermissionError, sandbox.write_file, "locked", "x")
+    sandbox.exec("ln -s /nowhere dangling")
+    raises(FileNotFoundError, sandbox.read_file, "dangling")
+
+
+def test_a_read_over_its_limit_reads_nothing(sandbox: SandboxEnvironment) -> None:
+    from harness.errors import SandboxFileTooLarge
+
+    sandbox.write_file("sized.txt", "a" * 2048)
+    assert sandbox.read_file("sized.txt", max_bytes=2048) == b"a" * 2048
+    with pytest.raises(SandboxFileTooLarge) as caught:
+        sandbox.read_file("sized.txt", max_bytes=2047)
+    assert (caught.value.size, caught.value.limit) == (2048, 2047)
+
+
+def test_relative_paths_start_at_the_workspace(sandbox: SandboxEnvironment) -> None:
+    sandbox.write_file("nested/dir/file.txt", "here")
+    assert sandbox.exec("cat /workspace/nested/dir/file.txt").stdout == "here"
+    assert sandbox.read_file("./nested/dir/file.txt") == b"here"
 
 
 def test_interrupt_stops_a_running_command_from_another_thread(
