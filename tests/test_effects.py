@@ -10,6 +10,7 @@ import json
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from harness.config import Config, parse_config
 from harness.episode import Episode
 from harness.fixtures import fixture_seed
+from harness.limits import check as check_limits
 from harness.promote import promote
 from harness.sandbox.postgres import ServerAddress
 from harness.trace.otel import to_otel
@@ -470,3 +472,183 @@ def test_git_configuration_planted_by_the_agent_neither_hides_effects_nor_runs_o
         assert after.output["stdout"].splitlines() == ["runner", "0"], after.output
         episode.close()
     assert not marker.exists()
+
+
+# ---------------------------------------------------------------- red team
+
+PLANTED = """
+CREATE TABLE escalations (who text);
+CREATE FUNCTION probe() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        INSERT INTO escalations VALUES (current_user);
+    END IF;
+    RETURN true;
+END $$;
+ALTER TABLE orders ADD CONSTRAINT planted CHECK (probe());
+CREATE FUNCTION noisy() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM probe(); RETURN NEW; END $$;
+CREATE TRIGGER noisy BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION noisy();
+ALTER TABLE orders ENABLE ALWAYS TRIGGER noisy;
+"""
+
+
+def test_what_the_agent_planted_runs_with_its_own_rights_when_its_action_is_undone(
+        shop_repo: Path) -> None:
+    cfg = config(shop_repo, str(fixture_seed("shop")), PAID_ORDERS_STAY, allow_ddl=True)
+    with Episode(cfg) as episode:
+        planted = psql_behind_python(episode, PLANTED)
+        assert planted.status == "ok", planted.output
+        paid = count(episode, "SELECT count(*) FROM orders WHERE status = 'paid'")
+        refused = psql_behind_python(episode, "DELETE FROM order_lines WHERE order_id = 1; "
+                                              "DELETE FROM orders WHERE id = 1")
+        assert refused.refusal is not None and refused.refusal.rule == "paid-orders-stay"
+        assert refused.output["undone"]["rows"] == 4, refused.output
+        # The CHECK and the ALWAYS trigger ran during the undo, as the undo role.
+        assert count(episode, "SELECT count(*) FROM orders WHERE status = 'paid'") == paid
+        assert count(episode, "SELECT count(*) FROM escalations") == 0
+        episode.close()
+
+
+def test_a_cast_to_json_cannot_be_made_so_the_capture_never_runs_agent_code(
+        shop_repo: Path) -> None:
+    cfg = config(shop_repo, str(fixture_seed("shop")), PAID_ORDERS_STAY, allow_ddl=True)
+    with Episode(cfg) as episode:
+        cast = behind_python(episode, "psql -v ON_ERROR_STOP=1 -q -c " + shlex.quote(
+            "CREATE TYPE mood AS ENUM ('ok'); CREATE FUNCTION mood_json(mood) RETURNS json "
+            "LANGUAGE sql AS $$ SELECT to_json(current_user) $$; "
+            "CREATE CAST (mood AS json) WITH FUNCTION mood_json(mood)") +
+            " 2>&1; echo exit=$?")
+        assert "a cast to json or jsonb through a function cannot be made" in \
+            cast.output["stdout"], cast.output
+        database = episode.sandbox.database
+        assert database is not None
+        with database.connect_as_owner() as conn:
+            assert conn.execute("SELECT count(*) FROM pg_cast WHERE casttarget = "
+                                "'json'::regtype AND castsource >= 16384").fetchone() == (0,)
+        episode.close()
+
+
+def test_a_lock_or_a_process_left_behind_cannot_hold_the_undo_or_act_later(
+        shop_repo: Path) -> None:
+    cfg = config(shop_repo, str(fixture_seed("shop")), PAID_ORDERS_STAY)
+    with Episode(cfg) as episode:
+        paid = count(episode, "SELECT count(*) FROM orders WHERE status = 'paid'")
+        started = time.monotonic()
+        held = behind_python(episode, (
+            "psql -q -c \"DELETE FROM order_lines WHERE order_id = 1; "
+            "DELETE FROM orders WHERE id = 1\" && "
+            "(setsid nohup psql -q -c 'BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; "
+            "SELECT pg_sleep(120)' >/dev/null 2>&1 &) && "
+            "(setsid nohup bash -c 'sleep 4; psql -q -c \"DELETE FROM order_lines; "
+            "DELETE FROM orders WHERE status <> \\x27open\\x27\"' >/dev/null 2>&1 &) && "
+            "sleep 1"))
+        assert held.refusal is not None and held.refusal.rule == "paid-orders-stay", \
+            held.output
+        assert held.output["undone"]["rows"] == 4
+        assert held.output["sessions_ended"] >= 1 and held.output["background_ended"] >= 1
+        assert time.monotonic() - started < 60
+        time.sleep(5)  # the background writer would have struck by now
+        assert count(episode, "SELECT count(*) FROM orders WHERE status = 'paid'") == paid
+        prepared = behind_python(episode, "psql -q -c " + shlex.quote(
+            "BEGIN; DELETE FROM order_lines WHERE order_id = 1; PREPARE TRANSACTION 'x'") +
+            " 2>&1")
+        assert "prepared transactions are disabled" in prepared.output["stdout"]
+        changes = episode.close()
+    assert changes.rows is not None and changes.rows.rows == 0
+
+
+def test_a_nested_repository_neither_breaks_the_recorder_nor_survives_an_undo(
+        shop_repo: Path) -> None:
+    cfg = config(shop_repo, str(fixture_seed("shop")), PAID_ORDERS_STAY)
+    with Episode(cfg) as episode:
+        assert episode.act({"tool": "shell_exec", "parameters": {
+            "command": "mkdir -p keep/repo && git -C keep/repo init -q"}}).status == "ok"
+        nested = psql_behind_python(episode, "DELETE FROM order_lines WHERE order_id = 1; "
+                                             "DELETE FROM orders WHERE id = 1")
+        assert nested.refusal is not None, nested.output
+        both = behind_python(episode, (
+            "mkdir -p vendor/x && git -C vendor/x init -q && "
+            "psql -q -c \"DELETE FROM order_lines WHERE order_id = 1; "
+            "DELETE FROM orders WHERE id = 1\""))
+        assert both.refusal is not None and both.refusal.rule == "paid-orders-stay", \
+            both.output
+        assert both.output["undone"]["workspace"] == "restored", both.output
+        left = episode.act({"tool": "shell_exec", "parameters": {
+            "command": "test -d vendor/x && echo vendor; test -d keep/repo/.git && echo keep"}})
+        assert left.output["stdout"] == "keep\n"
+        episode.close()
+
+
+def test_paths_git_would_quote_are_judged_as_they_are_in_the_episode_and_at_promotion(
+        shop_repo: Path) -> None:
+    policy = """
+  - id: no-ci
+    files: {path: ".github/**"}
+"""
+    make = ("mkdir -p .github/workflows && echo 'on: push' > .github/workflows/déploy.yml && "
+            "printf 'x\\n' > .github/workflows/t$'\\t'ab.yml && git add -A && git commit -qm ci")
+    with Episode(config(shop_repo, str(fixture_seed("shop")), policy)) as episode:
+        caught = behind_python(episode, make)
+        assert caught.refusal is not None and caught.refusal.rule == "no-ci", caught.output
+        assert "déploy.yml" in caught.refusal.reason
+        episode.close()
+    with Episode(config(shop_repo, str(fixture_seed("shop")))) as episode:
+        assert behind_python(episode, make).status == "ok"
+        changes = episode.close()
+    paths = sorted(f.path for f in changes.workspace.files)
+    assert paths[:2] == [".github/workflows/déploy.yml", ".github/workflows/t\tab.yml"]
+    found = check_limits(changes, config(shop_repo, str(fixture_seed("shop")), policy))
+    assert [(v.limit, v.actual) for v in found] == [("effects[no-ci]", 2)]
+
+
+def test_the_agents_git_settings_do_not_shape_the_change_set(shop_repo: Path) -> None:
+    cfg = config(shop_repo, str(fixture_seed("shop")), """
+  - id: no-wip
+    commits: {message: "^WIP"}
+  - id: small
+    files: {lines_more_than: 50}
+""")
+    with Episode(cfg) as episode:
+        setup = behind_python(episode, (
+            "echo '* -diff' >> .git/info/attributes && echo '* -diff' > .gitattributes && "
+            "git config i18n.logOutputEncoding IBM037 && git add .gitattributes && "
+            "git commit -qm attributes"))
+        assert setup.status == "ok", setup.output
+        big = behind_python(episode, "seq 1 90 > numbers.txt && git add numbers.txt && "
+                                     "git commit -qm 'WIP: numbers'")
+        assert big.refusal is not None and big.refusal.rule in ("no-wip", "small"), big.output
+        assert {b["policy"] for b in big.output["effects"]} == {"no-wip", "small"}
+        episode.close()
+    with Episode(config(shop_repo, str(fixture_seed("shop")))) as episode:
+        behind_python(episode, (
+            "echo '* -diff' >> .git/info/attributes && echo '* -diff' > .gitattributes && "
+            "git config i18n.logOutputEncoding IBM037 && seq 1 90 > numbers.txt && "
+            "git add -A && git commit -qm 'WIP: numbers'"))
+        changes = episode.close()
+    counted = {f.path: (f.added, f.binary) for f in changes.workspace.files}
+    assert counted["numbers.txt"] == (90, False)
+    assert [c.message for c in changes.workspace.commits] == ["WIP: numbers"]
+    assert "+90" in changes.workspace.diff or "\n+90\n" in changes.workspace.diff
+
+
+def test_a_renamed_table_or_a_changed_key_does_not_dodge_a_policy(shop_repo: Path) -> None:
+    cfg = config(shop_repo, str(fixture_seed("shop")), PAID_ORDERS_STAY + """
+  - id: email-never-updated
+    rows: {table: users, changes: [email]}
+""", allow_ddl=True)
+    with Episode(cfg) as episode:
+        renamed = psql_behind_python(episode, "ALTER TABLE orders RENAME TO orders_archive")
+        assert renamed.status == "ok", renamed.output
+        deleted = psql_behind_python(episode, "DELETE FROM order_lines WHERE order_id = 1; "
+                                              "DELETE FROM orders_archive WHERE id = 1")
+        assert deleted.refusal is not None and deleted.refusal.rule == "paid-orders-stay", \
+            deleted.output
+        added = psql_behind_python(episode, "INSERT INTO users (id, email) "
+                                            "VALUES (999, 'new@example.com')")
+        assert added.status == "ok", added.output
+        rekeyed = psql_behind_python(episode, "UPDATE users SET id = 5000, "
+                                              "email = 'evil@example.com' WHERE id = 999")
+        assert rekeyed.refusal is not None, rekeyed.output
+        assert rekeyed.refusal.rule == "email-never-updated"
+        episode.close()

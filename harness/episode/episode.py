@@ -27,7 +27,7 @@ from harness.episode.state import (
     file_state,
     sources_of,
 )
-from harness.errors import HarnessError, SandboxFileTooLarge
+from harness.errors import HarnessError, SandboxError, SandboxFileTooLarge
 from harness.guardrails import Context, Decision, Policy
 from harness.guardrails.decision import Verdict
 from harness.guardrails.policy import Approver
@@ -63,6 +63,9 @@ class _Before:
 
     mark: Mark | None
     state: WorkspaceState | None
+    unrecorded: str | None = None
+    """Why the workspace could not be recorded before the action (its files and commits
+    then go unjudged by this action's policies; promotion still judges them)."""
 
 
 @dataclass(frozen=True)
@@ -356,14 +359,36 @@ class Episode:
         database = self.sandbox.database
         mark = database.mark() if self._attributing and database is not None \
             and Effect.ROWS in tool.affects else None
-        state = self._states.record() if self.config.effects and tool.affects & {
-            Effect.FILES, Effect.COMMITS} else None
-        return _Before(mark, state)
+        if not (self.config.effects and tool.affects & {Effect.FILES, Effect.COMMITS}):
+            return _Before(mark, None)
+        try:
+            return _Before(mark, self._states.record())
+        except SandboxError as exc:
+            return _Before(mark, None, str(exc))
+
+    def _settle(self, tool: Tool, output: dict[str, Any]) -> None:
+        """With effect policies, what an action did must be done when it returns: its
+        processes left running (`cmd &`, `setsid`, `nohup`) are killed and its database
+        sessions left open are ended, so nothing changes after it has been judged."""
+        if not self.config.effects or not tool.affects & {Effect.FILES, Effect.COMMITS,
+                                                          Effect.ROWS}:
+            return
+        killed = self.sandbox.exec(["bash", "-c", _END_BACKGROUND], timeout=30)
+        if killed.stdout.strip() not in ("", "0"):
+            output["background_ended"] = int(killed.stdout.strip() or 0)
+        database = self.sandbox.database
+        if database is not None:
+            keep = [self._db.info.backend_pid] if self._db is not None and not \
+                self._db.closed else []
+            ended = database.end_other_sessions(keep)
+            if ended:
+                output["sessions_ended"] = ended
 
     def _judge_effects(self, tool: Tool, action: ToolAction, index: int, span: Span,
                        before: _Before, output: dict[str, Any]) -> Refusal | None:
         """Attribute the action's rows to it, judge what it did against the effect
         policies, and undo it when one blocks (or needs an approval that is not given)."""
+        self._settle(tool, output)
         database = self.sandbox.database
         rows = None
         if before.mark is not None and database is not None:
@@ -377,11 +402,21 @@ class Episode:
         if not self.config.effects:
             return None
         files, commits = [], []
+        unrecorded: list[Breach] = []
+        if before.unrecorded is not None:
+            output["workspace_unrecorded"] = before.unrecorded
         if before.state is not None:
-            now = self._states.record()
-            files = self._states.files_between(before.state, now)
-            commits = self._states.commits_between(before.state, now)
-        breaches = evaluate(self.config.effects, Effects(files, commits, rows))
+            try:
+                now = self._states.record()
+                files = self._states.files_between(before.state, now)
+                commits = self._states.commits_between(before.state, now)
+            except SandboxError as exc:
+                # What cannot be measured cannot be let stand.
+                unrecorded.append(Breach("workspace-unrecorded", "block", 0, 1,
+                                         f"the workspace could not be recorded after the "
+                                         f"action, so its files and commits cannot be judged "
+                                         f"({exc})"))
+        breaches = unrecorded + evaluate(self.config.effects, Effects(files, commits, rows))
         warned = [b.to_dict() for b in breaches if b.decision == "warn"]
         if warned:
             output["effects_warned"] = warned
@@ -425,18 +460,26 @@ class Episode:
         if rows is not None and rows.rows and database is not None:
             from harness.promote.rows import apply_delta, invert
 
-            with database.connect_as_owner(autocommit=False) as conn:
-                # Everything back, masked columns too: this is the sandbox, not the target.
-                inverse = invert(rows)
-                inverse = replace(inverse, tables={name: replace(table, masked=[])
-                                                   for name, table in inverse.tables.items()})
-                _, conflicts, _ = apply_delta(conn, inverse, ddl=False)
-                if conflicts:
-                    conn.rollback()
-                    undone["rows_error"] = [c.reason for c in conflicts][:5]
-                else:
-                    conn.commit()
-                    undone["rows"] = rows.rows
+            # Everything back, masked columns too: this is the sandbox, not the target.
+            inverse = invert(rows)
+            inverse = replace(inverse, tables={name: replace(table, masked=[])
+                                               for name, table in inverse.tables.items()})
+            try:
+                # As the undo role, never a superuser: a CHECK or trigger the agent planted
+                # runs during the undo with no more rights than the agent's.
+                with database.connect_to_undo(autocommit=False) as conn:
+                    _, conflicts, _ = apply_delta(conn, inverse, ddl=False, triggers="sandbox")
+                    if conflicts:
+                        conn.rollback()
+                        undone["rows_error"] = [
+                            f"{c.table}: {c.reason.replace('the target', 'the sandbox')}"
+                            for c in conflicts][:5]
+                    else:
+                        conn.commit()
+                        undone["rows"] = rows.rows
+            except (HarnessError, psycopg.Error) as exc:
+                undone["rows_error"] = [f"the sandbox database refused the undo: {exc}"
+                                        .strip()[:500]]
         if rows is not None and rows.ddl:
             undone["schema_changes"] = [d.query or d.command_tag for d in rows.ddl]
         if before.state is not None:
@@ -587,6 +630,22 @@ def _pg_error(exc: psycopg.Error) -> str:
         parts.append(f"(SQLSTATE {diag.sqlstate})")
     return " ".join(parts)
 
+
+_END_BACKGROUND = r"""
+keep=" 1 $$ " p=$$
+while [ "$p" -gt 1 ]; do read -r _ _ _ p _ < /proc/$p/stat || break; keep="$keep$p "; done
+n=0
+for _ in 1 2 3; do
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    case $keep in *" $pid "*) continue;; esac
+    [ -O "$d" ] && kill -KILL "$pid" 2>/dev/null && n=$((n + 1))
+  done
+done
+echo $n
+"""
+"""Kill every process of the agent's user but this script and its launcher (three passes:
+a process may fork while the first runs)."""
 
 _ERROR_KINDS: dict[type, str] = {
     FileNotFoundError: "not_found", IsADirectoryError: "is_a_directory",

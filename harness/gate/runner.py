@@ -5,6 +5,7 @@ the PR's migrations in a sandbox."""
 from __future__ import annotations
 
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,7 +23,9 @@ from harness.sandbox.paths import matches, resolve
 from harness.sandbox.workspace import (
     COMMIT_FORMAT,
     PLAIN_DIFF,
+    IsolatedGit,
     WorkspaceChanges,
+    borrowed_stores,
     files_between,
     parse_commits,
     run_git,
@@ -56,16 +59,29 @@ def run_gate(repo: Path, base: str, head: str, config: Config, *, database: str 
         except HarnessError:
             raise GateError(f"unknown {name} ref {ref!r} in {repo}") from None
     fork = git("merge-base", resolved["base"], resolved["head"])
-    changes = _changes(git, fork, resolved["head"], head)
-    added = _added_lines(git("diff", *PLAIN_DIFF, "-U0", fork, resolved["head"]))
-    raw = git("diff", "--raw", "--no-renames", fork, resolved["head"])
-    checks = [
-        _timed("limits", lambda: _limits(changes, config)),
-        _timed("secrets", lambda: _secrets(added, config)),
-        _timed("destructive-sql", lambda: _sql(git, added, resolved["head"], raw, config)),
-        _timed("ci-config", lambda: _ci(changes, config)),
-        _timed("new-executables", lambda: _executables(raw, config)),
-    ]
+    with tempfile.TemporaryDirectory(prefix="harness-gate-") as scratch:
+        # The PR's own .gitattributes (`* -diff`, a textconv) must not hide its lines from
+        # the checks: diffs are read through a git that applies none of them.
+        objects = repo / ".git" / "objects" if (repo / ".git").exists() else repo / "objects"
+        isolated = IsolatedGit(Path(scratch) / "git", [objects, *borrowed_stores(objects)])
+
+        def plain(*args: str) -> str:
+            try:
+                return isolated(*args)
+            except HarnessError as exc:
+                raise GateError(str(exc)) from exc
+
+        changes = _changes(git, plain, fork, resolved["head"], head)
+        added = _added_lines(plain("diff", *PLAIN_DIFF, "-U0", fork, resolved["head"]))
+        raw = plain("diff", "--raw", "--no-renames", fork, resolved["head"])
+        checks = [
+            _timed("limits", lambda: _limits(changes, config)),
+            _timed("secrets", lambda: _secrets(added, config)),
+            _timed("destructive-sql", lambda: _sql(plain, added, resolved["head"], raw,
+                                                   config)),
+            _timed("ci-config", lambda: _ci(changes, config)),
+            _timed("new-executables", lambda: _executables(raw, config)),
+        ]
     if database is not None:
         checks.append(_timed("database-rehearsal",
                              lambda: _rehearse(repo, resolved["head"], database, config)))
@@ -79,10 +95,11 @@ def _timed(name: str, check: Callable[[], tuple[bool, str, list[str]]]) -> Check
     return Check(name, passed, summary, details, round(time.monotonic() - started, 3))
 
 
-def _changes(git: Callable[..., str], base: str, head: str, branch: str) -> WorkspaceChanges:
+def _changes(git: Callable[..., str], plain: Callable[..., str], base: str, head: str,
+             branch: str) -> WorkspaceChanges:
     commits = [replace(commit, ref=branch) for commit in
                parse_commits(git("log", COMMIT_FORMAT, f"{base}..{head}", "--"))]
-    files = files_between(git, base, head)
+    files = files_between(plain, base, head)
     return WorkspaceChanges(base, head, commits, files, "")
 
 

@@ -194,6 +194,16 @@ def _unreplayable(rows: RowDelta) -> list[Violation]:
                 what = next((_RESHAPING[s] for s in subtypes if s in _RESHAPING), None)
             elif kind == "RenameStmt" and body.get("renameType") == "OBJECT_COLUMN":
                 what = "renames a column"
+            elif kind == "RenameStmt" and body.get("renameType") == "OBJECT_TABLE":
+                # The rows are named by the new name; the rename names the old one.
+                touched_names = {t.name for t in touched} | {
+                    TableName.parse(a).name for d in rows.tables.values() for a in d.aliases}
+                if table in touched_names:
+                    found.append(Violation(Limit.ALLOW_DDL, "replayable", statement.query,
+                                           f"the schema change renames the table {table}, "
+                                           "whose rows the change set also writes; promote "
+                                           "the rename and the rows in two episodes"))
+                continue
             if what and any(t.name == table and relation.get("schemaname") in (None, t.schema)
                             for t in touched):
                 found.append(Violation(Limit.ALLOW_DDL, "replayable", statement.query,

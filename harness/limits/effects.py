@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from harness.sandbox.workspace import Commit, FileChange
 
 _STATUS = {"added": "A", "modified": "M", "deleted": "D"}
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}(:?\d{2})?|Z)?)?$")
 _EXAMPLES = 5
 
 
@@ -96,8 +98,10 @@ def _per_table(found: list[dict[str, Any]], each: bool
     return sorted(tables.items())
 
 
-def _covers(rule: RowEffect, name: str) -> bool:
-    return rule.table == "*" or TableName.parse(name).under([rule.table]) is not None
+def _covers(rule: RowEffect, name: str, aliases: list[str] | None = None) -> bool:
+    """Whether the rule's table is `name`, or was (renamed during the episode)."""
+    return rule.table == "*" or any(TableName.parse(n).under([rule.table]) is not None
+                                    for n in [name, *(aliases or [])])
 
 
 def _rows(rule: RowEffect, rows: RowDelta | None) -> list[dict[str, Any]]:
@@ -105,7 +109,7 @@ def _rows(rule: RowEffect, rows: RowDelta | None) -> list[dict[str, Any]]:
     if rows is None:
         return found
     for name, table in sorted(rows.tables.items()):
-        if not _covers(rule, name):
+        if not _covers(rule, name, table.aliases):
             continue
         key = table.key
         if rule.op in ("insert", "any") and not rule.changes:
@@ -122,10 +126,35 @@ def _rows(rule: RowEffect, rows: RowDelta | None) -> list[dict[str, Any]]:
         if rule.op in ("delete", "any") and not rule.changes and not rule.where_after:
             found += [{"table": name, "op": "delete", "key": _key(row, key)}
                       for row in table.deleted if _holds(row, rule.where)]
+        if (rule.op == "update" or rule.changes) and table.deleted and table.inserted:
+            found += _rekeyed(rule, name, table.deleted, table.inserted, key)
     if rule.op in ("delete", "any") and not rule.changes and not rule.where_after:
         found += [{"table": name, "op": "drop", "key": None}
                   for name in _dropped(rows) if _covers(rule, name)]
     return found
+
+
+def _rekeyed(rule: RowEffect, name: str, deleted: list[dict[str, Any]],
+             inserted: list[dict[str, Any]], key: list[str]) -> list[dict[str, Any]]:
+    """Rows deleted and inserted together may be one row whose key changed (an UPDATE of
+    the key, or any UPDATE of a table without one): each insert that some delete could
+    have become under the rule counts as an update. Cautious: a delete and an unrelated
+    insert in the same table count too."""
+    found = []
+    for after in inserted:
+        if not _holds(after, rule.where_after):
+            continue
+        if len(deleted) > _PAIRING or any(
+                _holds(before, rule.where) and (not rule.changes or any(
+                    not _same(before.get(c), after.get(c)) for c in rule.changes))
+                for before in deleted):
+            found.append({"table": name, "op": "update", "key": _key(after, key),
+                          "changed": list(rule.changes), "rekeyed": True})
+    return found
+
+
+_PAIRING = 1000
+"""Past this many deletes, every insert beside them counts (no pairing is tried)."""
 
 
 def _dropped(rows: RowDelta) -> list[str]:
@@ -162,6 +191,14 @@ def _same(value: Any, wanted: Any) -> bool:
         try:
             return Decimal(str(value)) == Decimal(str(wanted))
         except InvalidOperation:
+            return False
+    if isinstance(value, str) and isinstance(wanted, str) and value != wanted \
+            and _TIMESTAMP.match(value) and _TIMESTAMP.match(wanted):
+        # A timestamp as the row's JSON writes it (2026-01-01T00:00:00+00:00) and as
+        # people do (2026-01-01 00:00:00+00): the same instant. Naive and aware never match.
+        try:
+            return datetime.fromisoformat(value) == datetime.fromisoformat(wanted)
+        except (ValueError, TypeError):
             return False
     return type(value) is type(wanted) and bool(value == wanted)
 

@@ -36,9 +36,11 @@ from harness.sandbox.masking import MASKED
 
 _CHUNK = 5000
 
-TriggerMode = Literal["replicate", "fire"]
+TriggerMode = Literal["replicate", "fire", "sandbox"]
 """`replicate`: the target's triggers and rules do not fire (their effects are in the
-change set); `fire`: they fire, and what they wrote is recorded."""
+change set); `fire`: they fire, and what they wrote is recorded; `sandbox` (undoing an
+action in a sandbox): silenced as in `replicate`, but triggers enabled ALWAYS, which the
+agent set so, fire rather than stop it."""
 
 
 @dataclass(frozen=True)
@@ -313,7 +315,7 @@ def _choose_mode(conn: psycopg.Connection[Any], tables: dict[str, _Table],
     always = {name: [n for n, enabled in found if enabled in ("A", "R")]
               for name, found in armed.items()}
     always = {name: names for name, names in always.items() if names}
-    if always:
+    if always and wanted != "sandbox":
         raise TriggersRefused(
             "triggers enabled ALWAYS or REPLICA fire even when replication silences the "
             f"others, so they would run a second time on the target ({_listing(always)}); "

@@ -50,7 +50,9 @@ CREATE TABLE harness_capture.changes (
 );
 -- The last name of every table the capture watches, so that a table renamed or dropped
 -- since its rows were captured is still named.
-CREATE TABLE harness_capture.relations (relid oid PRIMARY KEY, name text NOT NULL);
+-- and the name it had when first watched: a policy on `orders` still covers it renamed.
+CREATE TABLE harness_capture.relations (relid oid PRIMARY KEY, name text NOT NULL,
+                                        first_name text NOT NULL);
 -- Columns whose values masking replaced when the baseline was built, by number: a table
 -- or column renamed since is still known as masked.
 CREATE TABLE harness_capture.masked (relid oid NOT NULL, attnum int2 NOT NULL,
@@ -197,8 +199,8 @@ BEGIN
         END LOOP;
         PERFORM harness_capture.attach(rel);
     END LOOP;
-    INSERT INTO harness_capture.relations (relid, name)
-    SELECT c.oid, @QUALIFIED_NAME@
+    INSERT INTO harness_capture.relations (relid, name, first_name)
+    SELECT c.oid, @QUALIFIED_NAME@, @QUALIFIED_NAME@
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE @TABLE@ AND @USER_NAMESPACE@
     ON CONFLICT (relid) DO UPDATE SET name = EXCLUDED.name
@@ -216,6 +218,20 @@ BEGIN
         RETURN;
     END IF;
     FOR command IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+        -- The capture turns rows into JSON as the superuser: a cast to json of the agent's
+        -- would run the agent's function with those rights. No such cast may be made, nor
+        -- the function of one replaced.
+        IF command.classid = 'pg_catalog.pg_cast'::regclass AND EXISTS (
+               SELECT 1 FROM pg_cast WHERE oid = command.objid AND castfunc <> 0
+                 AND casttarget IN ('json'::regtype, 'jsonb'::regtype))
+           OR command.classid = 'pg_catalog.pg_proc'::regclass AND EXISTS (
+               SELECT 1 FROM pg_cast WHERE castfunc = command.objid
+                 AND casttarget IN ('json'::regtype, 'jsonb'::regtype)) THEN
+            RAISE EXCEPTION 'harness: a cast to json or jsonb through a function cannot be '
+                            'made or changed in a sandbox (the capture of changed rows would '
+                            'run it); use WITH INOUT, or convert explicitly'
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
         -- The capture's own objects, and temporary ones (they end with the session).
         IF command.schema_name = 'harness_capture' OR command.schema_name LIKE 'pg\_temp%' THEN
             CONTINUE;
@@ -251,16 +267,17 @@ END $f$;
 -- weigh a db_mutate before it commits.
 CREATE FUNCTION harness_capture.recorded_changes(after bigint DEFAULT 0,
                                                  upto bigint DEFAULT NULL)
-RETURNS TABLE (relname text, via text, op "char", image json, live boolean, statement bigint)
+RETURNS TABLE (relname text, via text, op "char", image json, live boolean, statement bigint,
+               first_name text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
     WITH names AS (
         SELECT r.relid, coalesce((SELECT @QUALIFIED_NAME@ FROM pg_class c
                                   JOIN pg_namespace n ON n.oid = c.relnamespace
-                                  WHERE c.oid = r.relid), r.name) AS name
+                                  WHERE c.oid = r.relid), r.name) AS name, r.first_name
         FROM harness_capture.relations r
     )
     SELECT coalesce(t.name, c.relid::text), v.name, c.op, c.image,
-           EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = c.relid), c.id
+           EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = c.relid), c.id, t.first_name
     FROM harness_capture.changes c
     LEFT JOIN names t ON t.relid = c.relid
     LEFT JOIN names v ON v.relid = c.via
@@ -297,6 +314,9 @@ CREATE EVENT TRIGGER harness_capture_ddl ON ddl_command_end
     EXECUTE FUNCTION harness_capture.on_ddl();
 CREATE EVENT TRIGGER harness_capture_drop ON sql_drop
     EXECUTE FUNCTION harness_capture.on_drop();
+-- Replica mode (session_replication_role) must not silence them.
+ALTER EVENT TRIGGER harness_capture_ddl ENABLE ALWAYS;
+ALTER EVENT TRIGGER harness_capture_drop ENABLE ALWAYS;
 """.replace("@TABLE@", catalog.TABLE).replace("@USER_NAMESPACE@", catalog.USER_NAMESPACE).replace(
     "@QUALIFIED_NAME@", catalog.QUALIFIED_NAME)
 
@@ -363,6 +383,8 @@ class TableDelta:
     the target's either): never written, never compared."""
     sources: dict[str, list[int]] = field(default_factory=dict)
     """The statements (capture numbers) that changed each row, by `row_id`."""
+    aliases: list[str] = field(default_factory=list)
+    """Earlier names of the table (renamed since it was first watched)."""
 
     def row_id(self, image: dict[str, Any]) -> str:
         """How `sources` names a row: its key's values (its whole image without a key)."""
@@ -420,7 +442,8 @@ class RowDelta:
                               "updated": [{"key": u.key, "before": u.before, "after": u.after,
                                            "changed": u.changed} for u in t.updated],
                               "deleted": t.deleted, "partitions": t.partitions,
-                              "masked": t.masked, "sources": t.sources}
+                              "masked": t.masked, "sources": t.sources,
+                              "aliases": t.aliases}
                        for name, t in sorted(self.tables.items())},
             "ddl": [asdict(d) for d in self.ddl], "dropped": self.dropped,
             "summary": self.summary()}
@@ -431,7 +454,7 @@ class RowDelta:
         tables = {name: TableDelta(name, t["key"], t["inserted"],
                                    [RowUpdate(**u) for u in t["updated"]], t["deleted"],
                                    t.get("partitions") or {}, t.get("masked") or [],
-                                   t.get("sources") or {})
+                                   t.get("sources") or {}, t.get("aliases") or [])
                   for name, t in data["tables"].items()}
         return cls(tables, [DdlStatement(**d) for d in data.get("ddl", [])],
                    list(data.get("dropped") or []))
@@ -457,10 +480,13 @@ def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True,
     gone: set[str] = set()
     after, upto = (between[0].statement, between[1].statement) if between else (0, None)
     ddl_after, ddl_upto = (between[0].ddl, between[1].ddl) if between else (0, None)
-    for relname, via, op, image, live, statement in conn.execute(
-            "SELECT relname, via, op, image, live, statement "
+    aliases: dict[str, str] = {}
+    for relname, via, op, image, live, statement, first_name in conn.execute(
+            "SELECT relname, via, op, image, live, statement, first_name "
             "FROM harness_capture.recorded_changes(%s, %s)", (after, upto)):
         events.setdefault(relname, []).append((op, image, via, statement))
+        if first_name and first_name != relname:
+            aliases[relname] = first_name
         if not live:
             gone.add(relname)
     # A table dropped since: what happened to its rows is the DROP (in the DDL).
@@ -472,7 +498,8 @@ def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True,
                   ) if events else {}
     tables = {name: replace(pair_moves(net(name, keys.get(name, []), table_events),
                                        partitioned.get(name, [])),
-                            masked=list(masked.get(name, [])))
+                            masked=list(masked.get(name, [])),
+                            aliases=[aliases[name]] if name in aliases else [])
               for name, table_events in events.items()}
     statements: list[DdlStatement] = []
     dropped: list[str] = []
@@ -574,7 +601,7 @@ def pair_moves(delta: TableDelta, partition_keys: list[str]) -> TableDelta:
     return TableDelta(delta.table, delta.key,
                       [row for row in delta.inserted if of(row) not in moved], updates,
                       [row for row in delta.deleted if of(row) not in moved],
-                      delta.partitions, delta.masked, sources)
+                      delta.partitions, delta.masked, sources, delta.aliases)
 
 
 def net(table: str, key: list[str], events: list[Event]) -> TableDelta:

@@ -114,7 +114,8 @@ def _drop_orphan_databases(client: docker.DockerClient, report: GcReport) -> Non
             roles = conn.execute("""
                 SELECT r.rolname FROM pg_roles r
                 WHERE r.rolname LIKE 'sb\\_%'
-                  AND NOT EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = r.rolname)
+                  AND NOT EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = r.rolname
+                                  OR d.datname || '_undo' = r.rolname)
                 """).fetchall()
             for (role,) in roles:
                 with contextlib.suppress(psycopg.Error):

@@ -75,7 +75,9 @@ def open_baseline(source: str | Source, settings: DatabaseSettings | None = None
     probe = probe_source(parsed)
     choice = choose_version(probe.major, settings.server_version)
     _LOG.info("sandbox database server: %s", choice.reason)
-    server = DatabaseServer(choice.version).ensure()
+    # No prepared transactions: a transaction prepared in one action and committed in a
+    # later one would land its rows where no action's effects are judged.
+    server = DatabaseServer(choice.version, settings=SANDBOX_SERVER_SETTINGS).ensure()
     baseline = ensure_baseline(server, parsed, refresh=refresh,
                                max_age_s=settings.baseline_max_age_s,
                                state=probe.state, follow_source=settings.refresh_on_source_change,
@@ -84,6 +86,12 @@ def open_baseline(source: str | Source, settings: DatabaseSettings | None = None
         _LOG.info("baseline of %s built: %s", parsed.display, baseline.why_built)
     return server, baseline
 
+
+UNDO_SUFFIX = "_undo"
+"""The undo role is named after the sandbox's role with this."""
+
+SANDBOX_SERVER_SETTINGS = {"max_prepared_transactions": "0"}
+"""What the sandbox server runs with beside its image's settings."""
 
 TEMP_FILE_LIMIT_KB = 1 << 20
 """Temporary files one query of the agent may write (1 GiB)."""
@@ -98,6 +106,11 @@ class SandboxDatabase:
         self.name = self.name_for(sandbox_id)
         self.role = self.name
         self.password = secrets.token_urlsafe(18)
+        self.undo_role = f"{self.name}{UNDO_SUFFIX}"
+        """The harness's role for undoing an action: the sandbox role's rights and, beside
+        them, silencing triggers (session_replication_role). Never a superuser: whatever the
+        agent planted in its tables (a CHECK, a trigger) runs with no more than that."""
+        self._undo_password = secrets.token_urlsafe(18)
         self.clone_seconds = 0.0
         self._reader: psycopg.Connection[Any] | None = None
 
@@ -122,6 +135,11 @@ class SandboxDatabase:
             # it); rows themselves are bounded by the row budget, not in bytes.
             conn.execute(sql.SQL("ALTER ROLE {} SET temp_file_limit = {}").format(
                 role, sql.Literal(f"{TEMP_FILE_LIMIT_KB}kB")))
+            undo = sql.Identifier(self.undo_role)
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+                undo, sql.Literal(self._undo_password), role))
+            conn.execute(sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}"
+                                 ).format(undo))
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
             conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, role))
         with self.server.connect(self.name) as conn:
@@ -171,8 +189,9 @@ class SandboxDatabase:
         with self.server.connect() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(self.name)))
-            with contextlib.suppress(psycopg.Error):
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self.role)))
+            for name in (self.undo_role, self.role):
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
     # ------------------------------------------------------------ access
 
@@ -195,6 +214,24 @@ class SandboxDatabase:
         kwargs.setdefault("autocommit", True)
         return psycopg.connect(host=str(self.server.socket_dir), dbname=self.name,
                                user=self.role, password=self.password, **kwargs)
+
+    def connect_to_undo(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A connection as the undo role: the agent's rights, triggers silenceable, and
+        short lock and statement timeouts (what the agent left locked cannot hang it)."""
+        return psycopg.connect(host=str(self.server.socket_dir), dbname=self.name,
+                               user=self.undo_role, password=self._undo_password,
+                               options="-c lock_timeout=5s -c statement_timeout=120s",
+                               **kwargs)
+
+    def end_other_sessions(self, keep: list[int]) -> int:
+        """End every session of the agent's role but those whose backend pids are `keep`
+        (a psql left running in the background, a transaction left open): what an action
+        did is then done when it returns. How many were ended."""
+        row = self._owner().execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND usename = %s AND NOT pid = ANY(%s)",
+            (self.role, keep)).fetchone()
+        return int(row[0]) if row else 0
 
     def connect_as_owner(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """A superuser connection to this database (for the harness's own reads)."""

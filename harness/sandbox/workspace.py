@@ -43,6 +43,8 @@ SAFE_GIT = [
     # zeros in the sandbox hundreds on the host.
     "-c", "core.compression=-1", "-c", "pack.compression=-1", "-c", "core.bigFileThreshold=512m",
     "-c", "pack.packSizeLimit=0",
+    # Paths as they are (not C-quoted), and log messages in UTF-8 whatever the agent set.
+    "-c", "core.quotePath=false", "-c", "i18n.logOutputEncoding=UTF-8",
 ]
 # External diff programs and textconv filters come from agent-writable config.
 PLAIN_DIFF = ["--no-ext-diff", "--no-textconv", "--no-color", "--no-renames"]
@@ -142,6 +144,7 @@ class Workspace:
         self.branch = ""
         self._original_tips: list[str] = []
         self._object_stores: list[Path] = []
+        self._isolated: IsolatedGit | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -159,7 +162,7 @@ class Workspace:
                 f"cannot clone {self.origin}: {exc.stderr.strip() or exc}"
             ) from exc
         self.states_path.mkdir(mode=0o755, exist_ok=True)
-        self._object_stores = _borrowed_stores(self.path / ".git" / "objects")
+        self._object_stores = borrowed_stores(self.path / ".git" / "objects")
         (self.path / ".git" / "objects" / "info" / "alternates").unlink(missing_ok=True)
         self.base = self._resolve_base()
         self.branch = self._branch_name()
@@ -253,13 +256,22 @@ class Workspace:
         commits = parse_commits(self._git("log", COMMIT_FORMAT, "--branches", "--tags", "HEAD",
                                           *exclude, "--"))
         files = self.files_between(self.base, head)
-        diff = self._git("diff", *PLAIN_DIFF, self.base, head)
+        diff = self.isolated("diff", *PLAIN_DIFF, self.base, head)
         return WorkspaceChanges(self.base, head, commits, files, diff)
 
     def files_between(self, old: str, new: str) -> list[FileChange]:
         """The files that differ between two commits or trees, with lines, status, modes."""
         self._check_layout()
-        return files_between(self._git, old, new)
+        return files_between(self.isolated, old, new)
+
+    @property
+    def isolated(self) -> IsolatedGit:
+        """git over the harness's own repository beside the clone (see IsolatedGit), which
+        borrows the clone's objects; it keeps the recorded workspace states too."""
+        if self._isolated is None:
+            self._isolated = IsolatedGit(self.states_path, [self.path / ".git" / "objects",
+                                                            *self._object_stores], self.path)
+        return self._isolated
 
     # ------------------------------------------------------------- internals
 
@@ -328,13 +340,16 @@ def parse_commits(log: str) -> list[Commit]:
 
 def files_between(git: Callable[..., str], old: str, new: str) -> list[FileChange]:
     """The files that differ between two commits or trees of a repository (`git` runs git
-    there and returns its output): lines added and removed, status and modes."""
-    raw = git("diff", *PLAIN_DIFF, "--raw", "--abbrev=40", old, new)
+    there and returns its output): lines added and removed, status and modes. Paths come
+    NUL-separated and unquoted: a name with a tab, a newline or a non-ASCII letter is
+    matched against globs as it is, not as git would quote it."""
+    raw = git("diff", *PLAIN_DIFF, "--raw", "-z", "--abbrev=40", old, new).split("\0")
     numstat = {change.path: change for change in
-               parse_numstat(git("diff", *PLAIN_DIFF, "--numstat", old, new))}
+               parse_numstat(git("diff", *PLAIN_DIFF, "--numstat", "-z", old, new))}
     files = []
-    for line in raw.splitlines():
-        meta, _, path = line.partition("\t")
+    for meta, path in zip(raw[0::2], raw[1::2], strict=False):
+        if not meta.startswith(":"):
+            continue
         old_mode, new_mode, _old, _new, status = meta.lstrip(":").split()[:5]
         counted = numstat.get(path, FileChange(path, 0, 0))
         files.append(FileChange(path, counted.added, counted.removed, counted.binary,
@@ -344,10 +359,12 @@ def files_between(git: Callable[..., str], old: str, new: str) -> list[FileChang
 
 
 def parse_numstat(numstat: str) -> list[FileChange]:
-    """Files from `git diff --numstat` output (binary files count no lines)."""
+    """Files from `git diff --numstat -z` output (binary files count no lines)."""
     files = []
-    for line in numstat.splitlines():
-        added, removed, path = line.split("\t", 2)
+    for entry in numstat.split("\0"):
+        if entry.count("\t") < 2:
+            continue
+        added, removed, path = entry.lstrip("\n").split("\t", 2)
         binary = added == "-"
         files.append(FileChange(path, 0 if binary else int(added), 0 if binary else int(removed),
                                 binary))
@@ -379,6 +396,54 @@ def run_git(
     return done.stdout.decode(errors="replace").strip()
 
 
+class IsolatedGit:
+    """git over a bare repository of the harness's own that borrows a clone's objects: no
+    config, hooks, attributes (committed `.gitattributes` or `info/attributes`) or
+    excludes of the clone apply, so what it says of two commits or trees (their files,
+    lines and diff) is what they hold, however the agent set the clone up. With a work
+    tree it reads that tree's files the same way."""
+
+    def __init__(self, git_dir: Path, objects: list[Path], work_tree: Path | None = None
+                 ) -> None:
+        self.git_dir, self.objects, self.work_tree = git_dir, objects, work_tree
+        self._ready = False
+
+    def __call__(self, *args: str, index: Path | None = None, work_tree: bool = False) -> str:
+        """Run git; with `work_tree`, over the clone's files (else over objects alone, where
+        no `.gitattributes` of the agent's applies)."""
+        self._prepare()
+        env = _isolated_environment()
+        if index is not None:
+            env["GIT_INDEX_FILE"] = str(index)
+        tree = ["--work-tree", str(self.work_tree)] if work_tree and self.work_tree else []
+        done = subprocess.run(["git", *SAFE_GIT, "-c", "core.untrackedCache=false",
+                               "--git-dir", str(self.git_dir), *tree, *args],
+                              capture_output=True, env=env, check=False,
+                              cwd=self.work_tree if tree else self.git_dir)
+        if done.returncode != 0:
+            raise WorkspaceError(f"git {args[0]} failed: "
+                                 f"{done.stderr.decode(errors='replace').strip()}")
+        return done.stdout.decode(errors="replace").strip()
+
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        if not (self.git_dir / "HEAD").exists():
+            self.git_dir.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["git", "init", "-q", "--bare", str(self.git_dir)], check=True,
+                           capture_output=True, env=_isolated_environment())
+        (self.git_dir / "objects" / "info" / "alternates").write_text(
+            "".join(f"{store}\n" for store in self.objects))
+        self._ready = True
+
+
+def _isolated_environment() -> dict[str, str]:
+    # Neither the host's user nor system configuration: the harness's git, nothing else.
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_TERMINAL_PROMPT": "0",
+            "HOME": "/nonexistent"}
+
+
 def _git_environment(alternates: list[Path] | None) -> dict[str, str]:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
     if alternates:
@@ -386,7 +451,7 @@ def _git_environment(alternates: list[Path] | None) -> dict[str, str]:
     return env
 
 
-def _borrowed_stores(objects: Path) -> list[Path]:
+def borrowed_stores(objects: Path) -> list[Path]:
     """The object folders `objects` borrows from through alternates, transitively."""
     stores: list[Path] = []
     pending = [objects]

@@ -10,17 +10,16 @@ files, so it runs inside the sandbox, as the agent, and is checked from the host
 from __future__ import annotations
 
 import os
+import re
 import stat
-import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.errors import SandboxError
+from harness.errors import SandboxError, WorkspaceError
 from harness.sandbox.layout import STATES
 from harness.sandbox.workspace import (
     COMMIT_FORMAT,
-    SAFE_GIT,
     Commit,
     FileChange,
     Workspace,
@@ -30,6 +29,10 @@ from harness.sandbox.workspace import (
 
 if TYPE_CHECKING:
     from harness.sandbox import Sandbox
+
+
+_NESTED = re.compile(r"'([^']+/)' does not have a commit checked out")
+_MAX_NESTED = 50
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class WorkspaceState:
     symbolic: str | None
     refs: dict[str, str] = field(default_factory=dict)
     index: bytes | None = field(default=None, repr=False)
+    nested: tuple[str, ...] = ()
+    """Repositories nested in the work tree (left out of `tree`)."""
 
 
 class WorkspaceStates:
@@ -50,11 +55,9 @@ class WorkspaceStates:
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
         self.store = workspace.states_path
-        self._ready = False
 
     def record(self) -> WorkspaceState:
         """The workspace's state now."""
-        self._prepare()
         repo = self.workspace.path
         self.workspace.git("rev-parse", "--git-dir")  # refuses a replaced .git
         index = _read_regular(repo / ".git" / "index")
@@ -64,11 +67,7 @@ class WorkspaceStates:
             scratch.write_bytes(index)
         else:
             scratch.unlink(missing_ok=True)
-        try:
-            self._git("add", "-A", "--", ".", index=scratch)
-        except SandboxError:
-            scratch.unlink(missing_ok=True)  # an index git could not read: hash everything
-            self._git("add", "-A", "--", ".", index=scratch)
+        nested = self._add_all(scratch)
         tree = self._git("write-tree", index=scratch)
         refs = {}
         for line in self.workspace.git("for-each-ref", "--format=%(refname) %(objectname)",
@@ -78,7 +77,30 @@ class WorkspaceStates:
         symbolic = self.workspace.git("symbolic-ref", "-q", "HEAD", check=False) or None
         head = self.workspace.git("rev-parse", "-q", "--verify", "HEAD^{commit}",
                                   check=False) or None
-        return WorkspaceState(tree, head, symbolic, refs, index)
+        return WorkspaceState(tree, head, symbolic, refs, index, tuple(nested))
+
+    def _add_all(self, scratch: Path) -> list[str]:
+        """Every file of the work tree into the scratch index. A repository nested in the
+        work tree holds files that are not the workspace's (they cannot be committed to it
+        as files): it is left out, as git leaves it out of a commit."""
+        exclude = self.store / "info" / "exclude"
+        exclude.parent.mkdir(exist_ok=True)
+        nested: list[str] = []
+        fresh = False
+        while True:
+            exclude.write_text("".join(f"/{path}\n" for path in nested))
+            try:
+                self._git("add", "-A", "--", ".", index=scratch)
+                return nested
+            except SandboxError as exc:
+                match = _NESTED.search(str(exc))
+                if match and len(nested) < _MAX_NESTED:
+                    nested.append(match.group(1))
+                elif not fresh:
+                    fresh = True
+                    scratch.unlink(missing_ok=True)  # an index git cannot read: hash all
+                else:
+                    raise
 
     def files_between(self, before: WorkspaceState, after: WorkspaceState) -> list[FileChange]:
         """The files that differ between two states' work trees."""
@@ -108,7 +130,8 @@ class WorkspaceStates:
         refs = "\n".join(f"{name} {sha}" for name, sha in sorted(state.refs.items()))
         result = sandbox.exec(["bash", "-c", _RESTORE, "restore", state.tree,
                                state.head or "-", state.symbolic or "-", refs,
-                               "keep" if state.index is not None else "drop"],
+                               "keep" if state.index is not None else "drop",
+                               "".join(f"/{path}\n" for path in state.nested)],
                               stdin=state.index or b"")
         if not result.ok:
             return False
@@ -116,41 +139,11 @@ class WorkspaceStates:
         return (now.tree, now.head, now.symbolic, now.refs) == (
             state.tree, state.head, state.symbolic, state.refs)
 
-    # ------------------------------------------------------------ git
-
-    def _prepare(self) -> None:
-        """A bare repository of the harness's own, borrowing the clone's objects."""
-        if self._ready:
-            return
-        git_dir = self.store
-        if not (git_dir / "HEAD").exists():
-            subprocess.run(["git", "init", "-q", "--bare", str(git_dir)], check=True,
-                           capture_output=True, env=self._environment())
-        stores = [self.workspace.path / ".git" / "objects", *self.workspace.object_stores]
-        (git_dir / "objects" / "info" / "alternates").write_text(
-            "".join(f"{store}\n" for store in stores))
-        self._ready = True
-
     def _git(self, *args: str, index: Path | None = None) -> str:
-        env = self._environment()
-        if index is not None:
-            env["GIT_INDEX_FILE"] = str(index)
-        done = subprocess.run(["git", *SAFE_GIT, "-c", "core.untrackedCache=false",
-                               "--git-dir", str(self.store), "--work-tree",
-                               str(self.workspace.path), *args],
-                              capture_output=True, env=env, check=False,
-                              cwd=self.workspace.path)
-        if done.returncode != 0:
-            raise SandboxError(f"cannot record the workspace's state (git {args[0]}): "
-                               f"{done.stderr.decode(errors='replace').strip()}")
-        return done.stdout.decode(errors="replace").strip()
-
-    @staticmethod
-    def _environment() -> dict[str, str]:
-        # Neither the host's user nor system configuration: the harness's git, nothing else.
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_CONFIG_NOSYSTEM": "1",
-                "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_TERMINAL_PROMPT": "0",
-                "HOME": "/nonexistent"}
+        try:
+            return self.workspace.isolated(*args, index=index, work_tree=index is not None)
+        except WorkspaceError as exc:
+            raise SandboxError(f"cannot record the workspace's state: {exc}") from None
 
 
 def _read_regular(path: Path) -> bytes | None:
@@ -167,7 +160,7 @@ def _read_regular(path: Path) -> bytes | None:
 
 _RESTORE = rf"""
 set -e
-tree=$1 head=$2 symbolic=$3 refs=$4 index=$5
+tree=$1 head=$2 symbolic=$3 refs=$4 index=$5 nested=$6
 # Neither the agent's user configuration nor its hooks or fsmonitor have a say.
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
 git() {{ command git -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }}
@@ -187,8 +180,10 @@ git init -q --bare "$private/git"
 {{ printf '%s\n' "$PWD/.git/objects" {STATES}/objects
    printf '%s\n' "${{GIT_ALTERNATE_OBJECT_DIRECTORIES:-}}" | tr ':' '\n'; }} \
   | grep . > "$private/git/objects/info/alternates"
+mkdir -p "$private/git/info" && printf '%s' "$nested" > "$private/git/info/exclude"
+# -ff: a repository the action nested in the work tree goes too; those before it stay.
 GIT_DIR="$private/git" GIT_WORK_TREE="$PWD" GIT_INDEX_FILE="$private/index" \
-  sh -c 'git read-tree "$1" && git checkout-index -a -f -q && git clean -fdq' tree "$tree"
+  sh -c 'git read-tree "$1" && git checkout-index -a -f -q && git clean -ffdq' tree "$tree"
 if [ "$index" = keep ]; then cat > .git/index.harness && mv -f .git/index.harness .git/index
 else rm -f .git/index; fi
 """

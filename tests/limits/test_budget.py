@@ -56,7 +56,9 @@ def test_shell_time_limits_shell_commands_only() -> None:
     b.counters.shell_seconds = 10
     overrun = b.before(TOOLS["shell_exec"].needs)
     assert overrun is not None and overrun.limit == "max_shell_seconds"
-    assert all(b.before(TOOLS[tool].needs) is None for tool in NAMES if tool != "shell_exec")
+    assert all(b.before(TOOLS[tool].needs) is None for tool in NAMES
+               if tool not in ("shell_exec", "exec"))
+    assert b.before(TOOLS["exec"].needs) is not None, "a program runs on shell time too"
     assert b.remaining_shell_seconds() == 0
     b.counters.shell_seconds = 12
     assert b.remaining_shell_seconds() == 0, "never negative"

@@ -218,12 +218,23 @@ def test_a_reshaping_change_of_a_written_table_is_refused_saying_how(statement: 
 
 
 @pytest.mark.parametrize("statement", [
-    "ALTER TABLE orders ADD COLUMN note2 text", "ALTER TABLE orders RENAME TO purchases",
+    "ALTER TABLE orders ADD COLUMN note2 text", "ALTER TABLE lines RENAME TO purchases",
     "ALTER INDEX orders_pkey RENAME TO orders_key", "not sql at all ((", "",
     "CREATE TABLE orders_copy (LIKE orders)"])
 def test_a_change_that_does_not_reshape_written_rows_passes(statement: str) -> None:
     cfg = config("allow_ddl: true, max_database_rows: 100")
     assert limits(changeset(rows={"public.orders": 1}, ddl=[statement]), cfg) == []
+
+
+def test_renaming_a_written_table_is_refused_by_its_old_name_or_its_new() -> None:
+    cfg = config("allow_ddl: true, max_database_rows: 100")
+    statement = "ALTER TABLE orders RENAME TO purchases"
+    renamed = changeset(rows={"public.purchases": 1}, ddl=[statement])
+    renamed.rows.tables["public.purchases"].aliases.append("public.orders")  # type: ignore[union-attr]
+    for changes in (renamed, changeset(rows={"public.orders": 1}, ddl=[statement])):
+        found = check_limits(changes, cfg)
+        assert [(v.limit, v.actual) for v in found] == [("allow_ddl", statement)]
+        assert "renames the table orders" in found[0].detail
 
 
 def test_every_masked_write_is_counted_and_named_per_table() -> None:

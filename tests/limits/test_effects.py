@@ -259,3 +259,33 @@ def test_a_dropped_table_is_no_row_count_but_a_schema_change() -> None:
                                                    "DROP TABLE orders")], ["public.orders"])
     changes = ChangeSet("t", WorkspaceChanges("a", "a", [], [], ""), dropped)
     assert check_limits(changes, cfg) == []
+
+
+def test_a_timestamp_matches_however_it_is_written_and_naive_never_matches_aware() -> None:
+    row = {"id": 1, "at": "2026-01-01T00:00:00+00:00", "day": "2026-01-01"}
+    effects = Effects(rows=rows(t={"deleted": [row]}))
+    for written in ("2026-01-01 00:00:00+00", "2026-01-01T01:00:00+01:00",
+                    "2026-01-01T00:00:00Z", "2026-01-01 00:00:00+00:00"):
+        assert broken(f"  - {{id: a, rows: {{table: t, where: {{at: '{written}'}}}}}}",
+                      effects) == [("a", 1)], written
+    assert broken("  - {id: a, rows: {table: t, where: {at: '2026-01-01 00:00:00'}}}",
+                  effects) == []
+    assert broken("  - {id: a, rows: {table: t, where: {day: '2026-01-01'}}}", effects) == [
+        ("a", 1)]
+    assert broken("  - {id: a, rows: {table: t, where: {day: '2026-01-02'}}}", effects) == []
+
+
+def test_a_changed_key_counts_as_an_update_of_what_it_changed() -> None:
+    before = {"id": 2, "email": "a@example.com", "tier": "gold"}
+    rekeyed = Effects(rows=rows(users={"deleted": [before],
+                                       "inserted": [{**before, "id": 102,
+                                                     "email": "evil@example.com"}]}))
+    assert broken("  - {id: e, rows: {table: users, changes: [email]}}", rekeyed) == [("e", 1)]
+    assert broken("  - {id: e, rows: {table: users, changes: [tier]}}", rekeyed) == []
+    assert broken("  - {id: e, rows: {table: users, op: update, where: {tier: gold}}}",
+                  rekeyed) == [("e", 1)]
+    assert broken("  - {id: e, rows: {table: users, op: update, where: {tier: basic}}}",
+                  rekeyed) == []
+    # Without a delete beside it, an insert is no update.
+    alone = Effects(rows=rows(users={"inserted": [{**before, "id": 102}]}))
+    assert broken("  - {id: e, rows: {table: users, changes: [email]}}", alone) == []
