@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -582,7 +583,10 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
 
 
 @main.command(epilog=EXIT_CODES)
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", envvar="HARNESS_CONFIG", default=None,
+              type=click.Path(dir_okay=False),
+              help="harness.yaml (default: $HARNESS_CONFIG, else ./harness.yaml), so that "
+                   "clients that add their own arguments need none.")
 @click.option("--http", "http_port", type=int, default=None,
               help="Serve streamable HTTP on 127.0.0.1:PORT/mcp instead of stdio.")
 @click.option("--allow-promote/--no-promote", default=None,
@@ -599,7 +603,7 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
 @click.option("--no-auth", is_flag=True,
               help="Over HTTP: accept clients without the bearer token (then any local "
                    "process can drive the sandboxes, and promote when it is offered).")
-def mcp(config_path: str, http_port: int | None, allow_promote: bool | None,
+def mcp(config_path: str | None, http_port: int | None, allow_promote: bool | None,
         idle_timeout: float | None, max_idle_per_token: int | None, max_sandboxes: int | None,
         no_auth: bool) -> None:
     """Serve an episode's tools over the Model Context Protocol (one episode per session)."""
@@ -613,6 +617,11 @@ def mcp(config_path: str, http_port: int | None, allow_promote: bool | None,
         serve_stdio,
     )
 
+    if config_path is None:
+        if not os.path.exists("harness.yaml"):
+            _fail("no configuration: pass --config, set HARNESS_CONFIG, or put a harness.yaml "
+                  "in the working folder", code=2)
+        config_path = "harness.yaml"
     config = _config(config_path)
     if config.target.repo is None:
         # Every session would fail at its first call: say it now, where the user looks.

@@ -12,14 +12,16 @@ from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import Resource
+from mcp_types import CallToolResult, Resource, TextContent, ToolAnnotations
+from mcp_types import Tool as MCPTool
 from pydantic import WithJsonSchema
 
 import harness.limits as limits
+from harness import __version__
 from harness.config import Config
 from harness.episode import ActionResult, Episode
 from harness.mcpserver.sessions import Sessions
-from harness.tools import TOOLS, Tool, ToolAction
+from harness.tools import TOOLS, Effect, Tool, ToolAction
 
 STATE_RESOURCES = {
     "prompt": ("text/plain", "The injected state as the text an agent's prompt would hold."),
@@ -32,9 +34,10 @@ STATE_RESOURCES = {
 
 
 class _HarnessMCPServer(MCPServer):
-    """Lists each part of the injected state as a resource. They are read through the
+    """Lists each part of the injected state as a resource (read through the
     `harness://state/{part}` template, because only a template's reader learns the
-    session it serves."""
+    session it serves), and publishes each episode tool's result schema: its results
+    carry their fields as structured content."""
 
     async def list_resources(self) -> list[Resource]:
         return [*await super().list_resources(), *(
@@ -42,13 +45,28 @@ class _HarnessMCPServer(MCPServer):
                      mime_type=mime_type)
             for part, (mime_type, description) in STATE_RESOURCES.items())]
 
+    async def list_tools(self) -> list[MCPTool]:
+        return [tool.model_copy(update={"output_schema": TOOLS[tool.name].output})
+                if tool.name in TOOLS else tool for tool in await super().list_tools()]
 
-def _episode_tool(spec: Tool, act: Callable[[Context[Any], str, dict[str, Any]], Awaitable[str]]
-                  ) -> Callable[..., Awaitable[str]]:
+
+def tool_annotations(spec: Tool) -> ToolAnnotations:
+    """What an MCP client may assume of a tool, from what it can change."""
+    return ToolAnnotations(
+        title=spec.name.replace("_", " "),
+        read_only_hint=not spec.affects,
+        destructive_hint=bool(spec.affects & {Effect.FILES, Effect.ROWS}),
+        idempotent_hint=not spec.affects,
+        open_world_hint=Effect.NETWORK in spec.affects)
+
+
+def _episode_tool(spec: Tool,
+                  act: Callable[[Context[Any], str, dict[str, Any]], Awaitable[CallToolResult]]
+                  ) -> Callable[..., Awaitable[CallToolResult]]:
     """An MCP tool function for one of the episode's tools, whose parameters publish the
     tool's own JSON schema (the SDK derives input schemas from signatures). The episode
     validates the arguments itself, as it does for every other client."""
-    async def tool(ctx: Context[Any], **arguments: Any) -> str:
+    async def tool(ctx: Context[Any], **arguments: Any) -> CallToolResult:
         return await act(ctx, spec.name, {name: value for name, value in arguments.items()
                                           if value is not None})
 
@@ -59,8 +77,10 @@ def _episode_tool(spec: Tool, act: Callable[[Context[Any], str, dict[str, Any]],
             name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Any, WithJsonSchema(schema)],
             default=inspect.Parameter.empty if name in required else schema.get("default")))
     tool.__name__ = spec.name
-    tool.__signature__ = inspect.Signature(parameters, return_annotation=str)  # type: ignore[attr-defined]
-    tool.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": str}
+    tool.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        parameters, return_annotation=CallToolResult)
+    tool.__annotations__ = {p.name: p.annotation for p in parameters} | {
+        "return": CallToolResult}
     return tool
 
 
@@ -74,18 +94,22 @@ def build_server(config: Config, *, allow_promote: bool | None = None,
     for the idle limits)."""
     sessions = Sessions(config, per_connection=per_connection, max_sandboxes=max_sandboxes,
                         idle_timeout=idle_timeout, max_idle_per_token=max_idle_per_token)
-    server: MCPServer = _HarnessMCPServer("harness", instructions=(
+    server: MCPServer = _HarnessMCPServer("harness", version=__version__, instructions=(
         "Tools of a transactional sandbox: a throwaway clone of the repository in a "
         "hardened container, and a copy of its database. Refused actions come back as "
         "tool errors with the reason; read the harness://state/prompt resource first."))
 
-    async def act(ctx: Context[Any], tool: str, parameters: dict[str, Any]) -> str:
+    async def act(ctx: Context[Any], tool: str, parameters: dict[str, Any]) -> CallToolResult:
         result: ActionResult = await sessions.run(
             ctx, lambda episode: episode.act(ToolAction(tool, parameters)))
         if result.refusal is not None or result.status == "error":
             raise ToolError(result.observation() if result.refusal else
                             json.dumps(result.output, default=str))
-        return json.dumps(result.output, default=str)
+        # The fields as structured content (typed by the tool's output schema), and the
+        # same as JSON text for clients that read only text.
+        data = json.loads(json.dumps(result.output, default=str))
+        return CallToolResult(content=[TextContent(type="text", text=json.dumps(data))],
+                              structured_content=data)
 
     async def changeset(ctx: Context[Any]) -> str:
         """What this session has changed so far: commits, files, lines, rows per table."""
@@ -98,7 +122,8 @@ def build_server(config: Config, *, allow_promote: bool | None = None,
         return await sessions.run(ctx, measure)
 
     for spec in (tool for tool in TOOLS.values() if tool.offered):
-        server.add_tool(_episode_tool(spec, act), name=spec.name, description=spec.description)
+        server.add_tool(_episode_tool(spec, act), name=spec.name, description=spec.description,
+                        annotations=tool_annotations(spec))
     server.add_tool(changeset, name="changeset")
 
     promote_allowed = not limits.dry_run(config) if allow_promote is None else allow_promote

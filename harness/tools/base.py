@@ -123,6 +123,9 @@ class Tool:
     offered: bool = True
     """Offered to models and MCP clients; the others serve programs (an inspect_ai
     sandbox, the pytest plugin) that call the episode directly."""
+    output: dict[str, Any] = field(default_factory=lambda: result_schema({}))
+    """The JSON schema of its result (what `ToolResult.output` holds), with what the
+    episode may add to any result (`NOTES`)."""
 
     def judged_input(self, parameters: Mapping[str, Any]) -> str | None:
         """The text the guardrails judge for a call with `parameters` (None when it is
@@ -147,6 +150,43 @@ def object_schema(required: list[str], **properties: dict[str, Any]) -> dict[str
 
 
 STRING: dict[str, Any] = {"type": "string"}
+INTEGER: dict[str, Any] = {"type": "integer"}
+NUMBER: dict[str, Any] = {"type": "number"}
+BOOLEAN: dict[str, Any] = {"type": "boolean"}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, or null."""
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+_BREACH = {"type": "object", "properties": {
+    "policy": STRING, "decision": STRING, "allowed": INTEGER, "actual": INTEGER,
+    "detail": STRING, "examples": {"type": "array"}, "table": nullable(STRING)}}
+
+NOTES: dict[str, Any] = {
+    "error": {**STRING, "description": "Why the tool failed."},
+    "error_kind": {"type": "string", "enum": ["not_found", "is_a_directory", "not_a_directory",
+                                              "permission", "timeout", "too_large", "os"]},
+    "effects_warned": {"type": "array", "items": _BREACH,
+                       "description": "Effect policies (decision warn) this action broke."},
+    "effects": {"type": "array", "items": _BREACH,
+                "description": "Effect policies this action broke; it was undone."},
+    "undone": {"type": "object", "description": "What was put back of a refused action."},
+    "commits_reset": {"type": "array", "items": STRING,
+                      "description": "Commits past max_commits, reset away (work kept)."},
+    "rows_over_budget": {**INTEGER, "description": "Rows changed, past max_database_rows."},
+    "background_ended": INTEGER, "sessions_ended": INTEGER,
+    "workspace_unrecorded": STRING,
+}
+"""What the episode may add to any tool's result."""
+
+
+def result_schema(properties: dict[str, Any], required: list[str] | None = None
+                  ) -> dict[str, Any]:
+    """The schema of a tool's result object: its own fields, and the episode's notes."""
+    return {"type": "object", "properties": {**properties, **NOTES},
+            "required": required or [], "additionalProperties": True}
 
 
 def in_workspace(path: str) -> str:

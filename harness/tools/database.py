@@ -8,7 +8,19 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from harness.limits.violation import Limit
-from harness.tools.base import STRING, Effect, Judged, Tool, ToolContext, ToolResult, object_schema
+from harness.tools.base import (
+    BOOLEAN,
+    INTEGER,
+    STRING,
+    Effect,
+    Judged,
+    Tool,
+    ToolContext,
+    ToolResult,
+    nullable,
+    object_schema,
+    result_schema,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -48,6 +60,15 @@ def db_mutate(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
     return ToolResult("ok", {"results": results})
 
 
+_RESULTS = result_schema({"results": {"type": "array", "items": {
+    "type": "object", "properties": {
+        "status": nullable(STRING), "rowcount": INTEGER,
+        "columns": {"type": "array", "items": STRING},
+        "rows": {"type": "array", "items": {"type": "array"}},
+        "more_rows": BOOLEAN}}},
+    "rolled_back": BOOLEAN, "rows_measured": INTEGER}, [])
+
+
 def _results(cursor: psycopg.Cursor[Any], limit: int) -> list[dict[str, Any]]:
     """Every statement's outcome: its status, and its rows (up to `limit`) if it has any."""
     results = []
@@ -69,8 +90,10 @@ def _plain(value: Any) -> Any:
 
 TOOLS = [
     Tool("db_query", "Run read-only SQL on the database; returns the rows.",
-         object_schema(["sql"], sql=STRING), db_query, Judged.SQL_READ_ONLY, "sql"),
+         object_schema(["sql"], sql=STRING), db_query, Judged.SQL_READ_ONLY, "sql",
+         output=_RESULTS),
     Tool("db_mutate", "Run SQL that changes the database, in one transaction.",
          object_schema(["sql"], sql=STRING), db_mutate, Judged.SQL, "sql",
-         affects=frozenset({Effect.ROWS}), needs=frozenset({Limit.MAX_DATABASE_ROWS})),
+         affects=frozenset({Effect.ROWS}), needs=frozenset({Limit.MAX_DATABASE_ROWS}),
+         output=_RESULTS),
 ]

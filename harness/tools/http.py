@@ -16,6 +16,8 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.hosts import DEFAULT_PORTS, HOST, AllowedHost, Origin, host_name
 from harness.tools.base import (
+    BOOLEAN,
+    INTEGER,
     STRING,
     Effect,
     Refusal,
@@ -23,6 +25,7 @@ from harness.tools.base import (
     ToolContext,
     ToolResult,
     object_schema,
+    result_schema,
 )
 
 _REDIRECTS = {301, 302, 303, 307, 308}
@@ -208,5 +211,11 @@ TOOLS = [
                        url=STRING, headers={"type": "object",
                                             "additionalProperties": {"type": "string"}},
                        body=STRING),
-         http_request, affects=frozenset({Effect.NETWORK})),
+         http_request, affects=frozenset({Effect.NETWORK}),
+         output=result_schema({
+             "status": INTEGER, "headers": {"type": "object",
+                                            "additionalProperties": STRING},
+             "body": STRING, "truncated": BOOLEAN, "url": STRING,
+             "redirects": {"type": "array", "items": {"type": "object", "properties": {
+                 "url": STRING, "status": INTEGER}}}})),
 ]

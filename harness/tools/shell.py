@@ -12,6 +12,9 @@ from typing import Any
 
 from harness.limits.violation import Limit
 from harness.tools.base import (
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
     STRING,
     Effect,
     Judged,
@@ -19,7 +22,9 @@ from harness.tools.base import (
     ToolContext,
     ToolResult,
     in_workspace,
+    nullable,
     object_schema,
+    result_schema,
 )
 
 
@@ -126,6 +131,19 @@ def list_files(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
         **({} if ok else {"error": output["stderr"]})})
 
 
+EXEC_RESULT = result_schema({
+    "exit_code": INTEGER, "stdout": STRING, "stderr": STRING, "duration_s": NUMBER,
+    "timed_out": BOOLEAN, "truncated": BOOLEAN, "oom_killed": BOOLEAN,
+    "interrupted": BOOLEAN, "disk_limit_hit": BOOLEAN}, ["exit_code", "stdout", "stderr"])
+FILE_READ = result_schema({
+    "content": {**STRING, "description": "The text (UTF-8 files)."},
+    "content_base64": {**STRING, "description": "The bytes (other files)."},
+    "sha256": STRING, "bytes": INTEGER, "limit": nullable(INTEGER)})
+FILE_WRITTEN = result_schema({"written": INTEGER, "sha256": STRING})
+LISTING = result_schema({"path": STRING, "entries": {"type": "array", "items": {
+    "type": "object", "properties": {"type": {"type": "string", "enum": ["dir", "file"]},
+                                     "bytes": INTEGER, "path": STRING}}}})
+
 TOOLS = [
     Tool("shell_exec", "Run a bash command line in the workspace (/workspace). No network.",
          object_schema(["command"], command={**STRING, "description": "The command line."},
@@ -133,17 +151,18 @@ TOOLS = [
                                 "description": "Seconds before it is killed."}),
          shell_exec, Judged.SHELL, "command",
          affects=frozenset({Effect.FILES, Effect.COMMITS, Effect.ROWS}),
-         needs=frozenset({Limit.MAX_SHELL_SECONDS})),
+         needs=frozenset({Limit.MAX_SHELL_SECONDS}), output=EXEC_RESULT),
     Tool("read_file", "Read a file (relative to the workspace root, or absolute).",
          object_schema(["path"], path=STRING,
                        max_bytes={"type": "integer", "description": "Refuse a larger file."}),
-         read_file, Judged.READ, "path"),
+         read_file, Judged.READ, "path", output=FILE_READ),
     Tool("write_file", "Write a file, creating parent folders; replaces its content.",
          object_schema(["path"], path=STRING, content=STRING,
                        content_base64={**STRING, "description": "Bytes, base64-encoded, "
                                        "instead of content."}), write_file,
          Judged.WRITE, "path", affects=frozenset({Effect.FILES}),
-         exclusive=(("content", "content_base64"),), one_of=(("content", "content_base64"),)),
+         exclusive=(("content", "content_base64"),), one_of=(("content", "content_base64"),),
+         output=FILE_WRITTEN),
     Tool("exec", "Run a program (an argv, no shell), with its standard input, environment "
          "and working folder (relative to the workspace).",
          object_schema(["argv"], argv={"type": "array", "items": STRING, "minItems": 1},
@@ -152,8 +171,8 @@ TOOLS = [
          exec_argv, Judged.SHELL, None,
          affects=frozenset({Effect.FILES, Effect.COMMITS, Effect.ROWS}),
          needs=frozenset({Limit.MAX_SHELL_SECONDS}), judged_text=exec_command_line,
-         exclusive=(("stdin", "stdin_base64"),), offered=False),
+         exclusive=(("stdin", "stdin_base64"),), offered=False, output=EXEC_RESULT),
     Tool("list_files", "List files and folders below a path (two levels, .git skipped).",
          object_schema([], path={**STRING, "default": "."}), list_files, Judged.LISTING,
-         "path"),
+         "path", output=LISTING),
 ]
