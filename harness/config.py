@@ -266,8 +266,9 @@ class Tracing(_Strict):
     path: str | None = None
     """Folder for trace files; default $HARNESS_HOME/traces."""
     otlp_endpoint: str | None = None
-    """Also send each trace, when the episode ends, to this OTLP/HTTP endpoint
-    (e.g. http://127.0.0.1:4318/v1/traces)."""
+    """Also send each span, as it ends, to this OTLP/HTTP endpoint
+    (e.g. http://127.0.0.1:4318/v1/traces): one root span per episode, a tool span per
+    action under it."""
 
 
 class Logging(_Strict):
@@ -276,7 +277,9 @@ class Logging(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     """Level of the `harness` loggers (each action is logged at info)."""
     include_tool_io: bool = False
-    """Record each action's full output in the trace (redacted) and log its I/O at debug."""
+    """Record each action's full output in the trace (redacted), log its I/O at debug,
+    and send tool calls' arguments and results (redacted) to the OTLP endpoint as
+    `gen_ai.tool.call.arguments` and `gen_ai.tool.call.result`."""
 
 
 class Observability(_Strict):

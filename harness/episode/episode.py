@@ -120,13 +120,13 @@ class Episode:
         self._credentials = Redactor(credentials)
         """The credentials alone (not the sandbox's own password): a change set that
         carries one must not reach the real systems."""
-        self.tracer = Tracer(None, redactor=self.redactor)
+        self.tracer = Tracer(None, redactor=self.redactor, root="episode")
         self.trace_path = trace_path or Path(config.observability.tracing.path or
                                              state_dir("traces")) / f"{self.tracer.trace_id}.jsonl"
         sandbox_env = {**(hidden_env or {}), **self._env}  # hidden: set, but never told
         if config.observability.tracing.propagate_trace_id:
             sandbox_env["HARNESS_TRACE_ID"] = self.tracer.trace_id
-            sandbox_env["TRACEPARENT"] = f"00-{self.tracer.trace_id}-{'0' * 15}1-01"
+            sandbox_env["TRACEPARENT"] = f"00-{self.tracer.trace_id}-{self._root_id}-01"
         self.sandbox = Sandbox(config.target.repo, ref=config.target.branch,
                                settings=config.sandbox, environment=sandbox_env,
                                database=config.target.database)
@@ -151,7 +151,9 @@ class Episode:
             tracing = self.config.observability.tracing
             self.tracer = Tracer(self.trace_path if tracing.enabled else None,
                                  redactor=self.redactor, trace_id=self.tracer.trace_id,
-                                 otlp_endpoint=tracing.otlp_endpoint if tracing.enabled else None)
+                                 otlp_endpoint=tracing.otlp_endpoint if tracing.enabled else None,
+                                 root="episode", root_id=self._root_id,
+                                 tool_io=self.config.observability.logging.include_tool_io)
             self.state = self._inject()
             self.tracer.event("episode.start", sandbox=self.sandbox.id,
                               config=self.config.model_dump(mode="json"),
@@ -183,7 +185,7 @@ class Episode:
         finally:
             if self._db is not None:
                 self._db.close()
-            self.tracer.close()
+            self.tracer.close(sandbox=self.sandbox.id, actions=len(self.results))
             self.sandbox.close()
 
     def changes(self, *, keep: bool = False) -> ChangeSet:
@@ -230,6 +232,12 @@ class Episode:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def _root_id(self) -> str:
+        """The episode span's id: every action's span is under it."""
+        assert self.tracer.root is not None
+        return self.tracer.root.span_id
 
     @property
     def trace_id(self) -> str:

@@ -98,6 +98,18 @@ class Trace:
         """Spans without a parent, in the order they started."""
         return sorted((s for s in self.spans if not s.parent_id), key=lambda s: s.start)
 
+    @property
+    def episode(self) -> SpanRecord | None:
+        """The episode's root span (None in a trace written before it had one)."""
+        return next((s for s in self.roots if s.name == "episode"), None)
+
+    @property
+    def top(self) -> list[SpanRecord]:
+        """The episode's records and actions in the order they started: the children of
+        the episode span, or the roots of a trace without one."""
+        episode = self.episode
+        return self.children(episode.span_id) if episode is not None else self.roots
+
     def children(self, span_id: str) -> list[SpanRecord]:
         """The steps of a span, in the order they started."""
         return sorted((s for s in self.spans if s.parent_id == span_id), key=lambda s: s.start)

@@ -24,7 +24,7 @@ def timeline(trace: Trace) -> list[TimelineRow]:
     """The rows, in the order things started."""
     start = min(s.start for s in trace.spans)
     rows: list[TimelineRow] = []
-    for span in trace.roots:
+    for span in trace.top:
         a = span.attributes
         refused = False
         if span.name == "action":
