@@ -669,12 +669,16 @@ def gate(repo: str, base: str, head: str, config_path: str | None, database: str
     import os
     from pathlib import Path
 
+    from harness.config import load_config
     from harness.gate import run_gate
+    from harness.gate.report import error_junit_xml
 
-    config = _config(config_path)
     try:
+        config = load_config(config_path)
         report = run_gate(Path(repo), base, head, config, database=database)
     except _failures() as exc:
+        if junit:  # a CI uploading it `if: always()` shows why the gate did not run
+            Path(junit).write_text(error_junit_xml(str(exc)))
         _fail(str(exc), code=2)
     markdown = report.markdown()
     if junit:

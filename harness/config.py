@@ -479,12 +479,36 @@ class Gate(_Strict):
                            ".circleci/**", "Jenkinsfile", "azure-pipelines.yml", ".ci/**",
                            ".buildkite/**"]
     """Changes here are CI configuration changes, which fail the gate."""
-    sql_paths: list[str] = ["**/*.sql", "**/migrations/**", "**/migrate/**", "**/alembic/**"]
-    """Added `.sql` files here are judged as SQL by the guardrails, and added Python
-    migrations (Alembic, Django) by the SQL they run."""
+    sql_paths: list[str] = ["**/alembic/versions/*.py", "**/migrations/versions/*.py",
+                            "**/migrations/0*.py", "**/migrations/**/*.sql",
+                            "**/migration/**/*.sql", "**/db/migrate/**/*.sql"]
+    """Migrations: `.sql` files here are judged as SQL by the guardrails (and squawk), Python
+    migrations (Alembic `upgrade()`, Django operations) by the SQL they run forward."""
     fail_on_new_executables: bool = True
-    secret_min_entropy: float = Field(4.0, gt=0)
-    """Shannon entropy (bits per character) above which a long token counts as a secret."""
+    secret_min_entropy: float = Field(4.5, gt=0)
+    """Shannon entropy (bits per character) above which a quoted base64-like string counts
+    as a secret (detect-secrets' `Base64HighEntropyString` limit)."""
+    secrets_baseline: str | None = ".secrets.baseline"
+    """A detect-secrets baseline, read at the PR's base (a PR cannot allow its own secret):
+    the secrets it lists (by file and hash, unless audited as real) are allowed."""
+    secrets_allow_paths: list[str] = []
+    """Globs of files whose secrets are allowed (test fixtures with fake keys)."""
+    secrets_max_per_file: int = Field(5, ge=1)
+    """Findings listed per file; the rest are counted."""
+    lock_safety: Literal["require_approval", "warn", "off"] = "require_approval"
+    """What squawk's lock-safety findings on migration SQL do: fail the gate (they need a
+    human's approval), show as warnings, or are not looked for."""
+    squawk_rules: list[str] = [
+        "adding-field-with-default", "adding-foreign-key-constraint", "adding-not-nullable-field",
+        "adding-required-field", "adding-serial-primary-key-field", "ban-alter-domain-with-add-constraint",
+        "ban-concurrent-index-creation-in-transaction", "ban-create-domain-with-constraint",
+        "changing-column-type", "constraint-missing-not-valid", "disallowed-unique-constraint",
+        "renaming-column", "renaming-table", "require-concurrent-index-creation",
+        "require-concurrent-index-deletion"]
+    """squawk rules that count: what rewrites a table or holds a long lock on a live one."""
+    postgres_version: str | None = None
+    """The target's PostgreSQL version for squawk (e.g. `15`): some operations stopped
+    rewriting tables in later versions."""
 
 
 # ---------------------------------------------------------------------- effects

@@ -409,7 +409,7 @@ def test_gate_exits_0_for_a_pr_that_fits_and_1_naming_the_limit_it_breaks(
     assert set(failing) == {"limits"}
     assert sorted(d.split(":")[0] for d in failing["limits"]) == ["max_commits",
                                                                   "protected_paths"]
-    assert 'failures="1"' in junit.read_text()
+    assert 'failures="2"' in junit.read_text()  # one test case per finding
 
 
 # --------------------------------------------------------------------- gc
