@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -102,12 +104,21 @@ def _print_json(data: Any) -> None:
               help="harness.yaml with sandbox settings.")
 @click.option("--db", "database", default=None,
               help="Attach a snapshot of this database: a DSN or a seed .sql file.")
-@click.option("--timeout", type=float, default=None, help="Seconds before the command is killed.")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds before the command and every process it started are killed.")
+@click.option("-e", "--env", "env_items", multiple=True, metavar="KEY[=VALUE]",
+              help="Set an environment variable (KEY alone passes this shell's value), "
+                   "like docker exec; repeatable.")
+@click.option("-w", "--workdir", default=None,
+              help="Working folder in the sandbox; a relative one starts at /workspace.")
+@click.option("-i", "--interactive", is_flag=True,
+              help="Pass this command's standard input to COMMAND (read to the end first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.argument("command", nargs=-1, required=True)
 def exec_command(
     repo: str, ref: str | None, config_path: str | None, database: str | None,
-    timeout: float | None, as_json: bool, command: tuple[str, ...],
+    timeout: float | None, env_items: tuple[str, ...], workdir: str | None, interactive: bool,
+    as_json: bool, command: tuple[str, ...],
 ) -> None:
     """Run COMMAND in a fresh sandbox over a throwaway clone of --repo.
 
@@ -118,9 +129,12 @@ def exec_command(
 
     config = _config(config_path)
     argv: str | list[str] = command[0] if len(command) == 1 else list(command)
+    env = _env_items(env_items)
+    stdin = sys.stdin.buffer.read() if interactive else None
     try:
         with Sandbox(repo, ref=ref, settings=config.sandbox, database=database) as sandbox:
-            result = sandbox.exec(argv, timeout=timeout)
+            result = sandbox.exec(argv, timeout=timeout, env=env or None, cwd=workdir,
+                                  stdin=stdin)
             changes = sandbox.changes()
             delta = sandbox.row_delta()
             sandbox_id = sandbox.id
@@ -154,6 +168,20 @@ def exec_command(
             notes.append(f"rows +{total['inserted']} ~{total['updated']} -{total['deleted']}")
         err.print(f"[dim]harness: {'; '.join(notes)}[/]")
     sys.exit(result.exit_code)
+
+
+def _env_items(items: tuple[str, ...]) -> dict[str, str]:
+    """`-e KEY=VALUE` and `-e KEY` (this shell's value; skipped when unset), as docker does."""
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) is None:
+            _fail(f"-e {item!r}: expected KEY=VALUE or KEY (a variable name)", code=2)
+        if sep:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+    return env
 
 
 # ------------------------------------------------------------------- check

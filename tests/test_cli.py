@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,26 @@ def test_exec_timeout_flag_kills_the_command(shop_repo: Path, agent_image: str) 
     report = json.loads(done.stdout)
     assert report["timed_out"] is True
     assert done.returncode == 124
+
+
+@pytest.mark.docker
+def test_exec_env_workdir_and_stdin_flags_like_docker_exec(
+        shop_repo: Path, agent_image: str) -> None:
+    script = 'printf "%s|%s|%s|" "$A" "$FROM_HOST" "$(pwd)"; wc -c; test -z "${UNSET_HERE+x}"'
+    data = bytes(range(256)) * 4096  # 1 MiB, every byte value
+    done = subprocess.run(
+        [*HARNESS, "exec", "--repo", str(shop_repo), "-e", "A=x=y", "--env", "FROM_HOST",
+         "-e", "UNSET_HERE", "-w", "shop", "-i", "--", script],
+        input=data, capture_output=True, timeout=300,
+        env={**os.environ, "FROM_HOST": "host value"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == "x=y|host value|/workspace/shop|1048576\n"
+
+
+def test_exec_rejects_an_env_item_that_is_not_a_variable(tmp_path: Path) -> None:
+    done = harness("exec", "--repo", str(tmp_path), "-e", "1A=b", "--", "true")
+    assert done.returncode == 2
+    assert "-e '1A=b': expected KEY=VALUE or KEY" in done.stderr
 
 
 def test_exec_on_a_missing_repo_exits_125_with_a_message(tmp_path: Path) -> None:

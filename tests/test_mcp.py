@@ -147,12 +147,14 @@ async def http_client(url: str, token: str = TOKEN, **options: Any) -> AsyncIter
 
 
 @contextlib.contextmanager
-def serving(config_file: Path, *options: str, tokens: str = TOKEN
+def serving(config_file: Path | None, *options: str, tokens: str = TOKEN
             ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`harness mcp --http` in its own process; its URL once it accepts connections."""
+    """`harness mcp --http` in its own process (without --config when `config_file` is
+    None); its URL once it accepts connections."""
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "harness.cli", "mcp", "--config",
-                               str(config_file), "--http", str(port), *options],
+    config = [] if config_file is None else ["--config", str(config_file)]
+    server = subprocess.Popen([sys.executable, "-m", "harness.cli", "mcp", *config,
+                               "--http", str(port), *options],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               env=os.environ | {"HARNESS_MCP_TOKEN": tokens})
     try:

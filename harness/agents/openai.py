@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from harness.agents.base import Agent, Briefing, Proposal
+from harness.agents.endpoint import EndpointError, post_json
 from harness.episode import ActionResult
-from harness.errors import HarnessError
 
 SYSTEM = ("You are a coding agent working in a sandbox through tools. Use the tools to do "
           "the task; when it is done, answer without calling a tool.\n\n{state}")
@@ -21,11 +19,14 @@ class OpenAIAgent(Agent):
     in one answer are played in order), or None when it answers without one."""
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
-                 timeout: float = 120.0, temperature: float | None = 0.0) -> None:
+                 timeout: float = 120.0, temperature: float | None = 0.0, retries: int = 4,
+                 backoff_s: float = 1.0) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.api_key = api_key
         self.timeout = timeout
+        self.retries = retries
+        self.backoff_s = backoff_s
         self.temperature = temperature
         self.messages: list[dict[str, Any]] = []
         self.tools: list[dict[str, Any]] = []
@@ -63,19 +64,12 @@ class OpenAIAgent(Agent):
                                 "tools": self.tools, "tool_choice": "auto"}
         if self.temperature is not None:
             body["temperature"] = self.temperature
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(),
-                                         headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                data = json.loads(response.read())
-        except (urllib.error.URLError, TimeoutError, json.JSONDecodeError) as exc:
-            raise HarnessError(f"the model endpoint {self.url} failed: {exc}") from exc
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        data = post_json(self.url, body, headers, timeout=self.timeout, retries=self.retries,
+                         backoff_s=self.backoff_s)
         try:
             message = data["choices"][0]["message"]
         except (KeyError, IndexError, TypeError) as exc:
-            raise HarnessError(f"the model endpoint answered without a message: {data}"
-                               ) from exc
+            raise EndpointError(f"the model endpoint answered without a message: {data}"
+                                ) from exc
         return {k: v for k, v in message.items() if k in ("role", "content", "tool_calls")}

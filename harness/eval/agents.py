@@ -1,5 +1,6 @@
 """Agents named on the command line: `good` (a scenario's own scripted agent by name),
-`scripted:FILE.jsonl`, `subprocess:COMMAND`, `openai:MODEL@BASE_URL`."""
+`scripted:FILE.jsonl`, `subprocess:COMMAND`, `openai:MODEL@BASE_URL`,
+`anthropic:MODEL[@BASE_URL]`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import os
 import shlex
 from pathlib import Path
 
-from harness.agents import OpenAIAgent, ScriptedAgent, SubprocessAgent
+from harness.agents import AnthropicAgent, OpenAIAgent, ScriptedAgent, SubprocessAgent
+from harness.agents.anthropic import DEFAULT_BASE_URL
 from harness.errors import ConfigError
 from harness.eval.runner import AgentFactory
 from harness.eval.scenario import Scenario
@@ -39,5 +41,12 @@ def agent_factory(spec: str) -> AgentFactory:
             raise ConfigError(f"agent {spec!r}: write openai:MODEL@BASE_URL")
         key = os.environ.get("OPENAI_API_KEY")
         return lambda scenario: OpenAIAgent(base_url, model, api_key=key)
+    if kind == "anthropic":
+        model, _, base_url = rest.partition("@")
+        if not model:
+            raise ConfigError(f"agent {spec!r}: write anthropic:MODEL or anthropic:MODEL@BASE_URL")
+        base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
+        key = os.environ.get("ANTHROPIC_API_KEY")
+        return lambda scenario: AnthropicAgent(model, base_url=base_url, api_key=key)
     raise ConfigError(f"unknown agent spec {spec!r}: use NAME, scripted:FILE, "
-                      "subprocess:COMMAND or openai:MODEL@BASE_URL")
+                      "subprocess:COMMAND, openai:MODEL@BASE_URL or anthropic:MODEL[@BASE_URL]")

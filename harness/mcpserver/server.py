@@ -22,6 +22,7 @@ from harness.config import Config
 from harness.episode import ActionResult, Episode
 from harness.mcpserver.sessions import Sessions
 from harness.tools import TOOLS, Effect, Tool, ToolAction
+from harness.tools.base import INTEGER, STRING
 
 STATE_RESOURCES = {
     "prompt": ("text/plain", "The injected state as the text an agent's prompt would hold."),
@@ -46,8 +47,23 @@ class _HarnessMCPServer(MCPServer):
             for part, (mime_type, description) in STATE_RESOURCES.items())]
 
     async def list_tools(self) -> list[MCPTool]:
-        return [tool.model_copy(update={"output_schema": TOOLS[tool.name].output})
-                if tool.name in TOOLS else tool for tool in await super().list_tools()]
+        return [tool.model_copy(update={"output_schema": OUTPUT_SCHEMAS[tool.name]})
+                if tool.name in OUTPUT_SCHEMAS else tool for tool in await super().list_tools()]
+
+
+_COUNTS = {"type": "object", "properties": {
+    "inserted": INTEGER, "updated": INTEGER, "deleted": INTEGER, "rows": INTEGER}}
+CHANGESET = {"type": "object", "required": ["workspace", "rows"], "properties": {
+    "workspace": {"type": "object", "properties": {
+        "base": STRING, "head": STRING, "commit_count": INTEGER, "files_changed": INTEGER,
+        "lines_added": INTEGER, "lines_removed": INTEGER,
+        "commits": {"type": "array", "items": {"type": "object"}},
+        "files": {"type": "array", "items": {"type": "object"}}}},
+    "rows": {"type": ["object", "null"], "description": "Null without a database.",
+             "properties": {
+                 "tables": {"type": "object", "additionalProperties": _COUNTS},
+                 "total": _COUNTS, "ddl": {"type": "array", "items": STRING}}}}}
+OUTPUT_SCHEMAS = {**{name: tool.output for name, tool in TOOLS.items()}, "changeset": CHANGESET}
 
 
 def tool_annotations(spec: Tool) -> ToolAnnotations:
@@ -58,6 +74,14 @@ def tool_annotations(spec: Tool) -> ToolAnnotations:
         destructive_hint=bool(spec.affects & {Effect.FILES, Effect.ROWS}),
         idempotent_hint=not spec.affects,
         open_world_hint=Effect.NETWORK in spec.affects)
+
+
+def _structured(output: dict[str, Any]) -> CallToolResult:
+    """A result's fields as structured content (typed by the tool's output schema), and the
+    same as JSON text for clients that read only text."""
+    data = json.loads(json.dumps(output, default=str))
+    return CallToolResult(content=[TextContent(type="text", text=json.dumps(data))],
+                          structured_content=data)
 
 
 def _episode_tool(spec: Tool,
@@ -105,26 +129,24 @@ def build_server(config: Config, *, allow_promote: bool | None = None,
         if result.refusal is not None or result.status == "error":
             raise ToolError(result.observation() if result.refusal else
                             json.dumps(result.output, default=str))
-        # The fields as structured content (typed by the tool's output schema), and the
-        # same as JSON text for clients that read only text.
-        data = json.loads(json.dumps(result.output, default=str))
-        return CallToolResult(content=[TextContent(type="text", text=json.dumps(data))],
-                              structured_content=data)
+        return _structured(result.output)
 
-    async def changeset(ctx: Context[Any]) -> str:
+    async def changeset(ctx: Context[Any]) -> CallToolResult:
         """What this session has changed so far: commits, files, lines, rows per table."""
-        def measure(episode: Episode) -> str:
+        def measure(episode: Episode) -> dict[str, Any]:
             changes = episode.sandbox.changes()
             rows = episode.sandbox.row_delta()
-            return json.dumps(episode.redactor({
+            return dict(episode.redactor({
                 "workspace": {k: v for k, v in changes.to_dict().items() if k != "diff"},
-                "rows": rows.summary() if rows else None}), default=str)
-        return await sessions.run(ctx, measure)
+                "rows": rows.summary() if rows else None}))
+        return _structured(await sessions.run(ctx, measure))
 
     for spec in (tool for tool in TOOLS.values() if tool.offered):
         server.add_tool(_episode_tool(spec, act), name=spec.name, description=spec.description,
                         annotations=tool_annotations(spec))
-    server.add_tool(changeset, name="changeset")
+    server.add_tool(changeset, name="changeset", annotations=ToolAnnotations(
+        title="changeset", read_only_hint=True, destructive_hint=False, idempotent_hint=True,
+        open_world_hint=False))
 
     promote_allowed = not limits.dry_run(config) if allow_promote is None else allow_promote
     if promote_allowed:

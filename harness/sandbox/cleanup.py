@@ -20,7 +20,7 @@ from psycopg import sql
 
 from harness.home import SCRATCH, home_key, scratch_owner, state_dir
 from harness.sandbox import labels
-from harness.sandbox.database import OWNER_PID, SandboxDatabase
+from harness.sandbox.database import OWNER_PID, SandboxDatabase, drop_role
 from harness.sandbox.disk import unmount
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
 
@@ -119,7 +119,7 @@ def _drop_orphan_databases(client: docker.DockerClient, report: GcReport) -> Non
                 """).fetchall()
             for (role,) in roles:
                 with contextlib.suppress(psycopg.Error):
-                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+                    drop_role(conn, role)
                     report.roles.append(role)
             _drop_abandoned_builds(conn, report)
 

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 
 from harness.config import DatabaseSettings
-from harness.sandbox import capture, catalog
+from harness.sandbox import capture, catalog, labels
 from harness.sandbox.layout import DATABASE_SOCKET
 from harness.sandbox.masking import parse_masks
 from harness.sandbox.postgres import (
@@ -93,6 +93,17 @@ UNDO_SUFFIX = "_undo"
 SANDBOX_SERVER_SETTINGS = {"max_prepared_transactions": "0"}
 """What the sandbox server runs with beside its image's settings."""
 
+def drop_role(conn: psycopg.Connection[Any], name: str) -> None:
+    """Drop a sandbox's role if it exists; first its grant on a server parameter (the undo
+    role's), without which PostgreSQL refuses to drop it."""
+    role = sql.Identifier(name)
+    exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+    if exists is None:
+        return
+    conn.execute(sql.SQL("REVOKE ALL ON PARAMETER session_replication_role FROM {}").format(role))
+    conn.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
 TEMP_FILE_LIMIT_KB = 1 << 20
 """Temporary files one query of the agent may write (1 GiB)."""
 
@@ -122,13 +133,29 @@ class SandboxDatabase:
     def create(self) -> SandboxDatabase:
         """Clone the baseline and make the sandbox's role, with rights on this database only."""
         started = time.monotonic()
-        db, role = sql.Identifier(self.name), sql.Identifier(self.role)
+        db = sql.Identifier(self.name)
         with self.server.connect() as conn:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
                 db, sql.Identifier(self.baseline.dbname)))
             # Its owner, for `harness gc`: the database exists before its sandbox's container.
             conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 db, sql.Literal(json.dumps({OWNER_PID: os.getpid()}))))
+        try:
+            self._grant()
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):
+                self.drop()
+            raise
+        self.clone_seconds = time.monotonic() - started
+        return self
+
+    def _grant(self) -> None:
+        """The sandbox's roles, and their rights on its database only."""
+        db, role = sql.Identifier(self.name), sql.Identifier(self.role)
+        with self.server.connect() as conn:
+            # The database was just made, so roles by these names are a dead run's leftovers.
+            for leftover in (self.undo_role, self.role):
+                drop_role(conn, leftover)
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} CONNECTION LIMIT 20").format(
                 role, sql.Literal(self.password)))
             # A sort or hash spilling to disk stops at this size (only a superuser may raise
@@ -178,8 +205,6 @@ class SandboxDatabase:
                                  "bigint, bigint), harness_capture.masked_columns() TO {}"
                                  ).format(role))
             conn.execute("TRUNCATE harness_capture.ddl")  # the grants above are not the agent's
-        self.clone_seconds = time.monotonic() - started
-        return self
 
     def drop(self) -> None:
         """Remove the database and the role; safe to call twice."""
@@ -191,7 +216,7 @@ class SandboxDatabase:
                 sql.Identifier(self.name)))
             for name in (self.undo_role, self.role):
                 with contextlib.suppress(psycopg.Error):
-                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+                    drop_role(conn, name)
 
     # ------------------------------------------------------------ access
 
