@@ -61,6 +61,12 @@ Exit codes:
 @click.version_option(__version__, prog_name="harness")
 def main() -> None:
     """A transactional sandbox for AI coding agents."""
+    from harness.progress import listen
+
+    # Long work nobody asked for by name (an image built, a database snapshotted on first
+    # use) is told on stderr, so a first `harness exec` is not silent for minutes.
+    listen(lambda message: err.print(f"[dim]harness: {message}[/]", markup=True,
+                                     soft_wrap=True))
 
 
 def _config(path: str | None) -> Config:
@@ -283,11 +289,13 @@ def db() -> None:
     """Database snapshots on the sandbox database server."""
 
 
-@db.command("snapshot")
+@db.command("snapshot", epilog="Exit codes: 0 the baseline is ready, 2 the source or the "
+                                 "database server failed.")
 @click.option("--source", required=True, help="A DSN or a seed .sql file.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="harness.yaml whose sandbox.database settings to use.")
 @click.option("--refresh", is_flag=True, help="Rebuild even when a cached baseline exists.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def db_snapshot(source: str, config_path: str | None, refresh: bool, as_json: bool) -> None:
     """Make (or reuse) the baseline of SOURCE and print its identity and timing."""
     import time
@@ -315,10 +323,12 @@ def db_snapshot(source: str, config_path: str | None, refresh: bool, as_json: bo
               f"{probe.clone_seconds * 1000:.0f} ms")
 
 
-@db.command("verify")
+@db.command("verify", epilog="Exit codes: 0 equal, 1 a table differs, 2 the source or the "
+                               "database server failed.")
 @click.option("--source", required=True, help="The DSN of the database to compare with.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="harness.yaml whose sandbox.database settings to use.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def db_verify(source: str, config_path: str | None, as_json: bool) -> None:
     """Snapshot SOURCE afresh and compare every table's row count and checksum; exit 1 on
     any difference."""
@@ -345,7 +355,8 @@ def db_verify(source: str, config_path: str | None, as_json: bool) -> None:
 
 
 @main.command(epilog=EXIT_CODES)
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="harness.yaml: the target, guardrails, limits and tracing of the episode.")
 @click.option("--actions", "actions_file", required=True, type=click.File("r"),
               help="JSONL: one tool call a line ('-' for stdin).")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
@@ -353,7 +364,8 @@ def db_verify(source: str, config_path: str | None, as_json: bool) -> None:
 @click.option("--promote", "do_promote", is_flag=True,
               help="Promote the change set to the real systems when it fits the limits.")
 @click.option("--dry-run", is_flag=True, help="Check limits and conflicts; change nothing.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (results, change set, promotion).")
 def run(config_path: str, actions_file: Any, trace_path: str | None, do_promote: bool,
         dry_run: bool, as_json: bool) -> None:
     """Run an episode from a file of actions; print each result, the change set, the limit
@@ -440,7 +452,7 @@ def _print_promotion(promotion: Any) -> None:
 @main.command("promote", epilog=EXIT_CODES)
 @click.option("--recover", is_flag=True, required=True,
               help="Settle promotions a crash interrupted (commit or roll back each).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def promote_command(recover: bool, as_json: bool) -> None:
     """Finish what a crashed promotion left: never half-applied."""
     from harness.promote import recover as settle
@@ -469,7 +481,7 @@ def promote_command(recover: bool, as_json: bool) -> None:
 
 @main.command(epilog=EXIT_CODES)
 @click.argument("receipt", type=click.Path(exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def revert(receipt: str, as_json: bool) -> None:
     """Undo a promotion from its RECEIPT, with the same conflict checks."""
     from pathlib import Path
@@ -504,13 +516,18 @@ def _print_result(result: Any) -> None:
 
 @main.group()
 def trace() -> None:
-    """Read traces."""
+    """Read traces: list them, show one as a timeline or an HTML page."""
 
 
-@trace.command("show")
+@trace.command("show", epilog="Exit codes: 0 shown, 2 not a trace file.")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-def trace_show(path: str) -> None:
-    """Render a trace as a timeline."""
+@click.option("--html", "as_html", is_flag=True,
+              help="Print a self-contained HTML page (timeline, each action's decision, "
+                   "output, files and rows, the change set) instead of a table.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="With --html: write the page to this file instead of stdout.")
+def trace_show(path: str, as_html: bool, out_path: str | None) -> None:
+    """Render the trace at PATH as a timeline (or, with --html, a page)."""
     from pathlib import Path
 
     from harness.trace.reader import read
@@ -520,6 +537,18 @@ def trace_show(path: str) -> None:
         trace = read(Path(path))
     except HarnessError as exc:
         _fail(str(exc), code=2)
+    if out_path and not as_html:
+        raise click.UsageError("--out goes with --html")
+    if as_html:
+        from harness.trace.page import page
+
+        text = page(trace)
+        if out_path:
+            Path(out_path).write_text(text, encoding="utf-8")
+            err.print(f"trace page in {out_path}")
+        else:
+            click.echo(text, nl=False)
+        return
     table = _table("t+ms", "step", "ms", "details", title=f"trace {trace.trace_id}")
     for row in timeline(trace):
         details = f"[red]{row.details}[/]" if row.refused else row.details
@@ -528,9 +557,44 @@ def trace_show(path: str) -> None:
     out.print(table)
 
 
+@trace.command("ls", epilog="Exit codes: 0 listed (also when there are none).")
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Show at most this many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def trace_ls(folders: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """List the traces in FOLDERS (default: $HARNESS_HOME/traces and eval-traces), newest
+    first: id, start, duration, actions, refusals, sandbox, file."""
+    import datetime
+    from pathlib import Path
+
+    from harness.home import state_dir
+    from harness.trace.listing import list_traces
+
+    where = [Path(f) for f in folders] or [state_dir("traces"), state_dir("eval-traces")]
+    entries = list_traces(where)[:limit]
+    if as_json:
+        _print_json([entry.to_dict() for entry in entries])
+        return
+    from rich.table import Column
+
+    table = _table(Column("trace", no_wrap=True), Column("started (UTC)", no_wrap=True), "s",
+                   "actions", "refused", "sandbox", Column("file", overflow="fold"))
+    for entry in entries:
+        started = datetime.datetime.fromtimestamp(entry.started, datetime.UTC)
+        table.add_row(entry.trace_id[:12], started.strftime("%Y-%m-%d %H:%M:%S"),
+                      "running" if entry.seconds is None else f"{entry.seconds:.1f}",
+                      "" if entry.actions is None else str(entry.actions),
+                      "" if entry.refused is None else str(entry.refused),
+                      entry.sandbox or "", entry.path)
+    out.print(table)
+    if not entries:
+        err.print(f"no traces in {', '.join(str(w) for w in where)}")
+
+
 @main.command(epilog=EXIT_CODES)
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def replay(path: str, as_json: bool) -> None:
     """Re-run a trace's actions in a fresh sandbox and report every divergence (exit 1 if any)."""
     from pathlib import Path
@@ -560,26 +624,40 @@ def replay(path: str, as_json: bool) -> None:
 @main.command("eval", epilog="""\b
 Agents: NAME (a scenario's own scripted agent, e.g. good, reckless),
 scripted:FILE.jsonl, subprocess:COMMAND, openai:MODEL@BASE_URL (key from
-OPENAI_API_KEY). Exit 0 when every run finished, 2 on a usage error.
+OPENAI_API_KEY).
+Exit codes: 0 every run finished (and met the thresholds given); 1 a threshold
+(--fail-under, --max-safety-violations) was missed, the report says which; 2 a
+usage error, or a run crashed (its error is in the report).
 """)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--agent", "agents", multiple=True, required=True, help="Repeatable.")
-@click.option("--repeat", type=int, default=1, show_default=True)
-@click.option("--parallel", type=int, default=1, show_default=True)
+@click.option("--agent", "agents", multiple=True, required=True,
+              help="An agent to evaluate (see below); repeatable.")
+@click.option("--repeat", type=int, default=1, show_default=True,
+              help="Runs of each scenario per agent (the k of pass^k).")
+@click.option("--parallel", type=int, default=1, show_default=True,
+              help="Runs at a time on this machine.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Perturbations are reproducible from it.")
 @click.option("--out", type=click.Path(file_okay=False), default="harness-eval",
               show_default=True, help="Folder for report.json, report.md and report.html.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--fail-under", type=click.FloatRange(0, 1), default=None, metavar="RATE",
+              help="Exit 1 when an agent's overall success rate is under RATE (0 to 1).")
+@click.option("--max-safety-violations", type=click.IntRange(min=0), default=None,
+              metavar="N", help="Exit 1 when an agent has more than N safety violations.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, parallel: int,
-                 seed: int, out: str, as_json: bool) -> None:
-    """Run scenarios (files or folders of *.yaml) with agents, and report."""
+                 seed: int, out: str, as_json: bool,
+                 fail_under: float | None, max_safety_violations: int | None) -> None:
+    """Run scenarios (files or folders of *.yaml) with agents, and report: report.json,
+    report.md and report.html (with a page per run's trace in traces/) in --out."""
     from pathlib import Path
 
     from rich.progress import Progress
 
+    from harness.eval import thresholds
     from harness.eval.agents import agent_factory
-    from harness.eval.report import html_page, markdown, summarise
+    from harness.eval.page import meta, write_report
+    from harness.eval.report import markdown, summarise
     from harness.eval.runner import evaluate
     from harness.eval.scenario import scenarios_in
 
@@ -594,17 +672,30 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
         runs = evaluate(scenarios, factories, repeat=repeat, parallel=parallel, seed=seed,
                         progress=lambda _run: progress.advance(task))
     summary = summarise(runs)
+    summary["meta"] = meta(scenarios, list(agents), repeat=repeat, seed=seed)
+    missed = thresholds.check(summary, fail_under=fail_under,
+                              max_safety_violations=max_safety_violations)
+    if fail_under is not None or max_safety_violations is not None:
+        summary["thresholds"] = thresholds.gate_section(fail_under, max_safety_violations,
+                                                        missed)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(summary, indent=2, default=str))
-    (folder / "report.md").write_text(markdown(summary))
-    (folder / "report.html").write_text(html_page(summary))
+    text = markdown(summary) + thresholds.markdown(summary.get("thresholds"))
+    (folder / "report.md").write_text(text)
+    write_report(summary, folder)
     if as_json:
         _print_json(summary)
     else:
-        click.echo(markdown(summary))
+        click.echo(text)
         err.print(f"reports in {folder}/ (report.json, report.md, report.html)")
-    sys.exit(2 if any(r.error for r in runs) else 0)
+    for failure in missed:
+        err.print(f"[bold red]threshold missed:[/] {failure.message}", markup=True)
+    crashed = sum(1 for r in runs if r.error)
+    if crashed:
+        err.print(f"[bold red]{crashed} run(s) crashed[/] (their errors are in the report)",
+                  markup=True)
+    sys.exit(2 if crashed else 1 if missed else 0)
 
 
 # -------------------------------------------------------------------- mcp
@@ -683,7 +774,8 @@ Exit codes:
 @click.option("--repo", required=True, type=click.Path(), help="The repository (a checkout).")
 @click.option("--base", required=True, help="The PR's base ref.")
 @click.option("--head", required=True, help="The PR's head ref.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="harness.yaml with the limits, guardrails, effects and gate settings.")
 @click.option("--db", "database", default=None,
               help="Rehearse the PR's migrations (gate.migrate) on a snapshot of this DSN.")
 @click.option("--junit", type=click.Path(dir_okay=False), default=None,
@@ -732,7 +824,7 @@ def images() -> None:
     """Sandbox images (definitions in sandboxes/)."""
 
 
-@images.command("build")
+@images.command("build", epilog="Exit codes: 0 built (or already there), 2 a build failed.")
 @click.option("--offline/--online", default=None,
               help="Force a build path; default tries the registry, then builds offline.")
 @click.option("--force", is_flag=True, help="Rebuild even when the tagged image exists.")
@@ -759,12 +851,56 @@ def images_build(offline: bool | None, force: bool, names: tuple[str, ...]) -> N
 # ---------------------------------------------------------------- upkeep
 
 
-@main.command()
+@main.command(epilog="Exit codes: 0 listed, 2 the engine did not answer.")
+@click.option("--every-home", is_flag=True,
+              help="Also sandboxes of other harness homes on this engine.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def ps(every_home: bool, as_json: bool) -> None:
+    """List live sandboxes: their age, status, owner process (and whether it still runs)
+    and the trace id of the episode they serve."""
+    from harness.sandbox import engine
+    from harness.sandbox.live import live_sandboxes
+
+    try:
+        found = live_sandboxes(engine.connect(), every_home=every_home)
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+    if as_json:
+        _print_json([sandbox.to_dict() for sandbox in found])
+        return
+    from rich.table import Column
+
+    table = _table(Column("sandbox", no_wrap=True), "status", "age", "owner", "pid",
+                   Column("trace", overflow="fold"))
+    for sandbox in found:
+        pid = "" if sandbox.pid is None else str(sandbox.pid)
+        if sandbox.pid is not None and not sandbox.owner_alive:
+            pid += " [red](gone: harness gc removes it)[/]"
+        table.add_row(sandbox.sandbox, sandbox.status, _age(sandbox.age_seconds),
+                      sandbox.owner, pid, sandbox.trace_id or "")
+    out.print(table)
+    if not found:
+        err.print("no live sandboxes")
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@main.command(epilog="Exit codes: 0 done, 2 the engine or the database server did not "
+                     "answer.")
 @click.option("--all", "everything", is_flag=True,
-              help="Also remove sandboxes of harness processes still running.")
-@click.option("--json", "as_json", is_flag=True)
+              help="Also remove what is still in use: sandboxes of harness processes still "
+                   "running, and this home's database servers with their cached baselines "
+                   "(the next snapshot rebuilds them).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def gc(everything: bool, as_json: bool) -> None:
-    """Remove containers, volumes and workspaces left by crashed runs."""
+    """Remove what crashed runs left: containers, volumes, workspaces, sandbox databases and
+    roles, half-built baselines and scratch folders of this harness home."""
     from harness.sandbox import engine
     from harness.sandbox.cleanup import collect_garbage
 
@@ -781,8 +917,8 @@ def gc(everything: bool, as_json: bool) -> None:
               f"half-built baseline(s), {len(report.scratch)} scratch folder(s)")
 
 
-@main.command()
-@click.option("--json", "as_json", is_flag=True)
+@main.command(epilog="Exit codes: 0 every check passed, 1 a check failed.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of the checks.")
 def doctor(as_json: bool) -> None:
     """Check the engine, images and binaries; say what to do about each problem."""
     from harness.doctor import run_checks
@@ -799,7 +935,7 @@ def doctor(as_json: bool) -> None:
     sys.exit(0 if all(check.ok for check in checks) else 1)
 
 
-@main.command()
+@main.command(epilog="Exit codes: 0 the demo ran, 2 the engine or a fixture failed.")
 def demo() -> None:
     """Run a demo episode on the bundled fixtures: guardrails, budgets, change set."""
     from harness.demo import run_demo

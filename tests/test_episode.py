@@ -158,7 +158,8 @@ def test_a_scripted_episode_hits_every_guardrail_and_budget_and_replays(
     assert {s["span_id"] for s in action_spans if s["attributes"]["status"] != "refused"} <= ran
     assert len(checked) >= 18
     assert spans[0]["name"] == "episode.start"
-    assert spans[-1]["name"] == "episode.end"
+    assert [s["name"] for s in spans[-2:]] == ["episode.end", "episode"]
+    assert [s["name"] for s in spans if not s["parent_id"]] == ["episode"], "one root"
     assert SECRET not in trace_file.read_text()
     assert SECRET not in env
     assert all(SECRET not in json.dumps(r.to_dict()) for r in results)

@@ -138,6 +138,8 @@ class Episode:
         """Which captured statements each action ran: every changed row names its action."""
         self._states = WorkspaceStates(self.sandbox.workspace)
         """The workspace before an action, to judge its files and commits and undo them."""
+        self._last_state: WorkspaceState | None = None
+        """The workspace after the last action, when nothing has changed it since."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -179,7 +181,12 @@ class Episode:
         try:
             changes = self.changes(keep=True)
             self.tracer.event("episode.end", counters=self.budget.counters.to_dict(),
-                              changeset=changes.summary())
+                              changeset=changes.summary(),
+                              files=[{"path": f.path, "status": f.status, "added": f.added,
+                                      "removed": f.removed} for f in changes.workspace.files],
+                              commits=[{"sha": c.sha, "message": c.message.splitlines()[0]
+                                        if c.message else ""}
+                                       for c in changes.workspace.commits])
             self._closed = changes
             return changes
         finally:
@@ -367,8 +374,16 @@ class Episode:
         database = self.sandbox.database
         mark = database.mark() if self._attributing and database is not None \
             and Effect.ROWS in tool.affects else None
-        if not (self.config.effects and tool.affects & {Effect.FILES, Effect.COMMITS}):
+        # With effect policies to judge them, or a trace to show them in.
+        recording = bool(self.config.effects) or self.config.observability.tracing.enabled
+        if not (recording and tool.affects & {Effect.FILES, Effect.COMMITS}):
             return _Before(mark, None)
+        last, self._last_state = self._last_state, None
+        if last is not None and not self.config.effects:
+            # For the trace alone, the state after the last action will do (effect
+            # policies judge from a state recorded now: a background process may have
+            # written since).
+            return _Before(mark, last)
         try:
             return _Before(mark, self._states.record())
         except SandboxError as exc:
@@ -407,23 +422,29 @@ class Episode:
                 rows = database.delta(between=(before.mark, after))
                 summary = rows.summary()
                 span.set(rows=summary["tables"], ddl=summary["ddl"] or None)
-        if not self.config.effects:
-            return None
         files, commits = [], []
         unrecorded: list[Breach] = []
-        if before.unrecorded is not None:
-            output["workspace_unrecorded"] = before.unrecorded
         if before.state is not None:
             try:
                 now = self._states.record()
                 files = self._states.files_between(before.state, now)
                 commits = self._states.commits_between(before.state, now)
+                self._last_state = now
             except SandboxError as exc:
                 # What cannot be measured cannot be let stand.
                 unrecorded.append(Breach("workspace-unrecorded", "block", 0, 1,
                                          f"the workspace could not be recorded after the "
                                          f"action, so its files and commits cannot be judged "
                                          f"({exc})"))
+            if files or commits:  # the trace shows what each action changed
+                span.set(files=[{"path": f.path, "status": f.status, "added": f.added,
+                                 "removed": f.removed} for f in files] or None,
+                         commits=[{"sha": c.sha, "message": c.message.splitlines()[0]
+                                   if c.message else ""} for c in commits] or None)
+        if not self.config.effects:
+            return None
+        if before.unrecorded is not None:
+            output["workspace_unrecorded"] = before.unrecorded
         breaches = unrecorded + evaluate(self.config.effects, Effects(files, commits, rows))
         warned = [b.to_dict() for b in breaches if b.decision == "warn"]
         if warned:

@@ -23,6 +23,7 @@ import docker
 import docker.errors
 
 from harness.errors import ImageError
+from harness.progress import report
 from harness.sandbox import labels
 
 SUITE = "bookworm"
@@ -132,10 +133,12 @@ def ensure(
     `offline=None` tries the registry first and falls back to debootstrap when
     the base image cannot be pulled.
     """
-    say = progress or (lambda _line: None)
+    say = progress or report
     tag = definition.tag
     if exists(client, tag) and not force:
         return tag
+    if progress is None:  # built on first use: say why this call takes minutes
+        report(f"building the sandbox image {tag} (first use; it takes a few minutes, once)")
     online_base = definition.online_base
     if offline is None:
         offline = not _pull_base(client, online_base, say)

@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from harness.errors import SandboxError
+from harness.progress import report
 from harness.sandbox import capture, catalog
 from harness.sandbox.masking import ColumnMask, apply_masks, fingerprint, mask_key
 from harness.sandbox.postgres import (
@@ -139,7 +140,12 @@ def ensure_baseline(server: ServerAddress, source: Source, *, refresh: bool = Fa
                 why = f"the source has changed since {_when(cached.created_at)}"
             else:
                 return Baseline(**{**asdict(cached), "reused": True})
-            return _build(server, source, name, state, why, source_major, masks, key)
+            report(f"snapshotting {source.display} into a baseline ({why}); later "
+                   "sandboxes clone it in a second")
+            built = _build(server, source, name, state, why, source_major, masks, key)
+            report(f"baseline of {source.display} built in {built.build_seconds:.1f} s: "
+                   f"{built.tables} tables, {built.rows} rows")
+            return built
         finally:
             lock.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
 
