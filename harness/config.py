@@ -493,11 +493,16 @@ class Gate(_Strict):
     the secrets it lists (by file and hash, unless audited as real) are allowed."""
     secrets_allow_paths: list[str] = []
     """Globs of files whose secrets are allowed (test fixtures with fake keys)."""
-    secrets_max_per_file: int = Field(5, ge=1)
+    secrets_max_per_file: int = Field(10, ge=1)
     """Findings listed per file; the rest are counted."""
     lock_safety: Literal["require_approval", "warn", "off"] = "require_approval"
     """What squawk's lock-safety findings on migration SQL do: fail the gate (they need a
     human's approval), show as warnings, or are not looked for."""
+    @field_validator("lock_safety", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
     squawk_rules: list[str] = [
         "adding-field-with-default", "adding-foreign-key-constraint", "adding-not-nullable-field",
         "adding-required-field", "adding-serial-primary-key-field", "ban-alter-domain-with-add-constraint",

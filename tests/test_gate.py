@@ -193,15 +193,17 @@ def test_python_migrations_are_judged_by_the_sql_they_run(pr_repo: Path) -> None
     failed = failing(gate(pr_repo, "--json"))["destructive-sql"]
     assert failed == [
         "alembic/versions/0002_cleanup.py:10: sql.drop-column: "
-        "ALTER TABLE orders drops a column and its data",
+        'ALTER TABLE orders drops a column and its data (runs ALTER TABLE "orders" DROP COLUMN '
+        '"legacy_code")',
         "alembic/versions/0002_cleanup.py:11: sql.delete-without-where: "
         "DELETE on order_lines has no WHERE clause",
         "alembic/versions/0002_cleanup.py:15: sql.truncate: TRUNCATE _",
         "alembic/versions/0002_cleanup.py:16: execute(...) runs SQL known only at run time; "
         "rehearse the migration with --db",
-        "shop/migrations/0007_coupons.py:6: sql.drop-column: "
-        "ALTER TABLE shop_order drops a column and its data",
-        "shop/migrations/0007_coupons.py:7: sql.drop-table: DROP TABLE shop_coupon",
+        "shop/migrations/0007_coupons.py:6: sql.drop-column: ALTER TABLE shop_order drops a "
+        'column and its data (runs ALTER TABLE "shop_order" DROP COLUMN "coupon")',
+        'shop/migrations/0007_coupons.py:7: sql.drop-table: DROP TABLE shop_coupon (runs DROP '
+        'TABLE "shop_coupon")',
         "shop/migrations/0007_coupons.py:8: sql.update-without-where: "
         "UPDATE on shop_order has no WHERE clause",
     ], failed

@@ -5,6 +5,7 @@ without CONCURRENTLY, NOT NULL without a default, long locks), judged by squawk
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -72,11 +73,15 @@ def lock_findings(inputs: Sequence[SquawkInput], rules: Sequence[str],
                               f"{(done.stderr or done.stdout).strip()[-500:]}")
         reported = json.loads(done.stdout)
     found = []
+    statements = [_statements(item.sql) for item in inputs]
     for entry in reported:
         if entry.get("rule_name") not in wanted:
             continue
-        item = inputs[int(Path(entry["file"]).stem)]
+        index = int(Path(entry["file"]).stem)
+        item = inputs[index]
         line = int(entry.get("line", 0)) + 1
+        if _on_a_new_table(statements[index], line):
+            continue
         if item.line_map is not None:
             line = item.line_map[min(line, len(item.line_map)) - 1]
         if item.lines is not None and line not in item.lines:
@@ -84,6 +89,48 @@ def lock_findings(inputs: Sequence[SquawkInput], rules: Sequence[str],
         message = entry.get("message", "")
         if entry.get("help"):
             message += f" {entry['help']}"
-        found.append((int(Path(entry["file"]).stem), line,
+        found.append((index, line,
                       LockFinding(item.path, line, entry["rule_name"], message)))
     return [finding for _, _, finding in sorted(found, key=lambda f: (f[0], f[1]))]
+
+
+_CREATED = re.compile(r'(?is)^\s*CREATE\s+(?:UNLOGGED\s+|TEMP(?:ORARY)?\s+)?TABLE\s+'
+                      r'(?:IF\s+NOT\s+EXISTS\s+)?([\w."]+)')
+_TOUCHED = re.compile(r'(?is)^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX\b.*?\bON\s+(?:ONLY\s+)?([\w."]+)'
+                      r'|ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?([\w."]+))')
+
+
+def _statements(sql: str) -> list[tuple[int, str]]:
+    """The statements of `sql` with the line each starts on (1-based); empty when it does
+    not parse (then nothing is excused)."""
+    from pglast.parser import ParseError, split
+
+    encoded = sql.encode()
+    try:
+        slices = split(sql, only_slices=True)
+    except ParseError:
+        return []
+    return [(encoded[:part.start].count(b"\n") + 1, encoded[part].decode(errors="replace"))
+            for part in slices]
+
+
+def _table(name: str) -> str:
+    parts = [part.strip('"').lower() for part in name.split(".")]
+    return ".".join(parts[1:] if len(parts) == 2 and parts[0] == "public" else parts)
+
+
+def _on_a_new_table(statements: list[tuple[int, str]], line: int) -> bool:
+    """Whether the statement on `line` indexes or alters a table created earlier in the
+    same migration: no one else can be holding or waiting for a lock on it."""
+    created: set[str] = set()
+    current = None
+    for start, text in statements:
+        if start > line:
+            break
+        if current is not None:
+            match = _CREATED.match(current)
+            if match:
+                created.add(_table(match.group(1)))
+        current = text
+    touched = _TOUCHED.match(current or "")
+    return touched is not None and _table(touched.group(1) or touched.group(2)) in created

@@ -128,7 +128,11 @@ class _Alembic:
                                  "create_foreign_key": (1, "source_table")}.get(
                 name, (0, "table_name"))
             table = _table_argument(node, position, keyword)
-        if name == "drop_table" and batch is None:
+        if name == "create_table" and batch is None:
+            created = _table_argument(node, 0, "table_name")
+            if created:
+                add(f"CREATE TABLE {quoted(created)} ()")
+        elif name == "drop_table" and batch is None:
             dropped = _table_argument(node, 0, "table_name")
             add(None if dropped is None else f"DROP TABLE {quoted(dropped)}")
         elif name == "drop_column":
@@ -328,9 +332,17 @@ class _Django:
 
     def judge(self, operations: list[ast.Call]) -> list[MigrationStatement]:
         for operation in operations:
+            self._run(operation)
+        return self.found
+
+    def _run(self, operation: ast.Call) -> None:
+        """Judge one operation against the state before it (a created model: after it)."""
+        if _called_name(operation.func) == "CreateModel":
+            self.state.apply(operation)
+            self._judge(operation)
+        else:
             self._judge(operation)
             self.state.apply(operation)
-        return self.found
 
     def _judge(self, operation: ast.Call) -> None:
         name = _called_name(operation.func)
@@ -339,8 +351,7 @@ class _Django:
             database = _argument(operation, 1, "database_operations")
             for inner in database.elts if isinstance(database, ast.List | ast.Tuple) else []:
                 if isinstance(inner, ast.Call):
-                    self._judge(inner)
-                    self.state.apply(inner)
+                    self._run(inner)
             return
         if name == "RunSQL":
             sql = _argument(operation, 0, "sql")
@@ -357,8 +368,8 @@ class _Django:
                     for text in _sql_texts(argument) if argument is not None else [None]:
                         _Add(self.found, node, "execute")(text)
             return
-        model_name = _string(_argument(operation, 0, "name" if name == "DeleteModel"
-                                       else "model_name"))
+        model_name = _string(_argument(operation, 0, "name" if name in (
+            "CreateModel", "DeleteModel", "RenameModel") else "model_name"))
         if model_name is None:
             if name in ("DeleteModel", "RemoveField"):
                 add(None)
@@ -366,7 +377,9 @@ class _Django:
         model = self.state.model(model_name)
         if model.proxy or not model.managed:
             return  # no table of its own, or not Django's to change
-        if name == "DeleteModel":
+        if name == "CreateModel":
+            add(f"CREATE TABLE {quoted(model.table)} ()")
+        elif name == "DeleteModel":
             add(f"DROP TABLE {quoted(model.table)}")
         elif name == "RemoveField":
             field_name = _string(_argument(operation, 1, "name"))

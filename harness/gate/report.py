@@ -173,7 +173,9 @@ def _markdown_text(text: str) -> str:
     """`text` for markdown: spans in backticks stay code, everything else is escaped (a
     glob like `deploy/**` must not turn bold)."""
     parts = text.split("`")
-    return "".join(part if index % 2 else _SPECIAL.sub(r"\\\1", part)
+    if len(parts) % 2 == 0:  # an unpaired backtick: nothing is code
+        return _SPECIAL.sub(r"\\\1", text.replace("`", "'"))
+    return "".join(f"`{part}`" if index % 2 else _SPECIAL.sub(r"\\\1", part)
                    for index, part in enumerate(parts))
 
 

@@ -44,6 +44,7 @@ class GateError(HarnessError):
 
 _HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 CheckResult = tuple[bool, str, list[Finding]]
+_WRITTEN_SQL = frozenset({"execute", "exec_driver_sql", "executescript", "RunSQL"})
 
 
 def run_gate(repo: Path, base: str, head: str, config: Config, *, database: str | None = None
@@ -210,7 +211,7 @@ def _limits(changes: WorkspaceChanges, config: Config) -> CheckResult:
                f"+{changes.lines_added} -{changes.lines_removed}")
     failing = [f for f in findings if not f.message.startswith("warning:")]
     return not violations, summary if not violations else "; ".join(
-        str(f) for f in failing), findings
+        f.message for f in failing), findings
 
 
 def _secrets(blobs: Callable[[str, Sequence[str]], dict[str, str]],
@@ -219,7 +220,8 @@ def _secrets(blobs: Callable[[str, Sequence[str]], dict[str, str]],
     settings = config.gate
     allowed = sorted(path for path in added
                      if any(matches(resolve(path), g) for g in settings.secrets_allow_paths))
-    paths = [path for path in added if path not in allowed]
+    # The baseline holds hashes of secrets under `hashed_secret`: not secrets themselves.
+    paths = [path for path in added if path not in allowed and path != settings.secrets_baseline]
     baseline = SecretsBaseline()
     if settings.secrets_baseline:
         text = blobs(base, [settings.secrets_baseline]).get(settings.secrets_baseline)
@@ -305,7 +307,10 @@ def _python_migration(blobs: Callable[[str, Sequence[str]], dict[str, str]],
                                     f"rehearse the migration with `--db`", path,
                                     statement.first_line, "sql.unknown"))
             continue
-        findings += [Finding(f"{rule}: {reason}", path, statement.first_line, rule)
+        # An operation (not SQL of the author's) shows the SQL it stands for: the real
+        # table and column (`customer` -> `customer_id`).
+        shown = "" if statement.call in _WRITTEN_SQL else f" (runs `{statement.sql}`)"
+        findings += [Finding(f"{rule}: {reason}{shown}", path, statement.first_line, rule)
                      for rule, reason, _ in _destructive(policy, statement.sql)]
     return findings
 

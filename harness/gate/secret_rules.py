@@ -59,7 +59,7 @@ _TRIVIAL = frozenset({"password", "passwd", "secret", "pass", "pwd", "changeme",
                       "root", "postgres", "user", "username", "test", "token", "key", "mysql",
                       "guest", "default", "hunter2"})
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>`]+")
-_DIGEST = re.compile(r"(?i)(sha(?:1|224|256|384|512)[-:=]|md5[-:=]|\bh1:|--hash=|integrity|"
+_DIGEST = re.compile(r"(?i)(sha(?:1|224|256|384|512)[-:=]|md5[-:=]|\bh1:|--hash=|integrity|;base64,|"
                      r"checksum|digest|\bhash\b|\betag\b|\bnonce\b|\brevision\b|\bcommit\b)")
 _ALLOW_COMMENT = re.compile(r"harness:\s*allow-secret")
 _ENTROPY_PLUGINS = frozenset({"Base64HighEntropyString", "HexHighEntropyString"})
@@ -86,9 +86,39 @@ def is_lockfile(filename: str) -> bool:
     return name in LOCKFILES or name.endswith(_LOCK_SUFFIXES)
 
 
-def is_placeholder_secret(secret: str) -> bool:
-    """detect-secrets filter: placeholders and templates."""
-    return is_placeholder(secret)
+def is_placeholder_secret(secret: str, line: str) -> bool:
+    """detect-secrets filter: placeholders and templates (judged on the whole token: a
+    provider plugin may report only its prefix, `ghp` of `ghp_xxxx...`)."""
+    return is_placeholder(secret) or is_placeholder(token_around(line, secret))
+
+
+def token_around(line: str, secret: str) -> str:
+    """The token of `line` that holds `secret`, grown to its word characters."""
+    start = line.find(secret)
+    if start < 0:
+        return secret
+    end = start + len(secret)
+    while start > 0 and re.match(r"[\w+/.-]", line[start - 1]):
+        start -= 1
+    while end < len(line) and re.match(r"[\w+/=.-]", line[end]):
+        end += 1
+    return line[start:end]
+
+
+def is_encoded_text(secret: str, plugin: Any) -> bool:
+    """detect-secrets filter: a base64 string that decodes to readable text (test data, an
+    encoded message) is not a key; keys decode to random bytes."""
+    if type(plugin).__name__ != "Base64HighEntropyString":
+        return False
+    import base64
+    import binascii
+
+    try:
+        decoded = base64.b64decode(secret + "=" * (-len(secret) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    printable = sum(32 <= byte < 127 or byte in (9, 10, 13) for byte in decoded)
+    return len(decoded) >= 8 and printable / len(decoded) > 0.95 and b" " in decoded
 
 
 def is_allowed_inline(line: str) -> bool:

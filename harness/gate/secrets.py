@@ -37,9 +37,11 @@ _FILTERS = [
     "harness.gate.secret_rules.is_allowed_inline",
     "harness.gate.secret_rules.is_indirect_reference",
     "harness.gate.secret_rules.is_hash_in_url_or_digest",
+    "harness.gate.secret_rules.is_encoded_text",
 ]
-_NAMED_FIRST = ("Base64 High Entropy String",)
-"""Kinds listed after the others on a line: a provider's name says more than 'random'."""
+_GENERIC = ("Secret Assignment", "Base64 High Entropy String")
+"""Kinds listed after the others on a line: a provider's name says more than a secret's
+name, and that says more than 'random'."""
 _URL_CREDENTIALS = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@'\"]+:([^\s/@'\"]{3,})@[^\s/'\"]+")
 
 
@@ -115,7 +117,8 @@ def scan_secrets(files: Mapping[str, str], added: Mapping[str, Collection[int]],
                                         if secret.line_number <= len(text_lines) else "",
                                         secret.secret_value or ""))
             for number, kinds in sorted(by_line.items()):
-                ordered = sorted(kinds, key=lambda kind: (kind in _NAMED_FIRST, kind))
+                ordered = sorted(kinds, key=lambda kind: (_GENERIC.index(kind) + 1
+                                                          if kind in _GENERIC else 0, kind))
                 found.append(SecretFinding(path, number, tuple(ordered),
                                            mask(kinds[ordered[0]])))
     return found
@@ -137,17 +140,8 @@ def _lockfile_credentials(path: str, text: str, lines: set[int], baseline: Secre
 
 
 def _token(line: str, secret: str) -> str:
-    """The whole token of `line` a detector matched part of (a GitHub plugin reports only
-    the `ghp` prefix)."""
-    start = line.find(secret)
-    if start < 0 or len(secret) >= 8:
-        return secret
-    end = start + len(secret)
-    while start > 0 and re.match(r"[\w+/.-]", line[start - 1]):
-        start -= 1
-    while end < len(line) and re.match(r"[\w+/=.-]", line[end]):
-        end += 1
-    return line[start:end]
+    """The whole token a detector matched part of (a GitHub plugin reports only `ghp`)."""
+    return secret if len(secret) >= 8 else secret_rules.token_around(line, secret)
 
 
 def mask(secret: str) -> str:
