@@ -3,6 +3,7 @@ and closed when it ends."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -18,11 +19,26 @@ from mcp.server.mcpserver.exceptions import ToolError
 from harness.config import Config
 from harness.episode import Episode
 from harness.errors import HarnessError
+from harness.progress import listening
 
 _LOG = logging.getLogger("harness.mcp")
 PROCESS = "process"
 _CLOSE_HOOKED = "harness.close-hooked"
 T = TypeVar("T")
+def _progress_to(ctx: Context[Any]) -> Callable[[str], None]:
+    """Long work a call waits for, told to its client as progress notifications (when the
+    call asked for them with a progress token; otherwise nothing is sent)."""
+    count = 0
+
+    def tell(message: str) -> None:
+        nonlocal count
+        count += 1
+        # From a thread outside the server's event loop it cannot be sent: the log has it.
+        with contextlib.suppress(RuntimeError):
+            anyio.from_thread.run(ctx.report_progress, count, None, message)
+    return tell
+
+
 def _connection(ctx: Context[Any]) -> Connection:
     # The SDK hands tools no public handle on their connection (whose `state` and
     # `exit_stack` are public); the request's session proxy holds it. The mcp requirement
@@ -88,7 +104,8 @@ class Sessions:
 
         def in_thread() -> T:
             try:
-                episode, lock = self._episode(key)
+                with listening(_progress_to(ctx)):  # an image or a baseline built now
+                    episode, lock = self._episode(key)
                 with lock:
                     return work(episode)
             except HarnessError as error:
