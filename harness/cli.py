@@ -15,9 +15,13 @@ from harness import __version__
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from rich.console import Console
 
-    from harness.config import Config
+    from harness.config import Config, RaySettings
+    from harness.eval.runner import RunResult
 
 
 class _Console:
@@ -86,7 +90,10 @@ def _failures() -> tuple[type[BaseException], ...]:
 
 
 def _fail(message: str, *, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    # Messages quote user input and names such as `harness[ray]`: never markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     sys.exit(code)
 
 
@@ -640,13 +647,21 @@ usage error, or a run crashed (its error is in the report).
               help="Perturbations are reproducible from it.")
 @click.option("--out", type=click.Path(file_okay=False), default="harness-eval",
               show_default=True, help="Folder for report.json, report.md and report.html.")
+@click.option("--ray", "ray_address", envvar="RAY_ADDRESS", default=None, metavar="ADDRESS",
+              help="Run on the Ray cluster at ADDRESS (default: $RAY_ADDRESS, else the "
+                   "config's eval.ray.address); each run needs one harness_episode resource.")
+@click.option("--resume", "resume", default=None, metavar="RUN_ID",
+              help="With --ray: continue evaluation RUN_ID in --out, skipping recorded runs.")
+@click.option("--config", "config_path", envvar="HARNESS_CONFIG", default=None,
+              type=click.Path(dir_okay=False), help="harness.yaml with eval.ray settings.")
 @click.option("--fail-under", type=click.FloatRange(0, 1), default=None, metavar="RATE",
               help="Exit 1 when an agent's overall success rate is under RATE (0 to 1).")
 @click.option("--max-safety-violations", type=click.IntRange(min=0), default=None,
               metavar="N", help="Exit 1 when an agent has more than N safety violations.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, parallel: int,
-                 seed: int, out: str, as_json: bool,
+                 seed: int, out: str, ray_address: str | None, resume: str | None,
+                 config_path: str | None, as_json: bool,
                  fail_under: float | None, max_safety_violations: int | None) -> None:
     """Run scenarios (files or folders of *.yaml) with agents, and report: report.json,
     report.md and report.html (with a page per run's trace in traces/) in --out."""
@@ -667,11 +682,21 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
     except HarnessError as exc:
         _fail(str(exc), code=2)
     total = len(scenarios) * len(factories) * repeat
+    settings = _config(config_path).eval.ray if config_path else None
+    address = ray_address or (settings.address if settings else None)
+    if resume and not address:
+        _fail("--resume needs --ray (or RAY_ADDRESS, or eval.ray.address)", code=2)
+    started = time.monotonic()
     with Progress(console=err.real, transient=True) as progress:
         task = progress.add_task("evaluating", total=total)
-        runs = evaluate(scenarios, factories, repeat=repeat, parallel=parallel, seed=seed,
-                        progress=lambda _run: progress.advance(task))
-    summary = summarise(runs)
+        if address:
+            runs = _eval_on_ray(paths, [s.name for s in scenarios], list(agents), address,
+                                Path(out), repeat=repeat, seed=seed, resume=resume,
+                                settings=settings, progress=lambda: progress.advance(task))
+        else:
+            runs = evaluate(scenarios, factories, repeat=repeat, parallel=parallel, seed=seed,
+                            progress=lambda _run: progress.advance(task))
+    summary = summarise(runs, elapsed_seconds=time.monotonic() - started)
     summary["meta"] = meta(scenarios, list(agents), repeat=repeat, seed=seed)
     missed = thresholds.check(summary, fail_under=fail_under,
                               max_safety_violations=max_safety_violations)

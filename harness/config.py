@@ -600,6 +600,27 @@ class EffectPolicy(_Strict):
         return self
 
 
+class RaySettings(_Strict):
+    """`harness eval` on a Ray cluster (see README, "Running eval on Ray")."""
+
+    address: str | None = None
+    """The cluster to run on (`--ray` and RAY_ADDRESS win over it); none: run locally."""
+    max_attempts: int = Field(3, ge=1)
+    """Attempts a run gets when its node fails it (engine, clone, database, a dead worker
+    or node); an agent's failure is never retried."""
+    max_in_flight: int | None = Field(None, ge=1)
+    """Runs submitted at once (default: twice the cluster's harness_episode resources)."""
+    images_tarball: str | None = None
+    """A `docker save` tarball each node loads its sandbox image from when it lacks it
+    (a path on the node); without it a node builds the image."""
+
+
+class EvalSettings(_Strict):
+    """Settings of `harness eval`."""
+
+    ray: RaySettings = RaySettings()
+
+
 class Config(_Strict):
     """A whole harness configuration."""
 
@@ -612,6 +633,7 @@ class Config(_Strict):
     promotion: Promotion = Promotion()
     tools: Tools = Tools()
     gate: Gate = Gate()
+    eval: EvalSettings = EvalSettings()
     effects: list[EffectPolicy] = []
     """Policies over measured effects (see EffectPolicy)."""
 

@@ -13,8 +13,10 @@ from typing import Any
 from harness.eval.runner import RunResult
 
 
-def summarise(runs: list[RunResult]) -> dict[str, Any]:
-    """Figures per agent and scenario, and per agent overall."""
+def summarise(runs: list[RunResult], *, elapsed_seconds: float | None = None
+              ) -> dict[str, Any]:
+    """Figures per agent and scenario, and per agent overall; with the evaluation's wall
+    time, runs and runs per minute per node."""
     agents = sorted({r.agent for r in runs})
     scenarios = sorted({r.scenario for r in runs})
     table: dict[str, dict[str, dict[str, Any]]] = {}
@@ -26,7 +28,17 @@ def summarise(runs: list[RunResult]) -> dict[str, Any]:
             if chosen:
                 table[agent][scenario] = _figures(chosen, per_scenario=scenario != "(overall)")
     return {"agents": agents, "scenarios": scenarios, "table": table,
-            "runs": [asdict(r) for r in runs]}
+            "nodes": _nodes(runs, elapsed_seconds), "runs": [asdict(r) for r in runs]}
+
+
+def _nodes(runs: list[RunResult], elapsed_seconds: float | None) -> dict[str, Any]:
+    """Per node: runs, retried runs, and runs per minute over the evaluation's wall time."""
+    counts = Counter(r.node for r in runs)
+    return {node: {"runs": count,
+                   "retried": sum(1 for r in runs if r.node == node and r.attempt > 1),
+                   "runs_per_minute": round(count / elapsed_seconds * 60, 1)
+                   if elapsed_seconds else None}
+            for node, count in sorted(counts.items())}
 
 
 def _figures(runs: list[RunResult], *, per_scenario: bool) -> dict[str, Any]:
@@ -70,6 +82,13 @@ def markdown(summary: dict[str, Any]) -> str:
             lines += [f"- {r['scenario']} run {r['run']}: {', '.join(r['policies_broken'])}"
                       for r in broken]
             lines.append("")
+    nodes = summary.get("nodes") or {}
+    if nodes:
+        lines += ["## Nodes", "", "| node | runs | retried | runs per minute |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {node} | {f['runs']} | {f['retried']} | {f['runs_per_minute'] or '-'} |"
+                  for node, f in nodes.items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -108,6 +127,13 @@ def html_page(summary: dict[str, Any]) -> str:
         for r in summary["runs"] if r["policies_broken"])
     if broken:
         tables.append(f"<h2>Effect policies broken</h2><ul>{broken}</ul>")
+    nodes = summary.get("nodes") or {}
+    if nodes:
+        tables.append("<h2>Nodes</h2><table><tr><th>node</th><th>runs</th><th>retried</th>"
+                      "<th>runs per minute</th></tr>" + "".join(
+                          f"<tr><td>{html.escape(node)}</td><td>{f['runs']}</td>"
+                          f"<td>{f['retried']}</td><td>{f['runs_per_minute']}</td></tr>"
+                          for node, f in nodes.items()) + "</table>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>harness eval</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}

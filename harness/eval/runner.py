@@ -3,11 +3,13 @@ checks at the end, and the runs gathered into a report."""
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.agents.base import Agent, Proposal, drive
@@ -46,6 +48,10 @@ class RunResult:
     error: str | None = None
     policies_broken: list[str] = field(default_factory=list)
     """The scenario's effect policies the run broke, by id, in the order first broken."""
+    node: str = "local"
+    """The node that ran it: `local`, or a Ray node's name (see harness.eval.node)."""
+    attempt: int = 1
+    """Which attempt finished it: above 1 when infrastructure failures were retried."""
 
 
 def scenario_config(scenario: Scenario) -> Config:
@@ -100,8 +106,9 @@ def _tool_of(proposal: Proposal) -> str:
 
 
 def run_once(scenario: Scenario, agent_name: str, factory: AgentFactory, *, run: int,
-             seed: int) -> RunResult:
-    """One fresh episode of `scenario` driven by a new agent from `factory`."""
+             seed: int, changeset_path: Path | None = None) -> RunResult:
+    """One fresh episode of `scenario` driven by a new agent from `factory` (its change set
+    written as JSON to `changeset_path` when given)."""
     config = scenario_config(scenario)
     trace = state_dir("eval-traces") / f"{scenario.name}-{agent_name}-{run}-{seed}.jsonl"
     started = time.monotonic()
@@ -115,6 +122,8 @@ def run_once(scenario: Scenario, agent_name: str, factory: AgentFactory, *, run:
               act=perturbed)
         checks = _success_checks(episode, scenario)
         changeset = episode.close()
+    if changeset_path is not None:
+        changeset_path.write_text(json.dumps(changeset.to_dict(), default=str))
     results = episode.results
     broken = _policies_broken(scenario, results, changeset)
     safety = _safety(scenario, results, [f.path for f in changeset.workspace.files])
@@ -184,14 +193,20 @@ def _safety(scenario: Scenario, results: list[ActionResult], files: list[str]) -
     return violations
 
 
+def prepare_fixtures(scenarios: list[Scenario]) -> None:
+    """Build the scenarios' fixture repositories and database baselines (starting this
+    home's database server); each is made once and reused after."""
+    for scenario in scenarios:
+        if scenario.seed:
+            open_baseline(str(fixture_seed(scenario.seed)))
+        fixture_repo(scenario.repo)
+
+
 def evaluate(scenarios: list[Scenario], agents: dict[str, AgentFactory], *, repeat: int = 1,
              parallel: int = 1, seed: int = 0,
              progress: Callable[[RunResult], None] | None = None) -> list[RunResult]:
     """Run each scenario `repeat` times with each agent, `parallel` at a time."""
-    for scenario in scenarios:  # build images and baselines once, before threads race
-        if scenario.seed:
-            open_baseline(str(fixture_seed(scenario.seed)))
-        fixture_repo(scenario.repo)
+    prepare_fixtures(scenarios)  # once, before threads race
     jobs = [(scenario, name, factory, run) for scenario in scenarios
             for name, factory in agents.items() for run in range(repeat)]
 

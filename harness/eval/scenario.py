@@ -143,9 +143,14 @@ def load_scenario(path: Path) -> Scenario:
         raise ConfigError("invalid scenario:\n  " + "\n  ".join(problems)) from None
 
 
-def scenarios_in(paths: list[Path]) -> list[Scenario]:
-    """Scenarios from files and folders (every *.yaml inside), sorted by name."""
+def scenario_files(paths: list[Path]) -> list[Path]:
+    """The scenario files named by files and folders (every *.yaml inside)."""
     files: list[Path] = []
     for path in paths:
         files += sorted(path.glob("*.yaml")) if path.is_dir() else [path]
-    return sorted((load_scenario(f) for f in files), key=lambda s: s.name)
+    return files
+
+
+def scenarios_in(paths: list[Path]) -> list[Scenario]:
+    """Scenarios from files and folders (every *.yaml inside), sorted by name."""
+    return sorted((load_scenario(f) for f in scenario_files(paths)), key=lambda s: s.name)

@@ -139,7 +139,7 @@ class SandboxDatabase:
                 db, sql.Identifier(self.baseline.dbname)))
             # Its owner, for `harness gc`: the database exists before its sandbox's container.
             conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                db, sql.Literal(json.dumps({OWNER_PID: os.getpid()}))))
+                db, sql.Literal(json.dumps({OWNER_PID: os.getpid(), **labels.tags()}))))
         try:
             self._grant()
         except BaseException:
