@@ -106,22 +106,38 @@ def scan_secrets(files: Mapping[str, str], added: Mapping[str, Collection[int]],
                 continue
             target = Path(scratch) / "tree" / path
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(files[path])
+            scanned, numbers = _relevant(path, files[path], lines)
+            target.write_text(scanned)
             by_line: dict[int, dict[str, str]] = {}
             text_lines = files[path].splitlines()
             for secret in scan_file(str(target)):
-                if secret.line_number not in lines or baseline.allows(path, secret.secret_hash):
+                number = numbers[secret.line_number - 1] \
+                    if 0 < secret.line_number <= len(numbers) else 0
+                if number not in lines or baseline.allows(path, secret.secret_hash):
                     continue
-                by_line.setdefault(secret.line_number, {}).setdefault(
-                    secret.type, _token(text_lines[secret.line_number - 1]
-                                        if secret.line_number <= len(text_lines) else "",
-                                        secret.secret_value or ""))
+                by_line.setdefault(number, {}).setdefault(
+                    secret.type, _token(text_lines[number - 1], secret.secret_value or ""))
             for number, kinds in sorted(by_line.items()):
                 ordered = sorted(kinds, key=lambda kind: (_GENERIC.index(kind) + 1
                                                           if kind in _GENERIC else 0, kind))
                 found.append(SecretFinding(path, number, tuple(ordered),
                                            mask(kinds[ordered[0]])))
     return found
+
+
+_STRUCTURED = (".yaml", ".yml", ".ini", ".cfg", ".conf", ".properties", ".toml")
+"""Files detect-secrets parses as a whole (a YAML value's key may be lines above it)."""
+
+
+def _relevant(path: str, text: str, lines: set[int]) -> tuple[str, list[int]]:
+    """What of `text` the detectors need, and the line number in `text` of each of its
+    lines: the added lines and the line before each (an allow comment for the next
+    line); a structured file whole. Every line costs each plugin a call, blank or not."""
+    if path.endswith(_STRUCTURED):
+        return text, list(range(1, text.count("\n") + 2))
+    kept = [(number, line) for number, line in enumerate(text.split("\n"), start=1)
+            if number in lines or number + 1 in lines]
+    return "\n".join(line for _, line in kept) + "\n", [number for number, _ in kept]
 
 
 def _lockfile_credentials(path: str, text: str, lines: set[int], baseline: SecretsBaseline
