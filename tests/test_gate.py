@@ -257,6 +257,24 @@ def test_a_harmless_migration_passes_the_rehearsal(pr_repo: Path,
     assert "DDL: ALTER TABLE items ADD COLUMN name text;" in rehearsal["details"]
 
 
+@pytest.mark.docker
+@pytest.mark.postgres
+def test_the_ddl_a_rehearsal_captures_is_judged_by_squawk(pr_repo: Path,
+                                                          target_server: ServerAddress) -> None:
+    dsn = target_server.fresh_database("gate_locks", "CREATE TABLE items (id int PRIMARY KEY);")
+    # Built by a script the static checks cannot read: only the rehearsal sees the SQL.
+    commit(pr_repo, {"migrations/005_index.sh": "#!/bin/sh\npsql -c 'CREATE INDEX items_id "
+                                                 "ON items (id)'\n"})
+    config = CONFIG.replace("for f in migrations/*.sql; do psql -v ON_ERROR_STOP=1 -q -f $f "
+                            "|| exit 1; done", "sh migrations/005_index.sh")
+    done = gate(pr_repo, "--json", "--db", dsn, config=config)
+    assert done.returncode == 1, done.stdout + done.stderr
+    rehearsal = failing(done)["database-rehearsal"]
+    assert any(d.startswith("require_approval: squawk.require-concurrent-index-creation")
+               for d in rehearsal), rehearsal
+    assert "lock-safety" not in failing(done)
+
+
 def test_a_broken_repo_or_unknown_ref_exits_2(tmp_path: Path, pr_repo: Path) -> None:
     missing = gate(tmp_path / "nowhere", tmp=tmp_path)
     assert missing.returncode == 2 and "not a git repository" in missing.stderr
