@@ -4,7 +4,6 @@ markdown and a self-contained HTML page with a chart."""
 
 from __future__ import annotations
 
-import html
 import statistics
 from collections import Counter
 from dataclasses import asdict
@@ -93,51 +92,8 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def html_page(summary: dict[str, Any]) -> str:
-    """A self-contained page: the tables and a bar chart of success rate per scenario."""
-    agents, scenarios = summary["agents"], summary["scenarios"]
-    palette = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280"]
-    width, row = 640, 22
-    bars = []
-    for s_index, scenario in enumerate(scenarios):
-        y0 = 30 + s_index * (row * len(agents) + 10)
-        bars.append(f'<text x="0" y="{y0 + row - 6}" font-size="12">{html.escape(scenario)}</text>')
-        for a_index, agent in enumerate(agents):
-            figures = summary["table"][agent].get(scenario)
-            rate = figures["success_rate"] if figures else 0
-            y = y0 + a_index * row
-            bars.append(f'<rect x="220" y="{y}" width="{rate * (width - 260):.0f}" '
-                        f'height="{row - 4}" fill="{palette[a_index % len(palette)]}">'
-                        f'<title>{html.escape(agent)}: {rate:.0%}</title></rect>')
-            bars.append(f'<text x="{225 + rate * (width - 260):.0f}" y="{y + row - 8}" '
-                        f'font-size="11">{rate:.0%}</text>')
-    height = 40 + len(scenarios) * (row * len(agents) + 10)
-    legend = " ".join(f'<span style="color:{palette[i % len(palette)]}">&#9632; '
-                      f'{html.escape(a)}</span>' for i, a in enumerate(agents))
-    tables = []
-    for agent in agents:
-        rows = "".join(
-            f"<tr><td>{html.escape(s)}</td><td>{f['runs']}</td>"
-            + "".join(f"<td>{f[c]}</td>" for c in _COLUMNS) + "</tr>"
-            for s, f in summary["table"][agent].items())
-        tables.append(f"<h2>{html.escape(agent)}</h2><table><tr><th>scenario</th><th>runs</th>"
-                      + "".join(f"<th>{c}</th>" for c in _COLUMNS) + f"</tr>{rows}</table>")
-    broken = "".join(
-        f"<li>{html.escape(r['agent'])} · {html.escape(r['scenario'])} run {r['run']}: "
-        f"{html.escape(', '.join(r['policies_broken']))}</li>"
-        for r in summary["runs"] if r["policies_broken"])
-    if broken:
-        tables.append(f"<h2>Effect policies broken</h2><ul>{broken}</ul>")
-    nodes = summary.get("nodes") or {}
-    if nodes:
-        tables.append("<h2>Nodes</h2><table><tr><th>node</th><th>runs</th><th>retried</th>"
-                      "<th>runs per minute</th></tr>" + "".join(
-                          f"<tr><td>{html.escape(node)}</td><td>{f['runs']}</td>"
-                          f"<td>{f['retried']}</td><td>{f['runs_per_minute']}</td></tr>"
-                          for node, f in nodes.items()) + "</table>")
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>harness eval</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
-</style></head><body><h1>harness eval</h1><p>success rate per scenario: {legend}</p>
-<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">{"".join(bars)}</svg>
-{"".join(tables)}</body></html>
-"""
+    """The self-contained HTML report (`harness.eval.page`), without links to trace pages
+    (`harness.eval.page.write_report` writes those beside it)."""
+    from harness.eval.page import page
+
+    return page(summary)
