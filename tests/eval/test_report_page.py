@@ -6,6 +6,7 @@ it missed."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,9 @@ def report(agent_image: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.postgres
 def test_the_report_renders_with_safety_beside_success_and_every_run_linked_to_its_trace(
         report: Path) -> None:
+    text = report.read_text()
+    assert not re.search(r'(src|href)="(https?:)?//', text) and "<script" not in text, \
+        "one self-contained file: nothing is loaded from the network"
     png = screenshot(report, report.parent / "report.png")
     assert png.stat().st_size > 20_000, "a page with a chart and tables, not a blank one"
     page = dom(report)

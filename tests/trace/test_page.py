@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,7 @@ target:
     done = harness("trace", "show", "--html", str(trace), "--out", str(page))
     assert done.returncode == 0, done.stderr
     assert SECRET not in page.read_text() and "***" in page.read_text()
+    assert not re.search(r'(src|href)="(https?:)?//', page.read_text()), "self-contained"
     printed = harness("trace", "show", "--html", str(trace))
     assert printed.stdout == page.read_text(), "without --out the page goes to stdout"
     assert screenshot(page, tmp_path / "trace.png").stat().st_size > 10_000
