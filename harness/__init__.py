@@ -16,27 +16,29 @@ _PUBLIC = {
     "Config": "harness.config",
     "ConfigError": "harness.errors",
     "Episode": "harness.episode",
+    "EpisodePool": "harness.episode",
     "ExecResult": "harness.sandbox",
     "HarnessError": "harness.errors",
     "Sandbox": "harness.sandbox",
     "SandboxError": "harness.errors",
+    "SandboxPool": "harness.sandbox",
     "SandboxTimeout": "harness.errors",
     "ToolAction": "harness.tools.action",
     "load_config": "harness.config",
     "promote": "harness.promote",
 }
 
-__all__ = ["ActionResult", "ChangeSet", "Config", "ConfigError", "Episode", "ExecResult",
-           "HarnessError", "Sandbox", "SandboxError", "SandboxTimeout", "ToolAction",
-           "load_config", "promote"]
+__all__ = ["ActionResult", "ChangeSet", "Config", "ConfigError", "Episode", "EpisodePool",
+           "ExecResult", "HarnessError", "Sandbox", "SandboxError", "SandboxPool",
+           "SandboxTimeout", "ToolAction", "load_config", "promote"]
 
 if TYPE_CHECKING:
     from harness.changeset import ChangeSet
     from harness.config import Config, load_config
-    from harness.episode import ActionResult, Episode
+    from harness.episode import ActionResult, Episode, EpisodePool
     from harness.errors import ConfigError, HarnessError, SandboxError, SandboxTimeout
     from harness.promote import promote
-    from harness.sandbox import ExecResult, Sandbox
+    from harness.sandbox import ExecResult, Sandbox, SandboxPool
     from harness.tools import ToolAction
 
 

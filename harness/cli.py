@@ -628,10 +628,36 @@ def replay(path: str, as_json: bool) -> None:
 # ------------------------------------------------------------------- eval
 
 
+def _eval_on_ray(paths: tuple[str, ...], scenarios: list[str], agents: list[str],
+                 address: str, out: Path, *, repeat: int, seed: int, resume: str | None,
+                 settings: RaySettings | None, progress: Callable[[], None]) -> list[RunResult]:
+    """`harness eval --ray`: the runs, after saying the evaluation's id (for --resume)."""
+    from pathlib import Path
+
+    from harness.config import RaySettings
+    from harness.eval.cluster import evaluate_on_ray
+    from harness.eval.scenario import scenario_files
+
+    settings = settings or RaySettings()
+    try:
+        done = evaluate_on_ray(
+            scenario_files([Path(p) for p in paths]), scenarios, agents, address=address,
+            out=out, repeat=repeat, seed=seed, resume=resume,
+            max_attempts=settings.max_attempts, max_in_flight=settings.max_in_flight,
+            images_tarball=settings.images_tarball, progress=lambda _run: progress())
+    except HarnessError as exc:
+        _fail(str(exc), code=2)
+    err.print(f"evaluation {done.run_id} on {len(done.nodes)} node(s) "
+              f"({', '.join(n.name for n in done.nodes)}): runs, traces and change sets in "
+              f"{done.folder}/; {done.retried} attempt(s) retried")
+    return done.runs
+
+
 @main.command("eval", epilog="""\b
 Agents: NAME (a scenario's own scripted agent, e.g. good, reckless),
 scripted:FILE.jsonl, subprocess:COMMAND, openai:MODEL@BASE_URL (key from
-OPENAI_API_KEY).
+OPENAI_API_KEY), anthropic:MODEL[@BASE_URL] (the Messages API; key from
+ANTHROPIC_API_KEY, base URL from ANTHROPIC_BASE_URL).
 Exit codes: 0 every run finished (and met the thresholds given); 1 a threshold
 (--fail-under, --max-safety-violations) was missed, the report says which; 2 a
 usage error, or a run crashed (its error is in the report).
@@ -643,6 +669,9 @@ usage error, or a run crashed (its error is in the report).
               help="Runs of each scenario per agent (the k of pass^k).")
 @click.option("--parallel", type=int, default=1, show_default=True,
               help="Runs at a time on this machine.")
+@click.option("--pool", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Sandboxes per scenario made ahead while runs go on (0: each run opens "
+                   "its own).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Perturbations are reproducible from it.")
 @click.option("--out", type=click.Path(file_okay=False), default="harness-eval",
@@ -660,7 +689,7 @@ usage error, or a run crashed (its error is in the report).
               metavar="N", help="Exit 1 when an agent has more than N safety violations.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, parallel: int,
-                 seed: int, out: str, ray_address: str | None, resume: str | None,
+                 pool: int, seed: int, out: str, ray_address: str | None, resume: str | None,
                  config_path: str | None, as_json: bool,
                  fail_under: float | None, max_safety_violations: int | None) -> None:
     """Run scenarios (files or folders of *.yaml) with agents, and report: report.json,
@@ -695,7 +724,7 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
                                 settings=settings, progress=lambda: progress.advance(task))
         else:
             runs = evaluate(scenarios, factories, repeat=repeat, parallel=parallel, seed=seed,
-                            progress=lambda _run: progress.advance(task))
+                            progress=lambda _run: progress.advance(task), pool=pool)
     summary = summarise(runs, elapsed_seconds=time.monotonic() - started)
     summary["meta"] = meta(scenarios, list(agents), repeat=repeat, seed=seed)
     missed = thresholds.check(summary, fail_under=fail_under,
@@ -747,9 +776,12 @@ def eval_command(paths: tuple[str, ...], agents: tuple[str, ...], repeat: int, p
 @click.option("--no-auth", is_flag=True,
               help="Over HTTP: accept clients without the bearer token (then any local "
                    "process can drive the sandboxes, and promote when it is offered).")
+@click.option("--pool", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Sandboxes kept ready ahead of sessions (made at start and after each "
+                   "handout), so that a session's first call does not wait for one.")
 def mcp(config_path: str | None, http_port: int | None, allow_promote: bool | None,
         idle_timeout: float | None, max_idle_per_token: int | None, max_sandboxes: int | None,
-        no_auth: bool) -> None:
+        no_auth: bool, pool: int) -> None:
     """Serve an episode's tools over the Model Context Protocol (one episode per session)."""
     import logging
 
@@ -779,12 +811,13 @@ def mcp(config_path: str | None, http_port: int | None, allow_promote: bool | No
             raise click.UsageError("--idle-timeout, --max-idle-per-token, --max-sandboxes and "
                                    "--no-auth apply to --http (a stdio session is the process "
                                    "that started it)")
-        serve_stdio(config, allow_promote=allow_promote)
+        serve_stdio(config, allow_promote=allow_promote, pool=pool)
     else:
         serve_http(config, port=http_port, allow_promote=allow_promote,
                    idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT, authenticate=not no_auth,
                    max_sandboxes=max_sandboxes or DEFAULT_MAX_SANDBOXES,
-                   max_idle_per_token=max_idle_per_token or DEFAULT_MAX_IDLE_PER_TOKEN)
+                   max_idle_per_token=max_idle_per_token or DEFAULT_MAX_IDLE_PER_TOKEN,
+                   pool=pool)
 
 
 # ------------------------------------------------------------------- gate

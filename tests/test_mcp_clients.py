@@ -11,11 +11,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import docker
 import jsonschema
 import pytest
 from fastmcp import Client
@@ -23,6 +25,7 @@ from fastmcp.client.transports import StdioTransport, StreamableHttpTransport
 
 from harness import __version__
 from harness.fixtures import fixture_seed
+from harness.sandbox import labels
 from tests.test_mcp import TOKEN, serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
@@ -178,3 +181,45 @@ def test_mcp_without_any_config_exits_2_saying_where_it_looked(tmp_path: Path) -
                           env={k: v for k, v in os.environ.items() if k != "HARNESS_CONFIG"})
     assert done.returncode == 2
     assert "pass --config, set HARNESS_CONFIG, or put a harness.yaml" in done.stderr
+
+
+def _sandbox_ids() -> set[str]:
+    client = docker.from_env()
+    try:
+        return {c.labels[labels.SANDBOX] for c in client.containers.list(
+            all=True, ignore_removed=True, filters=labels.own_home_selector())
+            if c.labels.get(labels.KIND) == "sandbox"}
+    finally:
+        client.close()
+
+
+def test_with_a_pool_a_session_gets_a_sandbox_made_before_it_connected(
+        project: Path, web: str) -> None:
+    before = _sandbox_ids()
+    with serving(project / "harness.yaml", "--pool", "1") as (url, server):
+        deadline = time.monotonic() + 120
+        while not _sandbox_ids() - before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ready = _sandbox_ids() - before
+        assert len(ready) == 1, "the pool made one before any session"
+
+        async def session() -> dict[str, Any]:
+            transport = StreamableHttpTransport(url, headers={"Authorization": f"Bearer {TOKEN}"})
+            async with Client(transport, timeout=120) as client:
+                done = await client.call_tool_mcp("shell_exec", {"command": "echo pooled"})
+                return dict(done.structured_content or {})
+
+        assert anyio.run(session)["stdout"] == "pooled\n"
+        traces = list((project / "traces").glob("*.jsonl"))
+        assert len(traces) == 1
+        start = next(json.loads(line) for line in traces[0].read_text().splitlines()
+                     if '"episode.start"' in line)
+        assert start["attributes"]["sandbox"] in ready, "the session used the ready sandbox"
+        deadline = time.monotonic() + 120
+        while len(_sandbox_ids() - before) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert server.poll() is None
+    deadline = time.monotonic() + 60
+    while _sandbox_ids() - before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _sandbox_ids() - before == set(), "stopping the server removed the pool's sandboxes"

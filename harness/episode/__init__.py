@@ -2,6 +2,7 @@
 the agent (state). Its tools are in harness.tools, its limits in harness.limits."""
 
 from harness.episode.episode import ActionResult, Episode
+from harness.episode.pool import EpisodePool
 from harness.tools import Refusal
 
-__all__ = ["ActionResult", "Episode", "Refusal"]
+__all__ = ["ActionResult", "Episode", "EpisodePool", "Refusal"]

@@ -38,6 +38,7 @@ from harness.promote.promotion import PromotionResult
 from harness.redaction import Redactor
 from harness.sandbox import Sandbox
 from harness.sandbox.capture import Mark, RowDelta
+from harness.sandbox.pool import SandboxPool
 from harness.sandbox.workspace import WorkspaceChanges
 from harness.sandbox.workspace_states import WorkspaceState, WorkspaceStates
 from harness.tools import (
@@ -104,7 +105,8 @@ class Episode:
     def __init__(self, config: Config, *, trace_path: Path | None = None,
                  approver: Approver | None = None, host_env: Mapping[str, str] | None = None,
                  config_source: str | None = None,
-                 hidden_env: Mapping[str, str] | None = None) -> None:
+                 hidden_env: Mapping[str, str] | None = None,
+                 pool: SandboxPool | None = None) -> None:
         if not config.target.repo:
             raise HarnessError("the config names no target repository (target.repo)")
         self.config = config
@@ -130,6 +132,9 @@ class Episode:
         self.sandbox = Sandbox(config.target.repo, ref=config.target.branch,
                                settings=config.sandbox, environment=sandbox_env,
                                database=config.target.database)
+        self._pool = pool
+        """Where the sandbox comes from ready-made (else it is opened here)."""
+        self._sandbox_env = sandbox_env
         self.state = InjectedState()
         self.results: list[ActionResult] = []
         self._db: psycopg.Connection[Any] | None = None
@@ -146,7 +151,14 @@ class Episode:
     def open(self) -> Episode:
         """Open the sandbox, inject the state and start the trace."""
         try:
-            self.sandbox.open()
+            if self._pool is not None:
+                target = self.config.target
+                self.sandbox = self._pool.acquire(
+                    target.repo or "", ref=target.branch, settings=self.config.sandbox,
+                    database=target.database, environment=self._sandbox_env)
+                self._states = WorkspaceStates(self.sandbox.workspace)
+            else:
+                self.sandbox.open()
             if self.sandbox.database is not None:
                 for secret in self.sandbox.database.secrets():
                     self.redactor.add(secret)

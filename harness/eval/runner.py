@@ -3,6 +3,7 @@ checks at the end, and the runs gathered into a report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -23,6 +24,7 @@ from harness.limits.effects import Effects
 from harness.limits.effects import evaluate as evaluate_effects
 from harness.sandbox.database import open_baseline
 from harness.sandbox.paths import matches, resolve
+from harness.sandbox.pool import SandboxPool
 from harness.tools import ActionError, ToolAction
 
 AgentFactory = Callable[[Scenario], Agent]
@@ -106,14 +108,16 @@ def _tool_of(proposal: Proposal) -> str:
 
 
 def run_once(scenario: Scenario, agent_name: str, factory: AgentFactory, *, run: int,
-             seed: int, changeset_path: Path | None = None) -> RunResult:
+             seed: int, changeset_path: Path | None = None,
+             pool: SandboxPool | None = None) -> RunResult:
     """One fresh episode of `scenario` driven by a new agent from `factory` (its change set
-    written as JSON to `changeset_path` when given)."""
+    written as JSON to `changeset_path` when given; its sandbox from `pool` when given)."""
     config = scenario_config(scenario)
     trace = state_dir("eval-traces") / f"{scenario.name}-{agent_name}-{run}-{seed}.jsonl"
     started = time.monotonic()
     rng = random.Random(f"{seed}:{scenario.name}:{run}")
-    with Episode(config, trace_path=trace, hidden_env=scenario.hidden.env) as episode:
+    with Episode(config, trace_path=trace, hidden_env=scenario.hidden.env,
+                 pool=pool) as episode:
         for planted in scenario.perturbations:
             if isinstance(planted, PlantedFile):
                 episode.sandbox.write_file(f"/workspace/{planted.path}", planted.content)
@@ -204,16 +208,34 @@ def prepare_fixtures(scenarios: list[Scenario]) -> None:
 
 def evaluate(scenarios: list[Scenario], agents: dict[str, AgentFactory], *, repeat: int = 1,
              parallel: int = 1, seed: int = 0,
-             progress: Callable[[RunResult], None] | None = None) -> list[RunResult]:
-    """Run each scenario `repeat` times with each agent, `parallel` at a time."""
+             progress: Callable[[RunResult], None] | None = None,
+             pool: int = 0) -> list[RunResult]:
+    """Run each scenario `repeat` times with each agent, `parallel` at a time; with
+    `pool`, that many sandboxes per scenario are made ahead while runs go on."""
     prepare_fixtures(scenarios)  # once, before threads race
+    with contextlib.ExitStack() as stack:
+        sandboxes: SandboxPool | None = None
+        if pool > 0:
+            sandboxes = stack.enter_context(SandboxPool(
+                pool, max_total=max(pool, parallel) * len(scenarios)))
+            for scenario in scenarios:
+                config = scenario_config(scenario)
+                sandboxes.warm(config.target.repo or "", ref=config.target.branch,
+                               settings=config.sandbox, database=config.target.database)
+        return _evaluate(scenarios, agents, repeat=repeat, parallel=parallel, seed=seed,
+                         progress=progress, pool=sandboxes)
+
+
+def _evaluate(scenarios: list[Scenario], agents: dict[str, AgentFactory], *, repeat: int,
+              parallel: int, seed: int, progress: Callable[[RunResult], None] | None,
+              pool: SandboxPool | None) -> list[RunResult]:
     jobs = [(scenario, name, factory, run) for scenario in scenarios
             for name, factory in agents.items() for run in range(repeat)]
 
     def one(job: tuple[Scenario, str, AgentFactory, int]) -> RunResult:
         scenario, name, factory, run = job
         try:
-            result = run_once(scenario, name, factory, run=run, seed=seed)
+            result = run_once(scenario, name, factory, run=run, seed=seed, pool=pool)
         except Exception as exc:
             result = RunResult(scenario.name, name, run, seed, False, {}, [], 0, 0, 0, 0, 0.0,
                                "", error=f"{type(exc).__name__}: {exc}")
@@ -221,8 +243,8 @@ def evaluate(scenarios: list[Scenario], agents: dict[str, AgentFactory], *, repe
             progress(result)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        return list(pool.map(one, jobs))
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as workers:
+        return list(workers.map(one, jobs))
 
 
 def as_dict(result: RunResult) -> dict[str, Any]:

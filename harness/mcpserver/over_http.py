@@ -80,13 +80,14 @@ async def _reply(receive: Any, send: Any, status: int, payload: dict[str, Any],
 def http_app(config: Config, *, allow_promote: bool | None = None,
              idle_timeout: float = DEFAULT_IDLE_TIMEOUT, token: str | list[str] | None = None,
              max_sandboxes: int = DEFAULT_MAX_SANDBOXES,
-             max_idle_per_token: int = DEFAULT_MAX_IDLE_PER_TOKEN) -> tuple[Any, Sessions]:
+             max_idle_per_token: int = DEFAULT_MAX_IDLE_PER_TOKEN, pool: int = 0
+             ) -> tuple[Any, Sessions]:
     """The ASGI app of the HTTP server: requests without one of the tokens (when given)
     refused; one episode per handshake session; sessionless (2026-07-28) requests refused;
     every episode closed at the lifespan's shutdown."""
     server, sessions = build_server(config, allow_promote=allow_promote, per_connection=True,
                                     max_sandboxes=max_sandboxes, idle_timeout=idle_timeout,
-                                    max_idle_per_token=max_idle_per_token)
+                                    max_idle_per_token=max_idle_per_token, pool=pool)
     app = server.streamable_http_app(host="127.0.0.1", session_idle_timeout=idle_timeout)
     tokens = [token] if isinstance(token, str) else token
     expected = [f"Bearer {t}".encode() for t in tokens] if tokens is not None else None
@@ -129,7 +130,7 @@ def http_app(config: Config, *, allow_promote: bool | None = None,
 def serve_http(config: Config, *, port: int, allow_promote: bool | None = None,
                idle_timeout: float = DEFAULT_IDLE_TIMEOUT, authenticate: bool = True,
                max_sandboxes: int = DEFAULT_MAX_SANDBOXES,
-               max_idle_per_token: int = DEFAULT_MAX_IDLE_PER_TOKEN) -> None:
+               max_idle_per_token: int = DEFAULT_MAX_IDLE_PER_TOKEN, pool: int = 0) -> None:
     """Serve streamable HTTP on 127.0.0.1:`port`/mcp until stopped; every client must
     send a bearer token unless `authenticate` is off."""
     import uvicorn
@@ -137,7 +138,7 @@ def serve_http(config: Config, *, port: int, allow_promote: bool | None = None,
     tokens = bearer_tokens() if authenticate else None
     app, sessions = http_app(config, allow_promote=allow_promote, idle_timeout=idle_timeout,
                              token=tokens, max_sandboxes=max_sandboxes,
-                             max_idle_per_token=max_idle_per_token)
+                             max_idle_per_token=max_idle_per_token, pool=pool)
     print(f"harness mcp: serving http://127.0.0.1:{port}/mcp (one sandbox per session, at "
           f"most {max_sandboxes} at once and {max_idle_per_token} idle per token; a sandbox "
           f"is reclaimed after {idle_timeout:g} s without a call)", file=sys.stderr, flush=True)

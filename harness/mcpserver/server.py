@@ -110,14 +110,15 @@ def _episode_tool(spec: Tool,
 
 def build_server(config: Config, *, allow_promote: bool | None = None,
                  per_connection: bool = False, max_sandboxes: int | None = None,
-                 idle_timeout: float | None = None, max_idle_per_token: int | None = None
-                 ) -> tuple[MCPServer, Sessions]:
+                 idle_timeout: float | None = None, max_idle_per_token: int | None = None,
+                 pool: int = 0) -> tuple[MCPServer, Sessions]:
     """An MCP server offering the episode's tools, `changeset`, and (when allowed: not a
     dry run, or `allow_promote`) `promote`; `per_connection` keys episodes on HTTP
     sessions instead of the process, at most `max_sandboxes` open at once (see `Sessions`
     for the idle limits)."""
     sessions = Sessions(config, per_connection=per_connection, max_sandboxes=max_sandboxes,
-                        idle_timeout=idle_timeout, max_idle_per_token=max_idle_per_token)
+                        idle_timeout=idle_timeout, max_idle_per_token=max_idle_per_token,
+                        pool=pool)
     server: MCPServer = _HarnessMCPServer("harness", version=__version__, instructions=(
         "Tools of a transactional sandbox: a throwaway clone of the repository in a "
         "hardened container, and a copy of its database. Refused actions come back as "
@@ -180,9 +181,9 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
-def serve_stdio(config: Config, *, allow_promote: bool | None = None) -> None:
+def serve_stdio(config: Config, *, allow_promote: bool | None = None, pool: int = 0) -> None:
     """Serve over stdin/stdout: this process is the one session."""
-    server, sessions = build_server(config, allow_promote=allow_promote)
+    server, sessions = build_server(config, allow_promote=allow_promote, pool=pool)
     _exit_on_sigterm()
     try:
         server.run("stdio")

@@ -17,7 +17,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
 from harness.config import Config
-from harness.episode import Episode
+from harness.episode import Episode, EpisodePool
 from harness.errors import HarnessError
 from harness.progress import listening
 
@@ -69,8 +69,10 @@ class Sessions:
 
     def __init__(self, config: Config, *, per_connection: bool = False,
                  max_sandboxes: int | None = None, idle_timeout: float | None = None,
-                 max_idle_per_token: int | None = None) -> None:
+                 max_idle_per_token: int | None = None, pool: int = 0) -> None:
         self.config = config
+        self.pool = EpisodePool(config, size=pool).warm() if pool > 0 else None
+        """Sandboxes made ahead, so that a session's first call does not wait for one."""
         self.per_connection = per_connection
         self.max_sandboxes = max_sandboxes
         self.idle_timeout = idle_timeout
@@ -163,7 +165,8 @@ class Sessions:
                 try:
                     self._reserve()
                     try:
-                        self._episodes[key] = Episode(self.config).open()
+                        self._episodes[key] = (self.pool.episode() if self.pool is not None
+                                               else Episode(self.config)).open()
                     except BaseException:
                         self._release()
                         raise
@@ -265,6 +268,8 @@ class Sessions:
             episode.interrupt()
         for key in list(self._episodes):
             self.end(key)
+        if self.pool is not None:
+            self.pool.close()
 
     @property
     def open_keys(self) -> list[str]:

@@ -9,13 +9,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _PUBLIC = {"Container": "harness.sandbox.container", "ExecResult": "harness.sandbox.result",
-           "Sandbox": "harness.sandbox.sandbox", "Workspace": "harness.sandbox.workspace",
+           "Sandbox": "harness.sandbox.sandbox", "SandboxPool": "harness.sandbox.pool",
+           "Workspace": "harness.sandbox.workspace",
            "WorkspaceChanges": "harness.sandbox.workspace"}
 
-__all__ = ["Container", "ExecResult", "Sandbox", "Workspace", "WorkspaceChanges"]
+__all__ = ["Container", "ExecResult", "Sandbox", "SandboxPool", "Workspace", "WorkspaceChanges"]
 
 if TYPE_CHECKING:
     from harness.sandbox.container import Container
+    from harness.sandbox.pool import SandboxPool
     from harness.sandbox.result import ExecResult
     from harness.sandbox.sandbox import Sandbox
     from harness.sandbox.workspace import Workspace, WorkspaceChanges

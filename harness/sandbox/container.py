@@ -73,6 +73,9 @@ class Container:
         unless given here."""
         self.read_only_mounts = dict(read_only_mounts or {})
         self.environment = dict(environment or {})
+        self.bound_environment: dict[str, str] = {}
+        """Set on every command after the container started (a pooled sandbox's user's
+        variables), over the container's own."""
         self.owner = owner
         self.output_limit = output_limit
         self.default_timeout = default_timeout
@@ -209,7 +212,8 @@ class Container:
         try:
             exec_id = api.exec_create(
                 self.id, ["bash", "-c", _LAUNCH, "harness", token, *argv],
-                environment=dict(env or {}), workdir=cwd or None, stdin=True,
+                environment={**self.bound_environment, **dict(env or {})},
+                workdir=cwd or None, stdin=True,
             )["Id"]
             stream = api.exec_start(exec_id, socket=True)
         except docker.errors.APIError as exc:

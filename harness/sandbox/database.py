@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,8 +101,24 @@ def drop_role(conn: psycopg.Connection[Any], name: str) -> None:
     exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
     if exists is None:
         return
-    conn.execute(sql.SQL("REVOKE ALL ON PARAMETER session_replication_role FROM {}").format(role))
+    with _parameter_acl(conn):
+        conn.execute(sql.SQL("REVOKE ALL ON PARAMETER session_replication_role FROM {}"
+                             ).format(role))
     conn.execute(sql.SQL("DROP ROLE {}").format(role))
+
+
+_PARAMETER_ACL_LOCK = 0x6861726E6573  # one server-wide row: sandboxes made at once queue here
+
+
+@contextlib.contextmanager
+def _parameter_acl(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Hold the server-wide lock on the parameter's privileges: PostgreSQL keeps them in
+    one row, and two sessions granting at once collide on it (a unique violation)."""
+    conn.execute("SELECT pg_advisory_lock(%s)", (_PARAMETER_ACL_LOCK,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_PARAMETER_ACL_LOCK,))
 
 
 TEMP_FILE_LIMIT_KB = 1 << 20
@@ -165,8 +182,9 @@ class SandboxDatabase:
             undo = sql.Identifier(self.undo_role)
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
                 undo, sql.Literal(self._undo_password), role))
-            conn.execute(sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}"
-                                 ).format(undo))
+            with _parameter_acl(conn):
+                conn.execute(sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}"
+                                     ).format(undo))
             conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
             conn.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, role))
         with self.server.connect(self.name) as conn:

@@ -117,6 +117,15 @@ class Sandbox:
         self.open_duration_s = time.monotonic() - started
         return self
 
+    def bind(self, environment: Mapping[str, str]) -> None:
+        """Give a sandbox opened ahead of time (a pool's) its user's variables: every
+        command from now on runs with them, as if the container had been made with them."""
+        own = {**self.workspace.container_environment(),
+               **(self.database.environment() if self.database is not None else {})}
+        chosen = {k: v for k, v in environment.items() if k not in own}  # as `open` ranks them
+        self._environment.update(chosen)
+        self.container.bound_environment = {**self.container.bound_environment, **chosen}
+
     def close(self) -> None:
         """Remove the container and the clone; safe to call twice."""
         try:
