@@ -197,3 +197,12 @@ def test_a_shallow_clone_whose_history_misses_the_merge_base_says_what_to_fetch(
     with pytest.raises(GateError, match="shallow clone and its history does not reach the "
                                         "merge base of origin/main and origin/pr/0"):
         run_gate(repo, "origin/main", "origin/pr/0", parse_config(CONFIG))
+
+
+def test_protected_tables_named_as_in_the_database_match_django_models(corpus_repo: Path) -> None:
+    index = next(i for i, c in enumerate(CASES) if c.name == "a NetBox-like app's migration")
+    report = run_gate(corpus_repo, "main", f"pr/{index}", parse_config(
+        CONFIG + "guardrails:\n  protected_tables: [dcim_modulebay]\n"))
+    assert "dcim/migrations/0002_bays.py:8: sql.protected-table: DROP writes dcim_modulebay, a " \
+           "protected table (dcim_modulebay) (runs DROP TABLE \"dcim_modulebay\")" in \
+           details(report, "destructive-sql")
