@@ -50,10 +50,24 @@ def live_sandboxes(client: docker.DockerClient, *, every_home: bool = False
         created = float(tags.get(labels.CREATED_AT) or now)
         env = (container.attrs.get("Config") or {}).get("Env") or []
         trace = next((v.partition("=")[2] for v in env
-                      if v.startswith("HARNESS_TRACE_ID=")), None)
+                      if v.startswith("HARNESS_TRACE_ID=")), None) or _bound_trace(
+                          tags.get(labels.SANDBOX, ""))
         image = (container.attrs.get("Config") or {}).get("Image") or ""
         found.append(LiveSandbox(tags.get(labels.SANDBOX, ""), container.name or "",
                                  container.status, round(now - created, 1),
                                  tags.get(labels.OWNER, ""), int(pid) if pid.isdigit() else None,
                                  _alive(pid), trace, image))
     return sorted(found, key=lambda s: -s.age_seconds)
+
+
+def _bound_trace(sandbox_id: str) -> str | None:
+    """The trace id a pooled sandbox was bound to after it started (see Sandbox.bind)."""
+    from harness.home import state_dir
+    from harness.sandbox.sandbox import BOUND_TRACE
+
+    if not sandbox_id:
+        return None
+    try:
+        return (state_dir("workspaces") / sandbox_id / BOUND_TRACE).read_text().strip() or None
+    except OSError:
+        return None

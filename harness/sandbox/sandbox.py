@@ -31,6 +31,8 @@ from harness.sandbox.result import ExecResult
 from harness.sandbox.workspace import Workspace, WorkspaceChanges
 
 _ENOSPC = "No space left on device"
+BOUND_TRACE = "bound-trace-id"
+"""Beside a pooled sandbox's clone: the trace id of the episode it was handed to."""
 
 
 class Sandbox:
@@ -125,6 +127,8 @@ class Sandbox:
         chosen = {k: v for k, v in environment.items() if k not in own}  # as `open` ranks them
         self._environment.update(chosen)
         self.container.bound_environment = {**self.container.bound_environment, **chosen}
+        if "HARNESS_TRACE_ID" in chosen:  # for `harness ps`: the container's own has none
+            (self.workspace.path.parent / BOUND_TRACE).write_text(chosen["HARNESS_TRACE_ID"])
 
     def close(self) -> None:
         """Remove the container and the clone; safe to call twice."""

@@ -145,6 +145,10 @@ target: {{repo: {shop_repo}, database: {fixture_seed('shop')}}}
                 result = episode.act({"tool": "shell_exec", "parameters": {
                     "command": "echo $APP_MODE $HARNESS_TRACE_ID; psql -tAc 'SELECT 1'"}})
                 assert result.output["stdout"].split() == ["pooled", episode.trace_id, "1"]
+                listed = subprocess.run([sys.executable, "-m", "harness.cli", "ps", "--json"],
+                                        capture_output=True, text=True, check=True)
+                assert [s["trace_id"] for s in json.loads(listed.stdout)
+                        if s["sandbox"] == episode.sandbox.id] == [episode.trace_id]
                 mutated = episode.act({"tool": "db_mutate", "parameters": {
                     "sql": "UPDATE orders SET status = 'void' WHERE id = 1"}})
                 assert mutated.status == "ok"
