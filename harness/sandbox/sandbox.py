@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import docker
 
@@ -21,14 +22,16 @@ from harness.errors import (
     SandboxPermissionError,
 )
 from harness.sandbox import engine, images
-from harness.sandbox.capture import RowDelta
 from harness.sandbox.container import Container
-from harness.sandbox.database import SandboxDatabase, open_baseline
 from harness.sandbox.disk import Disk, mechanism
 from harness.sandbox.labels import resource_labels
 from harness.sandbox.layout import HOME, WORKSPACE
 from harness.sandbox.result import ExecResult
 from harness.sandbox.workspace import Workspace, WorkspaceChanges
+
+if TYPE_CHECKING:  # the database driver loads only for sandboxes with a database
+    from harness.sandbox.capture import RowDelta
+    from harness.sandbox.database import SandboxDatabase
 
 _ENOSPC = "No space left on device"
 BOUND_TRACE = "bound-trace-id"
@@ -93,6 +96,8 @@ class Sandbox:
             mounts = self.workspace.container_mounts()
             environment = {**self._environment, **self.workspace.container_environment()}
             if self._database_source is not None:
+                from harness.sandbox.database import SandboxDatabase, open_baseline
+
                 server, baseline = open_baseline(self._database_source, self.settings.database)
                 self.database = SandboxDatabase(server, baseline, self.id).create()
                 mounts.update(self.database.mounts())

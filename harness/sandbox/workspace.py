@@ -17,12 +17,10 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import git
 
 from harness.errors import WorkspaceError
 from harness.home import state_dir
@@ -153,14 +151,8 @@ class Workspace:
         source = self._local_source()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         (self.path.parent / "owner.pid").write_text(str(os.getpid()))
-        try:
-            git.Repo.clone_from(
-                str(source), str(self.path), multi_options=["--shared", "--no-checkout"],
-            )
-        except git.GitCommandError as exc:
-            raise WorkspaceError(
-                f"cannot clone {self.origin}: {exc.stderr.strip() or exc}"
-            ) from exc
+        _plain_git(["clone", "-q", "--shared", "--no-checkout", "--", str(source),
+                    str(self.path)], f"cannot clone {self.origin}")
         self.states_path.mkdir(mode=0o755, exist_ok=True)
         self._object_stores = borrowed_stores(self.path / ".git" / "objects")
         (self.path / ".git" / "objects" / "info" / "alternates").unlink(missing_ok=True)
@@ -279,11 +271,7 @@ class Workspace:
         """A local repository to clone from: the origin itself or a cached mirror of a URL."""
         candidate = Path(self.origin).expanduser()
         if candidate.exists():
-            try:
-                top = git.Repo(candidate, search_parent_directories=False)
-            except (git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-                raise WorkspaceError(f"{self.origin} is not a git repository") from exc
-            return Path(top.git_dir if top.bare else top.working_tree_dir or candidate).resolve()
+            return _repository_at(candidate, self.origin)
         if "://" not in self.origin and not re.match(r"^[\w.-]+@[\w.-]+:", self.origin):
             raise WorkspaceError(f"repository {self.origin} does not exist")
         return _mirror(self.origin)
@@ -473,14 +461,37 @@ def _mirror(url: str) -> Path:
     """A bare mirror of a remote repository, cached by URL and fetched before each use."""
     key = hashlib.sha256(url.encode()).hexdigest()[:16]
     mirror = state_dir("mirrors") / f"{key}.git"
-    try:
-        if mirror.exists():
-            git.Repo(mirror).git.fetch("--prune", "origin")
-        else:
-            git.Repo.clone_from(url, str(mirror), multi_options=["--mirror"])
-    except git.GitCommandError as exc:
-        raise WorkspaceError(f"cannot fetch {url}: {exc.stderr.strip() or exc}") from exc
+    if mirror.exists():
+        _plain_git(["-C", str(mirror), "fetch", "-q", "--prune", "origin"], f"cannot fetch {url}")
+    else:
+        _plain_git(["clone", "-q", "--mirror", "--", url, str(mirror)], f"cannot fetch {url}")
     return mirror
+
+
+def _plain_git(args: list[str], failure: str, env: Mapping[str, str] | None = None) -> str:
+    """Run git on the user's own repositories (their configuration applies, as to any git
+    command of theirs); stdout, or WorkspaceError saying `failure` and git's reason."""
+    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False,
+                          env=dict(env) if env is not None else None)
+    if done.returncode != 0:
+        raise WorkspaceError(f"{failure}: {done.stderr.strip() or f'git exited {done.returncode}'}")
+    return done.stdout
+
+
+def _repository_at(folder: Path, origin: str) -> Path:
+    """The repository whose top (work tree, or git folder of a bare one) is `folder`;
+    a folder inside a repository is not one."""
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(folder.resolve().parent)}
+    try:
+        bare, git_dir = _plain_git(["-C", str(folder), "rev-parse", "--is-bare-repository",
+                                    "--absolute-git-dir"], "", env).split("\n")[:2]
+        top = Path(git_dir) if bare == "true" else Path(_plain_git(
+            ["-C", str(folder), "rev-parse", "--show-toplevel"], "", env).strip())
+    except (WorkspaceError, ValueError) as exc:
+        raise WorkspaceError(f"{origin} is not a git repository") from exc
+    if bare != "true" and top.resolve() != folder.resolve():
+        raise WorkspaceError(f"{origin} is not a git repository (it is inside {top})")
+    return top.resolve()
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
