@@ -151,6 +151,7 @@ def exec_command(
             changes = sandbox.changes()
             delta = sandbox.row_delta()
             sandbox_id = sandbox.id
+            clone = sandbox.database.clone_report() if sandbox.database is not None else None
             overrides = sandbox.hardening_overrides
     except HarnessError as exc:
         _fail(str(exc), code=125)
@@ -161,6 +162,7 @@ def exec_command(
             "hardening_overrides": overrides,
             "workspace": changes.to_dict(),
             **({"row_delta": delta.summary()} if delta is not None else {}),
+            **({"database": clone} if clone is not None else {}),
         })
     else:
         sys.stdout.write(result.stdout)
@@ -318,6 +320,7 @@ def db_snapshot(source: str, config_path: str | None, refresh: bool, as_json: bo
     except HarnessError as exc:
         _fail(str(exc), code=2)
     report = {**baseline.to_dict(), "clone_seconds": round(probe.clone_seconds, 3),
+              "clone_method": probe.clone_method, "clone_detail": probe.clone_detail,
               "total_seconds": round(time.monotonic() - started, 3)}
     if as_json:
         _print_json(report)
@@ -327,7 +330,8 @@ def db_snapshot(source: str, config_path: str | None, refresh: bool, as_json: bo
     out.print(f"baseline [bold]{baseline.dbname}[/] of {baseline.source} ({state}): "
               f"{baseline.tables} tables, {baseline.rows} rows, PostgreSQL "
               f"{baseline.server_version.split()[0]}; a sandbox clone takes "
-              f"{probe.clone_seconds * 1000:.0f} ms")
+              f"{probe.clone_seconds * 1000:.0f} ms by {probe.clone_method} "
+              f"({probe.clone_detail})")
 
 
 @db.command("verify", epilog="Exit codes: 0 equal, 1 a table differs, 2 the source or the "
@@ -972,7 +976,8 @@ def gc(everything: bool, as_json: bool) -> None:
     out.print(f"removed {len(report.containers)} container(s), {len(report.volumes)} "
               f"volume(s), {len(report.workspaces)} workspace(s), {len(report.databases)} "
               f"sandbox database(s), {len(report.roles)} role(s), {len(report.baselines)} "
-              f"half-built baseline(s), {len(report.scratch)} scratch folder(s)")
+              f"half-built baseline(s), {len(report.scratch)} scratch folder(s), "
+              f"{len(report.data_images)} database data image(s)")
 
 
 @main.command(epilog="Exit codes: 0 every check passed, 1 a check failed.")

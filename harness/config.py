@@ -352,7 +352,17 @@ class DatabaseSettings(_Strict):
     """The sandbox's copy of the target database."""
 
     server_version: int | None = None
-    """PostgreSQL major version of the sandbox server; default: the target's own."""
+    """PostgreSQL major version of the sandbox server; default: the target's own (with
+    `clone: reflink`, 18 for an older target)."""
+    clone: Literal["auto", "reflink", "copy"] = "auto"
+    """How a sandbox's database is copied from the baseline: `reflink` shares the blocks
+    (constant time at any size; PostgreSQL 18 with its data on a reflink filesystem, which
+    the harness makes as a loop-mounted XFS image when run as root) and fails when it
+    cannot; `copy` copies every file (FILE_COPY); `auto` clones where it can and copies
+    elsewhere, saying why (`harness doctor`, `clone_method` in `exec --json`)."""
+    data_image_size: str = "32g"
+    """Size of the sparse XFS image holding a PostgreSQL 18 sandbox server's data (its
+    baselines and every sandbox copy); read when the image is first made."""
     baseline_max_age_s: float | None = Field(None, gt=0)
     """Renew a cached baseline older than this; None keeps it until --refresh."""
     refresh_on_source_change: bool = True
@@ -362,6 +372,13 @@ class DatabaseSettings(_Strict):
     """`table.column` (or `schema.table.column`) -> `hash`, `null`, `fake` (format-
     preserving) or `{fixed: value}`: applied when the baseline is built, so no sandbox
     holds the real values; a change set that writes a masked column is refused."""
+
+    @field_validator("data_image_size")
+    @classmethod
+    def _image_size(cls, value: str) -> str:
+        if not _SIZE.match(value) or size_bytes(value) < 1 << 30:
+            raise ValueError(f"{value!r} is not a size of at least 1g (like 32g)")
+        return value.lower()
 
     @field_validator("mask", mode="before")
     @classmethod

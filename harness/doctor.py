@@ -34,6 +34,7 @@ def run_checks() -> list[Check]:
     checks.append(_binary("git", "apt-get install git"))
     checks.append(_postgres())
     checks.append(_disk_limit())
+    checks.append(_reflink_clone())
     checks.append(_binary("debootstrap", "apt-get install debootstrap (for offline image builds)",
                           required=False))
     return checks
@@ -68,6 +69,27 @@ def _disk_limit() -> Check:
     return Check("sandbox disk limit", True, f"NOT ENFORCED: {found.detail}",
                  "run harness as root on a host with loop devices, or accept the risk "
                  "(sandbox.require_disk_limit refuses to run without it)")
+
+
+def _reflink_clone() -> Check:
+    from harness.home import state_dir
+    from harness.sandbox.reflink import IMAGE_NAME, REFLINK_MIN_VERSION, DataImage, host_support
+
+    found = host_support()
+    unmounted = "not mounted: the next server start mounts it"
+    images = [f"{image} ({'mounted' if DataImage(image.parent, 0).mounted() else unmounted})"
+              for image in sorted(state_dir("postgres").glob(f"*/{IMAGE_NAME}"))]
+    where = f"; data images: {', '.join(images)}" if images else ""
+    if found.reflink:
+        return Check("database clone by reflink", True,
+                     f"available: {found.detail}, used by PostgreSQL {REFLINK_MIN_VERSION} "
+                     f"sandbox servers (sandbox.database.server_version: "
+                     f"{REFLINK_MIN_VERSION} or clone: reflink){where}")
+    return Check("database clone by reflink", True,
+                 f"NOT AVAILABLE: {found.detail}; sandbox databases are copied file by file "
+                 f"(FILE_COPY, time grows with the database){where}",
+                 "run harness as root on a host with loop devices and xfsprogs "
+                 "(apt-get install xfsprogs)")
 
 
 def _binary(name: str, fix: str, *, required: bool = True) -> Check:

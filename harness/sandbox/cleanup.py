@@ -23,6 +23,7 @@ from harness.sandbox import labels
 from harness.sandbox.database import OWNER_PID, SandboxDatabase, drop_role
 from harness.sandbox.disk import unmount
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
+from harness.sandbox.reflink import IMAGE_NAME, DataImage
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class GcReport:
     baselines: list[str] = field(default_factory=list)
     """Half-built baselines (`*_building`) whose builder is gone."""
     scratch: list[str] = field(default_factory=list)
+    data_images: list[str] = field(default_factory=list)
+    """Database servers' reflink data images, unmounted and deleted (`everything` only)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
@@ -70,6 +73,11 @@ def collect_garbage(client: docker.DockerClient, *, everything: bool = False) ->
                 report.volumes.append(volume.name)
     if not everything:
         _drop_orphan_databases(client, report)
+    else:
+        # The servers are gone (above): their data images, mounted on the host, go too.
+        for image in sorted(state_dir("postgres").glob(f"*/{IMAGE_NAME}")):
+            DataImage(image.parent, 0).remove()
+            report.data_images.append(str(image))
     for folder in state_dir("workspaces").iterdir():
         owner = folder / "owner.pid"
         pid = owner.read_text().strip() if owner.is_file() else ""

@@ -11,13 +11,14 @@ import re
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from harness.config import DatabaseSettings
+from harness.config import DatabaseSettings, size_bytes
+from harness.errors import SandboxError
 from harness.sandbox import capture, catalog, labels
 from harness.sandbox.layout import DATABASE_SOCKET
 from harness.sandbox.masking import parse_masks
@@ -26,6 +27,7 @@ from harness.sandbox.postgres import (
     ServerAddress,
     choose_version,
 )
+from harness.sandbox.reflink import REFLINK_MIN_VERSION, CloneSupport
 from harness.sandbox.snapshot import (
     Baseline,
     SnapshotError,
@@ -74,11 +76,16 @@ def open_baseline(source: str | Source, settings: DatabaseSettings | None = None
     settings = settings or DatabaseSettings()
     parsed = source if isinstance(source, Source) else Source.parse(source)
     probe = probe_source(parsed)
-    choice = choose_version(probe.major, settings.server_version)
+    wanted = settings.server_version
+    if settings.clone == "reflink" and wanted is None and (probe.major or 0) < REFLINK_MIN_VERSION:
+        wanted = REFLINK_MIN_VERSION  # cloning by reflink is new in 18; it restores older dumps
+    choice = choose_version(probe.major, wanted)
     _LOG.info("sandbox database server: %s", choice.reason)
     # No prepared transactions: a transaction prepared in one action and committed in a
     # later one would land its rows where no action's effects are judged.
-    server = DatabaseServer(choice.version, settings=SANDBOX_SERVER_SETTINGS).ensure()
+    server = clone_method(DatabaseServer(
+        choice.version, settings=SANDBOX_SERVER_SETTINGS,
+        data_image_size=size_bytes(settings.data_image_size)).ensure(), settings.clone)
     baseline = ensure_baseline(server, parsed, refresh=refresh,
                                max_age_s=settings.baseline_max_age_s,
                                state=probe.state, follow_source=settings.refresh_on_source_change,
@@ -86,6 +93,19 @@ def open_baseline(source: str | Source, settings: DatabaseSettings | None = None
     if baseline.why_built and parsed.kind == "dsn":
         _LOG.info("baseline of %s built: %s", parsed.display, baseline.why_built)
     return server, baseline
+
+
+def clone_method(server: ServerAddress, wanted: str) -> ServerAddress:
+    """The server, cloning as `sandbox.database.clone` asks: by reflink where its data
+    directory allows (`auto`), always (`reflink`: an error saying why it cannot), or never
+    (`copy`)."""
+    if wanted == "copy":
+        return replace(server, clone=CloneSupport(False, "sandbox.database.clone is copy"))
+    if wanted == "reflink" and not server.clone.reflink:
+        raise SandboxError(f"sandbox.database.clone is reflink, but PostgreSQL {server.version}"
+                           f" cannot clone by reflink here: {server.clone.detail}. Set it to "
+                           f"auto (copies where it cannot) or copy")
+    return server
 
 
 UNDO_SUFFIX = "_undo"
@@ -140,6 +160,12 @@ class SandboxDatabase:
         agent planted in its tables (a CHECK, a trigger) runs with no more than that."""
         self._undo_password = secrets.token_urlsafe(18)
         self.clone_seconds = 0.0
+        """How long `create()` took (the copy, the roles and their rights)."""
+        self.clone_method = "reflink" if server.clone.reflink else "copy"
+        """How the baseline was copied: `reflink` (blocks shared with the baseline until
+        written) or `copy` (every file copied)."""
+        self.clone_detail = server.clone.detail
+        """Where the server's data is, and why it copies when it does."""
         self._reader: psycopg.Connection[Any] | None = None
 
     @staticmethod
@@ -152,6 +178,12 @@ class SandboxDatabase:
         started = time.monotonic()
         db = sql.Identifier(self.name)
         with self.server.connect() as conn:
+            if (self.server.version or 0) >= REFLINK_MIN_VERSION:
+                # FILE_COPY copies each file by this method; `clone` on a filesystem without
+                # reflinks would quietly copy in the kernel, so it is asked for only where
+                # the server's data directory was seen to clone.
+                conn.execute(sql.SQL("SET file_copy_method = {}").format(
+                    sql.SQL("clone" if self.clone_method == "reflink" else "copy")))
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
                 db, sql.Identifier(self.baseline.dbname)))
             # Its owner, for `harness gc`: the database exists before its sandbox's container.
@@ -223,6 +255,11 @@ class SandboxDatabase:
                                  "bigint, bigint), harness_capture.masked_columns() TO {}"
                                  ).format(role))
             conn.execute("TRUNCATE harness_capture.ddl")  # the grants above are not the agent's
+
+    def clone_report(self) -> dict[str, Any]:
+        """How this database was copied from its baseline, for `exec --json` and traces."""
+        return {"database": self.name, "clone_method": self.clone_method,
+                "clone_seconds": round(self.clone_seconds, 4), "clone_detail": self.clone_detail}
 
     def drop(self) -> None:
         """Remove the database and the role; safe to call twice."""

@@ -24,10 +24,20 @@ from psycopg import sql
 from harness.errors import SandboxError
 from harness.home import home_key, locked, state_dir
 from harness.sandbox import engine, images, labels
+from harness.sandbox.reflink import (
+    REFLINK_MIN_VERSION,
+    CloneSupport,
+    DataImage,
+    can_reflink,
+    host_support,
+)
 
 SERVER_UID = 999
 CONTAINER_SOCKET_DIR = "/var/run/postgresql"
 DB_SERVER_KIND = "db-server"
+DEFAULT_DATA_IMAGE_BYTES = 32 << 30
+"""The size of a server's reflink data image (sparse: the host pays for what is written)."""
+CLONE_NOT_KNOWN = CloneSupport(False, "the server did not say")
 
 
 def available_versions() -> list[int]:
@@ -84,6 +94,8 @@ class ServerAddress:
     user: str = "postgres"
     version: int | None = None
     """The server's major version."""
+    clone: CloneSupport = CLONE_NOT_KNOWN
+    """How a database is copied from its template here: by reflink, or why by copying."""
 
     def conninfo(self, dbname: str = "postgres", *, with_password: bool = True) -> str:
         """A libpq connection string for `dbname` as the superuser (without the password
@@ -153,7 +165,8 @@ class DatabaseServer:
     """The server for one major version; `ensure()` starts it when it is not running."""
 
     def __init__(self, version: int = 15, client: docker.DockerClient | None = None, *,
-                 instance: str = "sandbox", settings: dict[str, str] | None = None) -> None:
+                 instance: str = "sandbox", settings: dict[str, str] | None = None,
+                 data_image_size: int | None = DEFAULT_DATA_IMAGE_BYTES) -> None:
         self.version = version
         self._client = client
         self.settings = dict(settings or {})
@@ -163,6 +176,11 @@ class DatabaseServer:
         self.volume = f"{self.name}-data"
         self.folder = state_dir(f"postgres/{version}{suffix}")
         self.socket_dir = self.folder / "socket"
+        self.data_image = DataImage(self.folder, data_image_size or DEFAULT_DATA_IMAGE_BYTES,
+                                    owner=(SERVER_UID, SERVER_UID))
+        """Where a server of PostgreSQL 18 or newer keeps its data when the host can mount
+        it (None for `data_image_size`: on a Docker volume, as older versions do)."""
+        self._wants_image = data_image_size is not None
 
     @property
     def client(self) -> docker.DockerClient:
@@ -176,12 +194,15 @@ class DatabaseServer:
         # Episodes, MCP sessions and eval workers open at once: one of them starts the
         # server, and the catalogue is changed by one at a time.
         with locked(self.folder / "ensure.lock"):
-            address = ServerAddress(self.socket_dir, self._password(), version=self.version)
+            password = self._password()
+            not_on_image = self._prepare_data()
             container = self._container()
             if container is None or container.status != "running":
                 if container is not None:
                     container.remove(force=True)
-                self._start()
+                self._start(on_image=not_on_image is None)
+            address = ServerAddress(self.socket_dir, password, version=self.version,
+                                    clone=self._clone_support(not_on_image))
             self._wait(address)
             with address.connect() as conn:
                 # Sandbox roles may connect to their own database and nothing else.
@@ -218,12 +239,14 @@ class DatabaseServer:
         return container is not None and container.status == "running"
 
     def destroy(self) -> None:
-        """Stop the server and delete its data (every cached baseline and sandbox copy)."""
+        """Stop the server and delete its data (every cached baseline and sandbox copy),
+        on its volume or its data image (unmounted and deleted)."""
         container = self._container()
         if container is not None:
             container.remove(force=True, v=True)
         with contextlib.suppress(docker.errors.NotFound):
             self.client.volumes.get(self.volume).remove(force=True)
+        self.data_image.remove()
 
     # ------------------------------------------------------------ internals
 
@@ -241,7 +264,61 @@ class DatabaseServer:
         except docker.errors.NotFound:
             return None
 
-    def _start(self) -> None:
+    def _volume(self) -> Any:
+        try:
+            return self.client.volumes.get(self.volume)
+        except docker.errors.NotFound:
+            return None
+
+    def _prepare_data(self) -> str | None:
+        """Mount the data image when the server keeps its data there (making it on a new
+        server that can have one); None then, else why the data is on a Docker volume."""
+        if self.version < REFLINK_MIN_VERSION:
+            return (f"PostgreSQL {self.version} copies every file (cloning by reflink, "
+                    f"file_copy_method = clone, is new in {REFLINK_MIN_VERSION})")
+        if not self.data_image.exists():
+            if not self._wants_image:
+                return f"the server keeps its data on the Docker volume {self.volume}"
+            if self._volume() is not None:
+                return (f"the server's data was put on the Docker volume {self.volume} before "
+                        f"it could be on a reflink image (`harness gc --all` removes it; the "
+                        f"next start makes the image)")
+            found = host_support()
+            if not found.reflink:
+                return f"no reflink data image on this host: {found.detail}"
+        if not self.data_image.mounted():
+            # Not mounted (a reboot): a container still running holds the old mount, and the
+            # same filesystem must never be mounted twice.
+            container = self._container()
+            if container is not None:
+                container.remove(force=True)
+            try:
+                self.data_image.ensure()
+            except SandboxError as exc:
+                raise SandboxError(f"cannot mount the sandbox database server's data image "
+                                   f"{self.data_image.image}: {exc}") from exc
+        return None
+
+    def _clone_support(self, not_on_image: str | None) -> CloneSupport:
+        """Whether the data directory clones by reflink, and why not."""
+        if self.version < REFLINK_MIN_VERSION:
+            return CloneSupport(False, not_on_image or "")
+        if not_on_image is None:
+            found = can_reflink(self.data_image.mountpoint)
+            return CloneSupport(found.reflink, f"data on the XFS image {self.data_image.image}"
+                                + ("" if found.reflink else f": {found.detail}"))
+        volume = self._volume()
+        where = Path(volume.attrs.get("Mountpoint") or "/nonexistent") if volume else None
+        if where is not None and os.access(where.parent, os.W_OK):
+            # Docker's own storage may already clone (XFS with reflink, btrfs).
+            found = can_reflink(where.parent)
+            if found.reflink:
+                return CloneSupport(True, f"data on the Docker volume {self.volume}: "
+                                          f"{found.detail}")
+            return CloneSupport(False, f"{not_on_image}, and {found.detail}")
+        return CloneSupport(False, f"{not_on_image}, whose filesystem cannot be checked here")
+
+    def _start(self, *, on_image: bool) -> None:
         tag = images.ensure(self.client, images.ImageDefinition.named(f"postgres-{self.version}"))
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.socket_dir.glob(".s.PGSQL.*"):
@@ -251,8 +328,12 @@ class DatabaseServer:
         else:
             self.socket_dir.chmod(0o777)
         server_labels = {**labels.resource_labels(self.name, DB_SERVER_KIND)}
-        with contextlib.suppress(docker.errors.APIError):
-            self.client.volumes.create(self.volume, labels=server_labels)
+        if on_image:
+            data = Mount("/var/lib/postgresql/data", str(self.data_image.pgdata), type="bind")
+        else:
+            data = Mount("/var/lib/postgresql/data", self.volume, type="volume")
+            with contextlib.suppress(docker.errors.APIError):
+                self.client.volumes.create(self.volume, labels=server_labels)
         try:
             self.client.containers.run(
                 tag, name=self.name, detach=True, network_mode="none", labels=server_labels,
@@ -260,7 +341,7 @@ class DatabaseServer:
                     Mount(CONTAINER_SOCKET_DIR, str(self.socket_dir), type="bind"),
                     Mount("/run/harness/superuser-password",
                           str(self.folder / "superuser-password"), type="bind", read_only=True),
-                    Mount("/var/lib/postgresql/data", self.volume, type="volume"),
+                    data,
                 ],
                 cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
                 shm_size="256m", mem_limit="4g",
