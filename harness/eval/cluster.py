@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError, HarnessError
-from harness.eval.ledger import Ledger, RunKey
+from harness.eval.ledger import INFRASTRUCTURE, Ledger, RunKey
 from harness.eval.node import (
     EpisodeOutcome,
     EpisodeRequest,
@@ -259,7 +259,7 @@ class _Scheduler:
                 _node_of(exc)
             message = _cause(exc)
             if attempt.number >= self.max_attempts:
-                self._keep(_failed(attempt, self.seed, f"infrastructure, {attempt.number} "
+                self._keep(_failed(attempt, self.seed, f"{INFRASTRUCTURE}, {attempt.number} "
                                                        f"attempt(s): {message}"))
                 return None
             self.retried += 1

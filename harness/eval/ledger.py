@@ -15,6 +15,9 @@ from typing import Any
 from harness.errors import ConfigError
 from harness.eval.runner import RunResult
 
+INFRASTRUCTURE = "infrastructure"
+"""How the error of a run that failed for its nodes' sake on every attempt begins: such a
+run is run again on --resume (an agent's failure is not)."""
 RunKey = tuple[str, str, int]
 """(scenario, agent, repeat index): what a run is, whichever node or attempt ran it."""
 
@@ -55,14 +58,16 @@ class Ledger:
         if recorded != seed:
             raise ConfigError(f"evaluation {run_id} ran with --seed {recorded}, not {seed}: "
                               "resume it with the same seed")
-        lines = (ledger.folder / "runs.jsonl")
-        for line in lines.read_text().splitlines() if lines.is_file() else []:
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue  # a line cut short when the driver died
+        records = ledger.folder / "runs.jsonl"
+        text = records.read_text() if records.is_file() else ""
+        if text and not text.endswith("\n"):  # a line cut short when the driver died
+            text = text[:text.rfind("\n") + 1]
+            records.write_text(text)
+        for line in text.splitlines():
+            data = json.loads(line)
             result = RunResult(**data)
-            ledger.done.setdefault(key_of(result), result)
+            if not (result.error or "").startswith(INFRASTRUCTURE):
+                ledger.done.setdefault(key_of(result), result)  # else: run it again
         return ledger
 
     def record(self, result: RunResult, trace: bytes, changeset: str | None) -> RunResult | None:

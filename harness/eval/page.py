@@ -298,13 +298,15 @@ def _runs(runs: list[dict[str, Any]], linked: set[str], scenarios: list[str]) ->
             f'<tr class="run {row_class}" data-outcome="{outcome}">'
             f"<td>{e(run['scenario'])}</td><td>{e(run['agent'])}</td>"
             f'<td class="n">{e(run["run"])}</td><td class="n">{e(run["seed"])}</td>'
+            f'<td>{e(run.get("node", ""))}</td><td class="n">{e(run.get("attempt", ""))}</td>'
             f'<td><span class="badge {outcome}">{e(outcome.upper())}</span></td>'
             f"<td>{'<br>'.join(e(f) for f in failed)}</td>"
             f"<td>{'<pre>' + e(run['error']) + '</pre>' if run.get('error') else ''}</td>"
             f'<td class="n">{float(run["wall_seconds"]):.2f}</td>'
             f'<td class="n">{e(run.get("actions", ""))}</td><td>{link}</td></tr>')
     return ('<table id="runs"><tr><th>scenario</th><th>agent</th><th>repeat</th><th>seed</th>'
-            "<th>outcome</th><th>failed check or violated policy</th><th>error</th>"
+            "<th>node</th><th>attempt</th><th>outcome</th><th>failed check or violated policy</th>"
+            "<th>error</th>"
             "<th>wall s</th><th>actions</th><th>trace</th></tr>" + "".join(rows) + "</table>")
 
 

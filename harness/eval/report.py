@@ -88,6 +88,12 @@ def markdown(summary: dict[str, Any]) -> str:
         lines += [f"| {node} | {f['runs']} | {f['retried']} | {f['runs_per_minute'] or '-'} |"
                   for node, f in nodes.items()]
         lines.append("")
+        retried = [r for r in summary["runs"] if r.get("attempt", 1) > 1]
+        if retried:
+            lines += ["Runs retried after an infrastructure failure:", ""]
+            lines += [f"- {r['scenario']} {r['agent']} run {r['run']}: attempt {r['attempt']} "
+                      f"on {r['node'] or '(none)'}" for r in retried]
+            lines.append("")
     return "\n".join(lines)
 
 
