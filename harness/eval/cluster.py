@@ -90,13 +90,14 @@ def evaluate_on_ray(
     ray = require_ray()
     if max_attempts < 1:
         raise ConfigError("max_attempts must be at least 1")
-    ledger = Ledger.resume(out, resume, seed=seed) if resume else Ledger.start(out, seed=seed)
+    resumed = Ledger.resume(out, resume, seed=seed) if resume else None
     if not ray.is_initialized():
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
     files = tuple(str(path.resolve()) for path in scenario_files)
     nodes = _episode_nodes(ray)
     identities = check_nodes(ray, nodes, files)
     _prepare_nodes(ray, nodes, files, images_tarball)
+    ledger = resumed or Ledger.start(out, seed=seed)  # only once the cluster can run it
     jobs: list[RunKey] = [(scenario, agent, run) for scenario in scenario_names
                           for agent in agents for run in range(repeat)]
     scheduler = _Scheduler(ray, ledger, files, seed, max_attempts, max_in_flight, progress)

@@ -187,8 +187,9 @@ def infrastructure_failure(exc: BaseException) -> bool:
 
     from harness.sandbox.snapshot import SnapshotError
 
+    # Not ConnectionError: a subprocess agent that dies mid-write raises BrokenPipeError.
     return isinstance(exc, SandboxError | SnapshotError | docker.errors.DockerException
-                      | psycopg.OperationalError | git.GitError | ConnectionError)
+                      | psycopg.OperationalError | git.GitError)
 
 
 def clear_leftovers() -> list[str]:

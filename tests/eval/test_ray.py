@@ -86,6 +86,8 @@ def test_every_run_finishes_once_on_both_nodes_and_nothing_is_left(
     assert left_on(run_id, docker_client) == []
     for home in ray_cluster.homes.values():
         assert sandbox_databases(home, monkeypatch) == []
+        assert not list((home / "workspaces").iterdir())
+        assert not list((home / "eval-tasks").iterdir())
 
 
 def test_resume_runs_only_what_is_not_recorded(
@@ -117,7 +119,7 @@ def test_a_node_that_differs_from_the_driver_is_refused_before_any_run(
         assert refused.returncode == 2, stderr
         assert "node node-c" in stderr and "harness 9.9.9-" in stderr, stderr
         assert "node node-a" not in stderr and "node node-b" not in stderr
-        assert not list(out.glob("runs/*/runs.jsonl")), "no run started"
+        assert not out.exists(), "no evaluation was started"
         assert docker_client.containers.list(
             all=True, filters={"label": f"{labels.NODE}=node-c"}) == []
     finally:
