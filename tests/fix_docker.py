@@ -46,11 +46,12 @@ def agent_image(docker_client: docker.DockerClient) -> str:
 
 def harness_resources(client: docker.DockerClient) -> list[str]:
     """Names of the containers and volumes of this session's harness home, and the sandbox
-    disks mounted under it: only what the session made, whatever else uses the engine."""
+    disks and database data images mounted under it: only what the session made, whatever
+    else uses the engine."""
     selector = labels.own_home_selector()
-    workspaces = f"{state_dir('workspaces')}/"
+    folders = (f"{state_dir('workspaces')}/", f"{state_dir('postgres')}/")  # + data images
     disks = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-             if line.split()[1].startswith(workspaces)]
+             if line.split()[1].startswith(folders)]
     return [c.name for c in client.containers.list(all=True, filters=selector,
                                                          ignore_removed=True)] + [
         v.name for v in client.volumes.list(filters=selector)

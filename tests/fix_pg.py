@@ -18,6 +18,10 @@ from harness.fixtures import fixtures_root
 from harness.sandbox.postgres import DatabaseServer, ServerAddress, available_versions
 
 CHINOOK = fixtures_root() / "datasets" / "chinook" / "chinook_postgresql.sql"
+SANDBOX_VERSION = int(os.environ.get("HARNESS_TEST_SANDBOX_VERSION") or 15)
+"""The sandbox server's major version for the session: `HARNESS_TEST_SANDBOX_VERSION=18`
+runs the database tests on databases cloned by reflink (where the host can mount the
+server's data image), against the same PostgreSQL 15 targets."""
 KEEP_SERVERS = bool(os.environ.get("HARNESS_TEST_KEEP_SERVERS"))
 """Set by the mutation runner (tests/mutation/run.py): hundreds of short sessions share one
 harness home, whose database servers then outlive each session."""
@@ -49,10 +53,27 @@ def _remove_the_session_database_server(harness_home: Path, no_leftover_resource
             _destroy(DatabaseServer(version))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sandbox_server_version() -> Iterator[None]:
+    """Sandboxes of the session's PostgreSQL 15 targets and seed files get a server of
+    SANDBOX_VERSION (as `sandbox.database.server_version` asks); tests of other versions'
+    targets keep their own."""
+    if SANDBOX_VERSION == 15:
+        yield
+        return
+    from harness.sandbox import database
+
+    chosen = database.choose_version
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(database, "choose_version", lambda major, wanted=None: chosen(
+            major, wanted or (SANDBOX_VERSION if major in (None, 15) else None)))
+        yield
+
+
 @pytest.fixture(scope="session")
 def pg_server(docker_client: object, harness_home: Path) -> ServerAddress:
     """The sandbox database server of this test session."""
-    return _start(DatabaseServer(15))
+    return _start(DatabaseServer(SANDBOX_VERSION))
 
 
 @pytest.fixture(scope="session")
