@@ -962,7 +962,8 @@ def _age(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def gc(everything: bool, as_json: bool) -> None:
     """Remove what crashed runs left: containers, volumes, workspaces, sandbox databases and
-    roles, half-built baselines and scratch folders of this harness home."""
+    roles, half-built baselines and scratch folders of this harness home, and pristine
+    checkouts (workspace lower layers) no sandbox used for a day."""
     from harness.sandbox import engine
     from harness.sandbox.cleanup import collect_garbage
 
@@ -977,7 +978,8 @@ def gc(everything: bool, as_json: bool) -> None:
               f"volume(s), {len(report.workspaces)} workspace(s), {len(report.databases)} "
               f"sandbox database(s), {len(report.roles)} role(s), {len(report.baselines)} "
               f"half-built baseline(s), {len(report.scratch)} scratch folder(s), "
-              f"{len(report.data_images)} database data image(s)")
+              f"{len(report.data_images)} database data image(s), {len(report.pristine)} "
+              "pristine checkout(s)")
 
 
 @main.command(epilog="Exit codes: 0 every check passed, 1 a check failed.")

@@ -416,6 +416,11 @@ class SandboxSettings(_Strict):
     require_disk_limit: bool = False
     """Refuse to open a sandbox when this host cannot enforce `disk_limit`; otherwise the
     sandbox opens and reports the limit as not enforced."""
+    workspace_cow: Literal["auto", "off"] = "auto"
+    """`auto`: the workspace is a copy-on-write overlay over one shared pristine checkout
+    per (repository, revision), opening in constant time at any repository size, where the
+    host can mount one (root, overlayfs; `harness doctor` says); elsewhere, and with `off`,
+    each sandbox clones and checks out its own work tree."""
     database: DatabaseSettings = DatabaseSettings()
 
     @field_validator("disk_limit")

@@ -34,6 +34,7 @@ def run_checks() -> list[Check]:
     checks.append(_binary("git", "apt-get install git"))
     checks.append(_postgres())
     checks.append(_disk_limit())
+    checks.append(_workspace_view())
     checks.append(_reflink_clone())
     checks.append(_binary("debootstrap", "apt-get install debootstrap (for offline image builds)",
                           required=False))
@@ -90,6 +91,17 @@ def _reflink_clone() -> Check:
                  f"(FILE_COPY, time grows with the database){where}",
                  "run harness as root on a host with loop devices and xfsprogs "
                  "(apt-get install xfsprogs)")
+
+
+def _workspace_view() -> Check:
+    from harness.sandbox.overlay import support
+
+    found = support()
+    if found.available:
+        return Check("sandbox workspace", True, found.detail)
+    return Check("sandbox workspace", True, f"each sandbox checks out its own work tree (no "
+                 f"copy-on-write view: {found.detail})",
+                 "run harness as root on a kernel with overlayfs for constant-time opens")
 
 
 def _binary(name: str, fix: str, *, required: bool = True) -> Check:

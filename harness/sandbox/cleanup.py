@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from harness.home import SCRATCH, home_key, scratch_owner, state_dir
-from harness.sandbox import labels
+from harness.sandbox import labels, pristine
 from harness.sandbox.database import OWNER_PID, SandboxDatabase, drop_role
 from harness.sandbox.disk import unmount
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
@@ -40,17 +40,22 @@ class GcReport:
     scratch: list[str] = field(default_factory=list)
     data_images: list[str] = field(default_factory=list)
     """Database servers' reflink data images, unmounted and deleted (`everything` only)."""
+    pristine: list[str] = field(default_factory=list)
+    """Pristine checkouts (the lower layers of workspace views) no sandbox mounts and no one
+    used for a while, and half-built ones whose builder is gone."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
         return asdict(self)
 
 
-def collect_garbage(client: docker.DockerClient, *, everything: bool = False) -> GcReport:
+def collect_garbage(client: docker.DockerClient, *, everything: bool = False,
+                    pristine_idle_s: float = pristine.IDLE_S) -> GcReport:
     """Remove this harness home's resources whose creating process is gone (and unlabelled
-    ones of older versions). With `everything=True`, also its sandboxes still in use and
-    its database servers (with their cached baselines). Other homes on the same engine
-    are never touched."""
+    ones of older versions), and pristine checkouts no sandbox mounts that were last used
+    `pristine_idle_s` ago. With `everything=True`, also its sandboxes still in use, its
+    database servers (with their cached baselines) and every unmounted pristine checkout.
+    Other homes on the same engine are never touched."""
     report = GcReport()
     selector: dict[str, str | list[str] | bool] = {"label": labels.SANDBOX}
     # Containers first: a database is only an orphan once its container is gone.
@@ -84,12 +89,14 @@ def collect_garbage(client: docker.DockerClient, *, everything: bool = False) ->
         if not everything and not pid and _younger_than(folder, 300):
             continue  # being made right now: its owner is written next
         if everything or not _alive(pid):
+            unmount(folder / "repo")  # a copy-on-write view, mounted on the disk below
             unmount(folder)  # a sandbox's own filesystem: its contents go with it
             shutil.rmtree(folder, ignore_errors=True)
             report.workspaces.append(folder.name)
     for image in state_dir("disks").glob("*.img"):
         if not (state_dir("workspaces") / image.stem).exists():
             image.unlink(missing_ok=True)
+    report.pristine.extend(pristine.prune(idle_s=0.0 if everything else pristine_idle_s))
     for folder in state_dir(SCRATCH).iterdir():
         if everything or not _alive(scratch_owner(folder)):
             shutil.rmtree(folder, ignore_errors=True)

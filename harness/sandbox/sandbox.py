@@ -55,7 +55,8 @@ class Sandbox:
     ) -> None:
         self.id = f"hx-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.settings = settings or SandboxSettings()
-        self.workspace = Workspace(repo, ref, name=self.id, owner=owner)
+        self.workspace = Workspace(repo, ref, name=self.id, owner=owner,
+                                   cow=self.settings.workspace_cow)
         self._environment = dict(environment or {})
         self._client = client
         self._container: Container | None = None
@@ -148,6 +149,7 @@ class Sandbox:
             finally:
                 self.database = None
                 if self.disk is not None:
+                    self.workspace.detach()  # the view's upper layer is on the disk
                     self.disk.remove()  # the clone goes with its filesystem
                     self.disk = None
                 else:

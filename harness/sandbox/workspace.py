@@ -13,18 +13,22 @@ hooks, fsmonitor and external diff/textconv programs switched off: a planted
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from harness.errors import WorkspaceError
+from harness.errors import SandboxError, WorkspaceError
 from harness.home import state_dir
+from harness.sandbox import overlay
 from harness.sandbox.layout import OBJECTS, STATES
+from harness.sandbox.pristine import pristine_checkout
 
 AGENT_UID = 1000
 AGENT_GID = 1000
@@ -131,8 +135,19 @@ class Workspace:
     """A throwaway clone of `origin` at `ref`, removed by `remove()` (or leaving `with`)."""
 
     def __init__(self, origin: str | Path, ref: str | None = None, *, name: str,
-                 owner: tuple[int, int] | None = None) -> None:
+                 owner: tuple[int, int] | None = None,
+                 cow: Literal["auto", "off"] = "auto") -> None:
         self.origin = str(origin)
+        self.cow = cow
+        """`auto`: a copy-on-write view of a shared pristine checkout where the host can
+        mount one; `off`: always a clone with its own checkout."""
+        self.view: Literal["overlay", "clone"] = "clone"
+        """How the work tree was made: `overlay` (a copy-on-write view over the pristine
+        checkout of the base) or `clone` (a checkout of its own)."""
+        self.view_detail = ""
+        """Why `view` is what it is (which pristine checkout, or why there is none)."""
+        self.pristine: Path | None = None
+        """The pristine checkout's work tree under the view (the overlay's lower layer)."""
         self.owner = owner or workspace_owner()
         """The uid and gid the agent runs as, who must own the clone."""
         self.ref = ref
@@ -147,10 +162,30 @@ class Workspace:
     # ------------------------------------------------------------ lifecycle
 
     def create(self) -> Workspace:
-        """Clone the origin and check out the base; the clone is owned by the agent's uid."""
+        """Clone the origin and check out the base; the clone is owned by the agent's uid.
+        The work tree is a copy-on-write view of the base's shared pristine checkout where
+        the host allows it (see `view`), else a checkout of its own."""
         source = self._local_source()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         (self.path.parent / "owner.pid").write_text(str(os.getpid()))
+        if self.cow == "off":
+            self.view_detail = "sandbox.workspace_cow is off"
+        elif not overlay.support().available:
+            self.view_detail = overlay.support().detail
+        else:
+            try:
+                self._create_view(source)
+                return self
+            except (WorkspaceError, SandboxError) as exc:
+                self.detach()
+                shutil.rmtree(self.cow_path, ignore_errors=True)
+                self._object_stores, self.pristine = [], None
+                self.view_detail = f"the copy-on-write view failed ({exc})"
+        self._create_clone(source)
+        return self
+
+    def _create_clone(self, source: Path) -> None:
+        """Today's way: a clone whose work tree is checked out file by file."""
         _plain_git(["clone", "-q", "--shared", "--no-checkout", "--", str(source),
                     str(self.path)], f"cannot clone {self.origin}")
         self.states_path.mkdir(mode=0o755, exist_ok=True)
@@ -162,11 +197,69 @@ class Workspace:
         self._original_tips = sorted(set(self._git("for-each-ref", "--format=%(objectname)").split()))
         if os.geteuid() == 0 and self.owner != (os.geteuid(), os.getegid()):
             _chown_tree(self.path, *self.owner)
-        return self
+        self.view = "clone"
+        self.view_detail = f"a checkout of its own ({self.view_detail})" if self.view_detail \
+            else "a checkout of its own"
+
+    def _create_view(self, source: Path) -> None:
+        """A clone without a work tree in the upper layer, over the base's pristine
+        checkout (built once per revision) as the read-only lower layer, mounted at `path`.
+        git sees an ordinary work tree: the pristine index's stat data holds through the
+        overlay, so `git status` finds it clean without reading a file."""
+        upper = self.cow_path / "upper"
+        _plain_git(["clone", "-q", "--shared", "--no-checkout", "--", str(source), str(upper)],
+                   f"cannot clone {self.origin}")
+        self.states_path.mkdir(mode=0o755, exist_ok=True)
+        self._object_stores = borrowed_stores(upper / ".git" / "objects")
+        (upper / ".git" / "objects" / "info" / "alternates").unlink(missing_ok=True)
+        self.base = self._resolve_base(upper)
+        self.branch = self._branch_name(upper)
+        with pristine_checkout(source, self.base, self.owner,
+                               build=lambda folder: self._build_pristine(source, folder)
+                               ) as checkout:
+            shutil.copyfile(checkout.index, upper / ".git" / "index")
+            overlay.mount_view(checkout.tree, upper, self.cow_path / "work", self.path)
+        self.view, self.pristine = "overlay", checkout.tree
+        self.view_detail = f"a copy-on-write view of pristine checkout {checkout.key}"
+        self._git("checkout", "-q", "-B", self.branch, self.base)
+        self._original_tips = sorted(set(self._git("for-each-ref", "--format=%(objectname)").split()))
+        if os.geteuid() == 0 and self.owner != (os.geteuid(), os.getegid()):
+            os.chown(self.path, *self.owner, follow_symlinks=False)  # the upper layer's root
+            _chown_tree(self.path / ".git", *self.owner)  # in the upper layer only
+
+    def _build_pristine(self, source: Path, folder: Path) -> None:
+        """Check the base out into `folder/tree`, owned by the agent, and leave its index,
+        refreshed after the chown, at `folder/index` (no `.git` stays in the tree)."""
+        tree, git_dir = folder / "tree", folder / "git"
+        _plain_git(["clone", "-q", "--shared", "--no-checkout", f"--separate-git-dir={git_dir}",
+                    "--", str(source), str(tree)], f"cannot clone {self.origin}")
+        # An index that is one file: no split index or untracked cache pointing into .git.
+        plain_index = ["-c", "core.splitIndex=false", "-c", "core.untrackedCache=false"]
+        run_git(tree, *plain_index, "checkout", "-q", "--detach", self.base)
+        if os.geteuid() == 0 and self.owner != (os.geteuid(), os.getegid()):
+            _chown_tree(tree, *self.owner)
+        # Written in a later second than any file, the index has no "racily clean" entry
+        # that git would have to re-read in every sandbox.
+        time.sleep(max(0.0, math.floor(time.time()) + 1.01 - time.time()))
+        run_git(tree, *plain_index, "update-index", "-q", "--force-write-index", "--refresh")
+        os.rename(git_dir / "index", folder / "index")
+        (tree / ".git").unlink()
+        shutil.rmtree(git_dir)
 
     def remove(self) -> None:
-        """Delete the clone; the origin is not touched."""
+        """Delete the clone (unmounting its view first); the origin is not touched."""
+        self.detach()
         shutil.rmtree(self.path.parent, ignore_errors=True)
+
+    def detach(self) -> None:
+        """Unmount the copy-on-write view, if any (before the disk under it goes)."""
+        overlay.unmount_view(self.path)
+
+    @property
+    def cow_path(self) -> Path:
+        """The view's upper layer and overlay work folder: beside the clone, so on the
+        sandbox's own disk when it has one."""
+        return self.path.parent / "cow"
 
     def __enter__(self) -> Workspace:
         try:
@@ -276,24 +369,27 @@ class Workspace:
             raise WorkspaceError(f"repository {self.origin} does not exist")
         return _mirror(self.origin)
 
-    def _resolve_base(self) -> str:
+    def _resolve_base(self, repo: Path | None = None) -> str:
         ref = self.ref or "HEAD"
         for candidate in (ref, f"origin/{ref}", f"refs/tags/{ref}"):
             try:
-                return self._git("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")
+                return run_git(repo or self.path, "rev-parse", "--verify", "--quiet",
+                               f"{candidate}^{{commit}}", alternates=self._object_stores)
             except WorkspaceError:
                 continue
         raise WorkspaceError(f"{self.origin} has no branch, tag or commit {ref!r}")
 
-    def _branch_name(self) -> str:
+    def _branch_name(self, repo: Path | None = None) -> str:
         if self.ref and not _SHA.match(self.ref):
             try:
-                self._git("rev-parse", "--verify", "--quiet", f"refs/remotes/origin/{self.ref}")
+                run_git(repo or self.path, "rev-parse", "--verify", "--quiet",
+                        f"refs/remotes/origin/{self.ref}", alternates=self._object_stores)
                 return self.ref
             except WorkspaceError:
                 pass
         if not self.ref:
-            head = self._git("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+            head = run_git(repo or self.path, "symbolic-ref", "--quiet", "--short", "HEAD",
+                           check=False, alternates=self._object_stores)
             if head:
                 return head
         return "harness-work"
