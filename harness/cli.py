@@ -153,6 +153,7 @@ def exec_command(
             sandbox_id = sandbox.id
             clone = sandbox.database.clone_report() if sandbox.database is not None else None
             overrides = sandbox.hardening_overrides
+            view = {"view": sandbox.workspace.view, "detail": sandbox.workspace.view_detail}
     except HarnessError as exc:
         _fail(str(exc), code=125)
     if as_json:
@@ -161,6 +162,7 @@ def exec_command(
             "sandbox": sandbox_id,
             "hardening_overrides": overrides,
             "workspace": changes.to_dict(),
+            "workspace_view": view,
             **({"row_delta": delta.summary()} if delta is not None else {}),
             **({"database": clone} if clone is not None else {}),
         })

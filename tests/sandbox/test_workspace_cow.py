@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -184,6 +185,40 @@ def test_with_the_setting_off_each_sandbox_checks_out_its_own(origin: Path) -> N
         assert sandbox.exec("git status --porcelain && echo x >> README.md && "
                             "git commit -qam x").ok
         assert sandbox.changes().commit_count == 1
+
+
+_OPEN_AS_A_USER = """
+import sys
+from harness.sandbox import Workspace
+workspace = Workspace(sys.argv[1], name="plain-user").create()
+try:
+    print(workspace.view, "|", workspace.view_detail)
+    print(workspace.git("status", "--porcelain") == "" and workspace.head() == workspace.base)
+finally:
+    workspace.remove()
+"""
+
+
+def test_without_root_the_workspace_falls_back_to_a_checkout_of_its_own(
+        shop_repo: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="cow-plain-user-") as scratch:
+        folder = Path(scratch)
+        os.chmod(folder, 0o755)
+        subprocess.run(["git", "clone", "-q", str(shop_repo), str(folder / "origin")],
+                       check=True)
+        (folder / "home").mkdir()
+        subprocess.run(["chown", "-R", "1000:1000", str(folder)], check=True)
+        done = subprocess.run(
+            ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", sys.executable,
+             "-c", _OPEN_AS_A_USER, str(folder / "origin")],
+            capture_output=True, text=True, check=False, cwd=folder,
+            env={"PATH": os.environ["PATH"], "HOME": str(folder),
+                 "HARNESS_HOME": str(folder / "home")})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == [
+            "clone | a checkout of its own (mounting an overlay needs root (running as uid "
+            "1000))", "True"]
+        assert not list((folder / "home" / "workspaces").iterdir())
 
 
 def test_concurrent_opens_of_one_revision_build_its_pristine_checkout_once(
