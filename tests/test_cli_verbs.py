@@ -373,6 +373,10 @@ def test_exec_with_a_seed_database_reports_the_row_delta_and_passes_the_exit_cod
     assert report["row_delta"]["total"]["updated"] == 3
     assert report["row_delta"]["total"]["inserted"] == 0
     assert report["workspace"]["commit_count"] == 0
+    # Which copy ran, and why: the seed gets the host psql's PostgreSQL 15, which copies.
+    assert report["database"]["clone_method"] == "copy", report["database"]
+    assert "new in 18" in report["database"]["clone_detail"]
+    assert report["database"]["clone_seconds"] > 0
 
 
 # ------------------------------------------------------------------- gate
