@@ -102,6 +102,20 @@ def test_resume_runs_only_what_is_not_recorded(
     assert len(ledger(out, run_id)) == 5, "only run 4 was new"
 
 
+def test_an_agent_s_failure_is_its_result_and_never_retried(
+        ray_cluster: RayCluster, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    broken = "subprocess:/nonexistent/agent-program"
+    driver = ray_cluster.eval(SCENARIO, "--agent", broken, "--repeat", "2", out=out)
+    assert driver.returncode == 2, driver.stderr  # runs crashed
+    runs = report(out)["runs"]
+    assert isinstance(runs, list) and len(runs) == 2
+    for run in runs:
+        assert run["attempt"] == 1 and run["node"] in ("node-a", "node-b")
+        assert "cannot start the agent" in run["error"]
+    assert "0 attempt(s) retried" in driver.stderr
+
+
 def test_a_node_that_differs_from_the_driver_is_refused_before_any_run(
         ray_cluster: RayCluster, tmp_path: Path, docker_client: docker.DockerClient) -> None:
     other = tmp_path / "other"
