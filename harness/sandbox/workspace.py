@@ -221,11 +221,24 @@ class Workspace:
             overlay.mount_view(checkout.tree, upper, self.cow_path / "work", self.path)
         self.view, self.pristine = "overlay", checkout.tree
         self.view_detail = f"a copy-on-write view of pristine checkout {checkout.key}"
-        self._git("checkout", "-q", "-B", self.branch, self.base)
+        self._switch_without_checkout()
         self._original_tips = sorted(set(self._git("for-each-ref", "--format=%(objectname)").split()))
         if os.geteuid() == 0 and self.owner != (os.geteuid(), os.getegid()):
             os.chown(self.path, *self.owner, follow_symlinks=False)  # the upper layer's root
             _chown_tree(self.path / ".git", *self.owner)  # in the upper layer only
+
+    def _switch_without_checkout(self) -> None:
+        """What `git checkout -q -B <branch> <base>` does when the index and the work tree
+        already hold the base (they are the pristine checkout's): point the branch at the
+        base and HEAD at the branch, with the same reflog messages, reading no file."""
+        branch = f"refs/heads/{self.branch}"
+        exists = bool(self._git("rev-parse", "--verify", "--quiet", branch, check=False))
+        before = (self._git("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+                  or self._git("rev-parse", "HEAD", check=False))
+        self._git("update-ref", "-m", f"branch: {'Reset to' if exists else 'Created from'} "
+                  f"{self.base}", branch, self.base)
+        self._git("symbolic-ref", "-m", f"checkout: moving from {before} to {self.branch}",
+                  "HEAD", branch)
 
     def _build_pristine(self, source: Path, folder: Path) -> None:
         """Check the base out into `folder/tree`, owned by the agent, and leave its index,

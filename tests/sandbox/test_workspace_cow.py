@@ -162,6 +162,23 @@ def test_changes_diff_states_and_bundles_are_the_same_as_with_a_checkout_of_its_
     assert cow[1]["commit_count"] == 3 and cow[4]
 
 
+@pytest.mark.parametrize("ref_kind", ["default", "branch", "older commit"])
+def test_refs_reflogs_and_index_at_open_match_a_checkout_of_its_own(
+        origin: Path, ref_kind: str) -> None:
+    ref = {"default": None, "branch": "main", "older commit": git(origin, "rev-parse", "HEAD~1")
+           }[ref_kind]
+    seen = []
+    for cow in ("auto", "off"):
+        with Workspace(origin, ref, name=f"refs-{cow}", cow=cow) as workspace:  # type: ignore[arg-type]
+            seen.append((workspace.base, workspace.branch, workspace.git("for-each-ref"),
+                         workspace.git("reflog", "--format=%gs", "HEAD"),
+                         workspace.git("reflog", "--format=%gs", workspace.branch),
+                         workspace.git("ls-files", "-s"), workspace.git("status", "--porcelain"),
+                         workspace.commit_count()))
+            assert workspace.view == {"auto": "overlay", "off": "clone"}[cow]
+    assert seen[0] == seen[1]
+
+
 def test_writing_past_the_disk_limit_gets_enospc_in_the_view(origin: Path) -> None:
     with Sandbox(origin, settings=COW) as sandbox:
         assert sandbox.workspace.view == "overlay" and sandbox.disk is not None
