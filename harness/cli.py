@@ -655,7 +655,9 @@ def _eval_on_ray(paths: tuple[str, ...], scenarios: list[str], agents: list[str]
         _fail(str(exc), code=2)
     err.print(f"evaluation {done.run_id} on {len(done.nodes)} node(s) "
               f"({', '.join(n.name for n in done.nodes)}): runs, traces and change sets in "
-              f"{done.folder}/; {done.retried} attempt(s) retried")
+              f"{done.folder}/; {done.retried} attempt(s) retried", markup=False)
+    for name, why in done.left_out.items():
+        err.print(f"node {name} was left out: {why}", markup=False)
     return done.runs
 
 

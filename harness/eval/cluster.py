@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from harness.eval.node import (
     InfrastructureError,
     NodeIdentity,
     identity,
+    infrastructure_failure,
     prepare,
     run_episode,
 )
@@ -29,6 +30,10 @@ RESOURCE = "harness_episode"
 """The custom resource a node declares (`ray start --resources '{"harness_episode": N}'`)
 for the episodes it can hold at once; each run needs one."""
 DEFAULT_MAX_ATTEMPTS = 3
+LEAVE_OUT_AFTER = 2
+"""Infrastructure failures in a row after which a node gets no more runs: a node whose
+engine is gone fails fast, and would otherwise take (and fail) a first attempt of every
+run."""
 
 _LOG = logging.getLogger("harness.eval")
 _NODE_ID = re.compile(r"node ID: ([0-9a-f]{20,})", re.IGNORECASE)
@@ -58,6 +63,9 @@ class ClusterEvaluation:
     nodes: list[NodeIdentity]
     retried: int = 0
     duplicates: int = 0
+    left_out: dict[str, str] = field(default_factory=dict)
+    """Nodes (by name) given no more runs, and why: preparation or runs failed there for
+    the node's sake."""
 
 
 def require_ray() -> Any:
@@ -96,14 +104,22 @@ def evaluate_on_ray(
     files = tuple(str(path.resolve()) for path in scenario_files)
     nodes = _episode_nodes(ray)
     identities = check_nodes(ray, nodes, files)
-    _prepare_nodes(ray, nodes, files, images_tarball)
+    names = {node.node_id: node.name for node in identities}
+    left_out = _prepare_nodes(ray, nodes, files, images_tarball)
+    if {node.node_id for node in nodes} <= set(left_out):
+        raise ClusterError("no node could be prepared, so no run was started:\n  " + "\n  ".join(
+            f"node {names.get(node_id, node_id[:8])}: {why}" for node_id, why in left_out.items()))
     ledger = resumed or Ledger.start(out, seed=seed)  # only once the cluster can run it
     jobs: list[RunKey] = [(scenario, agent, run) for scenario in scenario_names
                           for agent in agents for run in range(repeat)]
     scheduler = _Scheduler(ray, ledger, files, seed, max_attempts, max_in_flight, progress)
+    for node_id, why in left_out.items():
+        scheduler.leave_out(node_id, names.get(node_id, node_id[:8]), why)
+    scheduler.names = names
     scheduler.run([job for job in jobs if job not in ledger.done])
     return ClusterEvaluation(ledger.run_id, [ledger.done[job] for job in jobs], ledger.folder,
-                             identities, scheduler.retried, ledger.duplicates)
+                             identities, scheduler.retried, ledger.duplicates,
+                             {names.get(n, n[:8]): why for n, why in scheduler.left_out.items()})
 
 
 def check_nodes(ray: Any, nodes: list[ClusterNode], files: tuple[str, ...]
@@ -145,7 +161,15 @@ def _describe_node(files: tuple[str, ...]) -> NodeIdentity:
 
 
 def _prepare_node(files: tuple[str, ...], images_tarball: str | None) -> float:
-    return prepare(files, images_tarball)
+    import ray
+
+    try:
+        return prepare(files, images_tarball)
+    except Exception as exc:
+        if infrastructure_failure(exc):
+            node_id = ray.get_runtime_context().get_node_id()
+            raise InfrastructureError(f"{type(exc).__name__}: {exc}", node_id) from None
+        raise
 
 
 def _run_on_node(request: EpisodeRequest) -> EpisodeOutcome:
@@ -155,18 +179,25 @@ def _run_on_node(request: EpisodeRequest) -> EpisodeOutcome:
 
 
 def _prepare_nodes(ray: Any, nodes: list[ClusterNode], files: tuple[str, ...],
-                   images_tarball: str | None) -> None:
+                   images_tarball: str | None) -> dict[str, str]:
+    """Prepare every node at once; the nodes left out (by id), with why: those whose
+    preparation failed for the node's sake, or that died meanwhile. Any other failure
+    (a scenario that does not load) is a ClusterError."""
     task = ray.remote(num_cpus=0, max_retries=0)(_prepare_node)
     refs = {node.node_id: task.options(scheduling_strategy=_on(ray, node.node_id, soft=False))
             .remote(files, images_tarball) for node in nodes}
+    left_out: dict[str, str] = {}
     for node_id, ref in refs.items():
         try:
             ray.get(ref)
         except _node_lost(ray) as exc:
-            _LOG.warning("node %s left the cluster while being prepared (%s)", node_id[:8],
-                         _cause(exc))
-        except ray.exceptions.RayError as exc:
-            raise ClusterError(f"preparing node {node_id[:8]} failed: {_cause(exc)}") from None
+            left_out[node_id] = f"it left the cluster while being prepared ({_cause(exc)})"
+        except ray.exceptions.RayTaskError as exc:
+            if not isinstance(getattr(exc, "cause", None), InfrastructureError):
+                raise ClusterError(f"preparing node {node_id[:8]} failed: {_cause(exc)}"
+                                   ) from None
+            left_out[node_id] = f"its preparation failed: {exc.cause}"
+    return left_out
 
 
 def _node_lost(ray: Any) -> tuple[type[BaseException], ...]:
@@ -217,8 +248,19 @@ class _Scheduler:
             max_attempts, max_in_flight, progress
         self.task = ray.remote(num_cpus=0, max_retries=0,
                                resources={RESOURCE: 1})(_run_on_node)
-        self.pending: dict[Any, _Attempt] = {}
+        self.pending: dict[Any, tuple[_Attempt, str]] = {}
+        """In flight: the attempt and the node it was pinned to ('' for Ray's choice)."""
         self.retried = 0
+        self.names: dict[str, str] = {}
+        self.left_out: dict[str, str] = {}
+        self.failures: dict[str, int] = {}
+        """Infrastructure failures in a row, by node: at LEAVE_OUT_AFTER it gets no more."""
+
+    def leave_out(self, node_id: str, name: str, why: str) -> None:
+        """Give the node no more runs (runs then go, pinned, to the others)."""
+        if node_id not in self.left_out:
+            _LOG.warning("node %s gets no more runs: %s", name, why)
+            self.left_out[node_id] = why
 
     def run(self, jobs: list[RunKey]) -> None:
         queue = [_Attempt(key, 1, frozenset()) for key in jobs]
@@ -229,7 +271,7 @@ class _Scheduler:
                 self._submit(queue.pop(0), nodes)
             ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=2.0)
             for ref in ready:
-                attempt = self.pending.pop(ref)
+                attempt, _node = self.pending.pop(ref)
                 retry = self._collect(ref, attempt)
                 if retry is not None:
                     queue.insert(0, retry)
@@ -239,11 +281,20 @@ class _Scheduler:
         request = EpisodeRequest(self.ledger.run_id, self.files, scenario, agent, run,
                                  self.seed, attempt.number)
         options: dict[str, Any] = {}
-        elsewhere = [n for n in nodes if n.node_id not in attempt.avoid]
-        if attempt.avoid and elsewhere:
-            target = max(elsewhere, key=lambda n: n.capacity)
-            options["scheduling_strategy"] = _on(self.ray, target.node_id, soft=True)
-        self.pending[self.task.options(**options).remote(request)] = attempt
+        target = ""
+        if attempt.avoid or self.left_out:
+            # Pinned (softly: a node that dies meanwhile passes it on) to the least loaded
+            # node that has not failed it and is not left out.
+            allowed = [n for n in nodes if n.node_id not in self.left_out]
+            if not allowed:
+                raise ClusterError("every node is left out: " + "; ".join(
+                    f"{self.names.get(n, n[:8])}: {why}" for n, why in self.left_out.items()))
+            candidates = [n for n in allowed if n.node_id not in attempt.avoid] or allowed
+            pinned = [node for _, node in self.pending.values()]
+            chosen = min(candidates, key=lambda n: pinned.count(n.node_id) / n.capacity)
+            target = chosen.node_id
+            options["scheduling_strategy"] = _on(self.ray, target, soft=True)
+        self.pending[self.task.options(**options).remote(request)] = (attempt, target)
 
     def _collect(self, ref: Any, attempt: _Attempt) -> _Attempt | None:
         """Record the outcome of `ref`; the attempt to make next when it must be retried."""
@@ -259,6 +310,12 @@ class _Scheduler:
             failed_on = cause.node_id if isinstance(cause, InfrastructureError) else \
                 _node_of(exc)
             message = _cause(exc)
+            if failed_on:
+                self.failures[failed_on] = self.failures.get(failed_on, 0) + 1
+                if self.failures[failed_on] >= LEAVE_OUT_AFTER:
+                    self.leave_out(failed_on, self.names.get(failed_on, failed_on[:8]),
+                                   f"{self.failures[failed_on]} runs in a row failed there "
+                                   f"for its sake, the last: {message}")
             if attempt.number >= self.max_attempts:
                 self._keep(_failed(attempt, self.seed, f"{INFRASTRUCTURE}, {attempt.number} "
                                                        f"attempt(s): {message}"))
@@ -269,6 +326,7 @@ class _Scheduler:
                 attempt.number, message)
             return _Attempt(attempt.key, attempt.number + 1,
                             attempt.avoid | ({failed_on} if failed_on else set()))
+        self.failures.pop(outcome.node_id, None)
         self._keep(RunResult(**outcome.result), outcome.trace, outcome.changeset)
         return None
 

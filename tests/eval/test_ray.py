@@ -116,6 +116,23 @@ def test_an_agent_s_failure_is_its_result_and_never_retried(
     assert "0 attempt(s) retried" in driver.stderr
 
 
+def test_a_node_whose_engine_does_not_answer_is_left_out_and_named(
+        ray_cluster: RayCluster, tmp_path: Path) -> None:
+    ray_cluster.add_node("node-d", DOCKER_HOST=f"unix://{tmp_path}/no-engine.sock")
+    try:
+        out = tmp_path / "out"
+        driver = ray_cluster.eval(SCENARIO, "--agent", "good", "--repeat", "3", out=out)
+        assert driver.returncode == 0, driver.stderr
+        assert "node node-d was left out: its preparation failed" in driver.stderr
+        assert "no Docker engine answers" in driver.stderr
+        runs = report(out)["runs"]
+        assert isinstance(runs, list) and len(runs) == 3
+        assert all(r["error"] is None and r["attempt"] == 1 for r in runs), runs
+        assert {r["node"] for r in runs} <= {"node-a", "node-b"}
+    finally:
+        ray_cluster.stop_node("node-d")
+
+
 def test_a_node_that_differs_from_the_driver_is_refused_before_any_run(
         ray_cluster: RayCluster, tmp_path: Path, docker_client: docker.DockerClient) -> None:
     other = tmp_path / "other"
