@@ -179,7 +179,8 @@ class DatabaseServer:
         self.data_image = DataImage(self.folder, data_image_size or DEFAULT_DATA_IMAGE_BYTES,
                                     owner=(SERVER_UID, SERVER_UID))
         """Where a server of PostgreSQL 18 or newer keeps its data when the host can mount
-        it (None for `data_image_size`: on a Docker volume, as older versions do)."""
+        it; with `data_image_size=None` a new server keeps it on a Docker volume instead,
+        as older versions do (an image already made is used either way)."""
         self._wants_image = data_image_size is not None
 
     @property
