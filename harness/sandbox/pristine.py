@@ -87,7 +87,6 @@ def prune(*, idle_s: float = IDLE_S) -> list[str]:
     """Remove pristine checkouts that no overlay mounts, no opener holds, and no sandbox
     used for `idle_s` seconds, and half-built ones whose builder is gone; their keys."""
     root = state_dir("pristine")
-    mounted = lower_layers_in_use()
     removed = []
     for folder in sorted(root.iterdir()):
         if not folder.is_dir():
@@ -97,8 +96,9 @@ def prune(*, idle_s: float = IDLE_S) -> list[str]:
         with _held(lock, blocking=False) as held:
             if not held:
                 continue  # being built, or about to be mounted
-            if _BUILDING not in folder.name and (str(folder / "tree") in mounted
-                                                 or _idle_for(folder) < idle_s):
+            # Read the mounts under the lock: an opener mounts its view before letting go.
+            if _BUILDING not in folder.name and (_idle_for(folder) < idle_s or str(
+                    folder / "tree") in lower_layers_in_use()):
                 continue
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
