@@ -274,16 +274,17 @@ _OPEN_AND_WAIT = """
 import sys, time
 from harness.config import SandboxSettings
 from harness.sandbox import Sandbox
-sandbox = Sandbox(sys.argv[1], settings=SandboxSettings(disk_limit="64m")).open()
+sandbox = Sandbox(sys.argv[1], settings=SandboxSettings(disk_limit=sys.argv[2] or None)).open()
 sandbox.exec("echo mine >> README.md")
 print(sandbox.workspace.path, sandbox.workspace.pristine.parent.name, flush=True)
 time.sleep(120)
 """
 
 
+@pytest.mark.parametrize("disk_limit", ["64m", ""], ids=["own disk", "no disk"])
 def test_gc_after_a_sigkill_leaves_no_mount_upper_layer_or_stale_pristine_checkout(
-        origin: Path, docker_client: docker.DockerClient) -> None:
-    process = subprocess.Popen([sys.executable, "-c", _OPEN_AND_WAIT, str(origin)],
+        origin: Path, docker_client: docker.DockerClient, disk_limit: str) -> None:
+    process = subprocess.Popen([sys.executable, "-c", _OPEN_AND_WAIT, str(origin), disk_limit],
                                stdout=subprocess.PIPE, text=True, start_new_session=True)
     assert process.stdout is not None
     with process.stdout:
