@@ -70,7 +70,10 @@ def pristine_checkout(source: Path, base: str, owner: tuple[int, int], *,
             shutil.rmtree(checkout.folder, ignore_errors=True)
             building = root / f"{key}{_BUILDING}{os.getpid()}"
             shutil.rmtree(building, ignore_errors=True)
-            building.mkdir()
+            # Only root reaches the tree (the overlay reads it with the mounter's rights): a
+            # host user with the agent's uid must not edit what later sandboxes start from.
+            building.mkdir(mode=0o700)
+            os.chmod(building, 0o700)
             try:
                 build(building)
                 (building / "meta.json").write_text(json.dumps(

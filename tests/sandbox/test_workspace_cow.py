@@ -119,6 +119,11 @@ def test_the_pristine_checkout_never_changes_whatever_the_sandbox_does(origin: P
         assert sandbox.workspace.git("status", "--porcelain") == ""
         assert (_snapshot(lower.parent / "tree"), (lower.parent / "index").read_bytes()) \
             == before
+        # A host user with the agent's uid cannot reach it either.
+        host_user = subprocess.run(["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups",
+                                    "touch", str(lower / "README.md")],
+                                   capture_output=True, text=True, check=False)
+        assert host_user.returncode != 0 and "Permission denied" in host_user.stderr
 
 
 def test_git_status_is_clean_at_open_without_reading_a_file(origin: Path) -> None:
