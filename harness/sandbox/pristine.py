@@ -49,20 +49,22 @@ class PristineCheckout:
         return self.folder / "index"
 
 
-def key_for(source: Path, base: str, owner: tuple[int, int]) -> str:
-    """The name of the checkout of commit `base` of repository `source` owned by `owner`."""
-    text = f"{source.resolve()}\0{base}\0{owner[0]}:{owner[1]}"
+def key_for(source: Path, base: str, owner: tuple[int, int], settings: str = "") -> str:
+    """The name of the checkout of commit `base` of repository `source` owned by `owner`,
+    made under git `settings` (the configuration a checkout reads: line endings, filters)."""
+    text = f"{source.resolve()}\0{base}\0{owner[0]}:{owner[1]}\0{settings}"
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 @contextlib.contextmanager
 def pristine_checkout(source: Path, base: str, owner: tuple[int, int], *,
-                      build: Callable[[Path], None]) -> Iterator[PristineCheckout]:
-    """The checkout of `base` of `source`, built by `build(folder)` if missing (it fills
-    `folder` with `tree/` and `index`), held
-    against pruning until the block ends (mount the view inside it: from then on the
-    mount itself keeps the checkout in use)."""
-    key = key_for(source, base, owner)
+                      build: Callable[[Path], None], settings: str = ""
+                      ) -> Iterator[PristineCheckout]:
+    """The checkout of `base` of `source` under git `settings`, built by `build(folder)`
+    if missing (it fills `folder` with `tree/` and `index`), held against pruning until
+    the block ends (mount the view inside it: from then on the mount itself keeps the
+    checkout in use)."""
+    key = key_for(source, base, owner, settings)
     root = state_dir("pristine")
     with _held(root / f"{key}.lock", blocking=True):
         checkout = PristineCheckout(key, root / key)

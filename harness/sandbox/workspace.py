@@ -214,7 +214,11 @@ class Workspace:
         (upper / ".git" / "objects" / "info" / "alternates").unlink(missing_ok=True)
         self.base = self._resolve_base(upper)
         self.branch = self._branch_name(upper)
-        with pristine_checkout(source, self.base, self.owner,
+        # The user's git configuration shapes a checkout (autocrlf, smudge filters): a
+        # change of it makes another pristine checkout, as a fresh checkout would differ.
+        settings = subprocess.run(["git", "config", "--global", "--list"], capture_output=True,
+                                  text=True, env=_git_environment(None), check=False).stdout
+        with pristine_checkout(source, self.base, self.owner, settings=settings,
                                build=lambda folder: self._build_pristine(source, folder)
                                ) as checkout:
             shutil.copyfile(checkout.index, upper / ".git" / "index")

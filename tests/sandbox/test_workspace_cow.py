@@ -184,6 +184,21 @@ def test_refs_reflogs_and_index_at_open_match_a_checkout_of_its_own(
     assert seen[0] == seen[1]
 
 
+def test_a_change_of_the_users_git_configuration_makes_another_pristine_checkout(
+        origin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Workspace(origin, name="plain-config") as plain:
+        plain_lower = _lower(plain)
+    settings = tmp_path / "gitconfig"
+    settings.write_text("[core]\n\tautocrlf = true\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(settings))
+    with Workspace(origin, name="crlf-view") as view, \
+            Workspace(origin, name="crlf-clone", cow="off") as clone:
+        assert _lower(view) != plain_lower
+        assert (view.path / "README.md").read_bytes() == (clone.path / "README.md").read_bytes()
+        assert b"\r\n" in (view.path / "README.md").read_bytes()
+        assert view.git("status", "--porcelain") == ""
+
+
 def test_writing_past_the_disk_limit_gets_enospc_in_the_view(origin: Path) -> None:
     with Sandbox(origin, settings=COW) as sandbox:
         assert sandbox.workspace.view == "overlay" and sandbox.disk is not None
