@@ -112,10 +112,10 @@ def evaluate_on_ray(
     ledger = resumed or Ledger.start(out, seed=seed)  # only once the cluster can run it
     jobs: list[RunKey] = [(scenario, agent, run) for scenario in scenario_names
                           for agent in agents for run in range(repeat)]
-    scheduler = _Scheduler(ray, ledger, files, seed, max_attempts, max_in_flight, progress)
+    scheduler = _Scheduler(ray, ledger, files, seed, max_attempts, max_in_flight, progress,
+                           names)
     for node_id, why in left_out.items():
-        scheduler.leave_out(node_id, names.get(node_id, node_id[:8]), why)
-    scheduler.names = names
+        scheduler.leave_out(node_id, why)
     scheduler.run([job for job in jobs if job not in ledger.done])
     return ClusterEvaluation(ledger.run_id, [ledger.done[job] for job in jobs], ledger.folder,
                              identities, scheduler.retried, ledger.duplicates,
@@ -242,7 +242,8 @@ class _Scheduler:
 
     def __init__(self, ray: Any, ledger: Ledger, files: tuple[str, ...], seed: int,
                  max_attempts: int, max_in_flight: int | None,
-                 progress: Callable[[RunResult], None] | None) -> None:
+                 progress: Callable[[RunResult], None] | None, names: dict[str, str]
+                 ) -> None:
         self.ray, self.ledger, self.files, self.seed = ray, ledger, files, seed
         self.max_attempts, self.max_in_flight, self.progress = \
             max_attempts, max_in_flight, progress
@@ -251,22 +252,25 @@ class _Scheduler:
         self.pending: dict[Any, tuple[_Attempt, str]] = {}
         """In flight: the attempt and the node it was pinned to ('' for Ray's choice)."""
         self.retried = 0
-        self.names: dict[str, str] = {}
+        self.names = names
+        """Node id -> name."""
         self.left_out: dict[str, str] = {}
         self.failures: dict[str, int] = {}
         """Infrastructure failures in a row, by node: at LEAVE_OUT_AFTER it gets no more."""
 
-    def leave_out(self, node_id: str, name: str, why: str) -> None:
+    def leave_out(self, node_id: str, why: str) -> None:
         """Give the node no more runs (runs then go, pinned, to the others)."""
         if node_id not in self.left_out:
-            _LOG.warning("node %s gets no more runs: %s", name, why)
+            _LOG.warning("node %s gets no more runs: %s", self.names.get(node_id, node_id[:8]),
+                         why)
             self.left_out[node_id] = why
 
     def run(self, jobs: list[RunKey]) -> None:
         queue = [_Attempt(key, 1, frozenset()) for key in jobs]
         while queue or self.pending:
             nodes = _episode_nodes(self.ray)
-            limit = self.max_in_flight or max(1, int(2 * sum(n.capacity for n in nodes)))
+            capacity = sum(n.capacity for n in nodes if n.node_id not in self.left_out)
+            limit = self.max_in_flight or max(1, int(2 * capacity))
             while queue and len(self.pending) < limit:
                 self._submit(queue.pop(0), nodes)
             ready, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=2.0)
@@ -313,9 +317,8 @@ class _Scheduler:
             if failed_on:
                 self.failures[failed_on] = self.failures.get(failed_on, 0) + 1
                 if self.failures[failed_on] >= LEAVE_OUT_AFTER:
-                    self.leave_out(failed_on, self.names.get(failed_on, failed_on[:8]),
-                                   f"{self.failures[failed_on]} runs in a row failed there "
-                                   f"for its sake, the last: {message}")
+                    self.leave_out(failed_on, f"{self.failures[failed_on]} runs in a row failed "
+                                              f"there for its sake, the last: {message}")
             if attempt.number >= self.max_attempts:
                 self._keep(_failed(attempt, self.seed, f"{INFRASTRUCTURE}, {attempt.number} "
                                                        f"attempt(s): {message}"))

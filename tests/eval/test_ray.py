@@ -133,6 +133,30 @@ def test_a_node_whose_engine_does_not_answer_is_left_out_and_named(
         ray_cluster.stop_node("node-d")
 
 
+def test_runs_a_node_fails_for_its_sake_are_retried_elsewhere_until_it_is_left_out(
+        ray_cluster: RayCluster, tmp_path: Path) -> None:
+    home = ray_cluster.add_node("node-e")
+    try:
+        warm = ray_cluster.eval(SCENARIO, "--agent", "good", "--repeat", "3",
+                                out=tmp_path / "warm")
+        assert warm.returncode == 0, warm.stderr  # node-e is prepared
+        for repo in home.glob("fixtures/shop-*/.git"):
+            shutil.rmtree(repo)  # its clones now fail; its preparation finds the repo there
+        out = tmp_path / "out"
+        driver = ray_cluster.eval(SCENARIO, "--agent", "good", "--repeat", "6", out=out)
+        assert driver.returncode == 0, driver.stderr
+        assert "node node-e was left out: 2 runs in a row failed there" in driver.stderr
+        runs = report(out)["runs"]
+        assert isinstance(runs, list)
+        assert run_keys(runs) == Counter({("success", "good", n): 1 for n in range(6)})
+        assert all(r["error"] is None and r["success"] for r in runs), runs
+        assert "node-e" not in {r["node"] for r in runs}
+        retried = [r for r in runs if r["attempt"] == 2]
+        assert len(retried) >= 2, runs
+    finally:
+        ray_cluster.stop_node("node-e")
+
+
 def test_a_node_that_differs_from_the_driver_is_refused_before_any_run(
         ray_cluster: RayCluster, tmp_path: Path, docker_client: docker.DockerClient) -> None:
     other = tmp_path / "other"
