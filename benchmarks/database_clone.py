@@ -2,7 +2,8 @@
 
 Both run on one PostgreSQL 18 sandbox server whose data is on its XFS image (reflink=1),
 in the same run and interleaved: `CREATE DATABASE ... STRATEGY FILE_COPY` with
-`file_copy_method = clone` (reflink) and with `copy` (FILE_COPY as it was). Figures per
+`file_copy_method = clone` (reflink) and with `copy` (FILE_COPY as it was), each timed
+from rest (a checkpoint and the host's writeback first, untimed). Figures per
 size: the whole `SandboxDatabase.create()` (the copy, the sandbox's roles and rights) and
 the `CREATE DATABASE` statement alone, median and p95 of --runs each, and the ratios
 copy / reflink. `--volume-sizes-gb` also times the copy on a second PostgreSQL 18 server
@@ -38,6 +39,17 @@ def generated(size_gb: float) -> str:
         """
 
 
+def settle(server: object) -> None:
+    """Start each timed copy from rest: no dirty buffers (the checkpoint FILE_COPY begins
+    with), and the last copy's blocks written back by the host, not during the next one."""
+    from harness.sandbox.postgres import ServerAddress
+
+    assert isinstance(server, ServerAddress)
+    with server.connect() as conn:
+        conn.execute("CHECKPOINT")
+    os.sync()
+
+
 def measure(server: object, baseline: object, runs: int) -> dict[str, object]:
     from psycopg import sql
 
@@ -53,6 +65,7 @@ def measure(server: object, baseline: object, runs: int) -> dict[str, object]:
     # building the baseline left dirty.
     for index in range(runs + 1):
         for how, address in (("reflink", server), ("copy", copying)):
+            settle(server)
             db = SandboxDatabase(address, baseline, f"bench-clone-{how}-{index}").create()
             assert db.clone_method == how, db.clone_report()
             db.drop()
@@ -61,6 +74,7 @@ def measure(server: object, baseline: object, runs: int) -> dict[str, object]:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
                 conn.execute(sql.SQL("SET file_copy_method = {}").format(
                     sql.SQL("clone" if how == "reflink" else "copy")))
+                settle(server)
                 statement = timed(lambda conn=conn, name=name: conn.execute(sql.SQL(
                     "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
                         name, sql.Identifier(baseline.dbname))))
@@ -89,6 +103,7 @@ def on_volume(seed: Path, runs: int) -> dict[str, object]:
     baseline = ensure_baseline(address, Source.parse(str(seed)))
     samples = []
     for index in range(runs + 1):
+        settle(address)
         db = SandboxDatabase(address, baseline, f"bench-clone-volume-{index}").create()
         db.drop()
         if index:
