@@ -330,6 +330,9 @@ class _Scheduler:
             return _Attempt(attempt.key, attempt.number + 1,
                             attempt.avoid | ({failed_on} if failed_on else set()))
         self.failures.pop(outcome.node_id, None)
+        if outcome.leftovers_cleared:
+            _LOG.info("node %s removed what killed tasks left there: %s", outcome.node,
+                      ", ".join(outcome.leftovers_cleared))
         self._keep(RunResult(**outcome.result), outcome.trace, outcome.changeset)
         return None
 

@@ -105,7 +105,7 @@ def node_name(node_id: str) -> str:
 
 
 def identity(node_id: str, scenario_files: tuple[str, ...]) -> NodeIdentity:
-    """This process's harness version and source, image definitions and scenarios."""
+    """What this process runs: the harness version, image definitions and scenarios."""
     from harness.sandbox import images
 
     return NodeIdentity(
@@ -150,27 +150,28 @@ def run_episode(request: EpisodeRequest, node_id: str) -> EpisodeOutcome:
     from harness.sandbox import labels
 
     name = node_name(node_id)
-    cleared = clear_leftovers()
-    folder = state_dir("eval-changesets")
-    changeset_path = folder / f"{request.run_id}-{uuid.uuid4().hex[:8]}.json"
-    with _task_marker(), labels.tagged(run=request.run_id, node=name):
-        try:
-            scenario = _scenarios(request.scenario_files)[request.scenario]
-            result = run_once(scenario, request.agent, agent_factory(request.agent),
-                              run=request.repeat, seed=request.seed,
-                              changeset_path=changeset_path)
-        except Exception as exc:
-            if infrastructure_failure(exc):
-                raise InfrastructureError(f"on node {name}: {type(exc).__name__}: {exc}",
-                                          node_id, name) from None
-            result = RunResult(request.scenario, request.agent, request.repeat, request.seed,
-                               False, {}, [], 0, 0, 0, 0, 0.0, "",
-                               error=f"{type(exc).__name__}: {exc}")
-    trace = Path(result.trace) if result.trace else None
+    changeset_path = state_dir("eval-changesets") / f"{request.run_id}-{uuid.uuid4().hex[:8]}.json"
+    trace: Path | None = None
+    cleared: list[str] = []
     try:
+        with _task_marker(), labels.tagged(run=request.run_id, node=name):
+            try:
+                cleared = clear_leftovers()
+                scenario = _scenarios(request.scenario_files)[request.scenario]
+                result = run_once(scenario, request.agent, agent_factory(request.agent),
+                                  run=request.repeat, seed=request.seed,
+                                  changeset_path=changeset_path)
+            except Exception as exc:
+                if infrastructure_failure(exc):
+                    raise InfrastructureError(f"on node {name}: {type(exc).__name__}: {exc}",
+                                              node_id, name) from None
+                result = RunResult(request.scenario, request.agent, request.repeat,
+                                   request.seed, False, {}, [], 0, 0, 0, 0, 0.0, "",
+                                   error=f"{type(exc).__name__}: {exc}")
+        trace = Path(result.trace) if result.trace else None
         payload = trace.read_bytes() if trace and trace.is_file() else b""
         changeset = changeset_path.read_text() if changeset_path.is_file() else None
-    finally:
+    finally:  # they are the driver's now (or lost with the attempt)
         if trace is not None:
             trace.unlink(missing_ok=True)
         changeset_path.unlink(missing_ok=True)
