@@ -70,12 +70,12 @@ class RayCluster:
         _kill(_processes_of(f"HARNESS_HOME={self.homes[name]}"))
 
     def eval(self, *args: str, out: Path, background: bool = False,
-             env: dict[str, str] | None = None) -> Driver:
+             env: dict[str, str] | None = None, address: bool = True) -> Driver:
         """`harness eval --ray` as the driver, from a folder of its own (Ray puts the
         driver's folder on the workers' path: the project checkout must not be it)."""
         folder = Path(tempfile.mkdtemp(prefix="driver-", dir=self.folder))
-        command = [str(VENV_BIN / "harness"), "eval", *args, "--ray", self.address,
-                   "--out", str(out), "--json"]
+        command = [str(VENV_BIN / "harness"), "eval", *args,
+                   *(["--ray", self.address] if address else []), "--out", str(out), "--json"]
         driver = Driver(folder / "stdout", folder / "stderr")
         with driver.stdout_path.open("w") as stdout, driver.stderr_path.open("w") as stderr:
             driver.process = subprocess.Popen(

@@ -102,6 +102,19 @@ def test_resume_runs_only_what_is_not_recorded(
     assert len(ledger(out, run_id)) == 5, "only run 4 was new"
 
 
+def test_the_configuration_can_name_the_cluster(ray_cluster: RayCluster, tmp_path: Path
+                                               ) -> None:
+    config = tmp_path / "harness.yaml"
+    config.write_text(f"eval:\n  ray:\n    address: {ray_cluster.address}\n"
+                      "    max_attempts: 2\n    max_in_flight: 1\n")
+    out = tmp_path / "out"
+    driver = ray_cluster.eval(SCENARIO, "--agent", "good", "--config", str(config), out=out,
+                              address=False)
+    assert driver.returncode == 0, driver.stderr
+    runs = report(out)["runs"]
+    assert isinstance(runs, list) and runs[0]["node"] in ("node-a", "node-b")
+
+
 def test_an_agent_s_failure_is_its_result_and_never_retried(
         ray_cluster: RayCluster, tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -238,3 +251,13 @@ def test_without_ray_the_option_says_how_to_install_it(tmp_path: Path) -> None:
          str(tmp_path / "out")], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2, done.stderr
     assert "pip install 'harness[ray]'" in done.stderr
+
+
+def test_resume_needs_a_cluster(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "eval", SCENARIO, "--agent", "good", "--resume",
+         "ev-1", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+    assert done.returncode == 2
+    assert "--resume needs --ray" in done.stderr
