@@ -289,3 +289,134 @@ def test_a_changed_key_counts_as_an_update_of_what_it_changed() -> None:
     # Without a delete beside it, an insert is no update.
     alone = Effects(rows=rows(users={"inserted": [{**before, "id": 102}]}))
     assert broken("  - {id: e, rows: {table: users, changes: [email]}}", alone) == []
+
+
+# What a breach reports: each match exactly as it was found (the operation, the key, the
+# columns changed), the count, the table counted and the few examples shown.
+
+def only(text: str, effects: Effects) -> Any:
+    found = evaluate(policies(text), effects)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_each_operation_is_reported_with_its_key_and_changed_columns() -> None:
+    paid = ORDERS[1]
+    change = Effects(rows=rows(orders={
+        "inserted": [{"id": 9, "status": "open", "total": 1}],
+        "updated": [(paid, {**paid, "status": "void"})], "deleted": [ORDERS[3]]}))
+    breach = only("  - {id: all, rows: {table: orders}}", change)
+    assert breach.examples == [
+        {"table": "public.orders", "op": "insert", "key": {"id": 9}},
+        {"table": "public.orders", "op": "update", "key": {"id": 2}, "changed": ["status"]},
+        {"table": "public.orders", "op": "delete", "key": {"id": 4}}]
+    assert breach.detail == (
+        "more than 0 row(s) of orders matching the policy (3 row(s) of orders: insert "
+        "public.orders (id=9), update public.orders (id=2), delete public.orders (id=4))")
+    for op, kept in (("insert", 0), ("delete", 2)):
+        assert only(f"  - {{id: {op}, rows: {{table: orders, op: {op}}}}}",
+                    change).examples == [breach.examples[kept]], op
+    # A delete beside an insert may be one row whose key changed: counted as an update too.
+    assert only("  - {id: u, rows: {table: orders, op: update}}", change).examples == [
+        breach.examples[1], {"table": "public.orders", "op": "update", "key": {"id": 9},
+                             "changed": [], "rekeyed": True}]
+
+
+def test_a_row_without_a_key_is_named_by_its_whole_image_and_a_composite_key_in_full() -> None:
+    logs = Effects(rows=rows(logs={"key": [], "inserted": [{"at": "now", "msg": "hi"}]},
+                             lines={"key": ["order_id", "line"], "deleted": [
+                                 {"order_id": 1, "line": 2, "sku": "x"}]}))
+    found = only("  - {id: a, rows: {table: '*'}}", logs)
+    assert found.examples == [
+        {"table": "public.lines", "op": "delete", "key": {"order_id": 1, "line": 2}},
+        {"table": "public.logs", "op": "insert", "key": {"at": "now", "msg": "hi"}}]
+    assert "delete public.lines (order_id=1, line=2), insert public.logs (at=now, msg=hi)" \
+        in found.detail
+
+
+def test_five_examples_are_shown_and_more_are_marked() -> None:
+    five = Effects(rows=rows(orders={"deleted": [{"id": n} for n in range(5)]}))
+    six = Effects(rows=rows(orders={"deleted": [{"id": n} for n in range(6)]}))
+    shown = only("  - {id: a, rows: {table: orders}}", five)
+    assert len(shown.examples) == 5 and shown.detail.endswith("(id=4))")
+    more = only("  - {id: a, rows: {table: orders}}", six)
+    assert len(more.examples) == 5 and more.detail.endswith("(id=4), ...)")
+    assert len(more.matched) == 6 and more.actual == 6
+
+
+def test_each_table_is_judged_on_its_own_count_and_named_in_the_detail() -> None:
+    change = Effects(rows=rows(a={"deleted": [{"id": 1}]},
+                               b={"deleted": [{"id": 1}, {"id": 2}]}))
+    found = evaluate(policies("  - {id: t, rows: {table: '*', more_than: 1, each_table: true}}"),
+                     change)
+    assert [(b.table, b.actual) for b in found] == [("public.b", 2)]
+    assert found[0].detail.startswith("more than 1 row(s) of public.b matching the policy "
+                                      "(2 row(s) of public.b: ")
+    assert found[0].examples == [{"table": "public.b", "op": "delete", "key": {"id": n}}
+                                 for n in (1, 2)]
+
+
+def test_a_rekeyed_row_is_an_update_named_by_its_new_key_and_checked_after() -> None:
+    change = Effects(rows=rows(orders={
+        "updated": [(ORDERS[0], {**ORDERS[0], "status": "void"})],
+        "deleted": [{"id": 1, "status": "paid", "note": "a"}],
+        "inserted": [{"id": 7, "status": "void", "note": "a"},
+                     {"id": 8, "status": "open", "note": "b"}]}))
+    rule = ("  - {id: r, rows: {table: orders, op: update, where_after: {status: void}, "
+            "changes: [status]}}")
+    found = only(rule, change)
+    assert found.examples == [
+        {"table": "public.orders", "op": "update", "key": {"id": 1}, "changed": ["status"]},
+        {"table": "public.orders", "op": "update", "key": {"id": 7}, "changed": ["status"],
+         "rekeyed": True}]
+    # An insert and a delete side by side are no update for a rule over inserts.
+    assert only("  - {id: i, rows: {table: orders, op: insert}}", change).actual == 2
+
+
+def test_pairing_is_tried_up_to_a_thousand_deletes_and_past_that_every_insert_counts() -> None:
+    rule = "  - {id: r, rows: {table: orders, op: update, where: {status: paid}}}"
+    def change(deletes: int) -> Effects:
+        return Effects(rows=rows(orders={
+            "deleted": [{"id": n, "status": "open"} for n in range(deletes)],
+            "inserted": [{"id": 10**6, "status": "open"}]}))
+    assert evaluate(policies(rule), change(1000)) == [], "no delete was paid"
+    assert only(rule, change(1001)).actual == 1
+
+
+def test_booleans_match_booleans_only_and_impossible_timestamps_match_nothing() -> None:
+    flagged = Effects(rows=rows(t={"inserted": [{"id": 1, "flag": True},
+                                                {"id": 2, "flag": False}]}))
+    assert only("  - {id: b, rows: {table: t, where: {flag: true}}}", flagged).examples == [
+        {"table": "public.t", "op": "insert", "key": {"id": 1}}]
+    stamped = Effects(rows=rows(t={"inserted": [{"id": 1, "at": "2026-02-30T00:00:00"}]}))
+    assert evaluate(policies("  - {id: s, rows: {table: t, where: {at: '2026-02-30 00:00'}}}"),
+                    stamped) == []
+
+
+def test_file_matches_report_path_change_mode_and_lines_and_mode_unchanged_is_a_predicate(
+        ) -> None:
+    files = [FileChange("a.sh", 3, 2, status="M", old_mode="100644", mode="100755"),
+             FileChange("b.py", 1, 0, status="M", old_mode="100644", mode="100644"),
+             FileChange("c.py", 4, 0, status="A", mode="100644")]
+    effects = Effects(files=files)
+    found = only("  - {id: m, files: {path: '**', mode_changed: true}}", effects)
+    assert found.examples == [{"path": "a.sh", "status": "M", "mode": "100755", "lines": 5}]
+    assert found.detail == "more than 0 file(s) matching the policy (1 file(s): a.sh (M))"
+    same = only("  - {id: s, files: {path: '**', mode_changed: false}}", effects)
+    assert [e["path"] for e in same.examples] == ["b.py", "c.py"], "a new file kept its mode"
+
+
+def test_commit_matches_report_sha_first_line_and_branch_for_each_predicate() -> None:
+    commits = [Commit("c" * 40, "dev", "dev@corp.example", "Tidy", "main"),
+               Commit("a" * 40, "agent", "agent@example.com", "WIP: try\n\nbody", "agent/x"),
+               Commit("b" * 40, "agent", "agent@example.com", "", "agent/y")]
+    effects = Effects(commits=commits)
+    wip = only("  - {id: w, commits: {message: '^WIP'}}", effects)
+    assert wip.examples == [{"commit": "a" * 12, "message": "WIP: try", "branch": "agent/x"}]
+    assert wip.detail == ("more than 0 commit(s) matching the policy (1 commit(s): "
+                          f"{'a' * 12} 'WIP: try')")
+    assert [e["commit"] for e in only("  - {id: a, commits: {author: 'agent@'}}",
+                                      effects).examples] == ["a" * 12, "b" * 12]
+    assert only("  - {id: b, commits: {branch: '^agent/'}}", effects).examples[1] == {
+        "commit": "b" * 12, "message": "", "branch": "agent/y"}
+    assert only("  - {id: m, commits: {branch: '^main$'}}", effects).actual == 1
