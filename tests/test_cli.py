@@ -102,7 +102,8 @@ def test_gc_json_lists_what_it_removed(agent_image: str) -> None:
     done = harness("gc", "--json")
     assert done.returncode == 0
     assert set(json.loads(done.stdout)) == {"containers", "volumes", "workspaces", "databases",
-                                            "roles", "baselines", "scratch"}
+                                            "roles", "baselines", "scratch", "data_images",
+                                            "pristine"}
 
 
 def test_help_documents_the_exit_codes() -> None:
