@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from fastmcp.client.transports import StdioTransport, StreamableHttpTransport
 from harness import __version__
 from harness.fixtures import fixture_seed
 from harness.sandbox import labels
+from tests import loopback
 from tests.test_mcp import TOKEN, serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
@@ -49,11 +49,8 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def web() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with loopback.serving(_Hello) as address:
+        yield address
 
 
 @pytest.fixture()

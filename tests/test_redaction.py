@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from harness.episode import Episode
 from harness.fixtures import fixture_seed
 from harness.home import harness_home
 from tests.leaks import leaks
+from tests.loopback import serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
@@ -56,11 +56,8 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def echo() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Echo) as address:
+        yield address
 
 
 def _config_text(repo: Path, host: str) -> str:

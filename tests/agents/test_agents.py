@@ -8,25 +8,15 @@ import json
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from harness.agents import Briefing, OpenAIAgent, ScriptedAgent, SubprocessAgent, drive
-from harness.config import parse_config
 from harness.episode import ActionResult, Episode
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture()
-def episode(shop_repo: Path, tmp_path: Path) -> Iterator[Episode]:
-    config = parse_config(f"state_injection:\n  sources:\n    - {{type: env_var, prefix: APP_, "
-                          f"values: {{APP_MODE: eval}}}}\ntarget:\n  repo: {shop_repo}\n")
-    with Episode(config, trace_path=tmp_path / "trace.jsonl") as running:
-        yield running
 
 
 def test_a_scripted_list_is_played_in_order(episode: Episode) -> None:

@@ -7,18 +7,16 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from harness.agents import AnthropicAgent, Briefing, drive
 from harness.agents.endpoint import EndpointError
-from harness.config import parse_config
 from harness.episode import Episode
 from harness.eval.agents import agent_factory
+from tests.loopback import serving
 
 KEY = "sk-ant-test-key"
 
@@ -103,11 +101,8 @@ class _Messages(http.server.BaseHTTPRequestHandler):
 def api() -> Iterator[str]:
     _Messages.requests.clear()
     _Messages.answers.clear()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Messages)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Messages) as address:
+        yield f"http://{address}"
 
 
 def _use(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -116,14 +111,6 @@ def _use(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
 
 def _text(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
-
-
-@pytest.fixture()
-def episode(shop_repo: Path, tmp_path: Path) -> Iterator[Episode]:
-    config = parse_config(f"state_injection:\n  sources:\n    - {{type: env_var, prefix: APP_, "
-                          f"values: {{APP_MODE: eval}}}}\ntarget:\n  repo: {shop_repo}\n")
-    with Episode(config, trace_path=tmp_path / "trace.jsonl") as running:
-        yield running
 
 
 @pytest.mark.docker
