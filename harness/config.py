@@ -320,6 +320,23 @@ class Hardening(_Strict):
     """Memory limit, e.g. 512m or 2g; swap is not allowed beyond it."""
     cpus: float = Field(1.0, gt=0)
     tmpfs_size: str = "256m"
+    exec_users: list[str] = []
+    """Users besides the agent a program may be run as (the exec tool's `user`, inspect's
+    `exec(user=...)`), e.g. [root], or ["*"] for any; none by default. Root without
+    capabilities and with a read-only root can change little: relax those too if the
+    programs need it."""
+
+    def may_run_as(self, user: str) -> bool:
+        """Whether a program may be run as `user` (the agent always)."""
+        return user in ("agent", "1000") or user in self.exec_users or "*" in self.exec_users
+
+    @field_validator("exec_users")
+    @classmethod
+    def _users(cls, value: list[str]) -> list[str]:
+        for user in value:
+            if not re.fullmatch(r"\*|[a-z_][a-z0-9_-]{0,31}|\d+(:\d+)?", user):
+                raise ValueError(f"{user!r} is not a user name or uid[:gid]")
+        return value
 
     @field_validator("memory", "tmpfs_size")
     @classmethod

@@ -81,3 +81,17 @@ def test_relative_target_paths_are_beside_the_config_file(tmp_path: Path) -> Non
     url.write_text("target:\n  repo: https://example.com/r.git\n  database: postgresql:///x\n")
     assert load_config(url).target.repo == "https://example.com/r.git"
     assert load_config(url).target.database == "postgresql:///x"
+
+
+def test_exec_users_are_user_names_uids_or_a_star_and_the_agent_always_may() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("sandbox:\n  hardening:\n    exec_users: [root, 'x; rm']\n", origin="h.yaml")
+    assert "h.yaml:3: sandbox.hardening.exec_users" in str(info.value)
+    assert "'x; rm' is not a user name" in str(info.value)
+    hardening = parse_config("sandbox:\n  hardening:\n    exec_users: [root, '1001:1001']\n"
+                             ).sandbox.hardening
+    assert [hardening.may_run_as(u) for u in ("agent", "1000", "root", "1001:1001", "daemon")
+            ] == [True, True, True, True, False]
+    assert parse_config("sandbox:\n  hardening:\n    exec_users: ['*']\n"
+                        ).sandbox.hardening.may_run_as("daemon")
+    assert not parse_config("").sandbox.hardening.may_run_as("root")

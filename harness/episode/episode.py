@@ -566,14 +566,15 @@ class Episode:
 
     def shell(self, command: str | list[str], timeout: float | None = None, *,
               cwd: str | None = None, env: Mapping[str, str] | None = None,
-              stdin: bytes | None = None) -> dict[str, Any]:
+              stdin: bytes | None = None, user: str | None = None) -> dict[str, Any]:
         """Run a command in the sandbox within the shell budget (and counted)."""
         settings = self.config.sandbox
         timeout = min(timeout or settings.exec_timeout_s, settings.max_exec_timeout_s)
         remaining = self.budget.remaining_shell_seconds()
         if remaining is not None:
             timeout = min(timeout or remaining, remaining)
-        result = self.sandbox.exec(command, timeout=timeout, cwd=cwd, env=env, stdin=stdin)
+        result = self.sandbox.exec(command, timeout=timeout, cwd=cwd, env=env, stdin=stdin,
+                                   user=user)
         counters = self.budget.counters
         counters.shell_seconds += result.duration_s
         counters.output_bytes += len(result.stdout.encode()) + len(result.stderr.encode())

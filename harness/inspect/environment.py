@@ -39,8 +39,8 @@ class HarnessSandboxConfig(BaseModel):
 @sandboxenv(name="harness")
 class HarnessSandboxEnvironment(SandboxEnvironment):
     """A sample's sandbox: a harness episode. Commands run as the sandbox's agent user;
-    another user is refused (SandboxUserUnsupportedError): the container runs with no
-    capabilities and a read-only root, where another user could do nothing anyway."""
+    another user is refused (SandboxUserUnsupportedError) unless the configuration allows
+    it (`sandbox.hardening.exec_users`)."""
 
     def __init__(self, episode: Episode) -> None:
         super().__init__()
@@ -86,10 +86,15 @@ class HarnessSandboxEnvironment(SandboxEnvironment):
                    cwd: str | None = None, env: dict[str, str] | None = None,
                    user: str | None = None, timeout: int | None = None,
                    timeout_retry: bool = True, concurrency: bool = True) -> ExecResult[str]:
-        if user is not None and user not in ("agent", "1000"):
+        if user in ("agent", "1000"):
+            user = None
+        if user is not None and not self.episode.config.sandbox.hardening.may_run_as(user):
             raise SandboxUserUnsupportedError(
-                f"harness runs commands as the sandbox's agent user, not {user!r}")
+                f"harness runs commands as the sandbox's agent user, not {user!r} (allow it "
+                "in sandbox.hardening.exec_users)")
         parameters: dict[str, Any] = {"argv": list(cmd)}
+        if user is not None:
+            parameters["user"] = user
         if cwd is not None:
             parameters["cwd"] = cwd
         if env:

@@ -191,6 +191,7 @@ class Container:
         output_limit: int | None = None,
         stdin: bytes | str | None = None,
         stdout_bytes: bool = False,
+        user: str | None = None,
     ) -> ExecResult:
         """Run `command` (argv, or a string for bash -c) and return its result.
 
@@ -199,7 +200,7 @@ class Container:
         dropped (the command still runs to its end) and the result says `truncated`.
         `stdin` is written to the command's standard input, which then ends; without it
         the command reads an empty input. With `stdout_bytes` its output comes as bytes
-        (`stdout_bytes`), not decoded.
+        (`stdout_bytes`), not decoded. `user` runs it as another user than the container's.
         """
         argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
         if not argv:
@@ -213,7 +214,7 @@ class Container:
             exec_id = api.exec_create(
                 self.id, ["bash", "-c", _LAUNCH, "harness", token, *argv],
                 environment={**self.bound_environment, **dict(env or {})},
-                workdir=cwd or None, stdin=True,
+                workdir=cwd or None, stdin=True, user=user or "",
             )["Id"]
             stream = api.exec_start(exec_id, socket=True)
         except docker.errors.APIError as exc:

@@ -194,12 +194,19 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
         stdin: bytes | str | None = None,
+        user: str | None = None,
     ) -> ExecResult:
         """Run a command in the container (see `Container.exec`); `disk_limit_hit` says
-        whether the sandbox's disk is full after it."""
+        whether the sandbox's disk is full after it. `user` is the agent (None) or one
+        of `sandbox.hardening.exec_users`; another raises SandboxPermissionError."""
         if cwd is not None and not cwd.startswith("/"):
             cwd = posixpath.normpath(posixpath.join(WORKSPACE, cwd))
-        result = self.container.exec(command, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
+        if user is not None and not self.settings.hardening.may_run_as(user):
+            raise SandboxPermissionError(
+                f"commands run as the agent user: {user!r} is not in "
+                "sandbox.hardening.exec_users")
+        result = self.container.exec(command, timeout=timeout, env=env, cwd=cwd, stdin=stdin,
+                                     user=user)
         if self.disk is not None and (self.disk.full() or _ENOSPC in result.stderr):
             result = replace(result, disk_limit_hit=True)
         return result

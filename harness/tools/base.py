@@ -80,7 +80,7 @@ class ToolContext(Protocol):
 
     def shell(self, command: str | list[str], timeout: float | None = None, *,
               cwd: str | None = None, env: Mapping[str, str] | None = None,
-              stdin: bytes | None = None) -> dict[str, Any]:
+              stdin: bytes | None = None, user: str | None = None) -> dict[str, Any]:
         """Run a command in the sandbox within the shell budget; its result as a dict."""
 
     def connection(self) -> psycopg.Connection[Any]:

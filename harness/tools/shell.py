@@ -40,7 +40,7 @@ def shell_exec(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
 def exec_argv(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
     """Run the argv, with its input, environment and working folder."""
     return ToolResult("ok", context.shell(list(p["argv"]), p.get("timeout"), cwd=p.get("cwd"),
-                                          env=p.get("env"), stdin=_stdin(p)))
+                                          env=p.get("env"), stdin=_stdin(p), user=p.get("user")))
 
 
 def _stdin(p: Mapping[str, Any]) -> bytes | None:
@@ -167,7 +167,9 @@ TOOLS = [
          "and working folder (relative to the workspace).",
          object_schema(["argv"], argv={"type": "array", "items": STRING, "minItems": 1},
                        cwd=STRING, env={"type": "object", "additionalProperties": STRING},
-                       timeout={"type": "number"}, stdin=STRING, stdin_base64=STRING),
+                       timeout={"type": "number"}, stdin=STRING, stdin_base64=STRING,
+                       user={**STRING, "description": "Another user than the agent: one of "
+                             "sandbox.hardening.exec_users."}),
          exec_argv, Judged.SHELL, None,
          affects=frozenset({Effect.FILES, Effect.COMMITS, Effect.ROWS}),
          needs=frozenset({Limit.MAX_SHELL_SECONDS}), judged_text=exec_command_line,

@@ -42,3 +42,32 @@ def sandbox_env(provider: HarnessSandboxEnvironment, request: pytest.FixtureRequ
     if reason is not None:
         request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
     return provider
+
+
+@pytest.fixture(scope="module")
+def provider_allowing_root(shop_repo: Path) -> Iterator[HarnessSandboxEnvironment]:
+    config = parse_config(f"""
+target: {{repo: {shop_repo}}}
+orchestrator: {{limits: {{max_actions: 100000}}}}
+sandbox:
+  hardening: {{exec_users: [root, inspect-ai-test-exec-as-user], read_only_root: false,
+              drop_capabilities: false,
+              no_new_privileges: false}}
+""")
+    with Episode(config) as episode:
+        yield HarnessSandboxEnvironment(episode)
+
+
+async def test_inspects_check_of_another_user_passes_when_the_config_allows_it(
+        provider_allowing_root: HarnessSandboxEnvironment) -> None:
+    await test_exec_as_user(provider_allowing_root)  # noqa: F405 (inspect's own check)
+    assert any(r.tool == "exec" and r.output.get("stdout") == "root\n"
+               for r in provider_allowing_root.episode.results), "through the episode"
+
+
+def test_the_exec_tool_runs_as_no_user_the_config_does_not_allow(
+        provider: HarnessSandboxEnvironment) -> None:
+    result = provider.episode.act({"tool": "exec", "parameters": {"argv": ["id", "-u"],
+                                                                  "user": "root"}})
+    assert result.status == "error"
+    assert "'root' is not in sandbox.hardening.exec_users" in result.output["error"]
