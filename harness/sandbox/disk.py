@@ -43,17 +43,25 @@ def mechanism() -> Mechanism:
         return _probe()
 
 
+def image_mount_blocker(mkfs: str, package: str) -> str | None:
+    """Why this host cannot make a filesystem image with `mkfs` (from `package`) and
+    loop-mount it; None when nothing is missing."""
+    if os.geteuid() != 0:
+        return f"mounting a filesystem image needs root (running as uid {os.geteuid()})"
+    for tool in (mkfs, "losetup", "mount", "umount"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found (apt-get install {package} mount)"
+    if not Path("/dev/loop-control").exists():
+        return "no loop devices (/dev/loop-control is missing)"
+    return None
+
+
 @functools.cache
 def _probe() -> Mechanism:
-    if os.geteuid() != 0:
-        return Mechanism(False, f"mounting a filesystem image needs root (running as uid "
-                                f"{os.geteuid()}); /tmp and home are size-capped tmpfs, the "
-                                "workspace is not limited")
-    for tool in ("mkfs.ext4", "losetup", "mount", "umount"):
-        if shutil.which(tool) is None:
-            return Mechanism(False, f"{tool} not found (apt-get install e2fsprogs mount)")
-    if not Path("/dev/loop-control").exists():
-        return Mechanism(False, "no loop devices (/dev/loop-control is missing)")
+    blocker = image_mount_blocker("mkfs.ext4", "e2fsprogs")
+    if blocker is not None:
+        return Mechanism(False, f"{blocker}; /tmp and home are size-capped tmpfs, the "
+                                "workspace is not limited" if "root" in blocker else blocker)
     probe = Disk(f"probe-{os.getpid()}-{secrets.token_hex(4)}", 16 << 20,
                  owner=(os.geteuid(), os.getegid()))
     try:

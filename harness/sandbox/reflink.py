@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness.errors import SandboxError
 from harness.home import scratch_folder
-from harness.sandbox.disk import unmount
+from harness.sandbox.disk import image_mount_blocker, unmount
 
 REFLINK_MIN_VERSION = 18
 """The first PostgreSQL major version with `file_copy_method = clone`."""
@@ -85,14 +85,9 @@ def host_support() -> CloneSupport:
 
 @functools.cache
 def _probe() -> CloneSupport:
-    if os.geteuid() != 0:
-        return CloneSupport(False, f"mounting a filesystem image needs root (running as uid "
-                                   f"{os.geteuid()})")
-    for tool in ("mkfs.xfs", "losetup", "mount", "umount"):
-        if shutil.which(tool) is None:
-            return CloneSupport(False, f"{tool} not found (apt-get install xfsprogs mount)")
-    if not Path("/dev/loop-control").exists():
-        return CloneSupport(False, "no loop devices (/dev/loop-control is missing)")
+    blocker = image_mount_blocker("mkfs.xfs", "xfsprogs")
+    if blocker is not None:
+        return CloneSupport(False, blocker)
     with scratch_folder("reflink-probe") as folder:
         image = DataImage(folder, MIN_IMAGE_BYTES)
         try:
