@@ -220,3 +220,38 @@ def test_with_a_pool_a_session_gets_a_sandbox_made_before_it_connected(
     while _sandbox_ids() - before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _sandbox_ids() - before == set(), "stopping the server removed the pool's sandboxes"
+
+
+def test_every_result_an_episode_gives_fits_its_tools_declared_schema(
+        project: Path, web: str) -> None:
+    """Not only the happy path: timeouts, truncation, refusals by budget, errors, undone
+    actions and binary files, each validated against the schema clients are given."""
+    from harness.config import load_config
+    from harness.episode import Episode
+    from harness.tools import TOOLS
+
+    config = load_config(project / "harness.yaml")
+    actions = [
+        ("shell_exec", {"command": "sleep 5", "timeout": 1}),
+        ("shell_exec", {"command": "head -c 2000000 /dev/zero | tr '\\0' x"}),
+        ("shell_exec", {"command": "exit 7"}),
+        ("read_file", {"path": "missing.txt"}),
+        ("read_file", {"path": "."}),
+        ("write_file", {"path": "bin.dat", "content_base64": "/wA="}),
+        ("read_file", {"path": "bin.dat"}),
+        ("list_files", {"path": "nowhere"}),
+        ("git_diff", {}),
+        ("git_commit", {"message": "nothing yet?"}),
+        ("db_query", {"sql": "SELECT 1 AS one, NULL AS nothing; SELECT now()"}),
+        ("db_query", {"sql": "SELECT * FROM no_such_table"}),
+        ("db_mutate", {"sql": "UPDATE orders SET status = 'void' WHERE id <= 3"}),
+        ("db_mutate", {"sql": "UPDATE orders SET status = 'x' WHERE id <= 100"}),
+        ("http_request", {"method": "GET", "url": f"http://{web}/"}),
+        ("http_request", {"method": "GET", "url": "http://10.9.9.9/"}),
+    ]
+    with Episode(config) as episode:
+        for name, parameters in actions:
+            result = episode.act({"tool": name, "parameters": parameters})
+            data = json.loads(json.dumps(result.output, default=str))
+            jsonschema.validate(data, TOOLS[name].output)
+            assert _undeclared(data, TOOLS[name].output) == [], (name, parameters, data)
