@@ -327,8 +327,10 @@ class Hardening(_Strict):
     programs need it."""
 
     def may_run_as(self, user: str) -> bool:
-        """Whether a program may be run as `user` (the agent always)."""
-        return user in ("agent", "1000") or user in self.exec_users or "*" in self.exec_users
+        """Whether a program may be run as `user`, another than the container's own (which
+        is asked for by naming no user: a name that looks like the agent's may be another
+        user, when `user` above is not the agent or the host is not root)."""
+        return user in self.exec_users or "*" in self.exec_users
 
     @field_validator("exec_users")
     @classmethod

@@ -41,13 +41,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def config_path(config: pytest.Config) -> Path:
-    """Where the fixtures' configuration is, by the precedence the module describes."""
-    chosen = (config.getoption("harness_config") or config.getini("harness_config")
-              or os.environ.get("HARNESS_CONFIG"))
-    if chosen:
-        path = Path(str(chosen))
-        return path if path.is_absolute() else Path(config.invocation_params.dir) / path
-    return Path(config.invocation_params.dir) / "harness.yaml"
+    """Where the fixtures' configuration is, by the precedence the module describes: the
+    option, the variable and ./harness.yaml from where pytest runs, the ini option from
+    the ini file's folder."""
+    here = Path(config.invocation_params.dir)
+    option, ini = config.getoption("harness_config"), config.getini("harness_config")
+    if option:
+        return here / str(option)
+    if ini:
+        return (config.inipath.parent if config.inipath else here) / str(ini)
+    if os.environ.get("HARNESS_CONFIG"):
+        return here / os.environ["HARNESS_CONFIG"]
+    return here / "harness.yaml"
 
 
 @pytest.fixture(scope="session")

@@ -2,14 +2,18 @@
 (or any runner): `changes(episode).rows["public.orders"].deleted == 0`.
 
 A table the change did not touch reads as all zeros, so an assertion about a table that
-must stay untouched holds until something touches it; a name without a schema means the
-one table of that name (public first)."""
+must stay untouched holds until something touches it. Names match as harness's limits
+match them (letter case aside, quoted or not); a name without a schema means the table
+of that name in any schema, and is an error (LookupError) when changed tables of that
+name stand in several schemas: a safety assertion never reads the wrong one as zero."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from harness.tables import TableName
 
 if TYPE_CHECKING:
     from harness.changeset import ChangeSet
@@ -55,7 +59,12 @@ class Rows(Mapping[str, TableRows]):
         self.ddl: list[str] = [d.query or d.command_tag for d in delta.ddl] if delta else []
 
     def __getitem__(self, name: str) -> TableRows:
-        return self._tables.get(_qualified(name, self._tables), TableRows(name))
+        matches = [table for table in self._tables
+                   if TableName.parse(table).under([name]) is not None]
+        if len(matches) > 1:
+            raise LookupError(f"{name!r} names several changed tables ({', '.join(matches)}): "
+                              "say which, with its schema")
+        return self._tables[matches[0]] if matches else TableRows(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tables)
@@ -67,15 +76,6 @@ class Rows(Mapping[str, TableRows]):
     def total(self) -> int:
         """Rows changed over all tables."""
         return sum(table.total for table in self._tables.values())
-
-
-def _qualified(name: str, known: Mapping[str, Any]) -> str:
-    if "." in name or name in known:
-        return name
-    if f"public.{name}" in known:
-        return f"public.{name}"
-    matches = [table for table in known if table.rpartition(".")[2] == name]
-    return matches[0] if len(matches) == 1 else f"public.{name}"
 
 
 @dataclass(frozen=True)

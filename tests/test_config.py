@@ -91,7 +91,7 @@ def test_exec_users_are_user_names_uids_or_a_star_and_the_agent_always_may() -> 
     hardening = parse_config("sandbox:\n  hardening:\n    exec_users: [root, '1001:1001']\n"
                              ).sandbox.hardening
     assert [hardening.may_run_as(u) for u in ("agent", "1000", "root", "1001:1001", "daemon")
-            ] == [True, True, True, True, False]
+            ] == [False, False, True, True, False], "the agent is asked for by naming no one"
     assert parse_config("sandbox:\n  hardening:\n    exec_users: ['*']\n"
                         ).sandbox.hardening.may_run_as("daemon")
     assert not parse_config("").sandbox.hardening.may_run_as("root")

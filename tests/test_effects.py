@@ -540,7 +540,8 @@ def test_a_lock_or_a_process_left_behind_cannot_hold_the_undo_or_act_later(
             "DELETE FROM orders WHERE id = 1\" && "
             "(setsid nohup psql -q -c 'BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; "
             "SELECT pg_sleep(120)' >/dev/null 2>&1 &) && "
-            "(setsid nohup bash -c 'sleep 4; psql -q -c \"DELETE FROM order_lines; "
+            "(setsid nohup bash -c 'while [ ! -e /tmp/go ]; do sleep 0.2; done; "
+            "psql -q -c \"DELETE FROM order_lines; "
             "DELETE FROM orders WHERE status <> \\x27open\\x27\"' >/dev/null 2>&1 &) && "
             "sleep 1"))
         assert held.refusal is not None and held.refusal.rule == "paid-orders-stay", \
@@ -548,7 +549,11 @@ def test_a_lock_or_a_process_left_behind_cannot_hold_the_undo_or_act_later(
         assert held.output["undone"]["rows"] == 4
         assert held.output["sessions_ended"] >= 1 and held.output["background_ended"] >= 1
         assert time.monotonic() - started < 60
-        time.sleep(5)  # the background writer would have struck by now
+        # The background writer waits for this file: had it survived, it would strike now
+        # (and this action would be refused for it).
+        go = episode.act({"tool": "shell_exec", "parameters": {"command": "touch /tmp/go"}})
+        assert go.refusal is None, go.output
+        time.sleep(2)
         assert count(episode, "SELECT count(*) FROM orders WHERE status = 'paid'") == paid
         prepared = behind_python(episode, "psql -q -c " + shlex.quote(
             "BEGIN; DELETE FROM order_lines WHERE order_id = 1; PREPARE TRANSACTION 'x'") +

@@ -409,8 +409,16 @@ class Episode:
                                                           Effect.ROWS}:
             return
         killed = self.sandbox.exec(["bash", "-c", _END_BACKGROUND], timeout=30)
-        if killed.stdout.strip() not in ("", "0"):
-            output["background_ended"] = int(killed.stdout.strip() or 0)
+        ended = _count(killed.stdout)
+        if self.config.sandbox.hardening.exec_users:
+            # Programs may have run as other users: each one's processes are ended by a
+            # process of theirs (without capabilities, not even root may kill another's).
+            others = self.sandbox.container.exec(["bash", "-c", _OTHER_USERS], timeout=30)
+            for uid in others.stdout.split():
+                ended += _count(self.sandbox.container.exec(
+                    ["bash", "-c", _END_BACKGROUND], timeout=30, user=uid).stdout)
+        if ended:
+            output["background_ended"] = ended
         database = self.sandbox.database
         if database is not None:
             keep = [self._db.info.backend_pid] if self._db is not None and not \
@@ -688,6 +696,25 @@ echo $n
 """
 """Kill every process of the agent's user but this script and its launcher (three passes:
 a process may fork while the first runs)."""
+
+_OTHER_USERS = r"""
+me=$(id -u) seen=" "
+for d in /proc/[0-9]*; do
+  while read -r k v _; do
+    if [ "$k" = "Uid:" ]; then
+      case $seen in *" $v "*) ;; *) [ "$v" != "$me" ] && seen="$seen$v ";; esac
+      break
+    fi
+  done < "$d/status" 2>/dev/null
+done
+echo $seen
+"""
+"""The uids, other than the caller's, that own a process in the sandbox."""
+
+
+def _count(text: str) -> int:
+    return int(text.strip()) if text.strip().isdigit() else 0
+
 
 _ERROR_KINDS: dict[type, str] = {
     FileNotFoundError: "not_found", IsADirectoryError: "is_a_directory",

@@ -86,8 +86,8 @@ class HarnessSandboxEnvironment(SandboxEnvironment):
                    cwd: str | None = None, env: dict[str, str] | None = None,
                    user: str | None = None, timeout: int | None = None,
                    timeout_retry: bool = True, concurrency: bool = True) -> ExecResult[str]:
-        if user in ("agent", "1000"):
-            user = None
+        if user == self.episode.config.sandbox.hardening.user:
+            user = None  # the container's own user, as configured
         if user is not None and not self.episode.config.sandbox.hardening.may_run_as(user):
             raise SandboxUserUnsupportedError(
                 f"harness runs commands as the sandbox's agent user, not {user!r} (allow it "

@@ -36,11 +36,17 @@ _INIT = (
 # the command, reports the exit status in a trailer on stderr, and then kills its
 # process group: what the command left running in the background ends with it, so
 # each action starts from the same state (a process detached with setsid survives).
-# Only shell builtins run after the command, so this works with no pid to spare.
+# Only shell builtins run after the command, so this works with no pid to spare. The
+# session id goes to the agent's private folder; a command run as another user (who may
+# not write there) keeps it in a file of its own in /tmp.
 _LAUNCH = (
-    'token=$1; shift; { echo $$ > "/tmp/.harness/$token.sid"; } 2>/dev/null; "$@"; rc=$?; '
+    'token=$1 sid=$2; shift 2; { echo $$ > "$sid"; } 2>/dev/null; "$@"; rc=$?; '
     'printf "\\0harness-exit:%s:%d" "$token" "$rc" >&2; kill -KILL 0'
 )
+
+
+def _sid_file(token: str, user: str | None) -> str:
+    return f"/tmp/.harness/{token}.sid" if user is None else f"/tmp/.harness-{token}.sid"
 _KILL_GRACE_S = 2.0
 _OOM_COUNTER = re.compile(rb"^oom_kill (\d+)$", re.MULTILINE)
 
@@ -80,6 +86,9 @@ class Container:
         self.output_limit = output_limit
         self.default_timeout = default_timeout
         self._running: dict[str, bool] = {}
+        self._users: dict[str, str | None] = {}
+        """Who each running command runs as (None: the container's user): only that user
+        (without capabilities, even root) may kill it."""
         """The tokens of the commands running now, and whether each was interrupted."""
         self._guard = threading.Lock()
         self._container: Any = None
@@ -212,7 +221,7 @@ class Container:
         started = time.monotonic()
         try:
             exec_id = api.exec_create(
-                self.id, ["bash", "-c", _LAUNCH, "harness", token, *argv],
+                self.id, ["bash", "-c", _LAUNCH, "harness", token, _sid_file(token, user), *argv],
                 environment={**self.bound_environment, **dict(env or {})},
                 workdir=cwd or None, stdin=True, user=user or "",
             )["Id"]
@@ -227,6 +236,7 @@ class Container:
         writer.start()
         with self._guard:
             self._running[token] = False
+            self._users[token] = user
         try:
             finished = reader.drain(deadline=started + timeout)
             timed_out = not finished
@@ -239,6 +249,9 @@ class Container:
             reader.close()
             with self._guard:
                 interrupted = self._running.pop(token)
+                self._users.pop(token, None)
+            if user is not None:
+                self._remove_sid(token, user)
         duration = time.monotonic() - started
         if reader.exit_code is None and not timed_out and reader.text(1).startswith(_NOT_STARTED):
             _raise_not_started(reader.text(1), cwd)
@@ -282,14 +295,31 @@ class Container:
         """Kill the command's process group from a second, detached exec. It uses only
         builtins; when not even that exec can start (a fork bomb holds every pid), the
         caller falls back to `_kill_everything`."""
-        script = f'read -r sid < /tmp/.harness/{token}.sid && kill -KILL -- "-$sid"'
+        user = self._users.get(token)
+        script = f'read -r sid < {_sid_file(token, user)} && kill -KILL -- "-$sid"'
         with contextlib.suppress(docker.errors.APIError):
-            exec_id = self.client.api.exec_create(self.id, ["bash", "-c", script])["Id"]
+            exec_id = self.client.api.exec_create(self.id, ["bash", "-c", script],
+                                                  user=user or "")["Id"]
+            self.client.api.exec_start(exec_id, detach=True)
+
+    def _remove_sid(self, token: str, user: str) -> None:
+        with contextlib.suppress(docker.errors.APIError):
+            exec_id = self.client.api.exec_create(
+                self.id, ["rm", "-f", _sid_file(token, user)], user=user)["Id"]
             self.client.api.exec_start(exec_id, detach=True)
 
     def _kill_everything(self) -> None:
+        """PID 1 kills every process of the container's user; each other user running a
+        command now has every process of theirs killed by a process of their own."""
         with contextlib.suppress(docker.errors.APIError):
             self.client.api.kill(self.id, signal="SIGUSR1")
+        with self._guard:
+            users = {u for u in self._users.values() if u is not None}
+        for user in users:
+            with contextlib.suppress(docker.errors.APIError):
+                exec_id = self.client.api.exec_create(self.id, ["bash", "-c", "kill -KILL -1"],
+                                                      user=user)["Id"]
+                self.client.api.exec_start(exec_id, detach=True)
 
     def _oom_killed(self) -> bool:
         """Whether the cgroup's OOM-kill counter rose since last looked at."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import subprocess
 import threading
 import time
@@ -37,11 +38,12 @@ class PoolKey:
     repo: str
     ref: str | None
     revision: str
-    """The commit the ref names in the repository now (the ref itself for a remote one)."""
+    """The commit the ref names in the repository now ('' when it cannot be told: such a
+    request is never served from the pool)."""
     database: str | None
     database_version: str
-    """For a seed file, its size and modification time; for a DSN, empty (the baseline's
-    own refresh rules apply when the sandbox is made)."""
+    """For a seed file, a digest of its content; for a DSN, empty (the baseline's own
+    refresh rules apply when the sandbox is made)."""
 
 
 @dataclass
@@ -84,6 +86,8 @@ class SandboxPool:
                  ) -> None:
         if size < 0 or max_total < 0:
             raise ValueError("pool sizes cannot be negative")
+        if idle_expiry_s <= 0:
+            raise ValueError("idle_expiry_s must be more than 0")
         self.size = size
         self.max_total = max_total
         self.idle_expiry_s = idle_expiry_s
@@ -122,7 +126,7 @@ class SandboxPool:
                 raise HarnessError("the sandbox pool is closed")
             self._specs[key] = _Spec(str(repo), ref, settings, database, owner)
             self._drop_stale(key)
-            ready = self._ready.get(key)
+            ready = self._ready.get(key) if key.revision else None
             entry = ready.popleft() if ready else None
             if entry is not None:
                 self.stats.handed_out += 1
@@ -221,7 +225,7 @@ class SandboxPool:
                 if job is None and not stale:
                     if self._closed:
                         return
-                    self._lock.wait(timeout=min(self.idle_expiry_s, 5.0))
+                    self._lock.wait(timeout=max(0.5, min(self.idle_expiry_s, 5.0)))
                     continue
                 if job is not None:
                     self._filling[job[0]] = self._filling.get(job[0], 0) + 1
@@ -274,22 +278,33 @@ class SandboxPool:
 
 
 def _revision(repo: str, ref: str | None) -> str:
-    """The commit `ref` names in a local repository now ('' when it cannot be read: the
-    sandbox made from it will say why); a remote repository's ref, as it is."""
-    if "://" in repo or (":" in repo and not Path(repo).exists()):
-        return ref or "HEAD"
-    done = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", "-q",
-                           f"{ref or 'HEAD'}^{{commit}}"], capture_output=True, text=True,
-                          check=False)
-    return done.stdout.strip()
+    """The commit `ref` names in the repository now, local or remote ('' when it cannot
+    be told: the sandbox made for the request will say why)."""
+    if Path(repo).expanduser().exists():
+        done = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", "-q",
+                               f"{ref or 'HEAD'}^{{commit}}"], capture_output=True,
+                              text=True, check=False)
+        return done.stdout.strip()
+    try:
+        done = subprocess.run(["git", "ls-remote", "--", repo, ref or "HEAD"],
+                              capture_output=True, text=True, check=False, timeout=60)
+    except subprocess.TimeoutExpired:
+        return ""
+    lines = done.stdout.split("\n") if done.returncode == 0 else []
+    found = [line.split("\t") for line in lines if "\t" in line]
+    exact = [sha for sha, name in found if name in (ref or "HEAD", f"refs/heads/{ref}",
+                                                   f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}")]
+    if exact:
+        return exact[-1]  # a tag's peeled commit is listed after the tag
+    if ref and re.fullmatch(r"[0-9a-f]{40}", ref):
+        return ref
+    return ""
 
 
 def _file_version(database: str | None) -> str:
-    """A seed file's size and modification time (a DSN: '')."""
-    if database is None or not database.endswith(".sql"):
+    """A seed file's content digest, however its name ends (a DSN: '')."""
+    if database is None or not Path(database).is_file():
         return ""
-    try:
-        stat = Path(database).stat()
-    except OSError:
-        return ""
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
+    from harness.sandbox.snapshot import Source
+
+    return Source.parse(database).identity
