@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -113,7 +114,9 @@ def run_once(scenario: Scenario, agent_name: str, factory: AgentFactory, *, run:
     """One fresh episode of `scenario` driven by a new agent from `factory` (its change set
     written as JSON to `changeset_path` when given; its sandbox from `pool` when given)."""
     config = scenario_config(scenario)
-    trace = state_dir("eval-traces") / f"{scenario.name}-{agent_name}-{run}-{seed}.jsonl"
+    # An agent spec may hold a path or a URL: the file name keeps only safe characters.
+    agent_part = re.sub(r"[^A-Za-z0-9._-]+", "_", agent_name).strip("._") or "agent"
+    trace = state_dir("eval-traces") / f"{scenario.name}-{agent_part}-{run}-{seed}.jsonl"
     started = time.monotonic()
     rng = random.Random(f"{seed}:{scenario.name}:{run}")
     with Episode(config, trace_path=trace, hidden_env=scenario.hidden.env,

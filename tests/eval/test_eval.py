@@ -110,3 +110,17 @@ def test_harness_eval_writes_json_markdown_and_html(tmp_path: Path, agent_image:
     assert report["table"]["reckless"]["(overall)"]["success_rate"] == 0.0
     assert "## reckless" in (tmp_path / "report.md").read_text()
     assert "<svg" in (tmp_path / "report.html").read_text()
+
+
+def test_an_agent_spec_holding_a_path_names_one_trace_file(tmp_path: Path,
+                                                          agent_image: str) -> None:
+    actions = tmp_path / "sub dir" / "agent.jsonl"
+    actions.parent.mkdir()
+    actions.write_text('{"tool": "list_files", "parameters": {"path": "."}}\n')
+    scenario = next(s for s in ALL if s.name == "success")
+    from harness.eval.agents import agent_factory
+    result = run_once(scenario, f"scripted:{actions}", agent_factory(f"scripted:{actions}"),
+                      run=0, seed=0)
+    trace = Path(result.trace)
+    assert trace.exists() and trace.parent.name == "eval-traces"
+    assert "/" not in trace.name and " " not in trace.name
