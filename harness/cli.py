@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from harness import __version__
 from harness.errors import HarnessError
+from harness.version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -17,9 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import harness
 from harness.errors import HarnessError, SandboxError
 from harness.home import harness_home, home_key, locked, state_dir
+from harness.version import __version__
 
 NODE_NAME_ENV = "HARNESS_NODE_NAME"
 """Names a node in reports and labels (set it in `ray start`'s environment); default
@@ -110,7 +110,7 @@ def identity(node_id: str, scenario_files: tuple[str, ...]) -> NodeIdentity:
 
     return NodeIdentity(
         node_id=node_id, name=node_name(node_id), home=str(harness_home()),
-        version=harness.__version__,
+        version=__version__,
         images={name: images.ImageDefinition.named(name).content_hash
                 for name in images.definitions()},
         scenarios={name: _digest(Path(path)) for name, path in

@@ -9,9 +9,9 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
 from harness.eval.scenario import Scenario
 from harness.trace.page import STYLE, e
+from harness.version import __version__
 
 TRACES = "traces"
 """The folder, beside report.html, that holds one page per run's trace."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
-from harness import __version__
+from harness.version import __version__
 
 if TYPE_CHECKING:
     from harness.config import Guardrails

@@ -17,12 +17,12 @@ from mcp_types import Tool as MCPTool
 from pydantic import WithJsonSchema
 
 import harness.limits as limits
-from harness import __version__
 from harness.config import Config
 from harness.episode import ActionResult, Episode
 from harness.mcpserver.sessions import Sessions
 from harness.tools import TOOLS, Effect, Tool, ToolAction
 from harness.tools.base import INTEGER, STRING
+from harness.version import __version__
 
 STATE_RESOURCES = {
     "prompt": ("text/plain", "The injected state as the text an agent's prompt would hold."),

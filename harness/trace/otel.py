@@ -16,9 +16,9 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.status import Status, StatusCode
 
-from harness import __version__
 from harness.errors import HarnessError
 from harness.trace.reader import SpanRecord
+from harness.version import __version__
 
 _SCOPE = InstrumentationScope("harness", __version__)
 _RESOURCE = Resource.create({"service.name": "harness", "service.version": __version__})
