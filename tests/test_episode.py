@@ -158,6 +158,10 @@ def test_a_scripted_episode_hits_every_guardrail_and_budget_and_replays(
     assert {s["span_id"] for s in action_spans if s["attributes"]["status"] != "refused"} <= ran
     assert len(checked) >= 18
     assert spans[0]["name"] == "episode.start"
+    made = spans[0]["attributes"]
+    assert made["workspace_view"]["view"] in ("overlay", "clone")
+    assert made["database_clone"]["method"] in ("reflink", "copy")
+    assert made["database_clone"]["seconds"] > 0 and made["database_clone"]["detail"]
     assert [s["name"] for s in spans[-2:]] == ["episode.end", "episode"]
     assert [s["name"] for s in spans if not s["parent_id"]] == ["episode"], "one root"
     assert SECRET not in trace_file.read_text()

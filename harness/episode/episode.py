@@ -173,11 +173,24 @@ class Episode:
                               config=self.config.model_dump(mode="json"),
                               config_source=self.config_source,
                               hardening_overrides=self.sandbox.hardening_overrides,
-                              base=self.sandbox.workspace.base, state=self.state.to_dict())
+                              base=self.sandbox.workspace.base, state=self.state.to_dict(),
+                              **self._made_how())
         except BaseException:
             self.sandbox.close()
             raise
         return self
+
+    def _made_how(self) -> dict[str, Any]:
+        """How the sandbox's workspace and database were made (which path ran, and why)."""
+        workspace = self.sandbox.workspace
+        made: dict[str, Any] = {"workspace_view": {"view": workspace.view,
+                                                   "detail": workspace.view_detail}}
+        database = self.sandbox.database
+        if database is not None:
+            made["database_clone"] = {"method": database.clone_method,
+                                      "seconds": round(database.clone_seconds, 4),
+                                      "detail": database.clone_detail}
+        return made
 
     def interrupt(self) -> None:
         """Stop the action running now, from another thread (its caller gave up on it): its
