@@ -175,8 +175,9 @@ def test_a_node_that_differs_from_the_driver_is_refused_before_any_run(
     other = tmp_path / "other"
     shutil.copytree(PROJECT / "harness", other / "harness",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    init = other / "harness" / "__init__.py"
-    init.write_text(init.read_text().replace('__version__ = "', '__version__ = "9.9.9-'))
+    version = other / "harness" / "version.py"
+    assert '__version__ = "' in version.read_text()
+    version.write_text(version.read_text().replace('__version__ = "', '__version__ = "9.9.9-'))
     ray_cluster.add_node("node-c", PYTHONPATH=str(other),  # the same install but its version
                          HARNESS_SANDBOXES=str(PROJECT / "sandboxes"),
                          HARNESS_FIXTURES=str(PROJECT / "fixtures"))
