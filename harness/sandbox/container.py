@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -32,21 +33,29 @@ _INIT = (
     "while :; do read -r -u 3 _; done"
 )
 # Docker starts every exec as the leader of its own session and process group. The
-# launcher records its pid (= the session id) so a timeout can kill the session, runs
-# the command, reports the exit status in a trailer on stderr, and then kills its
+# launcher tells its pid (= the session id) in a header on stderr, so that a timeout can
+# kill the session, runs the command, reports the exit status in a trailer, and then kills its
 # process group: what the command left running in the background ends with it, so
 # each action starts from the same state (a process detached with setsid survives).
-# Only shell builtins run after the command, so this works with no pid to spare. The
-# session id goes to the agent's private folder; a command run as another user (who may
-# not write there) keeps it in a file of its own in /tmp.
+# Only shell builtins run after the command, so this works with no pid to spare. (The
+# session id is told, not written to a file: files would fill the private tmpfs after a
+# few hundred commands, and a command run as another user could not write there.)
 _LAUNCH = (
-    'token=$1 sid=$2; shift 2; { echo $$ > "$sid"; } 2>/dev/null; "$@"; rc=$?; '
+    'token=$1; shift; printf "\\0harness-sid:%d\\0" $$ >&2; "$@"; rc=$?; '
     'printf "\\0harness-exit:%s:%d" "$token" "$rc" >&2; kill -KILL 0'
 )
+_SID_HEADER = b"\0harness-sid:"
 
 
-def _sid_file(token: str, user: str | None) -> str:
-    return f"/tmp/.harness/{token}.sid" if user is None else f"/tmp/.harness-{token}.sid"
+@dataclass
+class _Running:
+    """A command running now: who runs it (None: the container's user; without
+    capabilities only that user, even root, may kill it), its stream, which tells its
+    session id, and whether it was interrupted."""
+
+    user: str | None
+    reader: _FrameReader
+    interrupted: bool = False
 _KILL_GRACE_S = 2.0
 _OOM_COUNTER = re.compile(rb"^oom_kill (\d+)$", re.MULTILINE)
 
@@ -85,11 +94,8 @@ class Container:
         self.owner = owner
         self.output_limit = output_limit
         self.default_timeout = default_timeout
-        self._running: dict[str, bool] = {}
-        self._users: dict[str, str | None] = {}
-        """Who each running command runs as (None: the container's user): only that user
-        (without capabilities, even root) may kill it."""
-        """The tokens of the commands running now, and whether each was interrupted."""
+        self._running: dict[str, _Running] = {}
+        """The commands running now, by token."""
         self._guard = threading.Lock()
         self._container: Any = None
         self._oom_seen = 0
@@ -221,7 +227,7 @@ class Container:
         started = time.monotonic()
         try:
             exec_id = api.exec_create(
-                self.id, ["bash", "-c", _LAUNCH, "harness", token, _sid_file(token, user), *argv],
+                self.id, ["bash", "-c", _LAUNCH, "harness", token, *argv],
                 environment={**self.bound_environment, **dict(env or {})},
                 workdir=cwd or None, stdin=True, user=user or "",
             )["Id"]
@@ -235,8 +241,7 @@ class Container:
         writer = threading.Thread(target=reader.feed, args=(data,), daemon=True)
         writer.start()
         with self._guard:
-            self._running[token] = False
-            self._users[token] = user
+            self._running[token] = _Running(user, reader)
         try:
             finished = reader.drain(deadline=started + timeout)
             timed_out = not finished
@@ -248,10 +253,7 @@ class Container:
         finally:
             reader.close()
             with self._guard:
-                interrupted = self._running.pop(token)
-                self._users.pop(token, None)
-            if user is not None:
-                self._remove_sid(token, user)
+                interrupted = self._running.pop(token).interrupted
         duration = time.monotonic() - started
         if reader.exit_code is None and not timed_out and reader.text(1).startswith(_NOT_STARTED):
             _raise_not_started(reader.text(1), cwd)
@@ -279,7 +281,8 @@ class Container:
         `exec` returns soon after with `interrupted` set."""
         with self._guard:
             tokens = list(self._running)
-            self._running.update(dict.fromkeys(tokens, True))
+            for running in self._running.values():
+                running.interrupted = True
         for token in tokens:
             self._kill_session(token)
 
@@ -295,17 +298,14 @@ class Container:
         """Kill the command's process group from a second, detached exec. It uses only
         builtins; when not even that exec can start (a fork bomb holds every pid), the
         caller falls back to `_kill_everything`."""
-        user = self._users.get(token)
-        script = f'read -r sid < {_sid_file(token, user)} && kill -KILL -- "-$sid"'
-        with contextlib.suppress(docker.errors.APIError):
-            exec_id = self.client.api.exec_create(self.id, ["bash", "-c", script],
-                                                  user=user or "")["Id"]
-            self.client.api.exec_start(exec_id, detach=True)
-
-    def _remove_sid(self, token: str, user: str) -> None:
+        with self._guard:
+            running = self._running.get(token)
+        if running is None or running.reader.sid is None:
+            return  # ended already, or not started far enough to say its session
         with contextlib.suppress(docker.errors.APIError):
             exec_id = self.client.api.exec_create(
-                self.id, ["rm", "-f", _sid_file(token, user)], user=user)["Id"]
+                self.id, ["bash", "-c", f"kill -KILL -- -{running.reader.sid}"],
+                user=running.user or "")["Id"]
             self.client.api.exec_start(exec_id, detach=True)
 
     def _kill_everything(self) -> None:
@@ -314,7 +314,7 @@ class Container:
         with contextlib.suppress(docker.errors.APIError):
             self.client.api.kill(self.id, signal="SIGUSR1")
         with self._guard:
-            users = {u for u in self._users.values() if u is not None}
+            users = {r.user for r in self._running.values() if r.user is not None}
         for user in users:
             with contextlib.suppress(docker.errors.APIError):
                 exec_id = self.client.api.exec_create(self.id, ["bash", "-c", "kill -KILL -1"],
@@ -360,6 +360,10 @@ class _FrameReader:
         self._stream = stream
         self._trailer = trailer
         self._stderr_tail = bytearray()
+        self._head: bytearray | None = bytearray()
+        """The start of stderr until the launcher's header is read (then None)."""
+        self.sid: int | None = None
+        """The command's session id, from the launcher's header."""
         self.exit_code: int | None = None
         self._sock: socket.socket = getattr(stream, "_sock", stream)
         self._limit = limit
@@ -398,7 +402,7 @@ class _FrameReader:
             payload = self._buffer[8 : 8 + size]
             del self._buffer[: 8 + size]
             if kind == 2:
-                payload = self._take_trailer(payload)
+                payload = self._take_trailer(self._take_header(payload))
             kept = self._kept.get(kind)
             if kept is None:
                 continue
@@ -408,6 +412,24 @@ class _FrameReader:
             else:
                 kept += payload[: max(room, 0)]
                 self.truncated = True
+
+    def _take_header(self, payload: bytearray) -> bytearray:
+        """Remove the launcher's header (the first bytes of stderr: the header mark, the
+        pid, a NUL) and remember the session id; stderr that starts otherwise is kept."""
+        if self._head is None:
+            return payload
+        head = self._head + payload
+        end = head.find(b"\0", len(_SID_HEADER))
+        ours = head.startswith(_SID_HEADER) or _SID_HEADER.startswith(head)
+        if ours and end < 0 and len(head) < len(_SID_HEADER) + 24:
+            self._head = head  # the rest of the header comes in a later frame
+            return bytearray()
+        self._head = None
+        digits = bytes(head[len(_SID_HEADER):end])
+        if not ours or end < 0 or not digits.isdigit():
+            return head
+        self.sid = int(digits)
+        return head[end + 1:]
 
     def _take_trailer(self, payload: bytearray) -> bytearray:
         """Remove the launcher's exit-status trailer from stderr and remember the status."""
