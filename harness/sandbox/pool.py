@@ -124,15 +124,15 @@ class SandboxPool:
         with self._lock:
             if self._closed:
                 raise HarnessError("the sandbox pool is closed")
-            self._specs[key] = _Spec(str(repo), ref, settings, database, owner)
-            self._drop_stale(key)
+            # A revision that cannot be told is never served from the pool, nor made for.
+            if key.revision:
+                self._want(key, _Spec(str(repo), ref, settings, database, owner))
             ready = self._ready.get(key) if key.revision else None
             entry = ready.popleft() if ready else None
             if entry is not None:
                 self.stats.handed_out += 1
             else:
                 self.stats.cold += 1
-            self._lock.notify_all()
         if entry is not None:
             entry.sandbox.bind(environment or {})
             return entry.sandbox
@@ -149,8 +149,7 @@ class SandboxPool:
         settings = settings or SandboxSettings()
         key = self.key(repo, ref=ref, settings=settings, database=database)
         with self._lock:
-            self._specs[key] = _Spec(str(repo), ref, settings, database, owner)
-            self._lock.notify_all()
+            self._want(key, _Spec(str(repo), ref, settings, database, owner))
             failures = self.stats.failures
             deadline = time.monotonic() + timeout
             while wait and len(self._ready.get(key, ())) < self.size:
@@ -189,6 +188,13 @@ class SandboxPool:
 
     def _wanted(self, key: PoolKey) -> int:
         return self.size if key in self._specs else 0
+
+    def _want(self, key: PoolKey, spec: _Spec) -> None:
+        """Ask the filler for `key`'s sandboxes, retiring those of the same request made
+        from an older revision or seed (lock held)."""
+        self._specs[key] = spec
+        self._drop_stale(key)
+        self._lock.notify_all()
 
     def _drop_stale(self, current: PoolKey) -> None:
         """Discard ready sandboxes of the same request made from an older revision or
