@@ -45,7 +45,7 @@ class TableRows:
             return values[0] if isinstance(values, list) and len(values) == 1 else values
         return cls(name, len(delta.inserted), len(delta.updated), len(delta.deleted), {
             "inserted": [key(row) for row in delta.inserted],
-            "updated": [key(u.key) if delta.key else u.before for u in delta.updated],
+            "updated": [key(u.key) for u in delta.updated],
             "deleted": [key(row) for row in delta.deleted]})
 
 
@@ -134,9 +134,9 @@ def changes(of: Episode | Sandbox | ChangeSet) -> Changes:
 
 def assert_untouched(change: Changes, *tables: str) -> None:
     """Fail naming each table that has a changed row."""
-    touched = {name: change.rows[name] for name in tables if change.rows[name].total}
+    touched = [t for t in (change.rows[name] for name in tables) if t.total]
     assert not touched, "changed, though they must stay untouched: " + "; ".join(
-        f"{t.table} +{t.inserted} ~{t.updated} -{t.deleted}" for t in touched.values())
+        f"{t.table} +{t.inserted} ~{t.updated} -{t.deleted}" for t in touched)
 
 
 def assert_within(change: Changes, *, rows: int | None = None, commits: int | None = None,
