@@ -81,11 +81,9 @@ def open_baseline(source: str | Source, settings: DatabaseSettings | None = None
         wanted = REFLINK_MIN_VERSION  # cloning by reflink is new in 18; it restores older dumps
     choice = choose_version(probe.major, wanted)
     _LOG.info("sandbox database server: %s", choice.reason)
-    # No prepared transactions: a transaction prepared in one action and committed in a
-    # later one would land its rows where no action's effects are judged.
     server = clone_method(DatabaseServer(
-        choice.version, settings=SANDBOX_SERVER_SETTINGS,
-        data_image_size=size_bytes(settings.data_image_size)).ensure(), settings.clone)
+        choice.version, data_image_size=size_bytes(settings.data_image_size)).ensure(),
+        settings.clone)
     baseline = ensure_baseline(server, parsed, refresh=refresh,
                                max_age_s=settings.baseline_max_age_s,
                                state=probe.state, follow_source=settings.refresh_on_source_change,
@@ -111,8 +109,6 @@ def clone_method(server: ServerAddress, wanted: str) -> ServerAddress:
 UNDO_SUFFIX = "_undo"
 """The undo role is named after the sandbox's role with this."""
 
-SANDBOX_SERVER_SETTINGS = {"max_prepared_transactions": "0"}
-"""What the sandbox server runs with beside its image's settings."""
 
 def drop_role(conn: psycopg.Connection[Any], name: str) -> None:
     """Drop a sandbox's role if it exists; first its grant on a server parameter (the undo

@@ -161,6 +161,12 @@ def client_environment(password: str | None) -> dict[str, str]:
     return env
 
 
+SANDBOX_SERVER_SETTINGS = {"max_prepared_transactions": "0"}
+"""What the sandbox server runs with beside its image's settings. No prepared
+transactions: a transaction prepared in one action and committed in a later one would
+land its rows where no action's effects are judged."""
+
+
 class DatabaseServer:
     """The server for one major version; `ensure()` starts it when it is not running."""
 
@@ -169,8 +175,10 @@ class DatabaseServer:
                  data_image_size: int | None = DEFAULT_DATA_IMAGE_BYTES) -> None:
         self.version = version
         self._client = client
-        self.settings = dict(settings or {})
-        """Server settings beside the image's own (`-c name=value`)."""
+        self.settings = dict(SANDBOX_SERVER_SETTINGS if settings is None and
+                             instance == "sandbox" else settings or {})
+        """Server settings beside the image's own (`-c name=value`); the sandbox server's
+        are the same whoever starts it (an episode, a fixture, gc)."""
         suffix = "" if instance == "sandbox" else f"-{instance}"
         self.name = f"harness-pg{version}{suffix}-{home_key()}"
         self.volume = f"{self.name}-data"
