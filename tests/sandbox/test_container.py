@@ -176,3 +176,24 @@ def test_the_agent_runs_as_the_owner_of_the_workspace(agent_image: str, shop_rep
                          "git commit -q --allow-empty -m as-1234 && echo committed")
         assert result.stdout.split() == ["1234", "ok", "committed"], result.stderr
         assert sb.changes().commit_count == 1
+
+
+def test_after_hundreds_of_commands_a_timeout_still_kills_its_own_session_only(
+        sandbox: Sandbox) -> None:
+    """Each command's session id once went to a file on a 1 MiB tmpfs, full after ~256
+    commands: a timeout then fell back to killing every process of the agent."""
+    import threading
+
+    for _ in range(300):
+        assert sandbox.exec("true").exit_code == 0
+    stderr = sandbox.exec("echo visible >&2").stderr
+    assert stderr == "visible\n", "the launcher's header never reaches the output"
+    neighbour: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: neighbour.update(
+        result=sandbox.exec("sleep 4; echo survived", timeout=30)))
+    thread.start()
+    timed = sandbox.exec("sleep 60 & sleep 60", timeout=1)
+    thread.join()
+    assert timed.timed_out
+    assert neighbour["result"].stdout == "survived\n", "only the timed-out session was killed"
+    assert "sleep 60" not in sandbox.exec(["ps", "-eo", "args"]).stdout
