@@ -2,11 +2,12 @@
 
 Figures: baseline creation, the check that a cached baseline still matches its live
 source (against the rebuild it saves), and per-sandbox clone time for Chinook and for a
-generated database of --size-gb; delta computation for 10 changed rows in a 1,000,000-row table
-against a full-table diff of the same table (target: at least 100x faster); the write
-cost of capture (rows/s of a bulk UPDATE with and without it), on a plain table and on a
-partitioned one (100k rows updated through the partitioned root, and directly by naming
-the partition). `--parts write` runs only the write-cost figures.
+generated database of --size-gb; delta computation for 10 changed rows in a 1,000,000-row
+table against a full-table diff of the same table (target: at least 100x faster); the
+write cost of capture: a bulk INSERT, UPDATE and DELETE of --rows rows (100k) with and
+without it, and on a partitioned table an UPDATE through the partitioned root and one
+naming the partition, each against the same statement on a copy without capture on the
+same server. `--parts write` runs only the write-cost figures.
 
 The target databases live on a separate PostgreSQL server of the same image and
 settings (the "real system"), removed at the end.
@@ -18,6 +19,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -94,31 +96,70 @@ def delta_figures(target: ServerAddress, runs: int) -> dict[str, object]:
             "target": "capture delta at least 100x faster than the full-table diff"}
 
 
-def write_cost(target: ServerAddress, rows: int, runs: int) -> dict[str, object]:
-    setup = f"""CREATE TABLE w (id int PRIMARY KEY, a int NOT NULL, b text NOT NULL);
-                INSERT INTO w SELECT g, 0, md5(g::text) FROM generate_series(1, {rows}) g;"""
-    dsn = fresh(target, "bench_write", setup)
-    server, baseline = open_baseline(dsn, refresh=True)
-    db = SandboxDatabase(server, baseline, "bench-write").create()
-    update = "UPDATE w SET a = a + 1"
-    try:
-        with target.connect("bench_write") as plain, db.connect() as captured:
-            without = [timed(lambda: plain.execute(update)) for _ in range(runs)]
-            with_capture = []
-            for _ in range(runs):
-                with_capture.append(timed(lambda: captured.execute(update)))
-                with db.connect_as_owner() as owner:  # keep the log from growing across runs
-                    owner.execute("TRUNCATE harness_capture.changes")
-    finally:
-        db.drop()
+def _cost(plain: Any, captured: Any, owner_of: Any, work: str, undo: str,
+          runs: int, rows: int, logged: int | None) -> dict[str, object]:
+    """The median and p95 of `work` on a database without capture and on a sandbox copy
+    with it (same server, same data), `undo` putting the rows back between runs."""
+    without, with_capture = [], []
+    for _ in range(runs):
+        without.append(timed(lambda: plain.execute(work)))
+        plain.execute(undo)
+        plain.execute("VACUUM")
+        with_capture.append(timed(lambda: captured.execute(work)))
+        with owner_of() as owner:
+            if logged is not None:
+                recorded = owner.execute("SELECT count(*) FROM harness_capture.recorded_changes()"
+                                         ).fetchone()
+                assert recorded == (logged,), f"every row captured: {recorded}"
+        captured.execute(undo)
+        with owner_of() as owner:  # keep the log from growing across runs
+            owner.execute("SELECT harness_capture.forget()")
+            owner.execute("VACUUM")
     a, b = summary(without), summary(with_capture)
-    return {"rows_updated": rows, "without_capture": a, "with_capture": b,
+    return {"without_capture": a, "with_capture": b,
             "rows_per_s_without": round(rows / (a["median_ms"] / 1000)),
             "rows_per_s_with": round(rows / (b["median_ms"] / 1000)),
             "overhead_ratio": round(b["median_ms"] / a["median_ms"], 2)}
 
 
+def write_cost(target: ServerAddress, rows: int, runs: int) -> dict[str, object]:
+    """Bulk INSERT, UPDATE and DELETE of `rows` rows, with and without capture, both on
+    the sandbox server."""
+    setup = f"""CREATE TABLE w (id int PRIMARY KEY, a int NOT NULL, b text NOT NULL,
+                                at timestamptz NOT NULL DEFAULT '2024-01-01', n numeric);
+                INSERT INTO w SELECT g, 0, md5(g::text), '2024-01-01', g / 7.0
+                FROM generate_series(1, {rows}) g;"""
+    dsn = fresh(target, "bench_write", setup)
+    server, baseline = open_baseline(dsn, refresh=True)
+    plain_name = "bench_write_plain"
+    server.fresh_database(plain_name, setup)
+    db = SandboxDatabase(server, baseline, "bench-write").create()
+    statements = {
+        "insert": (f"INSERT INTO w SELECT g, 0, md5(g::text), '2024-01-01', g / 7.0 "
+                   f"FROM generate_series({rows} + 1, {2 * rows}) g",
+                   f"DELETE FROM w WHERE id > {rows}", rows),
+        "update": ("UPDATE w SET a = a + 1", "SELECT 1", 2 * rows),
+        "delete": (f"DELETE FROM w WHERE id <= {rows}",
+                   f"INSERT INTO w SELECT g, 0, md5(g::text), '2024-01-01', g / 7.0 "
+                   f"FROM generate_series(1, {rows}) g", rows),
+    }
+    figures: dict[str, object] = {"rows": rows}
+    try:
+        with server.connect(plain_name, autocommit=True) as plain, \
+                db.connect() as captured:
+            for name, (work, undo, logged) in statements.items():
+                figures[name] = _cost(plain, captured, db.connect_as_owner, work, undo,
+                                      runs, rows, logged)
+    finally:
+        db.drop()
+        with server.connect() as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {plain_name}")
+    return figures
+
+
 def partitioned_write_cost(target: ServerAddress, rows: int, runs: int) -> dict[str, object]:
+    """A bulk UPDATE through the partitioned root and naming the partition, with and without
+    capture, both on the sandbox server."""
     setup = f"""CREATE TABLE pw (id int PRIMARY KEY, a int NOT NULL, b text NOT NULL)
                     PARTITION BY RANGE (id);
                 CREATE TABLE pw_1 PARTITION OF pw FOR VALUES FROM (1) TO ({rows + 1});
@@ -126,28 +167,21 @@ def partitioned_write_cost(target: ServerAddress, rows: int, runs: int) -> dict[
                 INSERT INTO pw SELECT g, 0, md5(g::text) FROM generate_series(1, {2 * rows}) g;"""
     dsn = fresh(target, "bench_partitioned", setup)
     server, baseline = open_baseline(dsn, refresh=True)
+    plain_name = "bench_partitioned_plain"
+    server.fresh_database(plain_name, setup)
     db = SandboxDatabase(server, baseline, "bench-partitioned").create()
     statements = {"through_the_root": f"UPDATE pw SET a = a + 1 WHERE id <= {rows}",
                   "naming_the_partition": "UPDATE pw_1 SET a = a + 1"}
     figures: dict[str, object] = {"rows_updated": rows}
     try:
-        with target.connect("bench_partitioned") as plain, db.connect() as captured:
+        with server.connect(plain_name, autocommit=True) as plain, db.connect() as captured:
             for name, update in statements.items():
-                without = [timed(lambda u=update: plain.execute(u)) for _ in range(runs)]
-                with_capture = []
-                for _ in range(runs):
-                    with_capture.append(timed(lambda u=update: captured.execute(u)))
-                    with db.connect_as_owner() as owner:
-                        assert owner.execute("SELECT count(*) FROM harness_capture.changes"
-                                             ).fetchone() == (2 * rows,), "every row captured"
-                        owner.execute("TRUNCATE harness_capture.changes")
-                a, b = summary(without), summary(with_capture)
-                figures[name] = {"without_capture": a, "with_capture": b,
-                                 "rows_per_s_without": round(rows / (a["median_ms"] / 1000)),
-                                 "rows_per_s_with": round(rows / (b["median_ms"] / 1000)),
-                                 "overhead_ratio": round(b["median_ms"] / a["median_ms"], 2)}
+                figures[name] = _cost(plain, captured, db.connect_as_owner, update,
+                                      "SELECT 1", runs, rows, 2 * rows)
     finally:
         db.drop()
+        with server.connect() as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {plain_name}")
     return figures
 
 
@@ -155,6 +189,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-gb", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--rows", type=int, default=100_000,
+                        help="rows each bulk write of the capture-cost figures touches")
     parser.add_argument("--parts", choices=["all", "write"], default="all")
     args = parser.parse_args()
     target_server = DatabaseServer(15, instance="bench-target")
@@ -162,9 +198,9 @@ def main() -> None:
     results: dict[str, object] = {}
     try:
         if args.parts == "write":
-            results["capture_write_cost"] = write_cost(target, 100_000, 5)
+            results["capture_write_cost"] = write_cost(target, args.rows, 5)
             results["capture_write_cost_partitioned"] = partitioned_write_cost(
-                target, 100_000, 5)
+                target, args.rows, 5)
             return
         results["chinook"] = snapshot_figures(chinook(target), args.runs)
         rows = int(args.size_gb * 1024 ** 3 / 140)  # ~140 bytes a row on disk with its index
@@ -178,8 +214,8 @@ def main() -> None:
         results["generated"] = {"size": size[0] if size else "?",
                                 **snapshot_figures(generated, min(args.runs, 5))}
         results["delta_10_of_1m_rows"] = delta_figures(target, args.runs)
-        results["capture_write_cost"] = write_cost(target, 100_000, 5)
-        results["capture_write_cost_partitioned"] = partitioned_write_cost(target, 100_000, 5)
+        results["capture_write_cost"] = write_cost(target, args.rows, 5)
+        results["capture_write_cost_partitioned"] = partitioned_write_cost(target, args.rows, 5)
     finally:
         target_server.destroy()
         print(json.dumps(results, indent=2))

@@ -2,8 +2,10 @@
 
 Why statement-level triggers with transition tables: they see every row an INSERT,
 UPDATE, DELETE or MERGE touched, set-based (the field notes measured +6% write cost on a
-700k-row table against +145% for row-level triggers writing jsonb; here a bulk UPDATE,
-the worst case, costs ~1.8x: both row images are kept), they need no server-wide setting
+700k-row table against +145% for row-level triggers writing jsonb; here, with the images
+copied typed into a log per table, a bulk INSERT costs ~1.4x, an UPDATE ~1.8x (both images
+are kept) and a DELETE ~3.3x (a delete itself is cheap; the rows' images are the
+work)), they need no server-wide setting
 (logical decoding needs wal_level=logical and a replication slot per database), and what
 they record rolls back with the agent's transaction, so a rolled-back change is never
 counted. TRUNCATE is captured by a BEFORE TRUNCATE trigger that copies the rows first;
@@ -33,6 +35,12 @@ from harness.sandbox import catalog
 
 SCHEMA = "harness_capture"
 
+READABLE = ("SET TimeZone = 'UTC' SET DateStyle = 'ISO, MDY' SET IntervalStyle = 'postgres' "
+            "SET extra_float_digits = 1 SET bytea_output = 'hex' SET lc_monetary FROM CURRENT")
+"""The settings a row image is written in, whoever's session takes or reads it: the agent
+may set any of these in its own session (a float cut short, a time in its zone, bytea
+escaped), and an image must read the same to everyone."""
+
 INSTALL = r"""
 CREATE SCHEMA harness_capture;
 REVOKE ALL ON SCHEMA harness_capture FROM PUBLIC;
@@ -48,6 +56,27 @@ CREATE TABLE harness_capture.changes (
     op "char" NOT NULL,          -- '-': a row image removed, '+': a row image added
     image json NOT NULL
 );
+
+-- Typed logs: one per table a user thinks in (a plain table or a partitioned root), its
+-- row images copied as they are rather than turned into JSON, which is most of what a
+-- bulk write pays for capture. JSON is made when the log is read. Columns of built-in types
+-- are copied; a column of a type of the user's (enum, domain, composite, an extension's)
+-- or naming objects (reg*) is turned into JSON at once, so that no log depends on the
+-- user's objects and every image reads as it read when it was taken. A log holds one shape:
+-- when its table's columns change, or the table goes or joins a partition tree, the heal
+-- hook first moves its rows into `changes` as JSON, under the same statement numbers (and
+-- under the partition tree's root), then makes a log of the new shape. `changes` holds
+-- those rows and the ones written row by row (TRUNCATE, inheritance trees, tables without
+-- columns). The agent may not even look into the logs' schema, so nothing of its own can
+-- come to depend on a log.
+CREATE SCHEMA harness_capture_log;
+REVOKE ALL ON SCHEMA harness_capture_log FROM PUBLIC;
+CREATE TABLE harness_capture.logs (root oid PRIMARY KEY, signature text NOT NULL);
+-- How a statement on a table (a root or one of its partitions) writes into its root's
+-- log, for the shapes both had when it was made.
+CREATE TABLE harness_capture.writers (relid oid PRIMARY KEY, root oid NOT NULL,
+                                      signature text NOT NULL, removed text NOT NULL,
+                                      added text NOT NULL);
 -- The last name of every table the capture watches, so that a table renamed or dropped
 -- since its rows were captured is still named.
 -- and the name it had when first watched: a policy on `orders` still covers it renamed.
@@ -80,12 +109,27 @@ CREATE TABLE harness_capture.ddl (
 -- rows are recorded once, under the root. A trigger's plan is made per trigger and only
 -- for the branch it runs, so an INSERT trigger never looks for old_rows.
 CREATE FUNCTION harness_capture.on_change() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp @READABLE@ AS $f$
 DECLARE
     stmt bigint := nextval('harness_capture.statement_number');
-    root oid := coalesce(pg_partition_root(TG_RELID), TG_RELID);
-    named oid := nullif(TG_RELID, coalesce(pg_partition_root(TG_RELID), TG_RELID));
+    writer record;
+    root oid;
+    named oid;
 BEGIN
+    SELECT w.root, w.removed, w.added INTO writer
+    FROM harness_capture.writers w WHERE w.relid = TG_RELID;
+    IF FOUND THEN
+        named := nullif(TG_RELID, writer.root);
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            EXECUTE writer.removed USING stmt, named;
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            EXECUTE writer.added USING stmt, named;
+        END IF;
+        RETURN NULL;
+    END IF;
+    root := coalesce(pg_partition_root(TG_RELID), TG_RELID);
+    named := nullif(TG_RELID, root);
     -- ROW(x.*)::the table's type: a column named like the alias cannot stand in for the row.
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
         EXECUTE format('INSERT INTO harness_capture.changes (id, relid, via, op, image) '
@@ -105,7 +149,7 @@ END $f$;
 -- columns and without saying which table holds them. Row-level triggers fire on the
 -- table that holds each row, so these tables are captured row by row.
 CREATE FUNCTION harness_capture.on_row_change() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp @READABLE@ AS $f$
 DECLARE
     stmt bigint := nextval('harness_capture.statement_number');
 BEGIN
@@ -123,7 +167,7 @@ END $f$;
 -- TRUNCATE fires the BEFORE TRUNCATE trigger of every table it empties (a partitioned
 -- root's partitions, a parent's children), so each copies only its own rows.
 CREATE FUNCTION harness_capture.on_truncate() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp @READABLE@ AS $f$
 DECLARE
     root oid := coalesce(pg_partition_root(TG_RELID), TG_RELID);
 BEGIN
@@ -172,6 +216,121 @@ BEGIN
                    'ENABLE ALWAYS TRIGGER harness_capture_truncate', rel);
 END $f$;
 
+-- Each table's columns as a typed log copies them: names, types and type modifiers.
+CREATE VIEW harness_capture.shapes AS
+    SELECT a.attrelid AS relid,
+           string_agg(format('%s %s %s', quote_ident(a.attname), a.atttypid, a.atttypmod),
+                      ', ' ORDER BY a.attnum) AS signature
+    FROM pg_catalog.pg_attribute a
+    WHERE a.attnum > 0 AND NOT a.attisdropped
+    GROUP BY a.attrelid;
+
+CREATE FUNCTION harness_capture.copied(type oid) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT type < 16384 AND NOT EXISTS (SELECT 1 FROM pg_type t
+                                        WHERE t.oid = type AND t.typname ~ '^_?reg')
+$f$;
+
+CREATE FUNCTION harness_capture.make_log(root oid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    columns text;
+BEGIN
+    SELECT string_agg(format('%I %s', a.attname,
+                             CASE WHEN harness_capture.copied(a.atttypid)
+                                  THEN format_type(a.atttypid, a.atttypmod) ELSE 'json' END),
+                      ', ' ORDER BY a.attnum)
+    INTO columns FROM pg_attribute a
+    WHERE a.attrelid = root AND a.attnum > 0 AND NOT a.attisdropped;
+    IF columns IS NULL THEN
+        RETURN;  -- a table without columns: its rows go to `changes`
+    END IF;
+    EXECUTE format('CREATE TYPE harness_capture_log.%I AS (%s)', 'shape_' || root, columns);
+    EXECUTE format('CREATE TABLE harness_capture_log.%I (statement bigint NOT NULL, via oid, '
+                   'op "char" NOT NULL, image harness_capture_log.%I)',
+                   'log_' || root, 'shape_' || root);
+    INSERT INTO harness_capture.logs
+    SELECT root, s.signature FROM harness_capture.shapes s WHERE s.relid = root;
+END $f$;
+
+-- The root's columns in its order, read by name from the rows of the table the statement
+-- named (a partition may order its columns differently).
+CREATE FUNCTION harness_capture.make_writer(rel oid, root oid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    image text;
+    statement text;
+BEGIN
+    SELECT string_agg(CASE WHEN harness_capture.copied(a.atttypid) THEN format('o.%I', a.attname)
+                           ELSE format('to_json(o.%I)', a.attname) END,
+                      ', ' ORDER BY a.attnum)
+    INTO image FROM pg_attribute a
+    WHERE a.attrelid = root AND a.attnum > 0 AND NOT a.attisdropped;
+    statement := format('INSERT INTO harness_capture_log.%I (statement, via, op, image) '
+                        'SELECT $1, $2, @OP@, ROW(%s)::harness_capture_log.%I FROM @ROWS@ o',
+                        'log_' || root, image, 'shape_' || root);
+    INSERT INTO harness_capture.writers
+    SELECT rel, root, own.signature || ' / ' || logged.signature,
+           replace(replace(statement, '@OP@', quote_literal('-')), '@ROWS@', 'old_rows'),
+           replace(replace(statement, '@OP@', quote_literal('+')), '@ROWS@', 'new_rows')
+    FROM harness_capture.shapes own, harness_capture.shapes logged
+    WHERE own.relid = rel AND logged.relid = root;
+END $f$;
+
+-- A log's rows into `changes` as JSON, under `home` (its root, or the root of the partition
+-- tree it has joined, then naming it as the partition), and the log removed.
+CREATE FUNCTION harness_capture.freeze(logged oid, home oid) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp @READABLE@ AS $f$
+BEGIN
+    EXECUTE format('INSERT INTO harness_capture.changes (id, relid, via, op, image) '
+                   'SELECT statement, $1, coalesce(via, nullif($2, $1)), op, '
+                   'row_to_json(image) FROM harness_capture_log.%I', 'log_' || logged)
+        USING home, logged;
+    IF home <> logged THEN
+        UPDATE harness_capture.changes SET relid = home, via = coalesce(via, logged)
+        WHERE relid = logged;
+    END IF;
+    EXECUTE format('DROP TABLE harness_capture_log.%I', 'log_' || logged);
+    EXECUTE format('DROP TYPE harness_capture_log.%I', 'shape_' || logged);
+    DELETE FROM harness_capture.logs WHERE root = logged;
+    DELETE FROM harness_capture.writers WHERE root = logged;
+END $f$;
+
+-- Logs and writers follow the tables: stale ones go (their rows kept), missing ones come.
+CREATE FUNCTION harness_capture.follow_shapes() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    stale record;
+BEGIN
+    FOR stale IN
+        SELECT l.root, CASE WHEN c.relispartition THEN pg_partition_root(l.root)
+                            ELSE l.root END AS home
+        FROM harness_capture.logs l
+        LEFT JOIN pg_class c ON c.oid = l.root
+        LEFT JOIN harness_capture.shapes s ON s.relid = l.root
+        WHERE c.oid IS NULL OR c.relispartition OR harness_capture.inherits(l.root)
+           OR s.signature IS DISTINCT FROM l.signature
+    LOOP
+        PERFORM harness_capture.freeze(stale.root, stale.home);
+    END LOOP;
+    DELETE FROM harness_capture.writers w
+    WHERE NOT EXISTS (SELECT 1 FROM harness_capture.logs l WHERE l.root = w.root)
+       OR coalesce(pg_partition_root(w.relid), w.relid) IS DISTINCT FROM w.root
+       OR (SELECT own.signature || ' / ' || logged.signature
+           FROM harness_capture.shapes own, harness_capture.shapes logged
+           WHERE own.relid = w.relid AND logged.relid = w.root) IS DISTINCT FROM w.signature;
+    PERFORM harness_capture.make_log(c.oid)
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE @TOP_LEVEL_TABLE@ AND @USER_NAMESPACE@ AND NOT harness_capture.inherits(c.oid)
+      AND NOT EXISTS (SELECT 1 FROM harness_capture.logs l WHERE l.root = c.oid);
+    PERFORM harness_capture.make_writer(c.oid, coalesce(pg_partition_root(c.oid), c.oid))
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE @TABLE@ AND @USER_NAMESPACE@ AND NOT harness_capture.inherits(c.oid)
+      AND NOT EXISTS (SELECT 1 FROM harness_capture.writers w WHERE w.relid = c.oid)
+      AND EXISTS (SELECT 1 FROM harness_capture.logs l
+                  WHERE l.root = coalesce(pg_partition_root(c.oid), c.oid));
+END $f$;
+
 -- Every table (partitions included) gets the capture triggers it needs, and capture
 -- triggers that were dropped or disabled (possible only on tables the agent owns), or are
 -- of the wrong kind since the table joined or left an inheritance tree, are put back.
@@ -205,6 +364,7 @@ BEGIN
     WHERE @TABLE@ AND @USER_NAMESPACE@
     ON CONFLICT (relid) DO UPDATE SET name = EXCLUDED.name
         WHERE harness_capture.relations.name <> EXCLUDED.name;
+    PERFORM harness_capture.follow_shapes();
     PERFORM set_config('harness_capture.busy', 'off', true);
 END $f$;
 
@@ -233,7 +393,8 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
         -- The capture's own objects, and temporary ones (they end with the session).
-        IF command.schema_name = 'harness_capture' OR command.schema_name LIKE 'pg\_temp%' THEN
+        IF command.schema_name IN ('harness_capture', 'harness_capture_log')
+           OR command.schema_name LIKE 'pg\_temp%' THEN
             CONTINUE;
         END IF;
         INSERT INTO harness_capture.ddl (command_tag, object_type, object_identity, query)
@@ -249,6 +410,10 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     dropped record;
 BEGIN
+    -- What the harness drops (a log of an old shape) is not the agent's.
+    IF coalesce(harness_capture.busy(), false) THEN
+        RETURN;
+    END IF;
     FOR dropped IN SELECT * FROM pg_event_trigger_dropped_objects()
                    WHERE original AND NOT is_temporary
                      AND object_type IN ('table', 'schema', 'view', 'index', 'sequence',
@@ -257,9 +422,7 @@ BEGIN
         INSERT INTO harness_capture.ddl (command_tag, object_type, object_identity, query)
         VALUES (tg_tag, dropped.object_type, dropped.object_identity, current_query());
     END LOOP;
-    IF NOT coalesce(harness_capture.busy(), false) THEN
-        PERFORM harness_capture.heal();
-    END IF;
+    PERFORM harness_capture.heal();
 END $f$;
 
 -- What the sandbox's own transaction has recorded so far (committed changes and its own
@@ -269,21 +432,45 @@ CREATE FUNCTION harness_capture.recorded_changes(after bigint DEFAULT 0,
                                                  upto bigint DEFAULT NULL)
 RETURNS TABLE (relname text, via text, op "char", image json, live boolean, statement bigint,
                first_name text)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
-    WITH names AS (
-        SELECT r.relid, coalesce((SELECT @QUALIFIED_NAME@ FROM pg_class c
-                                  JOIN pg_namespace n ON n.oid = c.relnamespace
-                                  WHERE c.oid = r.relid), r.name) AS name, r.first_name
-        FROM harness_capture.relations r
-    )
-    SELECT coalesce(t.name, c.relid::text), v.name, c.op, c.image,
-           EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = c.relid), c.id, t.first_name
-    FROM harness_capture.changes c
-    LEFT JOIN names t ON t.relid = c.relid
-    LEFT JOIN names v ON v.relid = c.via
-    WHERE c.id > after AND (upto IS NULL OR c.id <= upto)
-    ORDER BY c.id, c.op DESC
-$f$;
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp @READABLE@ AS $f$
+DECLARE
+    logs text;
+BEGIN
+    SELECT string_agg(format(' UNION ALL SELECT statement, %s::oid, via, op, row_to_json(image) '
+                             'FROM harness_capture_log.%I '
+                             'WHERE statement > $1 AND ($2 IS NULL OR statement <= $2)',
+                             l.root, 'log_' || l.root), '')
+    INTO logs FROM harness_capture.logs l;
+    RETURN QUERY EXECUTE format($q$
+        WITH names AS (
+            SELECT r.relid, coalesce((SELECT @QUALIFIED_NAME@ FROM pg_class c
+                                      JOIN pg_namespace n ON n.oid = c.relnamespace
+                                      WHERE c.oid = r.relid), r.name) AS name, r.first_name
+            FROM harness_capture.relations r
+        ), recorded (id, relid, via, op, image) AS (
+            SELECT id, relid, via, op, image FROM harness_capture.changes
+            WHERE id > $1 AND ($2 IS NULL OR id <= $2) %s
+        )
+        SELECT coalesce(t.name, c.relid::text), v.name, c.op, c.image,
+               EXISTS (SELECT 1 FROM pg_class k WHERE k.oid = c.relid), c.id, t.first_name
+        FROM recorded c
+        LEFT JOIN names t ON t.relid = c.relid
+        LEFT JOIN names v ON v.relid = c.via
+        ORDER BY c.id, c.op DESC$q$, coalesce(logs, '')) USING after, upto;
+END $f$;
+
+-- Everything recorded so far forgotten: a new baseline starts from nothing.
+CREATE FUNCTION harness_capture.forget() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    log text;
+BEGIN
+    TRUNCATE harness_capture.changes, harness_capture.ddl;
+    FOR log IN SELECT format('harness_capture_log.%I', 'log_' || root) FROM harness_capture.logs
+    LOOP
+        EXECUTE 'TRUNCATE ' || log;
+    END LOOP;
+END $f$;
 
 -- The number of the last statement recorded: the marks between which an action's
 -- statements fall.
@@ -317,8 +504,11 @@ CREATE EVENT TRIGGER harness_capture_drop ON sql_drop
 -- Replica mode (session_replication_role) must not silence them.
 ALTER EVENT TRIGGER harness_capture_ddl ENABLE ALWAYS;
 ALTER EVENT TRIGGER harness_capture_drop ENABLE ALWAYS;
-""".replace("@TABLE@", catalog.TABLE).replace("@USER_NAMESPACE@", catalog.USER_NAMESPACE).replace(
-    "@QUALIFIED_NAME@", catalog.QUALIFIED_NAME)
+"""
+for _marker, _text in {"@READABLE@": READABLE, "@TOP_LEVEL_TABLE@": catalog.TOP_LEVEL_TABLE,
+                       "@TABLE@": catalog.TABLE, "@USER_NAMESPACE@": catalog.USER_NAMESPACE,
+                       "@QUALIFIED_NAME@": catalog.QUALIFIED_NAME}.items():
+    INSTALL = INSTALL.replace(_marker, _text)
 
 
 VERSION = hashlib.sha256(INSTALL.encode()).hexdigest()[:8]
@@ -477,21 +667,19 @@ def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True,
     changed it (`TableDelta.sources`)."""
     set_json_loads(load_image, conn)
     events: dict[str, list[Event]] = {}
-    gone: set[str] = set()
     after, upto = (between[0].statement, between[1].statement) if between else (0, None)
     ddl_after, ddl_upto = (between[0].ddl, between[1].ddl) if between else (0, None)
     aliases: dict[str, str] = {}
     for relname, via, op, image, live, statement, first_name in conn.execute(
             "SELECT relname, via, op, image, live, statement, first_name "
             "FROM harness_capture.recorded_changes(%s, %s)", (after, upto)):
+        # A table dropped since: what happened to its rows is the DROP (in the DDL); a
+        # new table of its name is another table.
+        if not live:
+            continue
         events.setdefault(relname, []).append((op, image, via, statement))
         if first_name and first_name != relname:
             aliases[relname] = first_name
-        if not live:
-            gone.add(relname)
-    # A table dropped since: what happened to its rows is the DROP (in the DDL).
-    for relname in gone:
-        events.pop(relname, None)
     keys = primary_keys(conn, list(events)) if events else {}
     partitioned = partition_columns(conn, list(events)) if events else {}
     masked = dict(conn.execute("SELECT * FROM harness_capture.masked_columns()").fetchall()

@@ -10,7 +10,8 @@ import psycopg
 
 CAPTURE_SCHEMA = "harness_capture"
 
-USER_NAMESPACE = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture') "
+USER_NAMESPACE = ("n.nspname NOT IN ('pg_catalog', 'information_schema', 'harness_capture', "
+                  "'harness_capture_log') "
                   "AND n.nspname !~ '^pg_(toast|temp)'")
 """True for a namespace `n` (pg_namespace) the user's objects live in. No `%` in it, so it
 goes into queries that also take parameters."""

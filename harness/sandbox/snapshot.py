@@ -227,7 +227,7 @@ def _build(server: ServerAddress, source: Source, name: str, state: str | None,
             masked = apply_masks(conn, masks or [], key)  # before the capture: not a change
             capture.install(conn)
             capture.record_masked(conn, masked)
-            conn.execute("TRUNCATE harness_capture.changes, harness_capture.ddl")
+            conn.execute("SELECT harness_capture.forget()")
             tables, rows = _size(conn)
             version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     except BaseException:

@@ -1,0 +1,282 @@
+"""Typed capture logs: row images copied as they are and read as JSON later must be exactly
+the rows the tables held, through every change of shape a migration can make, whatever
+the agent's session set, and out of the agent's reach."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+
+from harness.sandbox.capture import RowDelta, dump_images, load_image
+from harness.sandbox.database import SandboxDatabase, open_baseline
+from harness.sandbox.postgres import ServerAddress
+
+pytestmark = [pytest.mark.docker, pytest.mark.postgres]
+
+SCHEMA = """
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN positive AS numeric(10, 2) CHECK (VALUE > 0);
+CREATE TYPE pair AS (a int, b text, at timestamptz, f float8);
+CREATE TABLE kinds (
+    id int PRIMARY KEY, m mood, ms mood[], p positive, c pair, cs pair[], r regclass,
+    iv interval, f float8, ts timestamptz, d date, b bytea, j jsonb, v varchar(5),
+    ch char(3), bits bit(3), n numeric(12, 4), t tsvector, cash money,
+    g int GENERATED ALWAYS AS (id * 2) STORED);
+INSERT INTO kinds (id, m, ms, p, c, cs, r, iv, f, ts, d, b, j, v, ch, bits, n, t, cash)
+SELECT g, 'ok', ARRAY['sad', 'happy']::mood[], g + 0.5,
+       ROW(g, 'x' || g, '2024-03-01 12:00+00', 0.1 * g)::pair,
+       ARRAY[ROW(g, 'y', '2024-03-02 00:00+00', 1.0 / 3)::pair],
+       'kinds'::regclass, make_interval(days => g, secs => 1.5), 1.0 / (g + 2),
+       '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 hour', '2024-02-29',
+       decode('00ff' || lpad(to_hex(g), 2, '0'), 'hex'), jsonb_build_object('k', g),
+       'v' || g, 'c', B'101', g / 7.0, to_tsvector('simple', 'word ' || g), g * 1.25
+FROM generate_series(1, 20) g;
+CREATE TABLE shaped (id int PRIMARY KEY, a int NOT NULL, price numeric(10, 0), label text);
+INSERT INTO shaped SELECT g, g, g * 10, 'l' || g FROM generate_series(1, 30) g;
+CREATE TABLE payments (id int, paid date NOT NULL, amount numeric NOT NULL,
+                       PRIMARY KEY (id, paid)) PARTITION BY RANGE (paid);
+CREATE TABLE payments_2024 PARTITION OF payments
+    FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+INSERT INTO payments SELECT g, '2024-01-01'::date + g, g FROM generate_series(1, 20) g;
+CREATE TABLE parent (id int PRIMARY KEY, v int);
+INSERT INTO parent SELECT g, g FROM generate_series(1, 10) g;
+"""
+
+# Everything an agent may set in its own session that changes how a value reads as text.
+ODD_SESSION = ["SET TimeZone = 'Asia/Kathmandu'", "SET IntervalStyle = 'sql_standard'",
+               "SET extra_float_digits = -10", "SET bytea_output = 'escape'",
+               "SET DateStyle = 'SQL, DMY'"]
+
+
+@pytest.fixture(scope="module")
+def kinds_dsn(target_server: ServerAddress) -> str:
+    return target_server.fresh_database("typed_logs", SCHEMA)
+
+
+@pytest.fixture()
+def db(pg_server: ServerAddress, kinds_dsn: str,
+       request: pytest.FixtureRequest) -> Iterator[SandboxDatabase]:
+    _, baseline = open_baseline(kinds_dsn)
+    database = SandboxDatabase(pg_server, baseline, f"tl-{request.node.name[:28]}").create()
+    try:
+        yield database
+    finally:
+        database.drop()
+
+
+def run(db: SandboxDatabase, *statements: str) -> None:
+    with db.connect() as conn:
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def rows(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:
+    """A table's rows as JSON, read as the capture reads them (times in UTC, objects
+    named by schema)."""
+    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute("SET search_path = pg_catalog")
+    return [load_image(text) for (text,) in conn.execute(
+        f"SELECT row_to_json(whole_row)::text FROM public.{table} whole_row")]  # type: ignore[arg-type]
+
+
+def by_key(images: list[dict[str, Any]], key: list[str]) -> dict[str, dict[str, Any]]:
+    return {dump_images([image[k] for k in key]): image for image in images}
+
+
+def assert_delta_is_the_truth(delta: RowDelta, source: psycopg.Connection[Any],
+                              sandbox: psycopg.Connection[Any], table: str,
+                              key: list[str]) -> None:
+    """The delta's before-images are the source's rows and its after-images the sandbox's,
+    row for row, and every row that differs between them is in the delta."""
+    before = by_key(rows(source, table), key)
+    after = by_key(rows(sandbox, table), key)
+    t = delta.tables.get(f"public.{table}")
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    if t is None:
+        assert not changed
+        return
+    seen: set[str] = set()
+    for row in t.inserted:
+        k = dump_images([row[c] for c in key])
+        assert k not in before and after[k] == row
+        seen.add(k)
+    for row in t.deleted:
+        k = dump_images([row[c] for c in key])
+        assert k not in after and before[k] == row
+        seen.add(k)
+    for update in t.updated:
+        k = dump_images([update.key[c] for c in key])
+        assert before[k] == update.before and after[k] == update.after
+        seen.add(k)
+    assert seen == changed
+
+
+def test_images_read_as_the_rows_do_whatever_the_agents_session_set(
+        db: SandboxDatabase, kinds_dsn: str) -> None:
+    with db.connect() as conn:
+        for setting in ODD_SESSION:
+            conn.execute(setting)  # type: ignore[arg-type]
+        conn.execute("UPDATE kinds SET f = f / 3, ts = ts + interval '1 minute', "
+                     "iv = iv * 2, b = b || '\\x01'::bytea, c.f = (c).f / 7 WHERE id <= 8")
+        conn.execute("DELETE FROM kinds WHERE id > 16")
+        conn.execute("INSERT INTO kinds (id, m, p, f, ts, d, n, cash) "
+                     "VALUES (100, 'happy', 1.5, pi(), now(), '2024-02-29', 1.23456, 7.5)")
+        delta = db.delta()
+    # The float kept all its digits; times are instants in UTC; bytea is hex.
+    updated = {u.key["id"]: u for u in delta.tables["public.kinds"].updated}
+    assert len(str(updated[1].after["f"]).lstrip("0.")) >= 15
+    assert str(updated[1].after["ts"]).endswith("+00:00")
+    assert str(updated[1].after["b"]).startswith("\\x")
+    with psycopg.connect(kinds_dsn) as source, db.connect_as_owner() as sandbox:
+        assert_delta_is_the_truth(delta, source, sandbox, "kinds", ["id"])
+
+
+def test_every_change_of_shape_keeps_each_image_as_it_was(db: SandboxDatabase,
+                                                          kinds_dsn: str) -> None:
+    run(db, "UPDATE shaped SET a = a + 1 WHERE id <= 10",
+        "ALTER TABLE shaped ADD COLUMN note text DEFAULT 'new'",
+        "UPDATE shaped SET note = 'n' || id WHERE id BETWEEN 5 AND 15",
+        "ALTER TABLE shaped ALTER COLUMN price TYPE numeric(10, 2)",
+        "UPDATE shaped SET price = price + 0.25 WHERE id BETWEEN 12 AND 20",
+        "ALTER TABLE shaped RENAME COLUMN label TO title",
+        "UPDATE shaped SET title = upper(title) WHERE id BETWEEN 18 AND 25",
+        "ALTER TABLE shaped DROP COLUMN a",
+        "DELETE FROM shaped WHERE id > 27",
+        "INSERT INTO shaped (id, price, title) VALUES (31, 1.5, 'new')")
+    delta = db.delta()
+    t = delta.tables["public.shaped"]
+    # Rows are what the statements left them; the migrations are the DDL beside them.
+    assert t.counts() == {"inserted": 1, "updated": 25, "deleted": 3}
+    assert len(delta.ddl) == 4
+    updated = {u.key["id"]: u for u in t.updated}
+    assert updated[1].before == {"id": 1, "a": 1, "price": 10, "label": "l1"}
+    assert updated[1].after == {"id": 1, "a": 2, "price": 10, "label": "l1"}
+    # A value the column's type change widened is not rounded back by an old log.
+    assert updated[14].after == {"id": 14, "a": 14, "price": Decimal("140.25"),
+                                 "label": "l14", "note": "n14"}
+    assert updated[20].after == {"id": 20, "a": 20, "price": Decimal("200.25"),
+                                 "note": "new", "title": "L20"}
+    assert t.inserted == [{"id": 31, "price": Decimal("1.50"), "note": "new", "title": "new"}]
+    assert sorted(row["id"] for row in t.deleted) == [28, 29, 30]
+    assert t.deleted[0].keys() == {"id", "price", "note", "title"}
+
+
+def test_a_migration_rolled_back_leaves_the_log_as_it_was(db: SandboxDatabase,
+                                                          kinds_dsn: str) -> None:
+    with db.connect() as conn:
+        conn.autocommit = False
+        conn.execute("UPDATE shaped SET a = -a WHERE id <= 3")
+        conn.commit()
+        conn.execute("UPDATE shaped SET a = 0 WHERE id = 4")
+        conn.execute("ALTER TABLE shaped ADD COLUMN gone int")
+        conn.execute("UPDATE shaped SET gone = 1 WHERE id = 5")
+        conn.rollback()
+        conn.execute("UPDATE shaped SET label = 'kept' WHERE id = 6")
+        conn.commit()
+    delta = db.delta()
+    assert sorted(u.key["id"] for u in delta.tables["public.shaped"].updated) == [1, 2, 3, 6]
+    with psycopg.connect(kinds_dsn) as source, db.connect_as_owner() as sandbox:
+        assert_delta_is_the_truth(delta, source, sandbox, "shaped", ["id"])
+
+
+def test_rows_written_before_a_table_joins_a_partition_tree_are_the_trees(
+        db: SandboxDatabase) -> None:
+    run(db, "CREATE TABLE payments_2025 (LIKE payments)",
+        "INSERT INTO payments_2025 VALUES (500, '2025-03-01', 5), (501, '2025-04-01', 6)",
+        "ALTER TABLE payments ATTACH PARTITION payments_2025 "
+        "FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')",
+        "UPDATE payments SET amount = 50 WHERE id = 500",
+        "INSERT INTO payments_2025 VALUES (502, '2025-05-01', 7)",
+        "UPDATE payments_2024 SET amount = amount + 1 WHERE id <= 2")
+    delta = db.delta()
+    assert set(delta.tables) == {"public.payments"}, "one table, as the user thinks of it"
+    t = delta.tables["public.payments"]
+    assert t.counts() == {"inserted": 3, "updated": 2, "deleted": 0}
+    assert {row["id"]: row["amount"] for row in t.inserted} == {500: 50, 501: 6, 502: 7}
+    # Where the last statement named the partition, the row says so.
+    assert t.partitions["public.payments_2025"]["inserted"] == 2
+    assert t.partitions["public.payments_2024"]["updated"] == 2
+
+
+def test_a_table_that_gains_an_inheritance_child_keeps_every_row(db: SandboxDatabase,
+                                                                 kinds_dsn: str) -> None:
+    run(db, "UPDATE parent SET v = -v WHERE id <= 2",
+        "CREATE TABLE child (extra text) INHERITS (parent)",
+        "INSERT INTO child VALUES (50, 5, 'e')",
+        "UPDATE parent SET v = v * 10 WHERE id IN (2, 3, 50)",
+        "DELETE FROM ONLY parent WHERE id = 10")
+    delta = db.delta()
+    parent = delta.tables["public.parent"]
+    assert {u.key["id"]: (u.before["v"], u.after["v"]) for u in parent.updated} == {
+        1: (1, -1), 2: (2, -20), 3: (3, 30)}
+    assert [row["id"] for row in parent.deleted] == [10]
+    assert delta.tables["public.child"].inserted == [{"id": 50, "v": 50, "extra": "e"}]
+
+
+def test_a_dropped_table_is_the_drop_and_a_new_one_of_its_name_is_new(
+        db: SandboxDatabase) -> None:
+    run(db, "UPDATE shaped SET a = 0 WHERE id <= 5", "DROP TABLE shaped",
+        "CREATE TABLE shaped (id int PRIMARY KEY, other text)",
+        "INSERT INTO shaped VALUES (1, 'fresh')")
+    delta = db.delta()
+    assert delta.tables["public.shaped"].inserted == [{"id": 1, "other": "fresh"}]
+    assert delta.tables["public.shaped"].rows == 1
+    assert "public.shaped" in delta.dropped
+
+
+def test_every_row_of_a_bulk_write_in_one_transaction_is_weighed_before_commit(
+        db: SandboxDatabase) -> None:
+    from harness.sandbox.capture import read_delta
+    with db.connect() as conn:
+        conn.autocommit = False
+        conn.execute("UPDATE kinds SET n = n + 1")
+        conn.execute("ALTER TABLE kinds ADD COLUMN extra int")
+        conn.execute("UPDATE kinds SET extra = 1 WHERE id <= 5")
+        conn.execute("INSERT INTO payments_2024 VALUES (900, '2024-06-01', 1)")
+        inside = read_delta(conn, ddl=False)
+        conn.rollback()
+    assert inside.tables["public.kinds"].counts()["updated"] == 20
+    assert inside.tables["public.payments"].counts()["inserted"] == 1
+    assert db.delta().rows == 0
+
+
+def test_the_agent_cannot_reach_or_depend_on_a_log(db: SandboxDatabase) -> None:
+    with db.connect_as_owner() as owner:
+        logs = [name for (name,) in owner.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'harness_capture_log' AND c.relkind = 'r'")]
+        shapes = [name for (name,) in owner.execute(
+            "SELECT format('%I.%I', n.nspname, t.typname) FROM pg_type t "
+            "JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE n.nspname = 'harness_capture_log' AND t.typtype = 'c' "
+            "AND t.typrelid IN (SELECT oid FROM pg_class WHERE relkind = 'c')")]
+    assert logs and shapes
+    for statement in [f"SELECT * FROM {logs[0]}", f"TRUNCATE {logs[0]}",
+                      f"DROP TABLE {logs[0]}", f"CREATE TABLE mine (x {shapes[0]})",
+                      f"CREATE TABLE mine2 (x {logs[0]})",
+                      "CREATE TABLE harness_capture_log.planted (x int)",
+                      "SELECT harness_capture.freeze(1, 1)",
+                      "SELECT harness_capture.make_log(1)",
+                      "DELETE FROM harness_capture.writers"]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            run(db, statement)
+    run(db, "UPDATE shaped SET a = 7 WHERE id = 1")
+    assert db.delta().tables["public.shaped"].counts()["updated"] == 1
+
+
+def test_a_table_without_columns_and_a_keyless_one_are_captured(db: SandboxDatabase) -> None:
+    run(db, "CREATE TABLE empty ()", "INSERT INTO empty DEFAULT VALUES",
+        "INSERT INTO empty DEFAULT VALUES",
+        "CREATE TABLE bag (x int, y text)", "INSERT INTO bag VALUES (1, 'a'), (1, 'a')",
+        "UPDATE bag SET y = 'b' WHERE ctid = (SELECT min(ctid) FROM bag)")
+    delta = db.delta()
+    assert delta.tables["public.empty"].counts()["inserted"] == 2
+    assert Counter(json.dumps(r, sort_keys=True) for r in delta.tables["public.bag"].inserted
+                   ) == Counter({'{"x": 1, "y": "a"}': 1, '{"x": 1, "y": "b"}': 1})
