@@ -296,9 +296,18 @@ BEGIN
     DELETE FROM harness_capture.writers WHERE root = logged;
 END $f$;
 
+-- Tables of an inheritance tree (captured row by row, so without a typed log).
+CREATE VIEW harness_capture.inherited AS
+    SELECT i.inhrelid AS relid FROM pg_catalog.pg_inherits i
+    JOIN pg_catalog.pg_class p ON p.oid = i.inhparent WHERE p.relkind = 'r'
+    UNION
+    SELECT i.inhparent FROM pg_catalog.pg_inherits i
+    JOIN pg_catalog.pg_class p ON p.oid = i.inhparent WHERE p.relkind = 'r';
+
 -- Logs and writers follow the tables: stale ones go (their rows kept), missing ones come.
+-- Runs after every DDL command, so each step is one set-based query.
 CREATE FUNCTION harness_capture.follow_shapes() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off AS $f$
 DECLARE
     stale record;
 BEGIN
@@ -307,28 +316,30 @@ BEGIN
                             ELSE l.root END AS home
         FROM harness_capture.logs l
         LEFT JOIN pg_class c ON c.oid = l.root
-        LEFT JOIN harness_capture.shapes s ON s.relid = l.root
-        WHERE c.oid IS NULL OR c.relispartition OR harness_capture.inherits(l.root)
-           OR s.signature IS DISTINCT FROM l.signature
+        WHERE c.oid IS NULL OR c.relispartition
+           OR l.root IN (SELECT relid FROM harness_capture.inherited)
+           OR (SELECT s.signature FROM harness_capture.shapes s WHERE s.relid = l.root)
+              IS DISTINCT FROM l.signature
     LOOP
         PERFORM harness_capture.freeze(stale.root, stale.home);
     END LOOP;
     DELETE FROM harness_capture.writers w
-    WHERE NOT EXISTS (SELECT 1 FROM harness_capture.logs l WHERE l.root = w.root)
+    WHERE w.root NOT IN (SELECT root FROM harness_capture.logs)
        OR coalesce(pg_partition_root(w.relid), w.relid) IS DISTINCT FROM w.root
-       OR (SELECT own.signature || ' / ' || logged.signature
-           FROM harness_capture.shapes own, harness_capture.shapes logged
-           WHERE own.relid = w.relid AND logged.relid = w.root) IS DISTINCT FROM w.signature;
+       OR (SELECT own.signature FROM harness_capture.shapes own WHERE own.relid = w.relid)
+          || ' / ' || (SELECT l.signature FROM harness_capture.logs l WHERE l.root = w.root)
+          IS DISTINCT FROM w.signature;
     PERFORM harness_capture.make_log(c.oid)
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE @TOP_LEVEL_TABLE@ AND @USER_NAMESPACE@ AND NOT harness_capture.inherits(c.oid)
-      AND NOT EXISTS (SELECT 1 FROM harness_capture.logs l WHERE l.root = c.oid);
+    WHERE @TOP_LEVEL_TABLE@ AND @USER_NAMESPACE@
+      AND c.oid NOT IN (SELECT relid FROM harness_capture.inherited)
+      AND c.oid NOT IN (SELECT root FROM harness_capture.logs);
     PERFORM harness_capture.make_writer(c.oid, coalesce(pg_partition_root(c.oid), c.oid))
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE @TABLE@ AND @USER_NAMESPACE@ AND NOT harness_capture.inherits(c.oid)
-      AND NOT EXISTS (SELECT 1 FROM harness_capture.writers w WHERE w.relid = c.oid)
-      AND EXISTS (SELECT 1 FROM harness_capture.logs l
-                  WHERE l.root = coalesce(pg_partition_root(c.oid), c.oid));
+    WHERE @TABLE@ AND @USER_NAMESPACE@
+      AND c.oid NOT IN (SELECT relid FROM harness_capture.inherited)
+      AND c.oid NOT IN (SELECT relid FROM harness_capture.writers)
+      AND coalesce(pg_partition_root(c.oid), c.oid) IN (SELECT root FROM harness_capture.logs);
 END $f$;
 
 -- Every table (partitions included) gets the capture triggers it needs, and capture
@@ -336,7 +347,7 @@ END $f$;
 -- of the wrong kind since the table joined or left an inheritance tree, are put back.
 -- Runs after every DDL command, as the superuser; it also records each table's name.
 CREATE FUNCTION harness_capture.heal() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off AS $f$
 DECLARE
     rel regclass;
     name text;
@@ -344,11 +355,13 @@ BEGIN
     PERFORM set_config('harness_capture.busy', token, true) FROM harness_capture.secret;
     FOR rel IN
         SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE @TABLE@ AND @USER_NAMESPACE@
-          AND (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid
-               AND t.tgname LIKE 'harness\_capture\_%' AND t.tgenabled = 'A'
-               AND (t.tgname = 'harness_capture_truncate'
-                    OR ((t.tgtype & 1) = 1) = harness_capture.inherits(c.oid))) < 4
+        LEFT JOIN (SELECT t.tgrelid, count(*) AS good FROM pg_trigger t
+                   WHERE t.tgname LIKE 'harness\_capture\_%' AND t.tgenabled = 'A'
+                     AND (t.tgname = 'harness_capture_truncate'
+                          OR ((t.tgtype & 1) = 1)
+                             = (t.tgrelid IN (SELECT relid FROM harness_capture.inherited)))
+                   GROUP BY t.tgrelid) triggers ON triggers.tgrelid = c.oid
+        WHERE @TABLE@ AND @USER_NAMESPACE@ AND coalesce(triggers.good, 0) < 4
     LOOP
         FOREACH name IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
             IF EXISTS (SELECT 1 FROM pg_trigger
