@@ -190,6 +190,8 @@ class Episode:
             made["database_clone"] = {"method": database.clone_method,
                                       "seconds": round(database.clone_seconds, 4),
                                       "detail": database.clone_detail}
+            made["database_server"] = {"version": database.server.version,
+                                       "chosen_because": database.server.chosen_because}
         return made
 
     def interrupt(self) -> None:

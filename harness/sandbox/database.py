@@ -81,9 +81,9 @@ def open_baseline(source: str | Source, settings: DatabaseSettings | None = None
         wanted = REFLINK_MIN_VERSION  # cloning by reflink is new in 18; it restores older dumps
     choice = choose_version(probe.major, wanted)
     _LOG.info("sandbox database server: %s", choice.reason)
-    server = clone_method(DatabaseServer(
+    server = replace(clone_method(DatabaseServer(
         choice.version, data_image_size=size_bytes(settings.data_image_size)).ensure(),
-        settings.clone)
+        settings.clone), chosen_because=choice.reason)
     baseline = ensure_baseline(server, parsed, refresh=refresh,
                                max_age_s=settings.baseline_max_age_s,
                                state=probe.state, follow_source=settings.refresh_on_source_change,
@@ -255,7 +255,9 @@ class SandboxDatabase:
     def clone_report(self) -> dict[str, Any]:
         """How this database was copied from its baseline, for `exec --json` and traces."""
         return {"database": self.name, "clone_method": self.clone_method,
-                "clone_seconds": round(self.clone_seconds, 4), "clone_detail": self.clone_detail}
+                "clone_seconds": round(self.clone_seconds, 4), "clone_detail": self.clone_detail,
+                "server_version": self.server.version,
+                "server_chosen_because": self.server.chosen_because}
 
     def drop(self) -> None:
         """Remove the database and the role; safe to call twice."""

@@ -96,6 +96,8 @@ class ServerAddress:
     """The server's major version."""
     clone: CloneSupport = CLONE_NOT_KNOWN
     """How a database is copied from its template here: by reflink, or why by copying."""
+    chosen_because: str = ""
+    """Why this server's major version serves the target (`choose_version`'s reason)."""
 
     def conninfo(self, dbname: str = "postgres", *, with_password: bool = True) -> str:
         """A libpq connection string for `dbname` as the superuser (without the password
