@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -46,6 +47,17 @@ CREATE TABLE payments_2024 PARTITION OF payments
 INSERT INTO payments SELECT g, '2024-01-01'::date + g, g FROM generate_series(1, 20) g;
 CREATE TABLE parent (id int PRIMARY KEY, v int);
 INSERT INTO parent SELECT g, g FROM generate_series(1, 10) g;
+CREATE SCHEMA archive;
+CREATE TABLE events (id int, year int, kind text, body text, PRIMARY KEY (id, year, kind))
+    PARTITION BY RANGE (year);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM (2024) TO (2025)
+    PARTITION BY LIST (kind);
+CREATE TABLE events_2024_a PARTITION OF events_2024 FOR VALUES IN ('a');
+CREATE TABLE archive.events_2024_b PARTITION OF events_2024 FOR VALUES IN ('b');
+CREATE TABLE archive.events_old PARTITION OF events FOR VALUES FROM (2000) TO (2024);
+INSERT INTO events SELECT g, CASE WHEN g <= 14 THEN 2024 ELSE 2010 END, chr(97 + g % 2),
+                          'e' || g
+FROM generate_series(1, 20) g;
 """
 
 # Everything an agent may set in its own session that changes how a value reads as text.
@@ -280,3 +292,57 @@ def test_a_table_without_columns_and_a_keyless_one_are_captured(db: SandboxDatab
     assert delta.tables["public.empty"].counts()["inserted"] == 2
     assert Counter(json.dumps(r, sort_keys=True) for r in delta.tables["public.bag"].inserted
                    ) == Counter({'{"x": 1, "y": "a"}': 1, '{"x": 1, "y": "b"}': 1})
+
+
+def test_every_level_and_schema_of_a_partition_tree_is_one_table(db: SandboxDatabase,
+                                                                 kinds_dsn: str) -> None:
+    run(db, "UPDATE events_2024 SET body = 'mid' WHERE id <= 4",  # a middle level
+        "UPDATE archive.events_2024_b SET body = 'leaf' WHERE id = 5",  # another schema
+        "DELETE FROM archive.events_old WHERE id = 17",
+        "INSERT INTO events_2024_a VALUES (100, 2024, 'a', 'new')",
+        "UPDATE events SET kind = 'b' WHERE id = 2")  # moves between leaves
+    delta = db.delta()
+    assert set(delta.tables) == {"public.events"}
+    t = delta.tables["public.events"]
+    assert t.counts() == {"inserted": 1, "updated": 5, "deleted": 1}
+    assert t.partitions["public.events_2024"]["updated"] == 3
+    assert t.partitions["archive.events_2024_b"]["updated"] == 1
+    assert t.partitions["archive.events_old"]["deleted"] == 1
+    assert t.partitions["public.events_2024_a"]["inserted"] == 1
+    moved = [u for u in t.updated if u.key["id"] == 2]
+    assert moved[0].before == {"id": 2, "year": 2024, "kind": "a", "body": "e2"}
+    assert moved[0].after == {"id": 2, "year": 2024, "kind": "b", "body": "mid"}
+
+
+def test_a_partitioned_table_renamed_is_one_table_under_its_new_name(
+        db: SandboxDatabase) -> None:
+    run(db, "UPDATE payments SET amount = 0 WHERE id = 1",
+        "ALTER TABLE payments RENAME TO payouts",
+        "UPDATE payouts SET amount = 1 WHERE id = 2",
+        "UPDATE payments_2024 SET amount = 2 WHERE id = 3")
+    delta = db.delta()
+    assert set(delta.tables) == {"public.payouts"}
+    t = delta.tables["public.payouts"]
+    assert t.counts()["updated"] == 3 and t.aliases == ["public.payments"]
+
+
+def test_a_write_naming_a_partition_counts_against_the_row_budget(
+        kinds_dsn: str, tmp_path: Path) -> None:
+    from harness.config import load_config
+    from harness.episode import Episode
+    from harness.fixtures import fixture_repo
+
+    config = load_config({
+        "orchestrator": {"blast_radius": {"max_database_rows": 10, "dry_run": True}},
+        "target": {"repo": str(fixture_repo("shop")), "database": kinds_dsn},
+        "observability": {"tracing": {"path": str(tmp_path)}}})
+    with Episode(config) as episode:
+        over = episode.act({"tool": "db_mutate", "parameters": {
+            "sql": "UPDATE payments_2024 SET amount = amount + 1 WHERE id <= 11"}})
+        assert over.status == "refused" and "max_database_rows" in str(over.refusal)
+        at = episode.act({"tool": "db_mutate", "parameters": {
+            "sql": "UPDATE events_2024 SET body = 'x' WHERE id <= 10"}})
+        assert at.status == "ok", at.output  # ten rows, at the limit
+        assert episode.sandbox.database is not None
+        delta = episode.sandbox.database.delta()
+    assert delta.rows == 10 and set(delta.tables) == {"public.events"}
