@@ -7,7 +7,6 @@ ground truth: full table contents read from both sides."""
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from harness.promote import promote, revert
 from harness.sandbox.capture import RowDelta, dump_images, load_image
 from harness.sandbox.catalog import user_tables
 from harness.sandbox.postgres import ServerAddress
+from harness.trace.reader import read_trace
 from tests.fix_pg import application_role
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
@@ -273,33 +273,112 @@ def test_a_role_that_cannot_silence_triggers_is_refused_with_the_fix(
         assert contents(conn) == before
 
 
-def test_firing_the_targets_triggers_records_what_they_really_wrote(
+FIRE_WORKLOAD = [
+    "UPDATE orders SET note = 'late' WHERE id = 3",  # an update stamp and an audit row
+    "UPDATE payments SET paid_on = '2024-03-20' WHERE payment_id = 6",  # a partition move
+    "INSERT INTO orders (customer_id, status, placed_on) VALUES (1, 'paid', '2024-04-01')",
+    "UPDATE products SET stock = stock - 1 WHERE sku = 'SKU-004'",
+    "DELETE FROM shelf_notes WHERE shelf = 'B2'",
+]
+
+SEEN_TRIGGER = """
+CREATE FUNCTION mark_order_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE orders SET note = 'seen by the target' WHERE id = NEW.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER orders_seen AFTER INSERT ON orders
+    FOR EACH ROW EXECUTE FUNCTION mark_order_seen();
+"""
+"""An AFTER trigger writing the row it fired for again (the target's own, added after the
+snapshot): RETURNING never sees what it writes."""
+
+
+def promote_firing(realistic: str, target_server: ServerAddress, tmp_path: Path, app: str
+                   ) -> tuple[dict[str, list[str]], dict[str, Counter[str]], ChangeSet, Any]:
+    """Run FIRE_WORKLOAD in an episode and promote it with the target's triggers firing
+    (orders_seen added on the target meanwhile): the target's contents and top-level rows
+    before the promotion, the change set and the result."""
+    superuser = target_server.conninfo(realistic)
+    with Episode(config_for(app, tmp_path, triggers="fire")) as episode:
+        run_workload(episode, FIRE_WORKLOAD)
+    changeset = episode.close()
+    with psycopg.connect(superuser) as conn:
+        conn.execute(SEEN_TRIGGER)
+        conn.commit()
+        original, original_roots = contents(conn), roots(conn)
+    result = promote(changeset, episode.config)
+    assert result.outcome == "promoted", result
+    assert result.applied is not None and result.applied["mode"] == "fire"
+    return original, original_roots, changeset, result
+
+
+def assert_the_receipt_is_what_was_written(original: dict[str, Counter[str]], receipt: Path,
+                                           now: dict[str, Counter[str]]) -> None:
+    """The target now is the target before, with exactly the receipt's rows changed: every
+    row the promotion and the target's triggers wrote, as they are on the target."""
+    rows = RowDelta.from_dict(load_image(receipt.read_text())["rows"])
+    expected = {table: Counter(found) for table, found in original.items()}
+    for name, table in rows.tables.items():
+        expected[name].subtract(as_counter([*table.deleted, *(u.before for u in table.updated)]))
+        expected[name].update(as_counter([*table.inserted, *(u.after for u in table.updated)]))
+    for name in set(expected) | set(now):
+        want = +expected.get(name, Counter())
+        assert want == now.get(name, Counter()), f"{name}: the receipt is not what was written"
+
+
+def test_firing_the_targets_triggers_records_what_they_really_wrote_and_revert_restores_it(
+        realistic: str, target_server: ServerAddress, tmp_path: Path) -> None:
+    superuser = target_server.conninfo(realistic)
+    app = application_role(target_server, realistic, replication_role=True)
+    original, original_roots, changeset, result = promote_firing(
+        realistic, target_server, tmp_path, app)
+    assert result.applied is not None and changeset.rows is not None
+    receipt = Path(result.receipt or "")
+    with psycopg.connect(superuser) as conn:
+        assert_the_receipt_is_what_was_written(original_roots, receipt, roots(conn))
+        seen = conn.execute("SELECT note FROM orders WHERE id = 81").fetchone()
+    assert seen == ("seen by the target",)
+    # The report names every column and table the triggers changed beyond the change set.
+    assert result.applied["rewritten"] == {
+        "public.orders": ["last_update", "note"], "public.products": ["last_update"]}
+    effects = result.applied["side_effects"]
+    assert set(effects) == {"public.audit_log"}, \
+        "a row moving partitions is no side effect; the orders' own rows are in `rewritten`"
+    # The sandbox's audit rows are applied, and the target's audit trigger writes its own
+    # for the same rows (and one for orders_seen's update): those are the side effects.
+    with psycopg.connect(superuser) as conn:
+        logged = conn.execute("SELECT count(*) FROM audit_log").fetchone()
+    assert logged is not None and logged[0] > len(changeset.rows.tables["public.audit_log"]
+                                                  .inserted) > 0
+    assert effects["public.audit_log"] == {
+        "inserted": logged[0] - len(changeset.rows.tables["public.audit_log"].inserted),
+        "updated": 0, "deleted": 0, "dropped": 0,
+        "columns": ["id", "logged_at", "operation", "row_key", "table_name"]}
+    undone = revert(receipt)
+    assert undone.outcome == "reverted", undone
+    with psycopg.connect(superuser) as conn:
+        assert differences(contents(conn), original) == {}, \
+            "every row of every partition as before: no restamp, no audit row left"
+
+
+def test_a_revert_the_targets_triggers_would_spoil_is_refused_and_changes_nothing(
         realistic: str, target_server: ServerAddress, tmp_path: Path) -> None:
     superuser = target_server.conninfo(realistic)
     app = application_role(target_server, realistic)  # DML only: fire needs no privilege
-    with Episode(config_for(app, tmp_path, triggers="fire")) as episode:
-        run_workload(episode, ["UPDATE orders SET note = 'late' WHERE id = 3"])
-    changeset = episode.close()
+    _, original_roots, _, result = promote_firing(realistic, target_server, tmp_path, app)
+    receipt = Path(result.receipt or "")
     with psycopg.connect(superuser) as conn:
-        audit_before = conn.execute("SELECT count(*) FROM audit_log").fetchone()
-    result = promote(changeset, episode.config)
-    assert result.outcome == "promoted", result
-    assert result.applied is not None
-    assert result.applied["mode"] == "fire"
-    assert "last_update" in result.applied["rewritten"]["public.orders"]
-    # The sandbox's audit row was applied, and the target's trigger wrote one more.
-    assert result.applied["side_effects"]["public.audit_log"]["inserted"] == 1
-    receipt = json.loads(Path(result.receipt or "").read_text())
-    written = RowDelta.from_dict(receipt["rows"]).tables["public.orders"].updated[0].after
+        assert_the_receipt_is_what_was_written(original_roots, receipt, roots(conn))
+        promoted = contents(conn)
+    undone = revert(receipt)
+    assert undone.outcome == "failed"
+    assert undone.error is not None and undone.error.startswith("nothing was reverted")
+    assert "set public.orders last_update" in undone.error
+    assert "rows of public.audit_log changed" in undone.error
+    assert f"GRANT SET ON PARAMETER session_replication_role TO app_{realistic}" in undone.error
     with psycopg.connect(superuser) as conn:
-        real = conn.execute("SELECT to_jsonb(o) FROM orders o WHERE id = 3").fetchone()
-        assert real is not None and real[0]["last_update"] == written["last_update"]
-        assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (
-            audit_before[0] + 2,) if audit_before else False
-    assert revert(Path(result.receipt or "")).outcome == "reverted", \
-        "revert works against what was really written"
-    with psycopg.connect(superuser) as conn:
-        assert conn.execute("SELECT note FROM orders WHERE id = 3").fetchone() == (None,)
+        assert contents(conn) == promoted
 
 
 def test_a_table_renamed_in_the_episode_is_one_table(
@@ -357,6 +436,11 @@ def test_a_postgresql_17_target_gets_a_17_sandbox_and_promotes_exactly(
         run_workload(episode, WORKLOAD)
         with episode.sandbox.database.connect_as_owner() as conn:
             sandbox = contents(conn)
+    # The trace says which server served the target, and why.
+    start = read_trace(episode.tracer.path)[0]
+    assert start["name"] == "episode.start"
+    assert start["attributes"]["database_server"] == {
+        "version": 17, "chosen_because": "PostgreSQL 17, the target's own"}
     result = episode.promote()
     assert result.outcome == "promoted", result
     with psycopg.connect(superuser) as conn:

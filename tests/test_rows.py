@@ -6,6 +6,7 @@ what was refused, and rolls back. Fast enough to run under mutation testing."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +41,72 @@ CREATE TRIGGER doubled_v BEFORE INSERT OR UPDATE ON doubled
     FOR EACH ROW EXECUTE FUNCTION double_v();
 CREATE SEQUENCE ticket_numbers;
 CREATE TABLE tickets (id int PRIMARY KEY DEFAULT nextval('ticket_numbers'), v int);
+-- Fire mode: an AFTER trigger writing its own row again; a sale that stamps itself, moves
+-- stock, clears holds (a table without a key) and logs; a partitioned table with an audit
+-- trigger; a trigger that truncates.
+CREATE TABLE stamped (id int PRIMARY KEY, v int, seen int);
+CREATE FUNCTION mark_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN UPDATE stamped SET seen = 1 WHERE id = NEW.id; RETURN NULL; END $$;
+CREATE TRIGGER stamped_seen AFTER INSERT ON stamped FOR EACH ROW EXECUTE FUNCTION mark_seen();
+CREATE TABLE stock (sku text PRIMARY KEY, on_hand int);
+CREATE TABLE holds (sku text, note text);
+CREATE TABLE sales (id int PRIMARY KEY, sku text, qty int, stamped_at timestamptz);
+CREATE FUNCTION stamp_sale() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.stamped_at := '2030-01-01 00:00:00+00'; RETURN NEW; END $$;
+CREATE TRIGGER sales_stamp BEFORE INSERT OR UPDATE ON sales
+    FOR EACH ROW EXECUTE FUNCTION stamp_sale();
+CREATE FUNCTION sell() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE stock SET on_hand = on_hand - NEW.qty WHERE sku = NEW.sku;
+    DELETE FROM holds WHERE sku = NEW.sku;
+    INSERT INTO audit_log (what) VALUES ('sold ' || NEW.id);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER sales_sell AFTER INSERT ON sales FOR EACH ROW EXECUTE FUNCTION sell();
+CREATE TABLE zoned (id int, zone text, v int, PRIMARY KEY (id, zone)) PARTITION BY LIST (zone);
+CREATE TABLE zoned_a PARTITION OF zoned FOR VALUES IN ('a');
+CREATE TABLE zoned_b PARTITION OF zoned FOR VALUES IN ('b');
+INSERT INTO zoned VALUES (1, 'a', 1);
+CREATE TRIGGER zoned_log AFTER INSERT OR UPDATE ON zoned FOR EACH ROW EXECUTE FUNCTION audit();
+CREATE TABLE renamed (id int PRIMARY KEY, v int);
+CREATE TABLE rekeys (id int PRIMARY KEY);
+CREATE FUNCTION rekey() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN UPDATE renamed SET id = id + 100 WHERE id = NEW.id; RETURN NULL; END $$;
+CREATE TRIGGER rekeys_rekey AFTER INSERT ON rekeys FOR EACH ROW EXECUTE FUNCTION rekey();
+CREATE TABLE muted (id int PRIMARY KEY);
+INSERT INTO muted VALUES (1), (101);
+CREATE FUNCTION mute() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN IF coalesce(NEW.id, OLD.id) > 100 THEN RETURN NULL; END IF;
+      RETURN coalesce(NEW, OLD); END $$;
+CREATE TRIGGER muted_mute BEFORE INSERT OR DELETE ON muted FOR EACH ROW EXECUTE FUNCTION mute();
+CREATE TABLE fleeting (id int PRIMARY KEY);
+CREATE FUNCTION vanish() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN DELETE FROM fleeting WHERE id = NEW.id; RETURN NULL; END $$;
+CREATE TRIGGER fleeting_vanish AFTER INSERT ON fleeting FOR EACH ROW EXECUTE FUNCTION vanish();
+CREATE TABLE careful (id int PRIMARY KEY);
+CREATE FUNCTION try_log() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN INSERT INTO audit_log (what) VALUES ('tried ' || NEW.id); RAISE EXCEPTION 'no';
+    EXCEPTION WHEN raise_exception THEN NULL; END;
+    INSERT INTO audit_log (what) VALUES ('kept ' || NEW.id);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER careful_log AFTER INSERT ON careful FOR EACH ROW EXECUTE FUNCTION try_log();
+CREATE TABLE owners (id int PRIMARY KEY, pets int);
+CREATE TABLE pets (id int PRIMARY KEY, owner_id int REFERENCES owners, name text);
+CREATE FUNCTION count_pet() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN UPDATE owners SET pets = pets + 1 WHERE id = NEW.owner_id; RETURN NULL; END $$;
+CREATE TRIGGER pets_count AFTER INSERT ON pets FOR EACH ROW EXECUTE FUNCTION count_pet();
+CREATE TABLE tallies (name text, n int);
+CREATE TABLE votes (id int PRIMARY KEY, name text);
+CREATE FUNCTION tally() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN UPDATE tallies SET n = n + 1 WHERE name = NEW.name; RETURN NULL; END $$;
+CREATE TRIGGER votes_tally AFTER INSERT ON votes FOR EACH ROW EXECUTE FUNCTION tally();
+CREATE TABLE scratch (v int);
+CREATE TABLE wiped (id int PRIMARY KEY);
+CREATE FUNCTION wipe() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN TRUNCATE scratch; RETURN NULL; END $$;
+CREATE TRIGGER wiped_wipe AFTER INSERT ON wiped FOR EACH ROW EXECUTE FUNCTION wipe();
 INSERT INTO parents VALUES (1, 'one', '{"a": 1}'), (2, 'two', NULL), (3, 'three', NULL);
 INSERT INTO children (parent_id, note) VALUES (1, 'c1'), (1, 'c2'), (2, 'c3');
 INSERT INTO tagged (v) VALUES (10), (20);
@@ -48,6 +115,12 @@ INSERT INTO parted VALUES (1, 'eu', 1), (2, 'us', 2);
 INSERT INTO audited VALUES (1, 1);
 INSERT INTO doubled VALUES (1, 2);
 INSERT INTO tickets (v) VALUES (1), (2);
+INSERT INTO stock VALUES ('apple', 10), ('pear', 5);
+INSERT INTO holds VALUES ('apple', 'for Ann'), ('apple', 'for Ann'), ('pear', 'for Bo');
+INSERT INTO scratch VALUES (1);
+INSERT INTO renamed VALUES (1, 1), (2, 2);
+INSERT INTO owners VALUES (1, 0);
+INSERT INTO tallies VALUES ('yes', 0), ('yes', 0), ('no', 0);
 """
 
 
@@ -255,9 +328,13 @@ def test_triggers_stay_silent_when_replicating_and_fire_when_asked(
     assert written.tables["public.audited"].inserted == [{"id": 2, "v": 2}]
     assert rows(conn, "SELECT what FROM audit_log ORDER BY id") == [
         ("INSERT 1",), ("INSERT 2",), ("UPDATE 1",)]
-    assert applied.side_effects == {"public.audit_log": {"inserted": 2, "updated": 0,
-                                                         "deleted": 0}}
+    assert applied.side_effects == {"public.audit_log": {
+        "inserted": 2, "updated": 0, "deleted": 0, "dropped": 0, "columns": ["id", "what"]}}
     assert applied.rewritten == {}
+    logged = written.tables["public.audit_log"]
+    assert logged.inserted == [{"id": i, "what": w} for i, w in rows(
+        conn, "SELECT id, what FROM audit_log WHERE what <> 'INSERT 1' ORDER BY id")], \
+        "the rows the trigger wrote are in the delta as written, for a revert to remove"
 
 
 def test_fired_triggers_that_change_a_value_are_recorded(conn: psycopg.Connection[Any]
@@ -381,3 +458,152 @@ def test_a_child_the_change_set_leaves_alone_beside_one_it_deletes_is_a_conflict
                                                          "note": "c1"}]))
     _, conflicts, _ = apply_delta(conn, change, ddl=False)
     assert [(c.table, c.key) for c in conflicts] == [("public.children", {"id": 2})]
+
+
+def contents(conn: psycopg.Connection[Any], *tables: str) -> dict[str, list[str]]:
+    """Every row of `tables` as sorted JSON texts."""
+    return {t: sorted(json.dumps(r[0], sort_keys=True) for r in rows(
+        conn, f"SELECT to_jsonb(t) FROM {t} t")) for t in tables}
+
+
+def test_an_after_trigger_writing_the_same_row_again_is_recorded_as_written(
+        conn: psycopg.Connection[Any]) -> None:
+    change = delta(TableDelta("public.stamped", ["id"], inserted=[
+        {"id": 1, "v": 1, "seen": None}]))
+    applied, conflicts, written = apply_delta(conn, change, ddl=False, triggers="fire")
+    assert conflicts == []
+    real = rows(conn, "SELECT to_jsonb(s) FROM stamped s")
+    assert written.tables["public.stamped"].inserted == [real[0][0]] == [
+        {"id": 1, "v": 1, "seen": 1}], "after the AFTER trigger, not as RETURNING saw it"
+    assert applied.rewritten == {"public.stamped": ["seen"]}
+    assert applied.side_effects == {}, "the row is the change set's own"
+
+
+def test_what_triggers_write_in_other_tables_is_recorded_and_reverted(
+        conn: psycopg.Connection[Any]) -> None:
+    watched = ("sales", "stock", "holds", "audit_log")
+    original = contents(conn, *watched)
+    change = delta(TableDelta("public.sales", ["id"], inserted=[
+        {"id": 1, "sku": "apple", "qty": 3, "stamped_at": None}]))
+    applied, conflicts, written = apply_delta(conn, change, ddl=False, triggers="fire")
+    assert conflicts == []
+    assert applied.rewritten == {"public.sales": ["stamped_at"]}
+    assert applied.side_effects == {
+        "public.audit_log": {"inserted": 1, "updated": 0, "deleted": 0, "dropped": 0,
+                             "columns": ["id", "what"]},
+        "public.holds": {"inserted": 0, "updated": 0, "deleted": 2, "dropped": 0,
+                         "columns": ["note", "sku"]},
+        "public.stock": {"inserted": 0, "updated": 1, "deleted": 0, "dropped": 0,
+                         "columns": ["on_hand"]}}
+    stock = written.tables["public.stock"].updated
+    assert [(u.key, u.before["on_hand"], u.after["on_hand"]) for u in stock] == [
+        ({"sku": "apple"}, 10, 7)], "the before-image is the committed row the trigger updated"
+    assert written.tables["public.holds"].deleted == [{"sku": "apple", "note": "for Ann"}] * 2
+    # Every row the receipt would hold is the target's row as it is now.
+    now = contents(conn, *watched)
+    for name, table in written.tables.items():
+        short = name.removeprefix("public.")
+        for image in [*table.inserted, *(u.after for u in table.updated)]:
+            assert json.dumps(image, sort_keys=True) in now[short]
+    # Undone with the triggers silent, everything is as it was.
+    _, conflicts, _ = apply_delta(conn, invert(written), ddl=False)
+    assert conflicts == []
+    assert contents(conn, *watched) == original
+
+
+def test_a_row_moving_partitions_with_triggers_firing_is_one_update_and_no_side_effect(
+        conn: psycopg.Connection[Any]) -> None:
+    change = delta(TableDelta("public.zoned", ["id", "zone"], updated=[
+        update({"id": 1, "zone": "a"}, {"id": 1, "zone": "a", "v": 1}, zone="b", v=2)]))
+    applied, conflicts, written = apply_delta(conn, change, ddl=False, triggers="fire")
+    assert conflicts == [] and applied.updated == 1
+    assert rows(conn, "SELECT tableoid::regclass::text, id, v FROM zoned") == [
+        ("zoned_b", 1, 2)]
+    assert set(applied.side_effects) == {"public.audit_log"}, \
+        "statistics count the move as a delete and an insert: it is neither"
+    assert applied.side_effects["public.audit_log"]["inserted"] == 1
+    assert [u.after for u in written.tables["public.zoned"].updated] == [
+        {"id": 1, "zone": "b", "v": 2}]
+
+
+def test_a_trigger_that_truncates_cannot_be_recorded_and_is_refused(
+        conn: psycopg.Connection[Any]) -> None:
+    change = delta(TableDelta("public.wiped", ["id"], inserted=[{"id": 1}]))
+    with pytest.raises(TriggersRefused, match=r"truncated or rewrote public\.scratch.*"
+                                              r"promotion\.triggers: replicate"):
+        apply_delta(conn, change, ddl=False, triggers="fire")
+
+
+def test_fire_mode_reads_back_with_a_dml_only_role_and_refuses_what_it_may_not_read(
+        target: str) -> None:
+    app = psycopg.conninfo.make_conninfo(target, user="rows_app", password="rows-app")
+    change = delta(TableDelta("public.sales", ["id"], inserted=[
+        {"id": 2, "sku": "pear", "qty": 1, "stamped_at": None}]))
+    with psycopg.connect(app) as conn:
+        applied, conflicts, written = apply_delta(conn, change, ddl=False, triggers="fire")
+        assert conflicts == [] and applied.mode == "fire"
+        assert set(applied.side_effects) == {"public.audit_log", "public.holds",
+                                             "public.stock"}
+        assert written.tables["public.holds"].deleted == [{"sku": "pear", "note": "for Bo"}]
+        conn.rollback()
+    with psycopg.connect(target, autocommit=True) as owner:
+        owner.execute("REVOKE SELECT ON audit_log FROM rows_app")
+    try:
+        with psycopg.connect(app) as conn:
+            with pytest.raises(TriggersRefused, match=r"wrote into \(which the role may not "
+                                                      r"read\) public\.audit_log"):
+                apply_delta(conn, change, ddl=False, triggers="fire")
+            conn.rollback()
+    finally:
+        with psycopg.connect(target, autocommit=True) as owner:
+            owner.execute("GRANT SELECT ON audit_log TO rows_app")
+    with psycopg.connect(target) as conn:
+        assert rows(conn, "SELECT count(*) FROM sales") == [(0,)], "nothing stayed"
+
+
+EVERY_TABLE = ("renamed", "rekeys", "muted", "fleeting", "careful", "audit_log", "owners",
+               "pets", "tallies", "votes")
+
+
+@pytest.mark.parametrize(("change", "effects"), [
+    (TableDelta("public.rekeys", ["id"], inserted=[{"id": 1}]),
+     {"public.renamed": {"inserted": 1, "updated": 0, "deleted": 1, "dropped": 0,
+                         "columns": ["id", "v"]}}),
+    (TableDelta("public.muted", ["id"], inserted=[{"id": 2}, {"id": 102}],
+                deleted=[{"id": 1}, {"id": 101}]),
+     {"public.muted": {"inserted": 0, "updated": 0, "deleted": 0, "dropped": 2,
+                       "columns": ["id"]}}),
+    (TableDelta("public.fleeting", ["id"], inserted=[{"id": 1}]),
+     {"public.fleeting": {"inserted": 0, "updated": 0, "deleted": 0, "dropped": 1,
+                          "columns": ["id"]}}),
+    (TableDelta("public.careful", ["id"], inserted=[{"id": 1}]),
+     {"public.audit_log": {"inserted": 1, "updated": 0, "deleted": 0, "dropped": 0,
+                           "columns": ["id", "what"]}}),
+    (TableDelta("public.pets", ["id"], inserted=[{"id": 1, "owner_id": 1, "name": "Rex"}]),
+     {"public.owners": {"inserted": 0, "updated": 1, "deleted": 0, "dropped": 0,
+                        "columns": ["pets"]}}),
+    (TableDelta("public.votes", ["id"], inserted=[{"id": 1, "name": "yes"}]),
+     {"public.tallies": {"inserted": 2, "updated": 0, "deleted": 2, "dropped": 0,
+                         "columns": ["n", "name"]}}),
+], ids=["a-trigger-re-keys-another-row", "a-trigger-suppresses-writes",
+        "a-trigger-deletes-the-row-written", "a-rolled-back-exception-block",
+        "a-row-locked-for-a-foreign-key-then-updated", "a-trigger-updates-a-keyless-table"])
+def test_the_delta_as_written_is_exactly_what_changed_and_inverts_back(
+        conn: psycopg.Connection[Any], change: TableDelta, effects: dict[str, Any]) -> None:
+    before = contents(conn, *EVERY_TABLE)
+    applied, conflicts, written = apply_delta(conn, delta(change), ddl=False, triggers="fire")
+    assert conflicts == []
+    assert applied.side_effects == effects
+    after = contents(conn, *EVERY_TABLE)
+    # Before, with the delta as written applied on paper, is after: nothing more, nothing less.
+    expected = {t: Counter(found) for t, found in before.items()}
+    for name, table in written.tables.items():
+        short = name.removeprefix("public.")
+        expected[short].subtract(json.dumps(r, sort_keys=True) for r in [
+            *table.deleted, *(u.before for u in table.updated)])
+        expected[short].update(json.dumps(r, sort_keys=True) for r in [
+            *table.inserted, *(u.after for u in table.updated)])
+    assert {t: sorted((+c).elements()) for t, c in expected.items()} == after
+    _, conflicts, _ = apply_delta(conn, invert(written), ddl=False)
+    assert conflicts == []
+    assert contents(conn, *EVERY_TABLE) == before

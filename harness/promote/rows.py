@@ -9,14 +9,20 @@ a touched table has triggers or rules, the rows are written with
 `session_replication_role = replica` (which also silences foreign-key triggers, so the
 foreign keys are checked here, explicitly, in the same transaction). Conflicts and
 dangling references are collected and reported row by row; the caller rolls back.
+
+When the config lets the target's triggers fire instead, what they really wrote is read
+back before the commit (see "fire mode" below), so that the receipt holds the rows as they
+are on the target and a revert can put back exactly that.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import psycopg
 from psycopg import sql
@@ -30,6 +36,8 @@ from harness.sandbox.capture import (
     TableDelta,
     dump_images,
     load_image,
+    pair_moves,
+    partition_columns,
     primary_keys,
 )
 from harness.sandbox.masking import MASKED
@@ -76,10 +84,13 @@ class Applied:
     """`plain` (no touched table has triggers or rules), `replica` (they were silenced)
     or `fire` (they ran)."""
     rewritten: dict[str, list[str]] = field(default_factory=dict)
-    """`fire` mode: per table, the columns the target's triggers set to something other
-    than the sandbox's values."""
-    side_effects: dict[str, dict[str, int]] = field(default_factory=dict)
-    """`fire` mode: rows the target's triggers wrote beyond the change set, per table."""
+    """`fire` mode: per table, the columns of the change set's own rows that the target's
+    triggers set to something other than the sandbox's values."""
+    side_effects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """`fire` mode: per table, the rows the target's triggers wrote beyond the change set
+    (`inserted`, `updated`, `deleted`), the change set's rows they kept from being written
+    as it had them (`dropped`: suppressed or removed again), and the columns all of those
+    changed (`columns`). The receipt holds every one of these rows."""
 
 
 @dataclass(frozen=True)
@@ -126,8 +137,10 @@ def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool,
                 triggers: TriggerMode = "replicate") -> tuple[Applied, list[Conflict], RowDelta]:
     """Apply `delta` in `conn`'s open transaction. Returns what was done, the conflicts
     (nothing is raised for them: the caller must roll back when there are any) and the
-    delta as actually written (in `fire` mode, after the target's triggers changed it).
-    Raises TriggersRefused when triggers would fire that must not."""
+    delta as actually written (in `fire` mode, as the target holds the rows once its
+    triggers ran, with every row they wrote beyond the change set). Raises TriggersRefused
+    when triggers would fire that must not, or (fire mode) when what they wrote cannot be
+    read back exactly; the caller must roll back then too."""
     applied = Applied()
     if ddl:
         for statement in schema_changes(delta):
@@ -138,7 +151,6 @@ def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool,
     tables = {name: replace(_describe(conn, name), masked=delta.tables[name].masked)
               for name in order}
     applied.mode = _choose_mode(conn, tables, triggers)
-    before_stats = _write_counts(conn) if applied.mode == "fire" else {}
     deltas = [delta.tables[name] for name in order]
     conflicts: list[Conflict] = []
     for table in deltas:
@@ -149,9 +161,14 @@ def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool,
     conflicts += _missing_parents(conn, delta, keys, tables)
     if conflicts:
         return applied, conflicts, delta
+    watch = _Watch.start(conn, deltas, tables) if applied.mode == "fire" else None
     conn.execute("SAVEPOINT harness_apply")
     try:
-        actual = _write(conn, delta, deltas, tables, applied)
+        actual, wrote = _write(conn, delta, deltas, tables, applied)
+        if watch is not None:
+            # Deferred constraint triggers would fire at the commit, after what the
+            # triggers wrote was read back: fire them now.
+            conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
     except psycopg.errors.IntegrityError as exc:
         # The checks above should leave the target's constraints nothing to refuse; if one
         # does (a check constraint, an exclusion, a deferred key), it is reported the same.
@@ -169,32 +186,55 @@ def apply_delta(conn: psycopg.Connection[Any], delta: RowDelta, *, ddl: bool,
     late = _partition_keys_after(conn, delta, keys)
     if late:
         return applied, late, delta
-    if applied.mode == "fire":
-        applied.rewritten = _rewritten(delta, actual)
-        applied.side_effects = _side_effects(before_stats, _write_counts(conn), delta)
+    if watch is not None:
+        actual, applied.rewritten, applied.side_effects = watch.record(
+            conn, delta, actual, wrote, tables)
     return applied, [], actual
 
 
+@dataclass(frozen=True)
+class _Wrote:
+    """What the statements of one table reported: rows inserted, updated and deleted, and
+    whether RETURNING gave back every row of the change set by its key (fire mode)."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    returned_all: bool = True
+
+
 def _write(conn: psycopg.Connection[Any], delta: RowDelta, deltas: list[TableDelta],
-           tables: dict[str, _Table], applied: Applied) -> RowDelta:
-    """The writes, in an order every constraint accepts; the delta as written."""
+           tables: dict[str, _Table], applied: Applied
+           ) -> tuple[RowDelta, dict[str, _Wrote]]:
+    """The writes, in an order every constraint accepts; the delta as written (in fire
+    mode, as RETURNING gave it back) and what each table's statements reported."""
+    fire = applied.mode == "fire"
     written: dict[str, TableDelta] = {}
+    wrote: dict[str, _Wrote] = {}
     for table in deltas:  # parents first
-        count, images = _insert(conn, table, tables[table.table], applied.mode == "fire")
+        count, images = _insert(conn, table, tables[table.table], fire)
         applied.inserted += count
-        written[table.table] = replace(table, inserted=images)
+        wrote[table.table] = _Wrote(inserted=count, returned_all=None not in images)
+        written[table.table] = replace(table, inserted=[
+            image if image is not None else planned
+            for image, planned in zip(images, table.inserted, strict=True)])
         if table.inserted:
             # Before the target's own triggers (fire mode) draw from the same sequences.
             _advance_sequences(conn, table.table)
     for table in deltas:
-        count, updates = _update(conn, table, tables[table.table], applied.mode == "fire")
+        count, updates = _update(conn, table, tables[table.table], fire)
         applied.updated += count
-        written[table.table] = replace(written[table.table], updated=updates)
+        wrote[table.table] = replace(wrote[table.table], updated=count, returned_all=(
+            wrote[table.table].returned_all and None not in updates))
+        written[table.table] = replace(written[table.table], updated=[
+            update if update is not None else planned
+            for update, planned in zip(updates, table.updated, strict=True)])
     for table in reversed(deltas):  # children first
         count, removed = _delete(conn, table, tables[table.table])
         applied.deleted += count
+        wrote[table.table] = replace(wrote[table.table], deleted=count)
         written[table.table] = replace(written[table.table], deleted=removed)
-    return RowDelta({name: written[name] for name in delta.tables}, delta.ddl)
+    return RowDelta({name: written[name] for name in delta.tables}, delta.ddl), wrote
 
 
 _ROW_STATEMENTS = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt",
@@ -374,48 +414,6 @@ def _foreign_keys(conn: psycopg.Connection[Any], tables: list[str]) -> list[_For
     return [_ForeignKey(str(name), str(child), list(cc), str(parent), list(pc), bool(full),
                         str(child_table), str(parent_table))
             for name, child, child_table, cc, parent, parent_table, pc, full in rows]
-
-
-def _write_counts(conn: psycopg.Connection[Any]) -> dict[str, tuple[int, int, int]]:
-    """Rows this transaction has inserted, updated and deleted so far, per table (a
-    partition's under its root)."""
-    rows = conn.execute(f"""
-        SELECT (SELECT {catalog.QUALIFIED_NAME} FROM pg_class c JOIN pg_namespace n
-                ON n.oid = c.relnamespace
-                WHERE c.oid = coalesce(pg_partition_root(s.relid), s.relid)),
-               sum(s.n_tup_ins), sum(s.n_tup_upd), sum(s.n_tup_del)
-        FROM pg_stat_xact_user_tables s GROUP BY 1""").fetchall()
-    return {str(name): (int(i), int(u), int(d)) for name, i, u, d in rows if name}
-
-
-def _side_effects(before: dict[str, tuple[int, int, int]],
-                  after: dict[str, tuple[int, int, int]], delta: RowDelta
-                  ) -> dict[str, dict[str, int]]:
-    found: dict[str, dict[str, int]] = {}
-    for name, counts in after.items():
-        old = before.get(name, (0, 0, 0))
-        own = delta.tables.get(name)
-        mine = (len(own.inserted), len(own.updated), len(own.deleted)) if own else (0, 0, 0)
-        extra = [now - was - ours for now, was, ours in zip(counts, old, mine, strict=True)]
-        if any(extra):
-            found[name] = dict(zip(("inserted", "updated", "deleted"), extra, strict=True))
-    return found
-
-
-def _rewritten(planned: RowDelta, actual: RowDelta) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for name, table in planned.tables.items():
-        written = actual.tables[name]
-        columns: set[str] = set()
-        pairs = list(zip(table.inserted, written.inserted, strict=False)) + list(
-            zip((u.after for u in table.updated), (u.after for u in written.updated),
-                strict=False))
-        for mine, theirs in pairs:
-            columns |= {c for c in set(mine) | set(theirs)
-                        if mine.get(c) != theirs.get(c) and c not in table.masked}
-        if columns:
-            found[name] = sorted(columns)
-    return found
 
 
 # ------------------------------------------------------------------ checks
@@ -713,7 +711,9 @@ def _returning(returning: bool) -> sql.Composable:
 
 
 def _insert(conn: psycopg.Connection[Any], table: TableDelta, info: _Table, returning: bool
-            ) -> tuple[int, list[dict[str, Any]]]:
+            ) -> tuple[int, list[dict[str, Any] | None]]:
+    """Insert the rows; the count and, with `returning`, each row as RETURNING gave it
+    back (None where it gave nothing back for that key)."""
     if not table.inserted:
         return 0, []
     names = info.columns
@@ -723,13 +723,17 @@ def _insert(conn: psycopg.Connection[Any], table: TableDelta, info: _Table, retu
              sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in names),
              _rows_of("images", table.table)) + _returning(returning)
     count, returned = _in_chunks(conn, statement, table.inserted, returning)
-    return count, _in_order(table.inserted, returned, table.key) if returning else table.inserted
+    if not returning:
+        return count, list(table.inserted)
+    return count, _in_order(table.inserted, returned, table.key)
 
 
 def _update(conn: psycopg.Connection[Any], table: TableDelta, info: _Table, returning: bool
-            ) -> tuple[int, list[RowUpdate]]:
+            ) -> tuple[int, list[RowUpdate | None]]:
+    """Update the rows; the count and, with `returning`, each update with the after-image
+    RETURNING gave back (None where it gave nothing back for that key)."""
     if not table.updated:
-        return 0, table.updated
+        return 0, list(table.updated)
     if not table.key:
         raise AssertionError("a table without a key has no updates, only deletes and inserts")
     # Masked columns hold masks, never data for the target (a change set that changes one
@@ -739,7 +743,7 @@ def _update(conn: psycopg.Connection[Any], table: TableDelta, info: _Table, retu
     rekeyed = any(_moved(u, table.key) for u in table.updated)
     names = settable if rekeyed else [c for c in settable if c not in table.key]
     if not names:
-        return 0, table.updated  # (an update of key columns only is a delete and an insert)
+        return 0, list(table.updated)  # (an update of key columns only: delete and insert)
     assignments = sql.SQL("({}) = ROW({})").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in names),
         sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in names))
@@ -768,22 +772,26 @@ def _update(conn: psycopg.Connection[Any], table: TableDelta, info: _Table, retu
             _key_match(table.key)) + _returning(returning)
         count, returned = _in_chunks(conn, statement, afters, returning)
     if not returning:
-        return count, table.updated
+        return count, list(table.updated)
     written = _in_order(afters, returned, table.key)
-    return count, [RowUpdate(u.key, u.before, after,
-                             sorted(c for c in set(u.before) | set(after)
-                                    if u.before.get(c) != after.get(c)))
+    return count, [None if after is None else _as_update(u.before, after, table.key)
                    for u, after in zip(table.updated, written, strict=True)]
 
 
+def _as_update(before: dict[str, Any], after: dict[str, Any], key: list[str]) -> RowUpdate:
+    return RowUpdate({k: before.get(k) for k in key}, before, after,
+                     sorted(c for c in set(before) | set(after)
+                            if before.get(c) != after.get(c)))
+
+
 def _in_order(planned: list[dict[str, Any]], returned: list[dict[str, Any]], key: list[str]
-              ) -> list[dict[str, Any]]:
-    """The rows RETURNING gave, in the order of the images they were written from."""
-    if not key:
-        return returned
+              ) -> list[dict[str, Any] | None]:
+    """The rows RETURNING gave, in the order of the images they were written from; None
+    for an image whose key it did not give back (a trigger suppressed or re-keyed it)."""
+    if not key:  # in the order written; as many as were written
+        return [*returned[: len(planned)], *[None] * (len(planned) - len(returned))]
     by_key = {dump_images([row.get(k) for k in key]): row for row in returned}
-    return [by_key.get(dump_images([row.get(k) for k in key]), row)
-            for row in planned]
+    return [by_key.get(dump_images([row.get(k) for k in key])) for row in planned]
 
 
 def _delete(conn: psycopg.Connection[Any], table: TableDelta, info: _Table
@@ -810,7 +818,9 @@ def _delete(conn: psycopg.Connection[Any], table: TableDelta, info: _Table
     if not info.masked:
         return _in_chunks(conn, statement, table.deleted, False)[0], table.deleted
     count, returned = _in_chunks(conn, statement + _returning(True), table.deleted, True)
-    return count, _in_order(table.deleted, returned, table.key)
+    return count, [found if found is not None else planned for found, planned in
+                   zip(_in_order(table.deleted, returned, table.key), table.deleted,
+                       strict=True)]
 
 
 def _advance_sequences(conn: psycopg.Connection[Any], table: str) -> None:
@@ -867,3 +877,457 @@ def _dependency_order(conn: psycopg.Connection[Any], tables: list[str]) -> list[
     for name in sorted(tables):
         visit(name)
     return ordered
+
+
+# ------------------------------------------------------------------ fire mode
+#
+# When the target's triggers fire, the rows differ from the change set's: a BEFORE trigger
+# restamps a column (RETURNING shows that), an AFTER trigger updates the row again or
+# writes other tables (RETURNING does not). Nothing of the harness may be created on the
+# target to watch them, and the promoting role may have DML only, so what they did is told
+# from what PostgreSQL shows any role:
+#
+# - which tables were written, and how many rows: the transaction's own statistics
+#   (pg_stat_xact_user_tables), which count every row written, by a statement or a trigger;
+# - which row versions this transaction wrote: those whose xmin is one of its own
+#   (sub)transactions (txid_status says "in progress", and a second session does not see
+#   them: a concurrent transaction's uncommitted rows are not visible here at all);
+# - which committed versions it replaced or deleted: those the second session (which sees
+#   the target as committed) sees and this transaction no longer does.
+#
+# A table whose counts are exactly its own statements' needs none of this: what RETURNING
+# gave back is final. The others are read back; where the counts show rows updated or
+# deleted beyond the change set, every row version some transaction has locked or replaced
+# (xmax set) is compared. A truncate or table rewrite by a trigger leaves no such trace
+# row by row: it is refused, as is a table whose rows the role cannot all read.
+
+Counts = tuple[int, int, int]
+"""Rows inserted, updated and deleted."""
+
+
+@dataclass(frozen=True)
+class _Version:
+    """One stored version of a row: the partition holding it, its place there (ctid), the
+    transaction that wrote it (xmin) and its image."""
+
+    rel: int
+    tid: str
+    xmin: str
+    image: dict[str, Any]
+
+    @property
+    def place(self) -> tuple[int, str, str]:
+        return (self.rel, self.tid, self.xmin)
+
+
+@dataclass(frozen=True)
+class _Watch:
+    """What fire mode notes before the writes, to tell afterwards what the triggers did."""
+
+    counts: dict[str, Counts]
+    storage: dict[int, int]
+    """Every user table's storage (oid -> relfilenode): a truncate or a rewrite gives a
+    table new storage."""
+    homes: dict[str, list[int | None]]
+    """Partitioned tables the change set updates: the partition each updated row is in
+    before the writes (statistics count a move to another partition as a delete there and
+    an insert in the new one)."""
+
+    @classmethod
+    def start(cls, conn: psycopg.Connection[Any], deltas: list[TableDelta],
+              tables: dict[str, _Table]) -> _Watch:
+        homes = {t.table: _partitions(conn, tables[t.table], t.key, [u.before for u in t.updated])
+                 for t in deltas if t.updated and t.key and tables[t.table].relkind == "p"}
+        return cls(_write_counts(conn), _storage(conn), homes)
+
+    def record(self, conn: psycopg.Connection[Any], delta: RowDelta, written: RowDelta,
+               wrote: dict[str, _Wrote], tables: dict[str, _Table]
+               ) -> tuple[RowDelta, dict[str, list[str]], dict[str, dict[str, Any]]]:
+        """After the writes: the rows as the target now holds them (the change set's, and
+        every row the triggers wrote beyond it), the columns the triggers rewrote in the
+        change set's rows, and what they did beyond it. Raises TriggersRefused when that
+        cannot be read back exactly."""
+        storage = _storage(conn)
+        for oid in sorted(set(storage) ^ set(self.storage)):
+            _unrecordable(conn, _root_name(conn, oid) if oid in storage else
+                          f"a table (oid {oid})", "created or dropped")
+        for oid, node in sorted(storage.items()):
+            if self.storage[oid] != node:
+                _unrecordable(conn, _root_name(conn, oid), "truncated or rewrote")
+        counts = _write_counts(conn)
+        actual: dict[str, TableDelta] = {}
+        reread: dict[str, bool] = {}
+        for name in sorted(set(counts) | set(delta.tables)):
+            seen = _minus(counts.get(name, (0, 0, 0)), self.counts.get(name, (0, 0, 0)))
+            if name not in delta.tables:
+                if seen != (0, 0, 0):
+                    reread[name] = seen[1] != 0 or seen[2] != 0
+                continue
+            own = wrote[name]
+            moves = self._moves(conn, tables[name], written.tables[name])
+            moved = moves or 0
+            extra = _minus(seen, (own.inserted + moved, own.updated - moved,
+                                  own.deleted + moved))
+            if extra == (0, 0, 0) and own.returned_all and moves is not None:
+                actual[name] = written.tables[name]  # RETURNING's images are final
+                continue
+            # Rows updated or deleted beyond the change set's, or some of its own not
+            # written as planned: every committed row version is compared.
+            reread[name] = extra[1] != 0 or extra[2] != 0 or not own.returned_all or \
+                moves is None or own.deleted != len(delta.tables[name].deleted)
+        if reread:
+            with _committed_view(conn) as other:
+                for name, everything in reread.items():
+                    planned = delta.tables.get(name)
+                    try:
+                        info = tables.get(name) or _describe(conn, name)
+                        key = planned.key if planned is not None else \
+                            primary_keys(conn, [name]).get(name, [])
+                        actual[name] = _read_back(conn, other, info, key, planned, everything)
+                    except psycopg.errors.InsufficientPrivilege:
+                        _unrecordable(conn, name, "wrote into (which the role may not read)")
+                    except psycopg.Error as exc:
+                        _unrecordable(conn, name, f"wrote into (which could not be read: "
+                                                  f"{exc.diag.message_primary or exc})")
+        rewritten: dict[str, list[str]] = {}
+        beyond: dict[str, dict[str, Any]] = {}
+        for name, table in actual.items():
+            columns, effects = _beyond(delta.tables.get(name), table)
+            if columns:
+                rewritten[name] = columns
+            if effects:
+                beyond[name] = effects
+        result = {name: actual.get(name, written.tables[name]) for name in delta.tables}
+        result.update({name: table for name, table in sorted(actual.items())
+                       if name not in delta.tables and table.rows})
+        return RowDelta(result, delta.ddl), rewritten, beyond
+
+    def _moves(self, conn: psycopg.Connection[Any], info: _Table, written: TableDelta
+               ) -> int | None:
+        """How many of the table's updates moved their row to another partition (None
+        when a row is no longer found by the key it was written with)."""
+        homes = self.homes.get(info.name)
+        if homes is None:
+            return 0
+        now = _partitions(conn, info, written.key, [u.after for u in written.updated])
+        if None in now:
+            return None
+        return sum(1 for was, is_ in zip(homes, now, strict=True) if was != is_)
+
+
+def _minus(a: Counts, b: Counts) -> Counts:
+    return (a[0] - b[0], a[1] - b[1], a[2] - b[2])
+
+
+def _unrecordable(conn: psycopg.Connection[Any], table: str, what: str) -> NoReturn:
+    who = conn.info.user
+    raise TriggersRefused(
+        f"the target's triggers, firing, {what} {table}, which cannot be read back row by "
+        f"row: what they wrote could not be recorded, and nothing could revert it. Nothing "
+        f"was changed. Keep them silent instead (`promotion.triggers: replicate`, as a "
+        f"superuser or with GRANT SET ON PARAMETER session_replication_role TO {who})")
+
+
+def _write_counts(conn: psycopg.Connection[Any]) -> dict[str, Counts]:
+    """Rows this transaction has inserted, updated and deleted so far (attempts in
+    subtransactions rolled back included), per user table (a partition's under its
+    root)."""
+    rows = conn.execute(f"""
+        SELECT (SELECT {catalog.QUALIFIED_NAME} FROM pg_class c JOIN pg_namespace n
+                ON n.oid = c.relnamespace
+                WHERE c.oid = coalesce(pg_partition_root(s.relid), s.relid)
+                  AND {catalog.USER_NAMESPACE}),
+               sum(s.n_tup_ins), sum(s.n_tup_upd), sum(s.n_tup_del)
+        FROM pg_stat_xact_user_tables s GROUP BY 1""").fetchall()
+    return {str(name): (int(i), int(u), int(d)) for name, i, u, d in rows if name}
+
+
+def _storage(conn: psycopg.Connection[Any]) -> dict[int, int]:
+    """Every user table with storage: oid -> relfilenode."""
+    rows = conn.execute(f"""
+        SELECT c.oid, pg_relation_filenode(c.oid) FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'm') AND {catalog.USER_NAMESPACE}""").fetchall()
+    return {int(oid): int(node or 0) for oid, node in rows}
+
+
+def _root_name(conn: psycopg.Connection[Any], oid: int) -> str:
+    row = conn.execute(f"""
+        SELECT {catalog.QUALIFIED_NAME} FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = coalesce(pg_partition_root(%s::oid), %s::oid)""", (oid, oid)).fetchone()
+    return str(row[0]) if row else f"the table of oid {oid}"
+
+
+def _partitions(conn: psycopg.Connection[Any], info: _Table, key: list[str],
+                images: list[dict[str, Any]]) -> list[int | None]:
+    """The partition holding the row of each image's key (None: no such row)."""
+    found: dict[int, int] = {}
+    for start in range(0, len(images), _CHUNK):
+        for ordinal, rel in conn.execute(sql.SQL(
+                "SELECT e.harness_ord, t.tableoid::oid FROM {} JOIN {} t ON {}").format(
+                    _rows_of("images", info.name), sql.SQL(info.scan), _key_match(key)),
+                {"images": _images(images[start : start + _CHUNK])}):
+            found[start + int(ordinal)] = int(rel)
+    return [found.get(ordinal) for ordinal in range(1, len(images) + 1)]
+
+
+@contextmanager
+def _committed_view(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A second session on the target as the same role: it sees the target as committed,
+    without this transaction's writes, and only reads."""
+    params: dict[str, Any] = dict(conn.info.get_parameters())
+    # The very server this transaction runs on (of several hosts, not another one: a
+    # standby's lag would pass for this transaction's writes).
+    for multi in ("target_session_attrs", "load_balance_hosts"):
+        params.pop(multi, None)
+    params.update(host=conn.info.host, port=str(conn.info.port))
+    if params.get("hostaddr"):
+        params["hostaddr"] = conn.info.hostaddr
+    password = conn.pgconn.password
+    if password:
+        params["password"] = password.decode()
+    try:
+        other = psycopg.connect(**params, autocommit=True)
+    except psycopg.Error as exc:
+        raise TriggersRefused(
+            "with `promotion.triggers: fire`, what the target's triggers wrote is read back "
+            f"through a second connection, which the target refused: {exc}") from exc
+    try:
+        other.execute("SET default_transaction_read_only = on")
+        set_json_loads(load_image, other)
+        yield other
+    finally:
+        other.close()
+
+
+def _read_back(conn: psycopg.Connection[Any], other: psycopg.Connection[Any], info: _Table,
+               key: list[str], planned: TableDelta | None, everything: bool) -> TableDelta:
+    """What this transaction did to one table, read back: the net change of its rows.
+    With `everything`, every locked or replaced committed row is compared (rows were
+    updated or deleted beyond the change set); otherwise only those of the keys written
+    (or, without a key, the rows the change set deleted)."""
+    hidden = conn.execute("SELECT row_security_active(%s::regclass)", (info.name,)).fetchone()
+    if hidden and hidden[0]:
+        _unrecordable(conn, info.name, "wrote into (its row-level security hides rows of)")
+    storage = sql.SQL("SELECT t.relid::oid, pg_relation_filenode(t.relid) "
+                      "FROM pg_partition_tree(%s::regclass) t ORDER BY 1")
+    if conn.execute(storage, (info.name,)).fetchall() != \
+            other.execute(storage, (info.name,)).fetchall():
+        # (Rewritten by the schema changes replayed first: its row versions moved.)
+        _unrecordable(conn, info.name, "wrote into (rewritten in this transaction)")
+    new = _written_here(conn, other, info)
+    candidates: list[_Version] | None
+    if everything:
+        candidates = _versions(other, sql.SQL(
+            "SELECT t.tableoid::oid, t.ctid::text, t.xmin::text, to_jsonb(t) FROM {} t "
+            "WHERE NOT (t.xmax = '0'::xid)").format(sql.SQL(info.scan)))
+    elif key:
+        keys = [v.image for v in new]
+        if planned is not None:
+            keys += [u.before for u in planned.updated] + list(planned.deleted)
+        candidates = []
+        for start in range(0, len(keys), _CHUNK):
+            candidates += _versions(other, sql.SQL(
+                "SELECT t.tableoid::oid, t.ctid::text, t.xmin::text, to_jsonb(t) "
+                "FROM {} JOIN {} t ON {}").format(
+                    _rows_of("images", info.name), sql.SQL(info.scan), _key_match(key)),
+                {"images": _images(keys[start : start + _CHUNK])})
+    else:
+        candidates = None
+    if candidates is None:
+        gone = list(planned.deleted) if planned is not None else []
+    else:
+        gone = [v.image for v in _replaced(conn, other, info, candidates)]
+    moving = partition_columns(conn, [info.name]).get(info.name, []) \
+        if info.relkind == "p" else []
+    return _net(info.name, key, planned, [v.image for v in new], gone, moving)
+
+
+def _versions(session: psycopg.Connection[Any], statement: sql.Composed,
+              params: dict[str, Any] | None = None) -> list[_Version]:
+    found: dict[tuple[int, str, str], _Version] = {}
+    for rel, tid, xmin, image in session.execute(statement, params).fetchall():
+        version = _Version(int(rel), str(tid), str(xmin), image)
+        found[version.place] = version
+    return list(found.values())
+
+
+def _present(session: psycopg.Connection[Any], info: _Table, versions: list[_Version]
+             ) -> set[tuple[int, str, str]]:
+    """Which of `versions` `session` sees (the same tuple: partition, place and xmin)."""
+    tids = sorted({v.tid for v in versions})
+    seen: set[tuple[int, str, str]] = set()
+    for start in range(0, len(tids), _CHUNK):
+        rows = session.execute(sql.SQL(
+            "SELECT t.tableoid::oid, t.ctid::text, t.xmin::text FROM {} t "
+            "WHERE t.ctid = ANY (%s::text[]::tid[])").format(sql.SQL(info.scan)),
+            (tids[start : start + _CHUNK],)).fetchall()
+        seen |= {(int(rel), str(tid), str(xmin)) for rel, tid, xmin in rows}
+    return seen
+
+
+def _written_here(conn: psycopg.Connection[Any], other: psycopg.Connection[Any],
+                  info: _Table) -> list[_Version]:
+    """The row versions of the table this transaction wrote (and has not replaced)."""
+    # xmin at or after this transaction's own: its own, or a later transaction's (or, after
+    # wraparound, a frozen row's so old that its xmin only looks newer).
+    candidates = _versions(conn, sql.SQL(
+        "SELECT t.tableoid::oid, t.ctid::text, t.xmin::text, to_jsonb(t) FROM {} t "
+        "WHERE age(t.xmin) <= 0").format(sql.SQL(info.scan)))
+    # A committed row is visible to another session as well.
+    committed = _present(other, info, candidates)
+    candidates = [v for v in candidates if v.place not in committed]
+    if not candidates:
+        return []
+    row = conn.execute("SELECT txid_current()").fetchone()
+    top = int(row[0]) if row else 0
+    full = {v.xmin: _full_xid(top, int(v.xmin)) for v in candidates}
+    status = dict(conn.execute("SELECT x, txid_status(x) FROM unnest(%s::bigint[]) x",
+                               (sorted(set(full.values())),)).fetchall())
+    # (Only this transaction's are in progress and visible here.)
+    return [v for v in candidates if status.get(full[v.xmin]) == "in progress"]
+
+
+def _full_xid(top: int, xid: int) -> int:
+    """The 64-bit id (epoch included) of a 32-bit xid at or after `top`'s."""
+    epoch, low = top >> 32, top & 0xFFFFFFFF
+    return (epoch << 32 | xid) if xid >= low else ((epoch + 1) << 32 | xid)
+
+
+def _replaced(conn: psycopg.Connection[Any], other: psycopg.Connection[Any], info: _Table,
+              committed: list[_Version]) -> list[_Version]:
+    """Of committed row versions (as the second session saw them), those this transaction
+    updated or deleted: it no longer sees them, and the second session still does (so no
+    one else deleted them meanwhile)."""
+    mine = _present(conn, info, committed)
+    gone = [v for v in committed if v.place not in mine]
+    still = _present(other, info, gone)
+    return [v for v in gone if v.place in still]
+
+
+def _net(name: str, key: list[str], planned: TableDelta | None, added: list[dict[str, Any]],
+         removed: list[dict[str, Any]], partition_keys: list[str]) -> TableDelta:
+    """The net change of a table from the row versions written and those replaced, in the
+    shape of the change set's delta (its own rows first, in its order)."""
+    base = planned if planned is not None else TableDelta(name, key)
+    if not key:
+        balance = Counter(_canonical(r) for r in added)
+        balance.subtract(_canonical(r) for r in removed)
+        inserted, deleted = [], []
+        for image in added:
+            if balance[_canonical(image)] > 0:
+                balance[_canonical(image)] -= 1
+                inserted.append(image)
+        for image in removed:
+            if balance[_canonical(image)] < 0:
+                balance[_canonical(image)] += 1
+                deleted.append(image)
+        return replace(base, inserted=inserted, updated=[], deleted=deleted)
+    new = {_key(r, key): r for r in added}
+    old = {_key(r, key): r for r in removed}
+    updated: list[RowUpdate] = []
+    # The change set's own re-keyed updates stay one update each.
+    for update in planned.updated if planned is not None else []:
+        was, is_ = _key(update.before, key), _key(update.after, key)
+        if was != is_ and was in old and is_ in new:
+            updated.append(_as_update(old.pop(was), new.pop(is_), key))
+    for both in [k for k in new if k in old]:
+        before, after = old.pop(both), new.pop(both)
+        if _canonical(before) != _canonical(after):
+            updated.append(_as_update(before, after, key))
+    order: dict[str, int] = {}
+    if planned is not None:
+        for image in [*planned.inserted, *(u.before for u in planned.updated),
+                      *planned.deleted]:
+            order.setdefault(_key(image, key), len(order))
+
+    def rank(image: dict[str, Any]) -> int:
+        return order.get(_key(image, key), len(order))
+
+    table = replace(base, inserted=sorted(new.values(), key=rank),
+                    updated=sorted(updated, key=lambda u: rank(u.before)),
+                    deleted=sorted(old.values(), key=rank))
+    # A trigger's move to another partition is one update too.
+    return pair_moves(table, partition_keys) if partition_keys else table
+
+
+def _beyond(planned: TableDelta | None, actual: TableDelta
+            ) -> tuple[list[str], dict[str, Any] | None]:
+    """Compare what the change set meant to write with what was written: the columns of
+    its own rows that differ (masked ones aside), and what was written beyond it."""
+    masked = set(planned.masked) if planned is not None else set()
+    rewritten: set[str] = set()
+    columns: set[str] = set()
+    counts: Counter[str] = Counter()
+    if actual.key:
+        key = actual.key
+        meant_gone, meant = _sides(planned, key) if planned is not None else ({}, {})
+        gone, now = _sides(actual, key)
+        for name in {*meant_gone, *meant, *gone, *now}:
+            # The row as it is now: as written, or as it was when nothing wrote it.
+            is_ = now.get(name) if name in now else None if name in gone else \
+                meant_gone.get(name)
+            if name in meant_gone or name in meant:
+                want = meant.get(name)
+                if want is not None and is_ is not None:
+                    rewritten |= _differing(want, is_) - masked
+                elif (want is None) != (is_ is None):
+                    counts["dropped"] += 1
+                    columns |= set(want or is_ or {})
+            elif name not in gone:
+                counts["inserted"] += 1
+                columns |= set(is_ or {})
+            elif is_ is None:
+                counts["deleted"] += 1
+                columns |= set(gone[name])
+            else:
+                counts["updated"] += 1
+                columns |= _differing(gone[name], is_)
+    else:
+        want = Counter(_canonical(r) for r in (planned.inserted if planned else []))
+        got = Counter(_canonical(r) for r in actual.inserted)
+        extra = [load_image(r) for r in (got - want).elements()]
+        missing = [load_image(r) for r in (want - got).elements()]
+        for mine, theirs in zip(missing, extra, strict=False):  # rewritten on the way in
+            rewritten |= _differing(mine, theirs) - masked
+        for image in extra[len(missing):]:
+            counts["inserted"] += 1
+            columns |= set(image)
+        counts["dropped"] += max(0, len(missing) - len(extra))
+        columns |= {c for image in missing[len(extra):] for c in image}
+        want_gone = Counter(_canonical(r) for r in (planned.deleted if planned else []))
+        got_gone = Counter(_canonical(r) for r in actual.deleted)
+        for text in (got_gone - want_gone).elements():
+            counts["deleted"] += 1
+            columns |= set(load_image(text))
+        for text in (want_gone - got_gone).elements():
+            counts["dropped"] += 1
+            columns |= set(load_image(text))
+    effects = {what: counts[what] for what in ("inserted", "updated", "deleted", "dropped")}
+    return sorted(rewritten), ({**effects, "columns": sorted(columns)}
+                               if any(effects.values()) else None)
+
+
+def _sides(table: TableDelta, key: list[str]
+           ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """A table delta's rows by key: as they were (updated, deleted) and as they are
+    (inserted, updated)."""
+    before = {_key(u.before, key): u.before for u in table.updated}
+    before.update({_key(r, key): r for r in table.deleted})
+    after = {_key(u.after, key): u.after for u in table.updated}
+    after.update({_key(r, key): r for r in table.inserted})
+    return before, after
+
+
+def _differing(a: dict[str, Any], b: dict[str, Any]) -> set[str]:
+    return {c for c in set(a) | set(b) if dump_images(a.get(c)) != dump_images(b.get(c))}
+
+
+def _key(image: dict[str, Any], key: list[str]) -> str:
+    return dump_images([image.get(k) for k in key])
+
+
+def _canonical(image: dict[str, Any]) -> str:
+    """A row's contents as text, whichever order its columns came in."""
+    return dump_images({k: image[k] for k in sorted(image)})
