@@ -216,8 +216,9 @@ def _env_items(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--hook", is_flag=True,
               help="Be a coding agent's pre-tool hook: read Claude Code's PreToolUse event on "
                    "stdin, answer deny (block) or ask (needs approval) in its protocol, and "
-                   "nothing when the action is allowed. The config defaults to harness.yaml "
-                   "in the event's cwd, if there is one.")
+                   "nothing when the action is allowed. The project (CLAUDE_PROJECT_DIR, "
+                   "else the event's cwd) is judged as the workspace and $HOME as the home; "
+                   "the config defaults to the project's harness.yaml, if there is one.")
 def check(config_path: str | None, shell_command: str | None, sql_text: str | None,
           write_path: str | None, batch_file: Any, branch: str | None, hook: bool) -> None:
     """Judge an action with the guardrails and print the decision as JSON."""
@@ -265,27 +266,20 @@ def check(config_path: str | None, shell_command: str | None, sql_text: str | No
 
 
 def _hook(config_path: str | None) -> None:
-    from pathlib import Path
+    import contextlib
 
-    from harness.guardrails.hook import answer
+    from harness.guardrails.hook import answer, config_of, read_event, refusal
     from harness.guardrails.policy import Policy
     from harness.guardrails.settings import guardrails_for
 
     raw = sys.stdin.read()
     if config_path is None:
-        try:
-            folder = json.loads(raw).get("cwd") or "."
-        except (ValueError, AttributeError):
-            folder = "."
-        candidate = Path(folder) / "harness.yaml"
-        config_path = str(candidate) if candidate.is_file() else None
+        with contextlib.suppress(ValueError):  # answered below: the event cannot be read
+            config_path = config_of(read_event(raw), os.environ)
     try:
         policy = Policy(guardrails_for(config_path))
     except (HarnessError, OSError) as exc:
-        refusal = {"hookSpecificOutput": {"hookEventName": "PreToolUse",
-                                          "permissionDecision": "deny",
-                                          "permissionDecisionReason": f"harness: {exc}"}}
-        click.echo(json.dumps(refusal))
+        click.echo(json.dumps(refusal(f"harness: {exc}")))
         return
     reply = answer(policy, raw)
     if reply is not None:

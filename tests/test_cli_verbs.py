@@ -191,6 +191,40 @@ def test_check_hook_answers_deny_ask_or_nothing_in_claude_codes_protocol(tmp_pat
     assert "path.protected" in answer["permissionDecisionReason"]
 
 
+def claude_code_event(cwd: Path, tool: str, **tool_input: str) -> str:
+    """A PreToolUse event as Claude Code sends it on a hook's stdin."""
+    return json.dumps({"session_id": "abc123", "transcript_path": str(cwd / "t.jsonl"),
+                       "cwd": str(cwd), "permission_mode": "default",
+                       "hook_event_name": "PreToolUse", "tool_name": tool,
+                       "tool_input": tool_input, "tool_use_id": "toolu_01ABC123"})
+
+
+def test_check_hook_on_a_host_judges_the_project_as_the_workspace_and_home_as_the_users(
+        tmp_path: Path) -> None:
+    home = tmp_path / "alice"
+    project = home / "proj"
+    (project / "src").mkdir(parents=True)
+    host = {"HOME": str(home), "CLAUDE_PROJECT_DIR": str(project)}
+
+    def decide(command: str, cwd: Path = project) -> str:
+        done = harness("check", "--hook", env=host, stdin=claude_code_event(
+            cwd, "Bash", command=command, description="probe", timeout="120000"))
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)["hookSpecificOutput"]["permissionDecision"] \
+            if done.stdout else "allow"
+
+    assert decide("rm -rf ~/Documents") == "deny"
+    assert decide("rm -rf ~/proj") == "deny"
+    assert decide("rm -rf ..", cwd=project / "src") == "deny"
+    assert decide(f"sed -i s/a/b/ {project}/src/app.py") == "allow"
+    assert decide(f"echo hi > {project}/notes.txt") == "allow"
+    assert decide(f"rm -rf {project}/build") == "allow"
+    denied = harness("check", "--hook", env=host, stdin=claude_code_event(
+        project, "Write", file_path=str(home / ".bashrc"), content="x"))
+    reason = json.loads(denied.stdout)["hookSpecificOutput"]["permissionDecisionReason"]
+    assert str(home / ".bashrc") in reason and "/home/agent" not in reason
+
+
 # --------------------------------------------------------------------- db
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from harness.errors import ConfigError
 from harness.guardrails import programs, rules, shell, sql
 from harness.guardrails.decision import Decision, Finding, Span, Verdict
+from harness.guardrails.places import SANDBOX, Places
 from harness.sandbox.layout import TMP as SCRATCH
 from harness.sandbox.layout import WORKSPACE
 from harness.sandbox.paths import inside, matches, resolve
@@ -46,9 +47,19 @@ class Context:
     """What the policy knows of where the action runs."""
 
     cwd: str = WORKSPACE
+    """The folder the action runs in (a host's own path, for a hook on a real host)."""
     branch: str | None = None
     """The workspace's current branch, for history-rewrite rules."""
     tools: frozenset[str] = KNOWN_TOOLS
+    places: Places = SANDBOX
+    """The sandbox's layout, or a real host's project and home seen as that layout."""
+
+    def path(self, text: str) -> str:
+        """A path the action names, resolved where it runs and seen in the sandbox's
+        terms (the project as the workspace, on a host)."""
+        if text == "~" or text.startswith("~/"):
+            text = self.places.home + text[1:]
+        return self.places.view(resolve(text, self.cwd))
 
 
 @dataclass(frozen=True)
@@ -141,10 +152,10 @@ class Policy:
         elif judged is Judged.WRITE:
             yield from self._write(text, context)
         elif judged is Judged.READ:
-            yield from self._path_rules(resolve(text, context.cwd), "read", (0, len(text)))
+            yield from self._path_rules(context.path(text), "read", (0, len(text)))
         elif judged is Judged.LISTING:
             # A listing reads the folder's entries: a rule on what lies in it applies.
-            folder = resolve(text, context.cwd)
+            folder = context.path(text)
             yield from self._path_rules(folder, "read", (0, len(text)),
                                         also=posixpath.join(folder, "entry"))
 
@@ -163,10 +174,23 @@ class Policy:
         for hit in hits:
             if self.guardrails.builtin.get(hit.rule_id) == "off":
                 continue
-            yield self._builtin(hit.rule_id, hit.reason, hit.span)
+            yield from self._guessed(iter([self._builtin(hit.rule_id, hit.reason, hit.span)]),
+                                     hit.guessed)
+
+    def _guessed(self, units: Iterator[_Unit], guessed: bool) -> Iterator[_Unit]:
+        """What a command found in the arguments of a program the guard does not model
+        would do is only what that program may do: a stop becomes a question."""
+        for unit in units:
+            if not guessed or unit.verdict < Verdict.REQUIRE_APPROVAL:
+                yield unit
+            elif self.guardrails.builtin.get("shell.code-in-argument") != "off":
+                yield self._builtin("shell.code-in-argument", f"{unit.reason}; the guard "
+                                    "does not model the program that would run it",
+                                    unit.span)
 
     def _shell(self, text: str, context: Context) -> Iterator[_Unit]:
-        analysis = shell.analyse(text, cwd=context.cwd, branch=context.branch)
+        analysis = shell.analyse(text, cwd=context.cwd, branch=context.branch,
+                                 places=context.places)
         yield from self._hits(self._shell_hits(analysis, context))
         for program, argument, span in analysis.suspect_arguments:
             inner = [unit for unit in self._shell(argument, context)
@@ -175,15 +199,16 @@ class Policy:
                 yield from self._hits(iter([rules.Hit(
                     "shell.code-in-argument", f"{program} is given {argument[:60]!r}, which "
                     f"reads as a command that would: {inner[0].reason}", span)]))
-        for sql_text, span in analysis.sql:
+        for sql_text, span, guessed in analysis.sql:
             if sql_text.lstrip().startswith("\\"):
-                yield from self._psql_meta(sql_text.lstrip(), span, context)
+                units = self._psql_meta(sql_text.lstrip(), span, context)
             elif shell.DYNAMIC in sql_text:
-                yield from self._sql_with_unknowns(sql_text, span)
+                units = self._sql_with_unknowns(sql_text, span)
             else:
-                yield from self._sql(sql_text, span, read_only=False)
+                units = self._sql(sql_text, span, read_only=False)
+            yield from self._guessed(units, guessed)
         for command in analysis.commands:
-            yield from self._command_rules(command, context)
+            yield from self._guessed(self._command_rules(command, context), command.guessed)
 
     def _shell_hits(self, analysis: shell.ShellAnalysis, context: Context
                     ) -> Iterator[rules.Hit]:
@@ -195,9 +220,10 @@ class Policy:
         """A psql backslash command: `\\!` runs a shell, `\\copy ... program` a program."""
         if text.startswith("\\!"):
             inner = self._shell_hits(shell.analyse(text[2:], cwd=context.cwd,
-                                                   branch=context.branch), context)
-            yield from self._hits(rules.Hit(hit.rule_id, f"psql \\! {hit.reason}", span)
-                                  for hit in inner)
+                                                   branch=context.branch,
+                                                   places=context.places), context)
+            yield from self._hits(rules.Hit(hit.rule_id, f"psql \\! {hit.reason}", span,
+                                            hit.guessed) for hit in inner)
         elif re.search(r"\\copy\b.*\bprogram\b", text, re.IGNORECASE | re.DOTALL):
             yield self._builtin("sql.copy-program", "psql \\copy ... program runs a command",
                                 span)
@@ -235,7 +261,7 @@ class Policy:
         yield from self._sql(known, span, read_only=False)
 
     def _write(self, text: str, context: Context) -> Iterator[_Unit]:
-        path = resolve(text, context.cwd)
+        path = context.path(text)
         whole = (0, len(text))
         yield from self._hits(rules.write_path_hits(path, "write_file", whole))
         if not inside(path, WORKSPACE) and not inside(path, SCRATCH) and \
@@ -297,7 +323,7 @@ class Policy:
             elif rule.kind == "path" and rule.access in ("write", "any"):
                 for redirect in command.redirects:
                     if redirect.op.startswith(">") or redirect.op.startswith("&>"):
-                        path = resolve(redirect.target, context.cwd)
+                        path = command.path(redirect.target)
                         if any(matches(path, g) for g in _globs(rule)):
                             yield self._unit(index, rule, f"writes {path}", command.span)
 

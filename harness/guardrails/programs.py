@@ -18,6 +18,8 @@ class Program:
 
     valued: frozenset[str] = frozenset()
     """Options that take a value (`-u`, `--user`); a long one may also be `--user=x`."""
+    multi: dict[str, int] = field(default_factory=dict)
+    """Options that take more than one value, and how many (`bwrap --bind SRC DEST`)."""
     code: dict[str, str] = field(default_factory=dict)
     """Options whose value is code, and its language: shell, sql, python, perl, ruby, node,
     php, awk, git-config."""
@@ -25,7 +27,8 @@ class Program:
     """Flags (taking no value) that make the first operand code: `bash -c CMD`."""
     runs: str | None = None
     """What the operands are: `argv` (a command to run), `string` (a shell command line,
-    the operands joined), `code:LANG` (the first operand is code in LANG) or None."""
+    the operands joined), `strings` (each operand a shell command line), `code:LANG` (the
+    first operand is code in LANG) or None."""
     skip: int = 0
     """Operands before the command (timeout's duration, chroot's folder, ssh's host)."""
     permute: bool = False
@@ -250,14 +253,163 @@ PROGRAMS: dict[str, Program] = {
                                "--exec-path", "--config-env"), code={"-c": "git-config"}),
     "uv": Program(valued=_set("--with", "--python", "-p", "--directory", "--project",
                               "--env-file", "--index-url", "--extra-index-url", "--from")),
+    # Wrappers that run their operands as a command: switching user or limits, inits,
+    # profilers, sandboxes, sessions and secret injectors.
+    **{name: Program(runs="argv", skip=1) for name in (
+        "gosu", "su-exec", "s6-setuidgid", "setuidgid", "envuidgid", "envdir", "s6-envdir",
+        "setlock", "lckdo", "logsave", "setarch")},
+    **{name: Program(runs="argv") for name in (
+        "catatonit", "linux32", "linux64", "i386", "x86_64", "nocache", "gamemoderun",
+        "mangohud", "prime-run", "optirun", "primusrun", "torify", "tsocks", "fakechroot",
+        "pgrphack", "with-contenv", "run-one", "run-this-one", "keep-one-running", "nq",
+        "tsp", "flatpak-spawn", "scan-build", "ccache", "sccache", "distcc", "icecc",
+        "memusage", "uftrace", "dbus-launch")},
+    "tini": Program(valued=_set("-p", "-e"), runs="argv"),
+    "dumb-init": Program(valued=_set("-r", "--rewrite"), runs="argv"),
+    "valgrind": Program(runs="argv"),
+    "heaptrack": Program(valued=_set("-o", "--output", "-p", "--pid"), runs="argv"),
+    "bwrap": Program(valued=_set("--unsetenv", "--chdir", "--hostname", "--uid", "--gid",
+                                 "--tmpfs", "--proc", "--dev", "--dir", "--remount-ro",
+                                 "--seccomp", "--info-fd", "--json-status-fd", "--block-fd",
+                                 "--userns-block-fd", "--sync-fd", "--lock-file",
+                                 "--exec-label", "--file-label", "--cap-add", "--cap-drop",
+                                 "--args", "--userns", "--userns2", "--pidns", "--argv0",
+                                 "--perms", "--size", "--overlay-src", "--tmp-overlay",
+                                 "--ro-overlay", "--add-seccomp-fd", "--mqueue"),
+                     multi={"--bind": 2, "--bind-try": 2, "--dev-bind": 2,
+                            "--dev-bind-try": 2, "--ro-bind": 2, "--ro-bind-try": 2,
+                            "--symlink": 2, "--setenv": 2, "--chmod": 2, "--file": 2,
+                            "--bind-data": 2, "--ro-bind-data": 2, "--bind-fd": 2,
+                            "--ro-bind-fd": 2, "--overlay": 3}, runs="argv"),
+    "systemd-inhibit": Program(valued=_set("--what", "--who", "--why", "--mode"),
+                               runs="argv"),
+    "systemd-cat": Program(valued=_set("-t", "--identifier", "-p", "--priority",
+                                       "--stderr-priority"), runs="argv"),
+    "xvfb-run": Program(valued=_set("-n", "--server-num", "-s", "--server-args", "-f",
+                                    "--auth-file", "-e", "--error-file", "-p",
+                                    "--xauth-protocol", "-w", "--wait"), runs="argv"),
+    "prlimit": Program(valued=_set("-p", "--pid", "-o", "--output"), runs="argv"),
+    "setpriv": Program(valued=_set("--reuid", "--regid", "--groups", "--inh-caps",
+                                   "--ambient-caps", "--bounding-set", "--securebits",
+                                   "--pdeathsig", "--selinux-label", "--apparmor-profile",
+                                   "--landlock-access", "--landlock-rule", "--ptracer"),
+                       runs="argv"),
+    "numactl": Program(valued=_set("-C", "--physcpubind", "-N", "--cpunodebind", "-m",
+                                   "--membind", "-i", "--interleave", "-p", "--preferred",
+                                   "-P", "--preferred-many", "-w", "--weighted-interleave"),
+                       runs="argv"),
+    "caffeinate": Program(valued=_set("-w", "-t"), runs="argv"),
+    "dbus-run-session": Program(valued=_set("--config-file", "--dbus-daemon"), runs="argv"),
+    "ssh-agent": Program(valued=_set("-a", "-E", "-t", "-P", "-O"), runs="argv"),
+    "chpst": Program(valued=_set("-u", "-U", "-b", "-e", "-/", "-C", "-n", "-l", "-L", "-m",
+                                 "-d", "-o", "-p", "-f", "-c", "-r", "-t"), runs="argv"),
+    "softlimit": Program(valued=_set("-m", "-a", "-d", "-o", "-p", "-f", "-c", "-r", "-t",
+                                     "-s", "-l"), runs="argv"),
+    "cgexec": Program(valued=_set("-g"), runs="argv"),
+    "trickle": Program(valued=_set("-d", "-u", "-w", "-t", "-l", "-n"), runs="argv"),
+    "cpulimit": Program(valued=_set("-l", "--limit", "-p", "--pid", "-e", "--exe", "-m",
+                                    "--cpu"), runs="argv"),
+    "timelimit": Program(valued=_set("-t", "-T", "-s", "-S"), runs="argv"),
+    "retry": Program(valued=_set("-t", "--tries", "-d", "--delay", "-u", "--until"),
+                     runs="argv"),
+    "runcon": Program(valued=_set("-u", "--user", "-r", "--role", "-t", "--type", "-l",
+                                  "--range"), runs="argv"),
+    "proot": Program(valued=_set("-r", "--rootfs", "-b", "--bind", "-m", "--mount", "-w",
+                                 "--pwd", "--cwd", "-q", "--qemu", "-k", "--kernel-release"),
+                     runs="argv"),
+    "bear": Program(valued=_set("--output", "--config", "--library"), runs="argv"),
+    "daemon": Program(valued=_set("-n", "--name", "-u", "--user", "-C", "--chdir", "-o",
+                                  "--output"), runs="argv"),
+    "watchexec": Program(valued=_set("-e", "--exts", "-w", "--watch", "-i", "--ignore",
+                                     "-f", "--filter", "-d", "--debounce", "-s", "--signal",
+                                     "--shell", "--project-origin", "--workdir"),
+                         runs="argv"),
+    "entr": Program(flag_code={"s": "shell"}, runs="argv"),
+    "mpirun": Program(valued=_set("-n", "-np", "-c", "-N", "-H", "--host", "--hostfile",
+                                  "-hostfile", "--map-by", "--bind-to", "-x", "--mca",
+                                  "-wdir", "--wdir"), runs="argv"),
+    "mpiexec": Program(valued=_set("-n", "-np", "-c", "-N", "-H", "--host", "--hostfile",
+                                   "-hostfile", "--map-by", "--bind-to", "-x", "--mca"),
+                       runs="argv"),
+    "srun": Program(valued=_set("-n", "--ntasks", "-N", "--nodes", "-p", "--partition",
+                                "-t", "--time", "-c", "--cpus-per-task", "-J",
+                                "--job-name", "-A", "--account", "--mem", "-w",
+                                "--nodelist", "--gres"), runs="argv"),
+    "dotenv": Program(valued=_set("-e", "-v", "-c"), runs="argv"),
+    "hyperfine": Program(valued=_set("-r", "--runs", "-w", "--warmup", "-m", "--min-runs",
+                                     "-M", "--max-runs", "-S", "--shell", "-n",
+                                     "--command-name", "--export-json", "--export-csv",
+                                     "--export-markdown", "--export-asciidoc",
+                                     "--export-orgmode", "-u", "--time-unit", "--style",
+                                     "-D", "--parameter-step-size", "--output", "--input",
+                                     "--sort"),
+                         multi={"-L": 2, "--parameter-list": 2, "-P": 3,
+                                "--parameter-scan": 3},
+                         code={"-p": "shell", "--prepare": "shell", "-c": "shell",
+                               "--cleanup": "shell", "-s": "shell", "--setup": "shell",
+                               "--conclude": "shell"},
+                         runs="strings", permute=True),
+    "nix-shell": Program(valued=_set("-A", "--attr", "-I", "--include"),
+                         multi={"--arg": 2, "--argstr": 2},
+                         code={"--run": "shell", "--command": "shell"}, permute=True),
+    "perf": Program(valued=_set("-e", "--event", "-o", "--output", "-p", "--pid", "-t",
+                                "--tid", "-r", "--repeat", "-C", "--cpu", "-G", "--cgroup",
+                                "-x", "--field-separator", "-I", "--interval-print", "-F",
+                                "--freq", "-c", "--count", "-g", "--call-graph", "-u",
+                                "--uid", "-D", "--delay", "--filter")),
+    "rr": Program(),
+    "direnv": Program(),
+    "aws-vault": Program(valued=_set("--backend", "--keychain", "--prompt", "--duration",
+                                     "-d", "--region", "--mfa-token", "-t")),
+    "op": Program(valued=_set("--env-file", "--account", "--config", "--session")),
+    "doppler": Program(valued=_set("-p", "--project", "-c", "--config", "--token",
+                                   "--scope", "--command", "--name-transformer")),
+    "infisical": Program(valued=_set("--env", "--projectId", "--token", "--path",
+                                     "--command", "--domain")),
+    "dotenvx": Program(valued=_set("-f", "--env-file", "-e", "--env")),
+    "ip": Program(valued=_set("-n", "-netns", "-f", "-family", "-b", "-batch")),
+    "toolbox": Program(valued=_set("-c", "--container", "-r", "--release", "-d",
+                                   "--distro")),
+    "distrobox": Program(valued=_set("-n", "--name")),
+    "bundle": Program(valued=_set("--gemfile")),
+    "arch": Program(valued=_set("-arch", "-e"), runs="argv"),
+    "sandbox-exec": Program(valued=_set("-f", "-n", "-p", "-D"), runs="argv"),
+    "schroot": Program(valued=_set("-c", "--chroot", "-u", "--user", "-d", "--directory",
+                                   "-r", "--run-session", "-o", "--option"), runs="argv"),
+    "sem": Program(valued=_set("-j", "--jobs", "--id", "--semaphorename",
+                               "--semaphoretimeout", "--st"), runs="argv"),
+    **{name: Program(valued=_set("-e", "--environment", "--manifest-path", "-C", "--cd",
+                                 "--env", "-c", "--config"))
+       for name in ("pixi", "mise", "rtx", "devbox", "asdf")},
     "poetry": Program(valued=_set("-C", "--directory", "-P", "--project")),
 }
 """Programs whose arguments the analysis needs to read."""
 
-RUNNERS = {"uv": ("run",), "poetry": ("run",), "pipx": ("run",), "pdm": ("run",),
-           "hatch": ("run",), "conda": ("run",), "pipenv": ("run",), "pnpm": ("exec",),
-           "yarn": ("exec",), "npm": ("exec",), "bun": ("x", "run")}
-"""Project tools whose subcommand runs its operands as a command (`uv run CMD ...`)."""
+RUNNERS: dict[str, dict[str, int]] = {
+    **{name: {"run": 0} for name in ("uv", "poetry", "pipx", "pdm", "hatch", "conda",
+                                     "pipenv", "op", "doppler", "infisical", "dotenvx",
+                                     "toolbox")},
+    "pnpm": {"exec": 0}, "yarn": {"exec": 0}, "npm": {"exec": 0}, "bun": {"x": 0, "run": 0},
+    "bundle": {"exec": 0}, "direnv": {"exec": 1}, "aws-vault": {"exec": 1},
+    "ip": {"netns exec": 1}, "rr": {"record": 0, "replay": 0},
+    "perf": {"stat": 0, "record": 0, "trace": 0, "mem record": 0, "c2c record": 0,
+             "kmem record": 0, "lock record": 0, "sched record": 0},
+    "distrobox": {"enter": 0}, "pixi": {"run": 0, "exec": 0}, "mise": {"exec": 0, "x": 0},
+    "rtx": {"exec": 0, "x": 0}, "asdf": {"exec": 0}, "devbox": {"run": 0},
+}
+"""Tools whose subcommand (one or more words) runs its operands as a command, after their
+own options and the operands it skips (`uv run CMD ...`, `direnv exec DIR CMD ...`)."""
+
+JUDGED = frozenset({
+    "rm", "rmdir", "unlink", "shred", "srm", "wipe", "dd", "mkfs", "mke2fs", "mkswap",
+    "wipefs", "blkdiscard", "sgdisk", "sfdisk", "fdisk", "parted", "kill", "pkill",
+    "killall", "reboot", "shutdown", "poweroff", "halt", "kexec", "systemctl", "loginctl",
+    "init", "telinit", "nvme", "hdparm", "sg_format", "chmod", "chown", "chgrp", "chattr",
+    "setfacl", "truncate", "mv", "ln", "link", "scp", "tee", "touch", "mkdir", "gzip",
+    "gunzip", "bzip2", "bunzip2", "xz", "unxz", "zstd", "patch", "sponge", "mysql"})
+"""Programs the rules judge by name in their own code (the commands of `effects` are
+known by its table): an argument of a program the guard does not model that names one
+may be a command it runs (`unknown-wrapper rm -rf /etc`)."""
 
 
 @dataclass
@@ -313,7 +465,7 @@ def parse(program: str, args: tuple[str, ...] | list[str]) -> Parsed:
         if arg == "--":
             parsed.operands.extend(args[index + 1 :])
             break
-        if arg.startswith("--") and len(arg) > 2:
+        if arg.startswith("--") and len(arg) > 2 and arg not in conventions.multi:
             name, equals, value = arg.partition("=")
             if equals:
                 parsed.options.append((name, value))
@@ -327,6 +479,11 @@ def parse(program: str, args: tuple[str, ...] | list[str]) -> Parsed:
         if arg in conventions.valued or arg in conventions.code:  # -ex, -TT, +o
             parsed.options.append((arg, args[index + 1] if index + 1 < len(args) else ""))
             index += 2
+            continue
+        if arg in conventions.multi:  # bwrap --bind SRC DEST
+            count = conventions.multi[arg]
+            parsed.options.append((arg, " ".join(args[index + 1 : index + 1 + count])))
+            index += 1 + count
             continue
         if len(arg) > 1 and arg[0] in "-+":
             index += _cluster(arg, args, index, conventions, parsed)

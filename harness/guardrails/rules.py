@@ -6,15 +6,21 @@ switch a rule off or change its verdict under `guardrails.builtin`.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 
-from harness.guardrails import programs
+from harness.guardrails import effects, programs
 from harness.guardrails.decision import Verdict
 from harness.guardrails.shell import DYNAMIC, NARROWED, Command, ShellAnalysis
-from harness.guardrails.sql import DANGEROUS_FUNCTIONS, TRIGGER_SILENCING, Statement
+from harness.guardrails.sql import (
+    DANGEROUS_FUNCTIONS,
+    SYSTEM_SCHEMAS,
+    TRIGGER_SILENCING,
+    Statement,
+)
 from harness.sandbox.layout import HOME, WORKSPACE
 from harness.sandbox.layout import TMP as SCRATCH
 from harness.sandbox.paths import affects, inside, matches
@@ -39,6 +45,9 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "shell.infrastructure-change": (Verdict.REQUIRE_APPROVAL, "a command that deletes or "
                                     "replaces infrastructure (containers, volumes, clusters, "
                                     "cloud resources)"),
+    "shell.database-reset": (Verdict.REQUIRE_APPROVAL, "a framework or database client "
+                             "command that drops, empties, resets or migrates down a "
+                             "database"),
     "shell.unverifiable-code": (Verdict.REQUIRE_APPROVAL, "code that starts commands, deletes "
                                 "or writes files with values only known at run time"),
     "shell.unknown-target": (Verdict.REQUIRE_APPROVAL, "a recursive or forced delete of a path "
@@ -54,6 +63,10 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "sql.truncate": (Verdict.BLOCK, "TRUNCATE"),
     "sql.drop-column": (Verdict.REQUIRE_APPROVAL, "ALTER TABLE ... DROP COLUMN: the column's "
                         "data is gone"),
+    "sql.rename": (Verdict.REQUIRE_APPROVAL, "ALTER ... RENAME of a column, table, view, "
+                   "schema or database: every reader of the old name breaks"),
+    "sql.system-catalog": (Verdict.BLOCK, "a write to PostgreSQL's own catalogues "
+                           "(pg_catalog, information_schema)"),
     "sql.delete-without-where": (Verdict.BLOCK, "DELETE without a WHERE clause (or a constant-"
                                  "true one)"),
     "sql.update-without-where": (Verdict.BLOCK, "UPDATE without a WHERE clause (or a constant-"
@@ -82,6 +95,8 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
                            "folder by anything but git"),
     "path.outside-workspace": (Verdict.BLOCK, "a file write outside the workspace, /tmp and "
                                "the agent's home"),
+    "path.user-files": (Verdict.REQUIRE_APPROVAL, "on a real host (the pre-tool hook), a "
+                        "delete, shred or move of the user's own files outside the project"),
 }
 
 SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
@@ -115,6 +130,8 @@ class Hit:
     rule_id: str
     reason: str
     span: tuple[int, int] | None
+    guessed: bool = False
+    """Found in what a program the guard does not model may run: the policy asks."""
 
 
 # ------------------------------------------------------------------ shell
@@ -124,13 +141,14 @@ def shell_hits(analysis: ShellAnalysis, *, protected_paths: list[str],
                protected_branches: list[str]) -> Iterator[Hit]:
     """Every built-in shell and git rule the analysed command line breaks."""
     for problem in analysis.problems:
-        yield Hit(problem.rule_id, problem.reason, problem.span)
+        yield Hit(problem.rule_id, problem.reason, problem.span, problem.guessed)
     for name, body in analysis.functions.items():
         if sum(1 for command in body if command.argv and command.argv[0] == name) >= 2:
             span = body[0].span if body else None
             yield Hit("shell.fork-bomb", f"function {name!r} starts copies of itself", span)
     for command in analysis.commands:
-        yield from _command_hits(command, protected_paths, protected_branches)
+        for hit in _command_hits(command, protected_paths, protected_branches):
+            yield replace(hit, guessed=True) if command.guessed else hit
 
 
 def _command_hits(command: Command, protected_paths: list[str], protected_branches: list[str]
@@ -166,10 +184,14 @@ def _command_hits(command: Command, protected_paths: list[str], protected_branch
         yield from _git(command, protected_branches, via, protected_paths)
     elif program == "rsync" and parsed.has("--delete", "--delete-before", "--delete-after",
                                             "--delete-during", "--del") and parsed.operands:
-        danger = _dangerous_target(command, parsed.operands[-1].rstrip("/") + "/*")
+        destination = parsed.operands[-1]
+        danger = _dangerous_target(command, destination.rstrip("/") + "/*")
         if danger:
             yield Hit("shell.recursive-delete", f"rsync --delete empties {danger}{via}",
                       command.span)
+        elif destination.startswith(DYNAMIC):
+            yield Hit("shell.unknown-target", f"rsync --delete empties a folder only known "
+                      f"at run time ({_show(destination)}){via}", command.span)
     yield from _destructive(command, parsed, via)
     for redirect in command.redirects:
         if redirect.op.startswith(">") or redirect.op in ("&>", "&>>", ">|", "<>"):
@@ -184,16 +206,11 @@ def _command_hits(command: Command, protected_paths: list[str], protected_branch
                                        tree=False)
     if not deleted:  # a disastrous delete says enough about the paths it names
         yield from _writer_hits(command, parsed, protected_paths, via)
+        if command.places.on_host:
+            yield from _user_files(command, parsed, via)
 
 
 _POWER = frozenset({"reboot", "shutdown", "poweroff", "halt", "kexec"})
-_INFRASTRUCTURE = {
-    "terraform": {"destroy"}, "tofu": {"destroy"}, "pulumi": {"destroy"},
-    "kubectl": {"delete", "drain", "replace"}, "helm": {"uninstall", "delete"},
-    "docker": {"rm", "rmi", "prune", "kill"}, "podman": {"rm", "rmi", "prune", "kill"},
-    "aws": {"rm", "rb", "delete", "terminate-instances"}, "gcloud": {"delete"},
-    "az": {"delete"}, "dropuser": {"*"},
-}
 
 
 def _destructive(command: Command, parsed: programs.Parsed, via: str) -> Iterator[Hit]:
@@ -208,18 +225,30 @@ def _destructive(command: Command, parsed: programs.Parsed, via: str) -> Iterato
     elif program in ("kill", "pkill", "killall") and _every_process(args):
         yield Hit("shell.destructive-program", f"{program} signals every process (or init)"
                   f"{via}", command.span)
-    elif program in ("dropdb", "pg_dropcluster", "mysqladmin") and (
-            program != "mysqladmin" or "drop" in words):
-        yield Hit("shell.destructive-program", f"{program} drops a database{via}",
-                  command.span)
     elif program in ("nvme", "hdparm", "sg_format") and (set(words) & {"format", "sanitize"}
                                                           or "--security-erase" in args):
         yield Hit("shell.destructive-program", f"{program} erases a disk{via}", command.span)
-    elif program in _INFRASTRUCTURE:
-        verbs = _INFRASTRUCTURE[program]
-        if "*" in verbs or set(words) & verbs or (program == "docker" and "prune" in words):
-            yield Hit("shell.infrastructure-change", f"{program} {' '.join(words[:3])} changes "
-                      f"infrastructure outside the sandbox{via}", command.span)
+    name, given = _invoked(command, parsed)
+    effect = effects.effect_of(name, given)
+    if effect is not None:
+        shown = " ".join([name, *[w for w in given if not w.startswith("-")][:3]])
+        yield Hit(effect.rule_id, f"{shown} {effect.what}{via}", command.span)
+
+
+_LAUNCHERS = re.compile(r"python[\d.]*|pypy3?|ruby|php|node|nodejs|bun|deno|perl|yarn|pnpm")
+
+
+def _invoked(command: Command, parsed: programs.Parsed) -> tuple[str, list[str]]:
+    """The program a command starts by name, and its arguments: the script an
+    interpreter runs (`python manage.py flush`), the binary yarn or pnpm runs."""
+    if _LAUNCHERS.fullmatch(command.program) and parsed.operands and not any(
+            value is not None for option, value in parsed.options
+            if option in programs.spec(command.program).code):
+        script = parsed.operands[0]
+        rest = command.args[command.args.index(script) + 1:] if script in command.args \
+            else tuple(parsed.operands[1:])
+        return posixpath.basename(script), list(rest)
+    return command.program, list(command.args)
 
 
 def _every_process(args: tuple[str, ...]) -> bool:
@@ -277,6 +306,29 @@ def _written(command: Command, parsed: programs.Parsed) -> list[tuple[str, bool]
     if program == "sort" and parsed.value("-o", "--output"):
         return [(parsed.value("-o", "--output") or "", False)]
     return []
+
+
+_DESTROYERS = frozenset({"rm", "unlink", "shred", "srm", "wipe", "truncate", "rmdir"})
+
+
+def _user_files(command: Command, parsed: programs.Parsed, via: str) -> Iterator[Hit]:
+    """On a host, the files of the user's home outside the project are theirs: deleting,
+    shredding or moving one away is asked about (caches excepted)."""
+    program, operands = command.program, parsed.operands
+    if program in _DESTROYERS:
+        gone = operands
+    elif program == "mv":
+        gone = operands if parsed.value("-t", "--target-directory") else operands[:-1]
+    else:
+        return
+    for operand in gone:
+        if DYNAMIC in operand:
+            continue
+        path = command.path(operand)
+        if inside(path, HOME) and path != HOME and not _disposable(path):
+            yield Hit("path.user-files", f"{program} removes {path}, the user's own file "
+                      f"outside the project{via}", command.span)
+            return
 
 
 def _writer_hits(command: Command, parsed: programs.Parsed, protected: list[str], via: str
@@ -339,7 +391,9 @@ def _rm(command: Command, parsed: programs.Parsed, via: str) -> Iterator[Hit]:
             yield Hit("shell.unknown-target", f"rm {' '.join(_flags(parsed))} {target} in a "
                       f"folder only known at run time{via}", command.span)
             continue
-        if target.startswith(DYNAMIC) and not target[len(DYNAMIC):].startswith("/"):
+        if target.startswith(DYNAMIC):
+            # `$X/` is / when X is empty, `$X/build` something else: which, only the run
+            # knows.
             yield Hit("shell.unknown-target", f"rm {' '.join(_flags(parsed))} on a path only "
                       f"known at run time ({_show(target)}){via}", command.span)
             continue
@@ -367,9 +421,10 @@ def _find_delete(command: Command, via: str) -> Iterator[Hit]:
                            via=via)
 
 
-def _filtered(producer: tuple[str, ...]) -> bool:
-    """Whether a listing narrows what it lists (find's tests; git ls-files' untracked,
-    ignored, modified or deleted files, or a pathspec)."""
+def _filtered(producer: tuple[str, ...]) -> bool | None:
+    """Whether a listing narrows what it lists (find's tests that select a part of what
+    it finds; git ls-files' untracked, ignored, modified or deleted files, or a
+    pathspec); None when a test it cannot evaluate decides."""
     if NARROWED in producer:
         return True
     if producer[:2] == ("git", "ls-files"):
@@ -377,42 +432,261 @@ def _filtered(producer: tuple[str, ...]) -> bool:
         return any(a in ("-o", "--others", "-i", "--ignored", "-m", "--modified", "-d",
                          "--deleted", "-u", "--unmerged") for a in rest) or any(
             not a.startswith("-") for a in rest)
-    return any(a in ("-name", "-iname", "-path", "-ipath", "-regex", "-iregex", "-newer",
-                     "-mtime", "-mmin", "-size", "-empty", "-user", "-perm", "-wholename")
-               for a in producer)
+    return bool(producer) and posixpath.basename(producer[0]) == "find" and \
+        _find_narrows(producer[1:])
 
 
-def _find_roots(command: Command, roots: tuple[str, ...], *, filtered: bool, via: str
-                ) -> Iterator[Hit]:
+_FIND_OPTIONS = {"-maxdepth": 1, "-mindepth": 1, "-regextype": 1, "-files0-from": 1,
+                 "-fprint": 1, "-fprint0": 1, "-fls": 1, "-printf": 1, "-fprintf": 2}
+"""find's options and actions that take values (none of them selects files)."""
+_FIND_BROAD_TESTS = frozenset({"-type", "-xtype", "-true", "-readable", "-writable",
+                               "-fstype", "-context"})
+"""Tests that hold for (nearly) everything a find in a project lists."""
+_FIND_VALUED_TESTS = frozenset({
+    "-name", "-iname", "-lname", "-ilname", "-path", "-ipath", "-wholename", "-iwholename",
+    "-regex", "-iregex", "-newer", "-anewer", "-cnewer", "-mtime", "-mmin", "-atime",
+    "-amin", "-ctime", "-cmin", "-size", "-user", "-group", "-uid", "-gid", "-perm",
+    "-links", "-inum", "-samefile", "-used", "-type", "-xtype", "-fstype", "-context"})
+_YEARS = 10 * 365
+
+
+def _find_narrows(args: tuple[str, ...]) -> bool | None:
+    """Whether find's expression selects a part of what it walks, in every branch of an
+    `-o`: a test that holds for (nearly) everything (`-name '*'`, `-mtime -100000`,
+    `! -name keep`) selects nothing less than all. None when it turns on a test the
+    guard does not evaluate (a complex regular expression)."""
+    index = 0
+    while index < len(args) and not args[index].startswith("-") and \
+            args[index] not in ("(", "!", ")", "\\(", ","):
+        index += 1  # the roots
+    root = (args[0] if index else ".").rstrip("/") or "/"
+    branches: list[bool | None] = []
+    narrow: bool | None = False
+    negate, acted = False, False
+    while index < len(args):
+        word = args[index]
+        index += 1
+        if word in ("-o", "-or"):
+            branches.append(narrow)
+            narrow, negate, acted = False, False, False
+        elif word in ("!", "-not"):
+            negate = not negate
+        elif word in ("-exec", "-execdir", "-ok", "-okdir"):
+            while index < len(args) and args[index] not in (";", "+", "\\;"):
+                index += 1
+            index += 1
+            acted = True
+        elif word == "-delete":
+            acted = True
+        elif word in _FIND_OPTIONS:
+            index += _FIND_OPTIONS[word]
+        elif word.startswith("-") and (word in _FIND_VALUED_TESTS or
+                                       re.fullmatch(r"-newer[aBcmt][aBcmt]", word)):
+            value = args[index] if index < len(args) else ""
+            index += 1
+            if not acted and word not in ("-type", "-xtype"):
+                broad = word in _FIND_BROAD_TESTS or _find_test_is_broad(word, value, root)
+                selects = None if broad is None else (not broad) != negate
+                narrow = True if True in (narrow, selects) else \
+                    None if None in (narrow, selects) else False
+            negate = False
+        elif word in ("-empty", "-false", "-nouser", "-nogroup", "-executable") or \
+                word in _FIND_BROAD_TESTS:
+            if not acted:
+                narrow = narrow or ((word not in _FIND_BROAD_TESTS) != negate)
+            negate = False
+    branches.append(narrow)
+    return False if False in branches else None if None in branches else True
+
+
+def _find_test_is_broad(test: str, value: str, root: str) -> bool | None:
+    """Whether a find test holds for (nearly) everything in a project (None: a regular
+    expression too complex to run safely on the guard's own time)."""
+    if DYNAMIC in value:
+        return False
+    if test in ("-name", "-iname", "-lname", "-ilname"):
+        fold = test.startswith("-i")
+        names = [e.lower() for e in _TYPICAL_ENTRIES] if fold else list(_TYPICAL_ENTRIES)
+        pattern = value.lower() if fold else value
+        return 2 * sum(1 for n in names if _glob_matches(pattern, n, slashes=True)) >= len(names)
+    if test in ("-path", "-ipath", "-wholename", "-iwholename", "-regex", "-iregex"):
+        paths = [f"{root}/{entry}" for entry in _TYPICAL_ENTRIES]
+        if test in ("-regex", "-iregex"):
+            if len(value) > 200 or len(re.findall(r"[*+?{]", value)) > 3 or \
+                    re.search(r"\)[*+?{]", value):
+                return None  # backtracking could take the guard minutes
+            try:
+                expression = re.compile(value, re.IGNORECASE if test == "-iregex" else 0)
+            except re.error:
+                return False  # find refuses it too
+            hits = sum(1 for p in paths if expression.fullmatch(p))
+        else:
+            hits = sum(1 for p in paths if _glob_matches(value, p, slashes=True))
+        return 2 * hits >= len(paths)
+    age = re.fullmatch(r"-(\d+)", value)
+    if test in ("-mtime", "-atime", "-ctime") and age:
+        return int(age.group(1)) >= _YEARS
+    if test in ("-mmin", "-amin", "-cmin") and age:
+        return int(age.group(1)) >= _YEARS * 24 * 60
+    if re.fullmatch(r"-newer[aBcm]t", test):
+        year = re.match(r"\s*(\d{4})", value)
+        return year is not None and int(year.group(1)) <= 2000  # newer than 1970: all
+    if test == "-size":
+        size = re.fullmatch(r"([+-]?)(\d+)([bcwkMG]?)", value)
+        if size:
+            sign, number, unit = size.groups()
+            scale = {"": 512, "b": 512, "c": 1, "w": 2, "k": 1024, "M": 1024 ** 2,
+                     "G": 1024 ** 3}[unit]
+            return (sign == "+" and int(number) == 0) or (
+                sign == "-" and int(number) * scale >= 1024 ** 3)
+    return False
+
+
+def _find_roots(command: Command, roots: tuple[str, ...], *, filtered: bool | None,
+                via: str) -> Iterator[Hit]:
     """Deleting what find lists under `roots`: a system folder or the home at any filter,
-    the workspace only when nothing narrows what is listed."""
+    the workspace (or, on a host, the user's files) only when nothing narrows what is
+    listed."""
     for root in roots:
         if root.startswith(DYNAMIC) or DYNAMIC in command.cwd:
             yield Hit("shell.unknown-target", f"a delete under a folder only known at run "
                       f"time{via}", command.span)
             continue
         path = command.path(root)
-        if _is_system(path) or path in ("/", HOME) or (path == WORKSPACE and not filtered):
+        if _is_system(path) or path in ("/", HOME):
             yield Hit("shell.recursive-delete", f"find deletes under {path}{via}", command.span)
+        elif path in (WORKSPACE, WORKSPACE + "/.git") or (
+                command.places.on_host and inside(path, HOME) and not _disposable(path)):
+            if filtered is None:
+                yield Hit("shell.unknown-target", f"find deletes under {path} what a test "
+                          f"the guard does not evaluate selects{via}", command.span)
+            elif not filtered:
+                yield Hit("shell.recursive-delete", f"find deletes under {path}{via}",
+                          command.span)
 
 
 def _dangerous_target(command: Command, target: str) -> str | None:
-    """Why deleting `target` recursively is a disaster, if it is."""
-    if target.startswith(DYNAMIC):
-        return "a path that is / or below it when a variable is empty"
-    if DYNAMIC in command.cwd and not target.startswith("/"):
-        return None  # judged as unknown below
+    """Why deleting `target` recursively is a disaster, if it is (a path only known at run
+    time is judged by the callers, as needing approval)."""
+    if target.startswith(DYNAMIC) or (DYNAMIC in command.cwd and not target.startswith("/")):
+        return None
     path = command.path(target.replace(DYNAMIC, "x"))
-    bare = path[:-2] if path.endswith("/*") else path
-    bare = bare.rstrip("/") or "/"
+    bare = _wiped(path)
     if bare in ("/", "/*") or _is_system(bare):
         return path
     if bare in (WORKSPACE, WORKSPACE + "/.git", HOME):
         return f"{path} (the {'agent home' if bare == HOME else 'workspace'})"
+    if command.places.on_host and inside(bare, HOME) and not _disposable(bare):
+        return f"{path} (the user's own files, outside the project)"
     if not any(inside(bare, folder) for folder in (WORKSPACE, SCRATCH, HOME)) and \
             bare.count("/") <= 2:
         return path
     return None
+
+
+def _wiped(path: str) -> str:
+    """What deleting `path` recursively wipes: the path, or the folder whose contents a
+    pattern that matches (nearly) every name lists (`dir/*`, `dir/?*`, `dir/[a-z]*`), or
+    the workspace's .git for a pattern that matches it (`.*`)."""
+    folder, _, name = path.rstrip("/").rpartition("/")
+    folder = folder or "/"
+    if not any(c in name for c in "*?["):
+        return path.rstrip("/") or "/"
+    if folder == WORKSPACE and _glob_matches(name, ".git"):
+        return WORKSPACE + "/.git"
+    if sum(1 for entry in _TYPICAL_ENTRIES if _glob_matches(name, entry)) * 2 >= \
+            len(_TYPICAL_ENTRIES):
+        return folder
+    return path
+
+
+_TYPICAL_ENTRIES = ("src", "tests", "docs", "lib", "app", "build", "node_modules", "README.md",
+                    "Makefile", "setup.py", "pyproject.toml", "package.json", "main.go",
+                    "Cargo.toml", "LICENSE", "Dockerfile")
+"""Names found at the top of a project: a pattern matching half of them or more empties
+the folder as surely as `*` does."""
+_POSIX_CLASSES = {"alpha": "a-zA-Z", "alnum": "a-zA-Z0-9", "digit": "0-9", "lower": "a-z",
+                  "upper": "A-Z", "space": " \\t", "punct": "!-/:-@\\[-`{-~",
+                  "xdigit": "0-9a-fA-F", "word": "a-zA-Z0-9_", "graph": "!-~", "print": " -~"}
+
+
+def _glob_matches(pattern: str, name: str, *, slashes: bool = False) -> bool:
+    """Whether a bash glob matches `name` (a leading dot only by a leading dot; with
+    `slashes`, as find's -path does, `*` also crosses folders). Matched step by step, in
+    time proportional to the pattern's length times the name's: no pattern can make the
+    guard backtrack for long."""
+    if name.startswith(".") and not pattern.startswith(".") and not slashes:
+        return False
+    reachable = {0}  # positions in the name the pattern so far can have consumed
+    for kind, test in _glob_tokens(pattern):
+        if kind == "*":
+            extended: set[int] = set()
+            for position in reachable:
+                slash = -1 if slashes else name.find("/", position)
+                extended.update(range(position, (slash if slash >= 0 else len(name)) + 1))
+            reachable = extended
+        else:
+            reachable = {p + 1 for p in reachable if p < len(name) and
+                         (slashes or kind == "=" or name[p] != "/") and test(name[p])}
+        if not reachable:
+            return False
+    return len(name) in reachable
+
+
+@functools.lru_cache(maxsize=256)
+def _glob_tokens(pattern: str) -> tuple[tuple[str, Callable[[str], bool]], ...]:
+    """A glob as steps: `*`, or one character that must pass a test (`=` for a literal)."""
+    tokens: list[tuple[str, Callable[[str], bool]]] = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "*":
+            if not tokens or tokens[-1][0] != "*":
+                tokens.append(("*", _ANY))
+        elif char == "?":
+            tokens.append(("?", _ANY))
+        elif char == "[" and "]" in pattern[index + 2 :]:
+            end = pattern.index("]", index + 2)
+            body = pattern[index + 1 : end]
+            if body.startswith("[:") and pattern[end + 1 : end + 2] == "]":
+                end += 1  # [[:alpha:]]
+                body = body + "]"
+            negate = body[:1] in ("!", "^")
+            body = body[1:] if negate else body
+            body = re.sub(r"\[:(\w+):\]", lambda m: _POSIX_CLASSES.get(m.group(1), "a-z"),
+                          body.replace("\\", "\\\\"))
+            tokens.append(("[", _one_of(f"[{'^' if negate else ''}{body}]")))
+            index = end
+        else:
+            tokens.append(("=", char.__eq__))
+        index += 1
+    return tuple(tokens)
+
+
+def _ANY(char: str) -> bool:
+    return True
+
+
+def _one_of(bracket: str) -> Callable[[str], bool]:
+    """A character class's test (an odd class is read as matching anything)."""
+    try:
+        match = re.compile(bracket).fullmatch
+    except re.error:
+        return _ANY
+    return lambda char: match(char) is not None
+
+
+_DISPOSABLE = (".cache", ".npm", ".yarn", ".pnpm-store", ".cargo/registry", ".cargo/git",
+               ".m2/repository", ".gradle/caches", ".ivy2/cache", ".nuget/packages",
+               ".local/share/virtualenvs", ".node-gyp", ".pyenv/versions", ".rustup/tmp",
+               "go/pkg/mod", ".bun/install/cache", ".deno", ".local/share/pnpm",
+               "Library/Caches")
+"""Caches in a user's home (as the sandbox's home folder): rebuilt when deleted."""
+
+
+def _disposable(path: str) -> bool:
+    """Whether `path` lies in a cache of the user's home (or is one)."""
+    return any(inside(path, f"{HOME}/{cache}") for cache in _DISPOSABLE)
 
 
 def _is_system(path: str) -> bool:
@@ -677,6 +951,9 @@ def _statement_hits(statement: Statement, protected: list[str], span: tuple[int,
                   f"{statement.rewrites_column} with a constant", span)
     if statement.drops_column:
         yield Hit("sql.drop-column", f"ALTER TABLE {targets} drops a column and its data", span)
+    if statement.renames:
+        yield Hit("sql.rename", f"ALTER renames the {statement.renames}: its readers break",
+                  span)
     if kind in ("DELETE", "UPDATE") and (not statement.has_where or statement.where_constant_true):
         how = "has no WHERE clause" if not statement.has_where else \
             "has a WHERE clause that is true for every row"
@@ -704,10 +981,27 @@ def _statement_hits(statement: Statement, protected: list[str], span: tuple[int,
     if kind in _PROTECTABLE and not (kind == "CREATE" and object_kind not in (
             "TABLE", "INDEX", "RULE", "TRIGGER")):
         for target in statement.targets:
+            if _in_catalog(target):
+                yield Hit("sql.system-catalog", f"{kind} writes {target}, a catalogue of "
+                          "PostgreSQL itself", span)
+                break
+        for target in statement.targets:
             match = protected_match(target, protected)
             if match:
                 yield Hit("sql.protected-table",
                           f"{kind} writes {target}, a protected table ({match})", span)
+
+
+def _in_catalog(target: str) -> bool:
+    """Whether a table is one of PostgreSQL's catalogues (an unqualified `pg_*` name is
+    found in pg_catalog first)."""
+    try:
+        name = TableName.parse(target)
+    except ValueError:
+        return False
+    if name.schema is None:
+        return name.name.startswith("pg_")
+    return name.schema in SYSTEM_SCHEMAS
 
 
 def protected_match(target: str, protected: list[str]) -> str | None:

@@ -30,14 +30,14 @@ import tree_sitter
 import tree_sitter_bash
 
 from harness.guardrails import code as inline_code
-from harness.guardrails import programs
-from harness.sandbox.layout import HOME, WORKSPACE
+from harness.guardrails import effects, programs
+from harness.guardrails.places import SANDBOX, Places
+from harness.sandbox.layout import WORKSPACE
 from harness.sandbox.paths import resolve
 
 DYNAMIC = "\x00"
 """Stands in a word for text only known when the command runs."""
 
-AGENT_HOME = HOME
 MAX_DEPTH = 8
 MAX_LOOP_VALUES = 32
 
@@ -85,6 +85,10 @@ class Command:
     """Variables set for this command alone (`NAME=value cmd`, `env NAME=value cmd`)."""
     worktrees: tuple[tuple[str, str], ...] = ()
     """Folders other than the workspace with a branch checked out (`git worktree add`)."""
+    places: Places = SANDBOX
+    """Where the line runs: the sandbox, or a real host whose paths `path` maps."""
+    guessed: bool = False
+    """Found in the arguments of a program the guard does not model, which may run it."""
 
     @functools.cached_property
     def program(self) -> str:
@@ -97,8 +101,15 @@ class Command:
         return self.argv[1:]
 
     def path(self, word: str) -> str:
+        """An argument as the absolute path it names, in the sandbox's terms (what the
+        rules judge): `real_path`, mapped from a host onto the sandbox's layout."""
+        return self.places.view(self.real_path(word))
+
+    def real_path(self, word: str) -> str:
         """An argument as the absolute path it names where the command runs: the working
         folder, `~` and symbolic links made earlier in the line resolved."""
+        if word == "~" or word.startswith("~/"):
+            word = self.places.home + word[1:]
         resolved = resolve(word, self.cwd)
         for link, target in reversed(self.links):
             if resolved == link or resolved.startswith(link.rstrip("/") + "/"):
@@ -120,6 +131,8 @@ class Problem:
     rule_id: str
     reason: str
     span: tuple[int, int]
+    guessed: bool = False
+    """Found in what a program the guard does not model may run."""
 
 
 @dataclass
@@ -130,8 +143,9 @@ class ShellAnalysis:
     commands: list[Command] = field(default_factory=list)
     functions: dict[str, list[Command]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-    sql: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
-    """SQL the line sends to psql, with the span of the psql command."""
+    sql: list[tuple[str, tuple[int, int], bool]] = field(default_factory=list)
+    """SQL the line sends to psql, with the span of the psql command and whether it is
+    only what a program the guard does not model may run."""
     suspect_arguments: list[tuple[str, str, tuple[int, int]]] = field(default_factory=list)
     """(program, argument, span): arguments of programs the analysis does not model that
     read as command lines; the policy judges what they would run."""
@@ -143,6 +157,8 @@ class _State:
 
     cwd: str = WORKSPACE
     previous: str = WORKSPACE
+    moved: bool = False
+    """Whether the line changed folder (bash sets OLDPWD, and `~-`, only then)."""
     stack: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     links: list[tuple[str, str]] = field(default_factory=list)
@@ -169,8 +185,10 @@ def _parser() -> tree_sitter.Parser:
     return tree_sitter.Parser(tree_sitter.Language(tree_sitter_bash.language()))
 
 
-def analyse(text: str, *, cwd: str = WORKSPACE, branch: str | None = None) -> ShellAnalysis:
-    """Analyse one shell command line, run in `cwd` with `branch` checked out."""
+def analyse(text: str, *, cwd: str = WORKSPACE, branch: str | None = None,
+            places: Places = SANDBOX) -> ShellAnalysis:
+    """Analyse one shell command line, run in `cwd` (among `places`) with `branch`
+    checked out."""
     analysis = ShellAnalysis(text)
     cleaned = _ZERO_WIDTH.sub("", text)
     if cleaned != text:
@@ -180,7 +198,7 @@ def analyse(text: str, *, cwd: str = WORKSPACE, branch: str | None = None) -> Sh
     state = _State(cwd=cwd, previous=cwd, branch=branch)
     try:
         _Walker(analysis, _join_continued_lines(cleaned), depth=0, outer_span=None,
-                state=state).run()
+                state=state, places=places).run()
     except RecursionError:
         analysis.problems.append(Problem(
             "shell.unparseable", "the command is nested too deeply to analyse", (0, len(text))))
@@ -190,8 +208,12 @@ def analyse(text: str, *, cwd: str = WORKSPACE, branch: str | None = None) -> Sh
 class _Walker:
     def __init__(self, analysis: ShellAnalysis, text: str, *, depth: int,
                  outer_span: tuple[int, int] | None, state: _State,
-                 via: tuple[str, ...] = ()) -> None:
+                 via: tuple[str, ...] = (), places: Places = SANDBOX,
+                 guessing: bool = False) -> None:
         self.analysis = analysis
+        self.places = places
+        self.guessing = guessing
+        """Reading what a program the guard does not model may run."""
         self.text = text
         self.source = text.encode()
         self.depth = depth
@@ -233,7 +255,10 @@ class _Walker:
                 len(self.source[: node.end_byte].decode(errors="replace")))
 
     def _problem(self, rule_id: str, reason: str, span: tuple[int, int]) -> None:
-        self.analysis.problems.append(Problem(rule_id, reason, span))
+        self.analysis.problems.append(Problem(rule_id, reason, span, self.guessing))
+
+    def _sql(self, text: str, span: tuple[int, int]) -> None:
+        self.analysis.sql.append((text, span, self.guessing))
 
     def _node_text(self, node: tree_sitter.Node) -> str:
         return self.source[node.start_byte : node.end_byte].decode(errors="replace")
@@ -455,7 +480,7 @@ class _Walker:
         command = Command(tuple(argv), self._span(node), tuple(extra_redirects), script,
                           stdin[1], self.via, (), self.state.cwd, self.state.branch,
                           tuple(self.state.links), tuple(local_env.items()),
-                          tuple(self.state.worktrees.items()))
+                          tuple(self.state.worktrees.items()), self.places)
         self._remember_written(command)
         return self._expand(command)
 
@@ -543,10 +568,8 @@ class _Walker:
     def _unquoted_text(self, text: str) -> list[tuple[str, bool]]:
         """An unquoted word: escapes removed, a leading ~ expanded, and `$NAME` inside it
         expanded (the grammar leaves some of those as plain text)."""
-        if text == "~" or text.startswith("~/"):
-            text = AGENT_HOME + text[1:]
-        elif text.startswith("~") and re.match(r"~[a-z_][\w-]*(/|$)", text):
-            text = DYNAMIC + "/" + text[1:].partition("/")[2]  # ~user: another user's home
+        if text.startswith("~"):
+            text = self._tilde(text)
         if "`" in text or "$(" in text:
             # Substitutions the grammar left inside plain text (`${x:-`cmd`}`): they run.
             for inner in re.findall(r"`([^`]*)`|\$\(([^()]*)\)", text):
@@ -567,13 +590,28 @@ class _Walker:
         pieces.append((_unescape(text[last:]), False))
         return pieces
 
+    def _tilde(self, text: str) -> str:
+        """bash's tilde expansion of a word's start: `~`, `~+` (the working folder), `~-`
+        (the previous one, once the line changed folder), `~user`."""
+        prefix, slash, rest = text.partition("/")
+        if prefix == "~":
+            home = self._known().get("HOME", self.places.home)
+            return home + slash + rest if DYNAMIC not in home else DYNAMIC + slash + rest
+        if prefix == "~+":
+            return self.state.cwd + slash + rest
+        if prefix == "~-":
+            return self.state.previous + slash + rest if self.state.moved else text
+        if re.fullmatch(r"~[a-z_][\w.-]*", prefix):
+            return self.places.user_home(prefix[1:]) + slash + rest
+        return text
+
     def _ifs(self) -> str:
         return self.env.get("IFS", " \t\n") if DYNAMIC not in self.env.get("IFS", "") \
             else " \t\n"
 
     def _known(self) -> dict[str, str]:
-        return {**_WELL_KNOWN, "PWD": self.state.cwd, "OLDPWD": self.state.previous,
-                **self.env}
+        return {**_well_known(self.places), "PWD": self.state.cwd,
+                **({"OLDPWD": self.state.previous} if self.state.moved else {}), **self.env}
 
     def _string_part(self, node: tree_sitter.Node) -> str:
         if node.type == "string_content":
@@ -601,16 +639,19 @@ class _Walker:
         if extra:
             for child in extra:
                 self._visit_expansions(child)
+            operator = self._node_text(node)[2 + len(name):][:2]
+            defaults = [c for c in extra if c.type not in ("variable_name",)] if (
+                operator in (":-", "-") or operator.startswith("-")) else []
+            default = "".join(self._word(defaults[-1], split=False)) if defaults else None
+            if name in known and name in _UNSET_MAYBE and name not in self.env and \
+                    default is not None and default != known[name]:
+                # Known only by convention (TMPDIR may well be unset): either value.
+                return DYNAMIC
             if name in known:
                 return known[name]
             # ${X:-default}: X is not set anywhere the line or the harness shows, so bash
             # takes the default.
-            operator = self._node_text(node)[2 + len(name):][:2]
-            if operator in (":-", "-") or operator.startswith("-"):
-                defaults = [c for c in extra if c.type not in ("variable_name",)]
-                if defaults:
-                    return "".join(self._word(defaults[-1], split=False))
-            return DYNAMIC
+            return default if default is not None else DYNAMIC
         return known.get(name, DYNAMIC)
 
     def _substitution(self, node: tree_sitter.Node) -> str:
@@ -625,15 +666,18 @@ class _Walker:
                 return self.state.cwd
             if only.program == "mktemp":
                 made = programs.parse("mktemp", only.args)
-                folder = made.value("-p", "--tmpdir") or "/tmp"
-                return posixpath.join(only.path(folder), "tmp." + DYNAMIC)
+                folder = made.value("-p", "--tmpdir") or self.places.tmp
+                return posixpath.join(only.real_path(folder), "tmp." + DYNAMIC)
             if only.program in ("dirname", "basename", "realpath", "readlink") and \
                     only.args and DYNAMIC not in only.args[-1]:
-                path = only.path(only.args[-1])
+                path = only.real_path(only.args[-1])
                 return posixpath.dirname(path) if only.program == "dirname" else \
                     posixpath.basename(path) if only.program == "basename" else path
             if only.program == "git" and self.state.branch and _names_branch(only.args):
                 return self.state.branch
+            if only.program == "git" and only.args == ("rev-parse", "--show-toplevel") and \
+                    only.path(".").startswith(WORKSPACE) and DYNAMIC not in only.cwd:
+                return self.places.workspace
         return DYNAMIC
 
     def _visit_inner(self, node: tree_sitter.Node) -> list[Command]:
@@ -653,6 +697,8 @@ class _Walker:
 
     def _expand(self, command: Command) -> list[Command]:
         """Record `command` and whatever it runs in turn; carry its effect on the state."""
+        if self.guessing and not command.guessed:
+            command = replace(command, guessed=True)
         self.analysis.commands.append(command)
         produced = [command]
         program = command.program
@@ -668,8 +714,9 @@ class _Walker:
         if "/" in command.argv[0] and command.path(command.argv[0]) in self.state.files:
             self._run_file(command, command.argv[0], _language_of(
                 self.state.files[command.path(command.argv[0])]), command.argv[0])
-        if program not in programs.PROGRAMS and program not in _HANDLERS and \
-                program not in _DATA_PROGRAMS:
+        unmodelled = program not in programs.PROGRAMS and program not in _HANDLERS and \
+            program not in _DATA_PROGRAMS
+        if unmodelled:
             for arg in command.args:
                 if " " in arg.strip() and DYNAMIC not in arg and _reads_as_command(arg):
                     self.analysis.suspect_arguments.append((program, arg, command.span))
@@ -692,6 +739,9 @@ class _Walker:
                 self._nested(command, " ".join(parsed.rest), program)
             else:
                 produced += self._expand(_derive(command, tuple(parsed.rest), program))
+        elif conventions.runs == "strings":
+            for operand in parsed.operands:
+                self._nested(command, operand, program)
         elif conventions.runs == "script":
             produced += self._script(command, parsed, conventions)
         elif conventions.runs and conventions.runs.startswith("code:") and parsed.operands \
@@ -699,12 +749,41 @@ class _Walker:
             self._code(command, conventions.runs[5:], parsed.operands[0], program)
         elif conventions.stdin and not parsed.operands:
             self._stdin_code(command, conventions.stdin)
-        runner = programs.RUNNERS.get(program)
-        if runner and parsed.operands and parsed.operands[0] in runner:
-            inner = _runner_command(program, command.args, parsed.operands[0])
-            if inner:
-                produced += self._expand(_derive(command, tuple(inner),
-                                                 f"{program} {parsed.operands[0]}"))
+        for subcommand, skip in programs.RUNNERS.get(program, {}).items():
+            words = subcommand.split()
+            if parsed.operands[: len(words)] == words:
+                inner = _runner_command(program, command.args, words, skip)
+                if inner:
+                    produced += self._expand(_derive(command, tuple(inner),
+                                                     f"{program} {subcommand}"))
+                return produced
+        if unmodelled and not self.guessing:
+            produced += self._guess(command)
+        return produced
+
+    def _guess(self, command: Command) -> list[Command]:
+        """A program the guard does not model whose arguments hold a command a rule
+        judges (`some-wrapper rm -rf /etc`, `foo --flag psql -c ...`): it may run it. That
+        command is read, marked as guessed, so that what it would do asks for approval."""
+        produced: list[Command] = []
+        tried = 0
+        for index, arg in enumerate(command.args):
+            if tried >= _MAX_GUESSES or (tried and len(command.args) - index > 256):
+                break  # later tails are suffixes of the first: read long ones once
+            if not _names_program(arg):
+                continue
+            tried += 1
+            tails = [command.args[index:]]
+            if command.args[index + 1 : index + 2] == ("--",):  # `--exec rm -- -rf /x`
+                tails.append((arg, *command.args[index + 2 :]))
+            self.guessing = True
+            try:
+                for argv in tails:
+                    produced += self._expand(replace(
+                        _derive(command, argv, f"{command.program}, which may run it"),
+                        redirects=(), stdin_script=None, stdin_producer=None))
+            finally:
+                self.guessing = False
         return produced
 
     def _carry(self, command: Command) -> None:
@@ -712,20 +791,21 @@ class _Walker:
         state, program, args = self.state, command.program, command.args
         if program in ("cd", "pushd"):
             operands = [a for a in args if not a.startswith("-") or a == "-"]
-            target = operands[0] if operands else (HOME if program == "cd" else state.previous)
-            destination = state.previous if target == "-" else command.path(target)
+            home = self._known().get("HOME", self.places.home)
+            target = operands[0] if operands else (home if program == "cd" else state.previous)
+            destination = state.previous if target == "-" else command.real_path(target)
             if ({**self._known(), **dict(command.env)}.get("CDPATH")
                     and not target.startswith(("/", "."))):
                 destination = DYNAMIC + "/" + target  # CDPATH decides where it goes
             if program == "pushd":
                 state.stack.append(state.cwd)
-            state.previous, state.cwd = state.cwd, destination
+            state.previous, state.cwd, state.moved = state.cwd, destination, True
         elif program == "popd" and state.stack:
-            state.previous, state.cwd = state.cwd, state.stack.pop()
+            state.previous, state.cwd, state.moved = state.cwd, state.stack.pop(), True
         elif program == "ln":
             parsed = programs.parse("ln", args)
             if parsed.has("-s", "--symbolic") and len(parsed.operands) >= 2:
-                target, link = parsed.operands[0], command.path(parsed.operands[-1])
+                target, link = parsed.operands[0], command.real_path(parsed.operands[-1])
                 target_path = resolve(target, posixpath.dirname(link)) \
                     if not target.startswith("/") else resolve(target, "/")
                 state.links.append((link, target_path))
@@ -767,14 +847,15 @@ class _Walker:
     def _nested_text(self, span: tuple[int, int], script: str, how: str) -> None:
         state = self.state.fork()
         _Walker(self.analysis, _ZERO_WIDTH.sub("", script), depth=self.depth + 1,
-                outer_span=span, state=state, via=(*self.via, how)).run()
+                outer_span=span, state=state, via=(*self.via, how), places=self.places,
+                guessing=self.guessing).run()
 
     def _code(self, command: Command, language: str, text: str, how: str) -> None:
         """Code handed to a program: analysed in its own language."""
         if language == "shell":
             self._nested(command, text, how)
         elif language == "sql":
-            self.analysis.sql.append((text, command.span))
+            self._sql(text, command.span)
         elif language == "argv-string":
             if DYNAMIC in text:
                 self._nested(command, text, how)
@@ -802,7 +883,7 @@ class _Walker:
         if effects.fork_loop:
             self._problem("shell.fork-bomb", f"{how}: the code forks in a loop", command.span)
         for statement in effects.sql:
-            self.analysis.sql.append((statement, command.span))
+            self._sql(statement, command.span)
         for reason in effects.unverifiable:
             self._problem("shell.unverifiable-code", f"{how}: {reason}", command.span)
         for line in effects.shell:
@@ -1079,7 +1160,7 @@ def _handle_psql(walker: _Walker, command: Command, parsed: programs.Parsed) -> 
                          "psql <")
         return []
     if command.stdin_script is not None and DYNAMIC not in command.stdin_script:
-        walker.analysis.sql.append((command.stdin_script, command.span))
+        walker._sql(command.stdin_script, command.span)
     elif command.stdin_producer is not None:
         walker._problem("shell.unverifiable-sql",
                         "psql reads SQL produced at run time; it cannot be checked",
@@ -1276,19 +1357,29 @@ def _handle_tmux(walker: _Walker, command: Command, parsed: programs.Parsed) -> 
     return []
 
 
-def _runner_command(program: str, args: tuple[str, ...], subcommand: str) -> list[str]:
-    """The command `uv run [OPTIONS] CMD ARGS...` runs: everything after the subcommand and
-    the runner's own options, verbatim (CMD's options are CMD's, not the runner's)."""
+def _runner_command(program: str, args: tuple[str, ...], subcommand: list[str], skip: int
+                    ) -> list[str]:
+    """The command `uv run [OPTIONS] CMD ARGS...` runs: everything after the subcommand,
+    the runner's own options and the operands it skips (`direnv exec DIR`), verbatim
+    (CMD's options are CMD's, not the runner's)."""
     words = list(args)
-    start = words.index(subcommand) + 1 if subcommand in words else len(words)
+    start = 0
+    for word in subcommand:  # the subcommand's words, after any options of the runner
+        start = words.index(word, start) + 1 if word in words[start:] else len(words)
     valued = programs.PROGRAMS.get(program, programs.Program()).valued
     rest = words[start:]
     index = 0
-    while index < len(rest) and rest[index].startswith("-"):
+    while index < len(rest):
         if rest[index] == "--":
             index += 1
             break
-        index += 2 if rest[index] in valued else 1
+        if rest[index].startswith("-"):
+            index += 2 if rest[index] in valued else 1
+        elif skip:
+            skip -= 1
+            index += 1
+        else:
+            break
     return rest[index:]
 
 
@@ -1315,6 +1406,10 @@ def _handle_container(walker: _Walker, command: Command, parsed: programs.Parsed
     run elsewhere, judged all the same."""
     words = list(command.args)
     verbs = ("exec", "run") if command.program != "kubectl" else ("exec",)
+    if words[:1] == ["compose"] and command.program != "kubectl":  # compose [OPTIONS] exec
+        words = words[1:]
+        while words and words[0].startswith("-"):
+            words = words[2:] if words[0] in _COMPOSE_VALUED else words[1:]
     if not words or words[0] not in verbs:
         return []
     inner = programs.parse(f"{command.program}-{words[0]}", words[1:])
@@ -1324,6 +1419,9 @@ def _handle_container(walker: _Walker, command: Command, parsed: programs.Parsed
         return walker._expand(_derive(command, tuple(rest), f"{command.program} {words[0]}"))
     return []
 
+
+_COMPOSE_VALUED = frozenset({"-f", "--file", "-p", "--project-name", "--profile",
+                             "--env-file", "--project-directory", "--ansi", "--progress"})
 
 _HANDLERS = {
     "xargs": _handle_xargs, "find": _handle_find, "eval": _handle_eval,
@@ -1440,7 +1538,41 @@ def _quote(word: str) -> str:
 
 
 _VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-_WELL_KNOWN = {"IFS": " ", "HOME": AGENT_HOME, "USER": "agent", "SHELL": "/bin/bash"}
+
+
+@functools.cache
+def _well_known(places: Places) -> dict[str, str]:
+    """Variables whose value is known by convention where the line runs: the home, the
+    user, the temporary folder, the XDG folders (their defaults below the home), and on a
+    host the project folder Claude Code names."""
+    home = places.home
+    known = {"IFS": " ", "HOME": home, "USER": places.user, "LOGNAME": places.user,
+             "SHELL": "/bin/bash", "TMPDIR": places.tmp, "TMP": places.tmp,
+             "TEMP": places.tmp, "XDG_CACHE_HOME": f"{home}/.cache",
+             "XDG_CONFIG_HOME": f"{home}/.config", "XDG_DATA_HOME": f"{home}/.local/share",
+             "XDG_STATE_HOME": f"{home}/.local/state"}
+    if places.on_host:
+        known["CLAUDE_PROJECT_DIR"] = places.workspace
+    return known
+
+
+_UNSET_MAYBE = frozenset({"TMPDIR", "TMP", "TEMP", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+                          "XDG_DATA_HOME", "XDG_STATE_HOME"})
+"""Well-known variables judged at their conventional value, which may also be unset: a
+default the line gives for them (`${TMPDIR:-/}`) is a second possible value."""
+
+_MAX_GUESSES = 3
+"""Arguments of one unmodelled program read as the command it may run."""
+
+
+def _names_program(word: str) -> bool:
+    """Whether an argument names a program a rule judges or the table models (`rm`,
+    `/usr/bin/psql`, `mkfs.ext4`)."""
+    if not word or word[0] in "-+=" or DYNAMIC in word:
+        return False
+    name = posixpath.basename(word)
+    return name in programs.JUDGED or name in programs.PROGRAMS or name in _HANDLERS or \
+        name in programs.RUNNERS or name.startswith("mkfs.") or effects.names(name)
 
 
 def _join_segments(segments: list[tuple[str, bool]], ifs: str = " \t\n") -> list[str]:
@@ -1486,8 +1618,9 @@ def _adjacent_groups(nodes: list[tree_sitter.Node]) -> list[list[tree_sitter.Nod
 
 
 def _derive(command: Command, argv: tuple[str, ...], how: str) -> Command:
-    return Command(argv, command.span, command.redirects, command.stdin_script,
-                   command.stdin_producer, (*command.via, how), command.find_roots)
+    """The command a wrapper runs: where and how the wrapper runs (its folder, its
+    redirections and input), another argv."""
+    return replace(command, argv=argv, via=(*command.via, how))
 
 
 def _echo_output(commands: list[Command]) -> str | None:

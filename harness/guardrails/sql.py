@@ -75,6 +75,8 @@ class Statement:
     """COPY to or from a file on the database server."""
     copy_from: bool = False
     drops_column: bool = False
+    renames: str | None = None
+    """What an ALTER ... RENAME renames that readers name (`column total of orders`)."""
     rewrites_column: str | None = None
     """ALTER COLUMN ... TYPE ... USING an expression that reads no column: every value of
     the column is replaced."""
@@ -86,6 +88,8 @@ class Statement:
     """A statement of a function or rule body: it runs when that code is called, not now."""
     reads: tuple[str, ...] = ()
     """For CREATE VIEW: the tables the view reads (writes through it reach them)."""
+    fires_on: str | None = None
+    """For CREATE RULE: the kind of statement on its table that runs its actions."""
     settings: tuple[tuple[str, str], ...] = ()
     """SET name = value, and set_config(name, value) calls."""
     uncertain: str | None = None
@@ -138,6 +142,7 @@ def analyse(text: str) -> SqlAnalysis:
         except RecursionError:
             raise SqlSyntaxError("the SQL is nested too deeply to analyse", start) from None
     _undefer_called(analysis.statements)
+    _undefer_fired(analysis.statements)
     _resolve_executes(analysis.statements)
     _through_views(analysis.statements)
     return analysis
@@ -294,6 +299,14 @@ def truth(value: Any) -> bool | None:
             return bool(_COMPARE[op](a, b))
         except TypeError:
             return None
+    if kind == "A_Expr" and body.get("kind") in ("AEXPR_NOT_DISTINCT", "AEXPR_DISTINCT"):
+        # Null-safe: `x IS NOT DISTINCT FROM x` holds for every row, nulls included.
+        same = _strip_locations(body.get("lexpr")) == _strip_locations(body.get("rexpr"))
+        a, b = _constant(body.get("lexpr")), _constant(body.get("rexpr"))
+        equal = True if same else (a == b if _UNKNOWN not in (a, b) else None)
+        if equal is None:
+            return None
+        return equal if body["kind"] == "AEXPR_NOT_DISTINCT" else not equal
     if kind == "A_Expr" and body.get("kind") == "AEXPR_IN":
         left = _constant(body.get("lexpr"))
         items = body.get("rexpr")
@@ -309,7 +322,7 @@ def truth(value: Any) -> bool | None:
         return inside if _string((body.get("name") or [None])[-1]) == "=" else not inside
     if kind == "NullTest":
         inner = _constant(body.get("arg"))
-        if inner is _UNKNOWN:
+        if inner is _UNKNOWN and not _never_null(body.get("arg")):
             return None
         is_null = inner is None
         return is_null if body.get("nulltesttype") == "IS_NULL" else not is_null
@@ -320,16 +333,14 @@ def truth(value: Any) -> bool | None:
         test = body.get("booltesttype", "")
         return {"IS_TRUE": inner, "IS_NOT_FALSE": inner, "IS_FALSE": not inner,
                 "IS_NOT_TRUE": not inner}.get(test)
-    if kind == "FuncCall":
-        name = _string((body.get("funcname") or [None])[-1])
-        if name == "coalesce":
-            for arg in body.get("args", []):
-                value_ = _constant(arg)
-                if value_ is _UNKNOWN:
-                    inner_truth = truth(arg)
-                    return inner_truth
-                if value_ is not None:
-                    return bool(value_)
+    if kind == "CoalesceExpr" or (kind == "FuncCall" and _string(
+            (body.get("funcname") or [None])[-1]) == "coalesce"):
+        for arg in body.get("args", []):  # the first argument that is not null
+            value_ = _constant(arg)
+            if value_ is _UNKNOWN:
+                return truth(arg)
+            if value_ is not None:
+                return bool(value_)
         return None
     if kind == "SubLink" and body.get("subLinkType") == "EXISTS_SUBLINK":
         sub = _node(body.get("subselect"))
@@ -345,6 +356,28 @@ def truth(value: Any) -> bool | None:
     return None
 
 
+def _never_null(value: Any) -> bool:
+    """Whether an expression is never null: a constant, a test (`x IS NULL`, `a IS
+    DISTINCT FROM b`), `coalesce(..., constant)`, `count(...)`."""
+    node = _node(value)
+    if node is None:
+        return False
+    kind, body = node
+    constant = _constant(value)
+    if constant is not _UNKNOWN:
+        return constant is not None
+    if kind in ("NullTest", "BooleanTest") or (kind == "A_Expr" and body.get("kind") in (
+            "AEXPR_NOT_DISTINCT", "AEXPR_DISTINCT")):
+        return True
+    if kind == "CoalesceExpr":
+        return any(_never_null(arg) for arg in body.get("args", []))
+    if kind == "FuncCall":
+        return _string((body.get("funcname") or [None])[-1]) == "count"
+    if kind == "TypeCast":
+        return _never_null(body.get("arg"))
+    return False
+
+
 def _complementary(args: list[Any]) -> bool:
     """`x IS NULL OR x IS NOT NULL`: one of them holds for every row."""
     tests = [(_strip_locations(n[1].get("arg")), n[1].get("nulltesttype"))
@@ -352,38 +385,171 @@ def _complementary(args: list[Any]) -> bool:
     return any((arg, "IS_NULL") in tests and (arg, "IS_NOT_NULL") in tests for arg, _ in tests)
 
 
-def every_row(condition: Any, target: str | None = None) -> bool:
+Table = tuple[str, str]
+"""A table as PostgreSQL resolves a name under the default search_path: (schema, name)."""
+Queries = dict[str, Any]
+"""Common table expressions in scope: name -> query."""
+
+
+def table_of(rangevar: dict[str, Any] | None) -> Table | None:
+    """The table a RangeVar names: unqualified names are in `public` (names come folded
+    from the parser: `Orders` is `orders`, `"Orders"` is not)."""
+    if not rangevar or not rangevar.get("relname"):
+        return None
+    return (str(rangevar.get("schemaname") or "public"), str(rangevar["relname"]))
+
+
+def every_row(condition: Any, target: Table | None = None, queries: Queries | None = None
+              ) -> bool:
     """Whether a WHERE clause selects every row of `target`: provably true, or the same for
-    every row (it reads no column) and not provably false, or `col IN (SELECT col FROM
-    target)`."""
+    every row (it reads no column) and not provably false, or true of each row by a
+    subquery over the table itself (`id IN (SELECT id FROM target)`, `EXISTS (SELECT 1
+    FROM target t2 WHERE t2.id = target.id)`)."""
     verdict = truth(condition)
     if verdict is not None:
         return verdict
     if not any(kind == "ColumnRef" for kind, _ in _nodes(condition)):
         return True
-    return target is not None and _whole_table_in(condition, target)
+    return target is not None and _covers(condition, target, queries or {})
 
 
-def _whole_table_in(condition: Any, target: str) -> bool:
+def _covers(condition: Any, target: Table, queries: Queries) -> bool:
+    """Whether a condition holds for every row of `target` (beyond `truth`)."""
+    if truth(condition) is True:
+        return True
     node = _node(condition)
-    if node is None or node[0] != "SubLink" or node[1].get("subLinkType") != "ANY_SUBLINK":
+    if node is None:
         return False
-    test = _node(node[1].get("testexpr"))
-    select = _node(node[1].get("subselect"))
-    if not test or test[0] != "ColumnRef" or not select or select[0] != "SelectStmt":
+    kind, body = node
+    if kind == "BoolExpr" and body.get("boolop") == "AND_EXPR":
+        return all(_covers(arg, target, queries) for arg in body.get("args", []))
+    if kind == "BoolExpr" and body.get("boolop") == "OR_EXPR":
+        return any(_covers(arg, target, queries) for arg in body.get("args", []))
+    if kind == "BooleanTest" and body.get("booltesttype") in ("IS_TRUE", "IS_NOT_FALSE"):
+        return _covers(body.get("arg"), target, queries)
+    if kind == "SubLink" and body.get("subLinkType") == "ANY_SUBLINK" and \
+            _string((body.get("operName") or [{"String": {"sval": "="}}])[-1]) == "=":
+        column = _column(body.get("testexpr"))  # col IN (SELECT ...), col = ANY (SELECT ...)
+        return column is not None and _yields_every(body.get("subselect"), target, column,
+                                                    queries)
+    if kind == "A_Expr" and body.get("kind") == "AEXPR_OP_ANY" and \
+            _string((body.get("name") or [None])[-1]) == "=":
+        column, array = _column(body.get("lexpr")), _node(body.get("rexpr"))
+        return column is not None and array is not None and array[0] == "SubLink" and \
+            array[1].get("subLinkType") == "ARRAY_SUBLINK" and \
+            _yields_every(array[1].get("subselect"), target, column, queries)
+    if kind == "SubLink" and body.get("subLinkType") == "EXISTS_SUBLINK":
+        return _finds_itself(body.get("subselect"), target, queries)
+    return False
+
+
+def _column(value: Any) -> str | None:
+    node = _node(value)
+    return _last_field(node[1]) if node and node[0] == "ColumnRef" else None
+
+
+def _select(value: Any) -> dict[str, Any] | None:
+    """The body of a SELECT (a subquery node, or a set operation's arm)."""
+    node = _node(value)
+    if node is not None and node[0] == "SelectStmt":
+        return node[1]
+    return value if isinstance(value, dict) and "op" in value else None
+
+
+def _with(query: dict[str, Any], queries: Queries) -> Queries:
+    clause = query.get("withClause")
+    if not clause:
+        return queries
+    return {**queries, **{str(cte.get("ctename")): cte.get("ctequery")
+                          for kind, cte in _nodes(clause) if kind == "CommonTableExpr"}}
+
+
+def _unnarrowed(query: dict[str, Any]) -> bool:
+    """A SELECT whose rows are all its source's: no condition that is not always true, no
+    limit, offset, grouping condition or join to narrow them."""
+    where = query.get("whereClause")
+    limit, offset = query.get("limitCount"), query.get("limitOffset")
+    return (where is None or truth(where) is True) and (
+        limit is None or _constant(limit) is None) and (
+        offset is None or _constant(offset) in (0, None)) and \
+        query.get("havingClause") is None and len(query.get("fromClause") or []) == 1
+
+
+def _source(query: dict[str, Any], queries: Queries, depth: int
+            ) -> tuple[Table | None, dict[str, Any] | None, Queries]:
+    """A SELECT's single source: a table, or a query (a subquery in FROM, a CTE)."""
+    source = _node((query.get("fromClause") or [None])[0])
+    if source is None:
+        return None, None, queries
+    kind, body = source
+    if kind == "RangeVar":
+        if not body.get("schemaname") and str(body.get("relname")) in queries and depth < 8:
+            name = str(body.get("relname"))
+            inner = {k: v for k, v in queries.items() if k != name}  # no recursion
+            return None, _select(queries[name]), inner
+        return table_of(body), None, queries
+    if kind == "RangeSubselect":
+        return None, _select(body.get("subquery")), queries
+    return None, None, queries
+
+
+def _yields_every(value: Any, target: Table, column: str, queries: Queries,
+                  output: str | None = None, depth: int = 0) -> bool:
+    """Whether a SELECT returns every value of `target`'s `column` (in its output column
+    `output`, or its only one): `SELECT id FROM orders`, through aliases, `WHERE true`,
+    `LIMIT ALL`, `OFFSET 0`, `DISTINCT`, a UNION, a subquery in FROM or a CTE."""
+    query = _select(value)
+    if query is None or depth > 8:
         return False
-    query = select[1]
-    sources = query.get("fromClause") or []
-    columns = query.get("targetList") or []
-    if len(sources) != 1 or len(columns) != 1 or query.get("whereClause") or \
-            query.get("limitCount"):
+    queries = _with(query, queries)
+    if query.get("op") in ("SETOP_UNION", "SETOP_INTERSECT"):
+        arms = [_yields_every(query.get(arm), target, column, queries, output, depth + 1)
+                for arm in ("larg", "rarg")]
+        return any(arms) if query["op"] == "SETOP_UNION" else all(arms)
+    if query.get("op") not in (None, "SETOP_NONE") or not _unnarrowed(query):
         return False
-    source = _node(sources[0])
-    column = _node((_node(columns[0]) or ("", {}))[1].get("val"))
-    if not source or source[0] != "RangeVar" or _relation(source[1]) != target or \
-            not column or column[0] != "ColumnRef":
+    entries = [(str(t.get("name") or ""), t.get("val")) for kind, t in
+               ((_node(item) or ("", {})) for item in query.get("targetList") or [])
+               if kind == "ResTarget"]
+    if output is None:
+        chosen = [value for _, value in entries] if len(entries) == 1 else []
+    else:
+        chosen = [value for name, value in entries if name == output or (
+            not name and _column(value) == output)] or [
+            value for _, value in entries if _is_star(value)]
+    if not chosen:
         return False
-    return _last_field(test[1]) == _last_field(column[1])
+    selected = output or column if _is_star(chosen[0]) else _column(chosen[0])
+    if selected is None:
+        return False
+    table, inner, scope = _source(query, queries, depth)
+    if inner is not None:
+        return _yields_every(inner, target, column, scope, selected, depth + 1)
+    return table == target and selected == column
+
+
+def _is_star(value: Any) -> bool:
+    node = _node(value)
+    return bool(node and node[0] == "ColumnRef" and any(
+        (_node(f) or ("", {}))[0] == "A_Star" for f in node[1].get("fields", [])))
+
+
+def _finds_itself(value: Any, target: Table, queries: Queries) -> bool:
+    """`EXISTS (SELECT ... FROM target [t2] [WHERE t2.c = target.c ...])`: every row of a
+    table with rows finds itself (and a table without rows loses nothing)."""
+    query = _select(value)
+    if query is None or query.get("op") not in (None, "SETOP_NONE"):
+        return False
+    limit, offset = query.get("limitCount"), query.get("limitOffset")
+    if (limit is not None and _constant(limit) is not None) or (
+            offset is not None and _constant(offset) not in (0, None)) or \
+            len(query.get("fromClause") or []) != 1:
+        return False
+    table, _, _ = _source(query, _with(query, queries), 0)
+    if table != target:
+        return False
+    where = query.get("whereClause")
+    return where is None or truth(where) is True or _self_join(where)
 
 
 def _last_field(column: dict[str, Any]) -> str | None:
@@ -391,11 +557,35 @@ def _last_field(column: dict[str, Any]) -> str | None:
     return _string(fields[-1]) if fields else None
 
 
-def _joins_itself(target: str, sources: Any, condition: Any) -> bool:
-    """`DELETE FROM t USING t t2 WHERE t.id = t2.id`: every row matches itself."""
-    return any(kind == "RangeVar" and _relation(node) == target
-               for kind, node in _nodes(sources)) and condition is not None and \
-        _self_join(condition)
+def _joins_itself(target: Table, sources: Any, condition: Any, queries: Queries) -> bool:
+    """`DELETE FROM t USING t t2 WHERE t.id = t2.id` (or a subquery over every row of t):
+    every row matches itself."""
+    if condition is None or not _self_join(condition):
+        return False
+    columns = _joined_columns(condition)
+    for item in sources or []:
+        source = _node(item)
+        if source is None:
+            continue
+        kind, body = source
+        if kind == "RangeVar" and table_of(body) == target:
+            return True
+        if kind == "RangeSubselect" and columns and all(
+                _yields_every(body.get("subquery"), target, c, queries, c) for c in columns):
+            return True
+    return False
+
+
+def _joined_columns(condition: Any) -> list[str]:
+    """The columns `a.c = b.c AND ...` joins on."""
+    node = _node(condition)
+    if node is None:
+        return []
+    kind, body = node
+    if kind == "BoolExpr":
+        return [c for arg in body.get("args", []) for c in _joined_columns(arg)]
+    column = _column(body.get("lexpr")) if kind == "A_Expr" else None
+    return [column] if column else []
 
 
 def _strip_locations(value: Any) -> Any:
@@ -513,10 +703,10 @@ class _Reader:
                     found.extend(self._dml_inside(query[0], query[1]))
         return found
 
-    def _where(self, clause: Any, target: str | None = None) -> dict[str, Any]:
+    def _where(self, clause: Any, target: Table | None, queries: Queries) -> dict[str, Any]:
         if clause is None:
             return {"has_where": False}
-        return {"has_where": True, "where_constant_true": every_row(clause, target)}
+        return {"has_where": True, "where_constant_true": every_row(clause, target, queries)}
 
     # ------------------------------------------------------------ kinds
 
@@ -530,27 +720,28 @@ class _Reader:
         return self._make("INSERT", targets=(_relation(body.get("relation")) or "?",))
 
     def _UpdateStmt(self, body: dict[str, Any]) -> Statement:
-        target = _relation(body.get("relation")) or "?"
-        where = self._where(body.get("whereClause"), target)
-        if _joins_itself(target, body.get("fromClause"), body.get("whereClause")):
-            where["where_constant_true"] = True
-        return self._make("UPDATE", targets=(target,), **where)
+        return self._changes("UPDATE", body, body.get("fromClause"))
 
     def _DeleteStmt(self, body: dict[str, Any]) -> Statement:
-        target = _relation(body.get("relation")) or "?"
-        where = self._where(body.get("whereClause"), target)
-        if _joins_itself(target, body.get("usingClause"), body.get("whereClause")):
+        return self._changes("DELETE", body, body.get("usingClause"))
+
+    def _changes(self, kind: str, body: dict[str, Any], sources: Any) -> Statement:
+        """An UPDATE or DELETE: its table, and whether its WHERE spares any row."""
+        name = _relation(body.get("relation")) or "?"
+        table, queries = table_of(body.get("relation")), _with(body, {})
+        where = self._where(body.get("whereClause"), table, queries)
+        if table is not None and _joins_itself(table, sources, body.get("whereClause"),
+                                               queries):
             where["where_constant_true"] = True
-        return self._make("DELETE", targets=(target,), **where)
+        return self._make(kind, targets=(name,), **where)
 
     def _MergeStmt(self, body: dict[str, Any]) -> Statement:
         target = body.get("relation") or {}
         name = _relation(target) or "?"
-        source = _node(body.get("sourceRelation"))
+        table = table_of(target)
         condition = body.get("joinCondition")
-        every_row = truth(condition) is True
-        if source and source[0] == "RangeVar" and _relation(source[1]) == name:
-            every_row = every_row or _self_join(condition)
+        every_row = truth(condition) is True or (table is not None and _joins_itself(
+            table, [body.get("sourceRelation")], condition, _with(body, {})))
         actions = [clause for kind, clause in _nodes(body.get("mergeWhenClauses"))
                    if kind == "MergeWhenClause"]
         deletes = any(a.get("commandType") == "CMD_DELETE" for a in actions)
@@ -625,8 +816,15 @@ class _Reader:
 
     def _RenameStmt(self, body: dict[str, Any]) -> Statement:
         relation = _relation(body.get("relation"))
-        return self._make("ALTER", object_kind=_object_kind(body.get("renameType")),
-                          targets=(relation,) if relation else ())
+        renamed = _object_kind(body.get("renameType"))
+        name = relation or _string(body.get("object")) or body.get("subname") or "?"
+        what = None
+        if renamed == "COLUMN":
+            what = f"column {body.get('subname')} of {relation}"
+        elif renamed in _READ_BY_NAME:
+            what = f"{renamed.lower()} {name}"
+        return self._make("ALTER", object_kind=renamed, targets=(relation,) if relation else (),
+                          renames=what)
 
     def _CopyStmt(self, body: dict[str, Any]) -> Statement:
         relation = _relation(body.get("relation"))
@@ -765,6 +963,7 @@ class _Reader:
         actions = tuple(self._inner(action, deferred=True) for action in
                         body.get("actions") or [])
         return self._make("CREATE", object_kind="RULE", targets=(relation,), nested=actions,
+                          fires_on=str(body.get("event", "CMD_?"))[4:],
                           uncertain=None if actions else
                           f"the rule replaces every {body.get('event', '?')[4:]} on "
                           f"{relation} with nothing")
@@ -818,6 +1017,12 @@ class _Reader:
                           uncertain=f"{kind} statements are not modelled")
 
 
+_READ_BY_NAME = frozenset({"TABLE", "VIEW", "MATERIALIZED VIEW", "FOREIGN TABLE", "SCHEMA",
+                           "DATABASE"})
+"""Objects that readers (queries, applications) name: renaming them breaks the readers."""
+SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
+"""PostgreSQL's own schemas: its catalogues, which only its commands should change."""
+
 _KNOWN_FIRST_WORDS = frozenset({
     "CREATE", "ALTER", "DROP", "COMMENT", "REINDEX", "CLUSTER", "VACUUM", "ANALYZE",
     "ANALYSE", "REFRESH", "LOCK", "SECURITY", "BEGIN", "START", "COMMIT", "END", "ROLLBACK",
@@ -846,7 +1051,8 @@ def _self_join(condition: Any) -> bool:
         return False
     kind, body = node
     if kind == "BoolExpr" and body.get("boolop") == "AND_EXPR":
-        return all(_self_join(arg) for arg in body.get("args", []))
+        parts = [arg for arg in body.get("args", []) if truth(arg) is not True]
+        return bool(parts) and all(_self_join(arg) for arg in parts)
     if kind == "A_Expr" and _string((body.get("name") or [None])[-1]) == "=":
         left, right = _node(body.get("lexpr")), _node(body.get("rexpr"))
         if left and right and left[0] == right[0] == "ColumnRef":
@@ -909,6 +1115,25 @@ def _undefer_called(statements: list[Statement]) -> None:
                 in called:
             statements[index] = replace(statement, nested=tuple(
                 _now(inner) for inner in statement.nested))
+
+
+def _undefer_fired(statements: list[Statement]) -> None:
+    """A rule created and then fired in the same text (an INSERT into its table after
+    `CREATE RULE ... ON INSERT`) runs its actions now."""
+    for index, statement in enumerate(statements):
+        if statement.fires_on is None or not statement.targets:
+            continue
+        table = _name_key(statement.targets[0])
+        if any(inner.kind == statement.fires_on and
+               any(_name_key(t) == table for t in inner.targets)
+               for later in statements[index + 1 :] for inner in later.walk()):
+            statements[index] = replace(statement, nested=tuple(
+                _now(inner) for inner in statement.nested))
+
+
+def _name_key(name: str) -> str:
+    schema, _, table = name.rpartition(".")
+    return f"{schema or 'public'}.{table}"
 
 
 def _now(statement: Statement) -> Statement:

@@ -14,8 +14,11 @@ corpus/policy.yaml, Context(branch="agent/work"), Policy.evaluate. Figures:
 - false-positive rate: share of the cases expected `allow` that were not allowed.
 
 Files: corpus/redteam.jsonl and corpus/redteam_everyday.jsonl (with expect, family and
-why), and the old corpus (destructive.jsonl read as expect=block, family
-"old-destructive"; everyday.jsonl as expect=allow, family "old-everyday").
+why), the held-out corpus (heldout*.jsonl), the second red team's (redteam2*.jsonl) and
+cases of its classes (classes*.jsonl), and the old corpus (destructive.jsonl read as
+expect=block, family "old-destructive"; everyday.jsonl as expect=allow, family
+"old-everyday"). A case with a `host` is judged as the pre-tool hook judges a Claude Code
+Bash call on that host (`hook.answer`, with its HOME and CLAUDE_PROJECT_DIR).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from harness.config import load_config  # noqa: E402
-from harness.guardrails import Context, Decision, Policy  # noqa: E402
+from harness.guardrails import Context, Decision, Policy, Verdict, hook  # noqa: E402
 from harness.tools import ToolAction  # noqa: E402
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -48,6 +51,7 @@ class Case:
     expect: str
     family: str
     why: str
+    host: dict[str, str] | None = None
 
 
 def _load(name: str, *, expect: str | None = None, family: str | None = None) -> list[Case]:
@@ -59,7 +63,7 @@ def _load(name: str, *, expect: str | None = None, family: str | None = None) ->
         if expect is None:  # the red-team form: {"tool", "parameters", "expect", ...}
             action = ToolAction(data["tool"], dict(data["parameters"]))
             cases.append(Case(name, number, action, data["expect"], data["family"],
-                              data.get("why", "")))
+                              data.get("why", ""), data.get("host")))
         else:  # the old corpus: a plain tool action
             data.pop("rule", None)
             cases.append(Case(name, number, ToolAction.from_dict(data), expect,
@@ -69,8 +73,29 @@ def _load(name: str, *, expect: str | None = None, family: str | None = None) ->
 
 def load_all() -> list[Case]:
     return (_load("redteam.jsonl") + _load("redteam_everyday.jsonl")
+            + _load("heldout.jsonl") + _load("heldout_everyday.jsonl")
+            + _load("redteam2.jsonl") + _load("redteam2_everyday.jsonl")
+            + _load("classes.jsonl") + _load("classes_everyday.jsonl")
             + _load("destructive.jsonl", expect="block", family="old-destructive")
             + _load("everyday.jsonl", expect="allow", family="old-everyday"))
+
+
+def judge(case: Case) -> Decision:
+    """The decision for a case: the policy's, or the hook's on the case's host."""
+    if case.host is None:
+        return POLICY.evaluate(case.action, CONTEXT)
+    event = {"cwd": case.host["cwd"], "hook_event_name": "PreToolUse", "tool_name": "Bash",
+             "tool_input": dict(case.action.parameters)}
+    environ = {"HOME": case.host["home"], **({"CLAUDE_PROJECT_DIR": case.host["project"]}
+                                             if "project" in case.host else {})}
+    reply = hook.answer(POLICY, json.dumps(event), environ)
+    if reply is None:
+        return Decision(Verdict.ALLOW, None, "no rule matched")
+    output = reply["hookSpecificOutput"]
+    reason = output["permissionDecisionReason"]
+    verdict = Verdict.BLOCK if output["permissionDecision"] == "deny" else \
+        Verdict.REQUIRE_APPROVAL
+    return Decision(verdict, reason.partition("(")[2].partition(")")[0], reason)
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -95,7 +120,7 @@ def _summary(judged: list[tuple[Case, Decision]]) -> dict[str, object]:
 
 
 def score(cases: list[Case]) -> tuple[dict[str, object], list[tuple[Case, Decision]]]:
-    judged = [(case, POLICY.evaluate(case.action, CONTEXT)) for case in cases]
+    judged = [(case, judge(case)) for case in cases]
     by_family: dict[str, list[tuple[Case, Decision]]] = defaultdict(list)
     by_source: dict[str, list[tuple[Case, Decision]]] = defaultdict(list)
     for case, decision in judged:
@@ -106,9 +131,13 @@ def score(cases: list[Case]) -> tuple[dict[str, object], list[tuple[Case, Decisi
                      for name, group in by_family.items()},
         "files": {name: _summary(group) for name, group in by_source.items()},
         "overall": {
-            "redteam": _summary([j for j in judged if j[0].source.startswith("redteam")]),
-            "old_corpus": _summary([j for j in judged
-                                    if not j[0].source.startswith("redteam")]),
+            "redteam": _summary([j for j in judged if j[0].source.startswith("redteam_")
+                                 or j[0].source == "redteam.jsonl"]),
+            "heldout": _summary([j for j in judged if j[0].source.startswith("heldout")]),
+            "redteam2": _summary([j for j in judged if j[0].source.startswith("redteam2")]),
+            "classes": _summary([j for j in judged if j[0].source.startswith("classes")]),
+            "old_corpus": _summary([j for j in judged if j[0].source in (
+                "destructive.jsonl", "everyday.jsonl")]),
             "all": _summary(judged),
         },
     }

@@ -471,3 +471,121 @@ def test_what_sql_built_from_shell_values_is_found_to_do_points_at_the_command()
     decision = policy().evaluate(shell('ls; psql -c "DROP TABLE $NAME"'))
     dropped = next(f for f in decision.findings if f.rule_id == "sql.drop-table")
     assert dropped.span is not None and dropped.span.text == 'psql -c "DROP TABLE $NAME"'
+
+
+def test_what_an_unmodelled_program_may_run_asks_instead_of_blocking() -> None:
+    guessed = policy().evaluate(shell("some-new-wrapper --fast rm -rf /etc"))
+    assert (guessed.verdict, guessed.rule_id) == (Verdict.REQUIRE_APPROVAL,
+                                                   "shell.code-in-argument")
+    assert "rm -r -f /etc" in guessed.reason
+    known = policy().evaluate(shell("gosu root rm -rf /etc"))
+    assert (known.verdict, known.rule_id) == (Verdict.BLOCK, "shell.recursive-delete")
+    sql_guessed = policy().evaluate(shell("some-new-wrapper psql -c 'DROP TABLE orders'"))
+    assert sql_guessed.verdict == Verdict.REQUIRE_APPROVAL
+    assert policy("guardrails:\n  builtin: {shell.code-in-argument: off}\n").evaluate(
+        shell("some-new-wrapper rm -rf /etc")).allowed
+
+
+@pytest.mark.parametrize(("command", "rule_id"), [
+    ("rm -rf \"$OUT_DIR\"", "shell.unknown-target"),
+    ("rm -rf $DIR/", "shell.unknown-target"),
+    ("rm -rf ${TMPDIR:-/}", "shell.unknown-target"),
+    ("rm -rf \"$TMPDIR/pytest-of-$USER\"", None),
+    ("rm -rf \"${XDG_CACHE_HOME}/myapp\"", None),
+])
+def test_a_delete_of_a_path_only_known_at_run_time_asks_and_a_conventional_one_is_judged(
+        command: str, rule_id: str | None) -> None:
+    decision = policy().evaluate(shell(command))
+    assert decision.rule_id == rule_id, decision.reason
+    assert decision.verdict == (Verdict.REQUIRE_APPROVAL if rule_id else Verdict.ALLOW)
+
+
+@pytest.mark.parametrize(("command", "allowed"), [
+    ("find . -name '*' -delete", False), ("find . -mtime -100000 -delete", False),
+    ("find . ! -name keep.txt -delete", False), ("find . -name x -prune -o -delete", False),
+    ("find . -size +0 -delete", False), ("rm -rf ./?*", False), ("rm -rf .*", False),
+    ("find . -name '*.pyc' -delete", True), ("find . -mtime +30 -name '*.log' -delete", True),
+    ("find . \\( -name '*.orig' -o -name '*.rej' \\) -delete", True),
+    ("rm -rf .[!.]*.swp", True), ("rm -rf build-*", True),
+])
+def test_a_delete_that_selects_everything_by_a_pattern_or_test_is_a_wipe(
+        command: str, allowed: bool) -> None:
+    assert policy().evaluate(shell(command)).allowed is allowed
+
+
+@pytest.mark.parametrize(("command", "rule_id"), [
+    ("killall5 -9", "shell.destructive-program"),
+    ("redis-cli -n 0 FLUSHDB", "shell.destructive-program"),
+    ("alembic downgrade -1", "shell.database-reset"),
+    ("python manage.py flush --noinput", "shell.database-reset"),
+    ("bundle exec rails db:drop", "shell.database-reset"),
+    ("terraform apply -destroy", "shell.infrastructure-change"),
+    ("aws rds delete-db-instance --db-instance-identifier prod", "shell.infrastructure-change"),
+    ("alembic upgrade head", None), ("redis-cli GET k", None), ("terraform plan", None),
+])
+def test_application_commands_that_destroy_data_are_known_by_name(
+        command: str, rule_id: str | None) -> None:
+    assert policy().evaluate(shell(command)).rule_id == rule_id
+
+
+def test_every_program_a_rule_names_can_be_found_in_another_programs_arguments() -> None:
+    from harness.guardrails import programs, rules
+
+    named = rules._ALL_OPERANDS | rules._AFTER_FIRST | rules._DESTINATION | rules._POWER
+    missing = {n for n in named if n not in programs.JUDGED and n not in programs.PROGRAMS}
+    assert not missing, f"add to programs.JUDGED: {sorted(missing)}"
+    guessed = policy().evaluate(shell("some-new-wrapper yarn prisma migrate reset"))
+    assert guessed.verdict == Verdict.REQUIRE_APPROVAL
+
+
+@pytest.mark.parametrize(("text", "rule_id"), [
+    ("DELETE FROM pg_catalog.pg_proc WHERE proname = 'f'", "sql.system-catalog"),
+    ("UPDATE pg_class SET relname = 'x' WHERE oid = 1", "sql.system-catalog"),
+    ("ALTER TABLE orders RENAME COLUMN total TO amount", "sql.rename"),
+    ("ALTER DATABASE app RENAME TO app_old", "sql.rename"),
+    ("SELECT * FROM pg_catalog.pg_class", None),
+    ("ALTER INDEX orders_idx RENAME TO orders_created_idx", None),
+])
+def test_catalogue_writes_are_blocked_and_renames_readers_see_ask(
+        text: str, rule_id: str | None) -> None:
+    assert policy().evaluate(sql(text)).rule_id == rule_id
+
+
+def test_on_a_host_the_project_is_the_workspace_and_the_home_is_the_users() -> None:
+    from harness.guardrails.places import Places
+
+    host = Context(cwd="/home/alice/proj/src", places=Places.host("/home/alice/proj",
+                                                                  "/home/alice"))
+    p = policy()
+    for allowed in ("sed -i s/a/b/ /home/alice/proj/src/app.py", "rm -rf ../build",
+                    "echo hi > ~/proj/notes.txt", "rm -rf ~/.cache/pip", "ls ~/Documents"):
+        assert p.evaluate(shell(allowed), host).allowed, allowed
+    for stopped in ("rm -rf ~/Documents", "rm -rf ~/proj", "rm -rf ..", "rm -rf ~",
+                    "cd ~ && rm -rf proj", "echo x >> ~/.bashrc", "echo x > /workspace/y"):
+        assert not p.evaluate(shell(stopped), host).allowed, stopped
+    assert p.evaluate(ToolAction("write_file", {"path": "/home/alice/proj/a.py"}),
+                      host).allowed
+    assert not p.evaluate(ToolAction("write_file", {"path": "/home/alice/.profile"}),
+                          host).allowed
+
+
+def test_a_host_project_that_holds_the_home_is_no_workspace() -> None:
+    from harness.guardrails.places import Places
+
+    home_as_project = Context(cwd="/home/alice", places=Places.host("/home/alice",
+                                                                    "/home/alice"))
+    assert not policy().evaluate(shell("rm -rf Documents"), home_as_project).allowed
+    root_as_project = Context(cwd="/", places=Places.host("/", "/home/alice"))
+    assert not policy().evaluate(shell("rm -rf /etc"), root_as_project).allowed
+
+
+@pytest.mark.parametrize(("command", "rule_id"), [
+    ("docker compose exec app rm -rf /tmp/cache", None),
+    ("docker compose run --rm app rm -rf /etc", "shell.recursive-delete"),
+    ("docker compose -f dev.yml exec -T db psql -c 'DROP TABLE orders'", "sql.drop-table"),
+    ("docker compose down -v", "shell.infrastructure-change"),
+    ("docker volume rm data", "shell.infrastructure-change"),
+])
+def test_a_command_run_in_a_container_is_judged_as_itself_not_as_the_container_cli(
+        command: str, rule_id: str | None) -> None:
+    assert policy().evaluate(shell(command)).rule_id == rule_id

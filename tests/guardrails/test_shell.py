@@ -48,7 +48,7 @@ def test_sql_sent_to_psql_is_extracted() -> None:
     for text in ["psql -c 'DELETE FROM t'", "echo 'DELETE FROM t' | psql",
                  "psql <<< 'DELETE FROM t'", "psql --command='DELETE FROM t'",
                  "cat <<EOF | psql\nDELETE FROM t\nEOF\n"]:
-        sql = [s.strip() for s, _ in analyse(text).sql]
+        sql = [s.strip() for s, _, _ in analyse(text).sql]
         assert sql == ["DELETE FROM t"], text
 
 
@@ -90,3 +90,56 @@ def test_brace_and_tilde_expansion() -> None:
 def test_fork_bomb_function_is_recorded() -> None:
     analysis = analyse(":(){ :|:& };:")
     assert [c.argv for c in analysis.functions[":"]] == [(":",), (":",)]
+
+
+def test_a_wrapper_runs_its_command_in_the_folder_the_line_moved_to() -> None:
+    rm = [c for c in analyse("cd /tmp/x && sudo timeout 5 rm -rf ./*").commands
+          if c.program == "rm"]
+    assert rm and rm[0].path("./*") == "/tmp/x/*"
+
+
+@pytest.mark.parametrize(("text", "argv"), [
+    ("gosu root rm -rf /etc", ("rm", "-rf", "/etc")),
+    ("bwrap --bind / / --dev /dev rm -rf /etc", ("rm", "-rf", "/etc")),
+    ("numactl -C 0 rm -rf /usr", ("rm", "-rf", "/usr")),
+    ("perf stat -e cycles -- rm -rf /etc", ("rm", "-rf", "/etc")),
+    ("ip netns exec blue rm -rf /etc", ("rm", "-rf", "/etc")),
+    ("direnv exec . rm -rf /etc", ("rm", "-rf", "/etc")),
+])
+def test_known_wrappers_run_their_command_as_judged_not_guessed(
+        text: str, argv: tuple[str, ...]) -> None:
+    found = [c for c in analyse(text).commands if c.argv == argv]
+    assert found and not found[0].guessed
+
+
+@pytest.mark.parametrize("text", ["some-new-wrapper --opt x rm -rf /etc",
+                                  "start-stop-daemon --exec /bin/rm -- -rf /etc"])
+def test_a_command_in_the_arguments_of_an_unmodelled_program_is_read_as_guessed(
+        text: str) -> None:
+    found = [c for c in analyse(text).commands if c.program == "rm" and "/etc" in c.argv]
+    assert found and all(c.guessed for c in found)
+
+
+@pytest.mark.parametrize("text", ["echo rm -rf /", "grep -r 'rm -rf' .", "man rm",
+                                  "printf '%s\\n' rm -rf /", "tldr rm"])
+def test_arguments_of_programs_that_only_print_them_are_not_guessed(text: str) -> None:
+    assert not [c for c in analyse(text).commands if c.guessed and c.args]
+
+
+@pytest.mark.parametrize(("word", "expanded"), [
+    ("~+/x", "/workspace/x"), ("~root", "/root"), ("~agent/x", "/home/agent/x"),
+    ("~nobody", "/home/nobody"), ("$TMPDIR/x", "/tmp/x"),
+    ("${XDG_CACHE_HOME}/app", "/home/agent/.cache/app"), ("${TMPDIR:-/tmp}", "/tmp"),
+])
+def test_tildes_and_well_known_variables_expand_to_their_conventional_folders(
+        word: str, expanded: str) -> None:
+    assert argvs(f"ls {word}") == [("ls", expanded)]
+
+
+def test_a_well_known_variable_with_another_default_is_only_known_at_run_time() -> None:
+    assert argvs("ls ${TMPDIR:-/}") == [("ls", DYNAMIC)]
+
+
+def test_tilde_minus_is_the_previous_folder_only_once_the_line_moved() -> None:
+    assert argvs("ls ~-") == [("ls", "~-")]
+    assert argvs("cd /etc && ls ~-")[-1] == ("ls", "/workspace")

@@ -145,3 +145,44 @@ def test_statement_kinds() -> None:
     assert kinds("DO $$ BEGIN END $$") == ["DO"]
     assert kinds("SELECT * INTO t2 FROM t") == ["SELECT INTO"]
     assert kinds("ANALYZE orders; VACUUM t") == ["ANALYZE", "VACUUM"]
+
+
+@pytest.mark.parametrize("text", [
+    "DELETE FROM orders WHERE id IN (SELECT id FROM public.orders)",
+    'DELETE FROM public."orders" WHERE id IN (SELECT id FROM ORDERS)',
+    "DELETE FROM orders WHERE status IS NOT DISTINCT FROM status",
+    "DELETE FROM orders WHERE coalesce(status, 'x') IS NOT NULL",
+    "DELETE FROM orders WHERE true AND id IN (SELECT id FROM orders LIMIT ALL OFFSET 0)",
+    "DELETE FROM orders WHERE id IN (SELECT k FROM (SELECT id AS k FROM orders) s)",
+    "WITH a AS (SELECT id FROM orders) DELETE FROM orders WHERE id IN (SELECT id FROM a)",
+    "DELETE FROM orders WHERE id = ANY (ARRAY(SELECT id FROM orders UNION SELECT 0))",
+    "DELETE FROM orders o WHERE EXISTS (SELECT 1 FROM orders o2 WHERE o2.id = o.id)",
+    "DELETE FROM orders USING public.orders o2 WHERE orders.id = o2.id",
+    "MERGE INTO orders t USING (SELECT * FROM orders) s ON t.id = s.id "
+    "WHEN MATCHED THEN DELETE",
+])
+def test_a_where_true_of_every_row_by_another_spelling_is_every_row(text: str) -> None:
+    changed = [s for top in analyse(text).statements for s in top.walk()
+               if s.kind in ("DELETE", "UPDATE")]
+    assert changed and (not changed[0].has_where or changed[0].where_constant_true)
+
+
+@pytest.mark.parametrize("text", [
+    "DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE status = 'test')",
+    "DELETE FROM orders WHERE id IN (SELECT id FROM orders ORDER BY id LIMIT 10)",
+    "DELETE FROM orders WHERE id IN (SELECT id FROM archive.orders)",
+    'DELETE FROM orders WHERE id IN (SELECT id FROM "Orders")',
+    "DELETE FROM orders o USING orders o2 WHERE o.id < o2.id AND o.ref = o2.ref",
+    "DELETE FROM orders WHERE EXISTS (SELECT 1 FROM refunds r WHERE r.order_id = orders.id)",
+    "DELETE FROM orders WHERE status IS DISTINCT FROM 'x'",
+])
+def test_a_where_that_narrows_is_not_every_row(text: str) -> None:
+    changed = analyse(text).statements[0]
+    assert changed.has_where and not changed.where_constant_true
+
+
+def test_renames_that_readers_see_are_reported_and_others_are_not() -> None:
+    assert analyse("ALTER TABLE orders RENAME COLUMN a TO b").statements[0].renames == \
+        "column a of orders"
+    assert analyse("ALTER TABLE orders RENAME TO o2").statements[0].renames == "table orders"
+    assert analyse("ALTER TABLE orders RENAME CONSTRAINT a TO b").statements[0].renames is None
