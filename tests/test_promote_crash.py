@@ -2,7 +2,8 @@
 world does meanwhile (someone advances the target branch, deletes the harness branch,
 touches a promoted row), then `--recover`. Afterwards the repository and the database are
 both fully promoted or both untouched, a receipt exists exactly when promoted, and
-nothing prepared or journaled is left."""
+nothing prepared or journaled is left. Then the same with SIGKILLs at random moments drawn
+from the time a promotion is in flight."""
 
 from __future__ import annotations
 
@@ -209,8 +210,15 @@ def test_a_crash_at_every_step_is_settled_all_or_nothing(
     case.change_the_world(world, tmp_path, clean_receipts)
     if touched:
         case.touch_a_row()
+    ours = sorted(ref for ref in git(case.remote, "for-each-ref", "--format=%(refname)",
+                                     "--points-at", head).split())
     settled = recover()
     assert [r.decision for r in settled] in (["committed"], ["rolled back"]), settled
+    if settled[0].decision == "rolled back":
+        # Undoing says what it took off the remote: exactly the refs at the pushed head.
+        assert [line for line in settled[0].detail if line.startswith("removed from")] == (
+            [f"removed from the remote (compare-and-swap): {', '.join(ours)}"] if ours
+            else []), settled[0].detail
     assert [r.protocol for r in settled] == [protocol]
     promoted = case.database_promoted()
     assert case.repo_promoted(head) == promoted, (settled, world)
@@ -225,28 +233,89 @@ def test_a_crash_at_every_step_is_settled_all_or_nothing(
         assert not case.database_promoted() and not case.repo_promoted(head)
 
 
+def _in_flight(case: Case, changeset: Path, *, kill_after: float | None = None
+               ) -> tuple[float, bool]:
+    """Promote in a child process; from the moment its journal appears (the protocol has
+    begun), kill it `kill_after` seconds later, or time how long the journal lives. Returns
+    (that time, whether a journal was left behind)."""
+    argv = [sys.executable, "-c", PROMOTE, str(changeset), str(case.config)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = state_dir("journal")
+    try:
+        while not any(folder.glob("*.json")):
+            assert process.poll() is None, "the promotion ended before it began"
+            time.sleep(0.0005)
+        began = time.monotonic()
+        if kill_after is not None:
+            time.sleep(kill_after)
+            process.send_signal(signal.SIGKILL)
+        else:
+            while any(folder.glob("*.json")):
+                time.sleep(0.0005)
+        lived = time.monotonic() - began
+    finally:
+        process.wait()
+    if kill_after is None:
+        assert process.returncode == 0
+    return lived, bool(journals())
+
+
+KILLS = 10
+"""Kills per protocol: one drawn uniformly in each tenth of the time a promotion is in
+flight, so that every part of it (push, commit, fast-forward) is hit, in random order."""
+
+
 @pytest.mark.parametrize("protocol", ["single-phase", "two-phase"])
-def test_a_kill_at_a_random_moment_is_settled_all_or_nothing(
+def test_a_kill_at_a_random_moment_in_flight_is_settled_all_or_nothing(
         protocol: str, saved_changeset: Path, templates: dict[str, tuple[ServerAddress, str]],
         shop_repo: Path, tmp_path: Path, clean_receipts: str) -> None:
+    """SIGKILL at moments drawn uniformly from the time a promotion is in flight (its
+    journal's life, measured here on uninterrupted runs first), one in each tenth of it, so
+    that kills land inside every step: the push, its gate, the commit, the fast-forward."""
     server, template = templates[protocol]
     head = json.loads(saved_changeset.read_text())["workspace"]["head"]
+    assert journals() == []
+    windows = []
+    for run in range(2):
+        folder = tmp_path / f"measure-{run}"
+        folder.mkdir()
+        case = Case(server, template, shop_repo, folder, f"{protocol}-measure-{run}")
+        windows.append(_in_flight(case, saved_changeset)[0])
+        assert case.database_promoted() and case.repo_promoted(head)
+        for path in receipts_for(clean_receipts):
+            path.unlink()
+    window = min(windows)
     chance = random.Random(protocol)
-    outcomes = set()
-    for attempt in range(6):
+    tenths = list(range(KILLS))
+    chance.shuffle(tenths)
+    interrupted, decisions = 0, []
+    for attempt, tenth in enumerate(tenths):
         folder = tmp_path / str(attempt)
         folder.mkdir()
         case = Case(server, template, shop_repo, folder, f"{protocol}-random-{attempt}")
-        case.promote(saved_changeset, kill_after=chance.uniform(0.3, 1.2))
+        delay = chance.uniform(tenth, tenth + 1) * window / KILLS
+        _, left = _in_flight(case, saved_changeset, kill_after=delay)
+        interrupted += left
         settled = recover()
+        decisions += [r.decision for r in settled]
+        assert len(settled) == (1 if left else 0), settled
         promoted = case.database_promoted()
         assert case.repo_promoted(head) == promoted, settled
-        assert len(receipts_for(clean_receipts)) == (1 if promoted else 0)
+        assert [r.decision for r in settled] in ([], ["committed" if promoted
+                                                      else "rolled back"]), settled
+        receipts = receipts_for(clean_receipts)
+        assert len(receipts) == (1 if promoted else 0)
+        if receipts:
+            assert json.loads(receipts[0].read_text())["rows"] is not None, "revertible"
         assert pending_for(clean_receipts) == [] and journals() == []
         assert case.prepared() == 0
-        outcomes.add(promoted)
-        for path in receipts_for(clean_receipts):
+        for path in receipts:
             path.unlink()
+    seen = f"{interrupted} of {KILLS} kills in a {window:.3f} s promotion: {decisions}"
+    assert interrupted >= KILLS - 2, seen  # the last tenth may find a quicker run ended
+    assert "rolled back" in decisions, f"no kill landed before the commit point; {seen}"
+    if protocol == "single-phase":  # two-phase is past its commit point for a few ms only
+        assert "committed" in decisions, f"no kill landed after the commit point; {seen}"
 
 
 def test_without_a_crash_both_protocols_promote_and_say_which_ran(

@@ -22,41 +22,95 @@ class PushError(HarnessError):
     """The push was refused or failed; the remote is unchanged (the push is atomic)."""
 
 
+class PushInterrupted(PushError):
+    """Git was killed before it finished: whether its atomic push reached the remote is
+    unknown until the remote is asked."""
+
+
+_GATE = 'IFS= read -r go && [ "$go" = go ] && exec "$@"; exit 125'
+"""A push's first process waits here for the word `go` before it becomes git: on EOF (the
+promoting process died before releasing it) it exits without pushing."""
+
+
 def _git(*args: str, cwd: Path | None = None,
          started: Callable[[int], None] | None = None) -> str:
-    """Run git; with `started`, in a process group of its own whose id is reported as
-    soon as it starts (recovery kills that group, so a push orphaned by a crash cannot
-    land after recovery has decided)."""
-    process = subprocess.Popen(["git", "-c", "core.hooksPath=/dev/null", *args], cwd=cwd,
+    """Run git; with `started`, gated in a process group of its own: `started` gets the
+    group's id (the journal records it, and recovery kills that group) before git may
+    start, so no push runs that recovery cannot find. If the caller dies or `started`
+    raises before the release, the gate reads EOF and exits without pushing."""
+    argv = ["git", "-c", "core.hooksPath=/dev/null", *args]
+    if started is not None:
+        argv = ["sh", "-c", _GATE, "harness-push-gate", *argv]
+    process = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE if started else None,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, **_ENV}, start_new_session=started is not None)
+    release = None
     if started is not None:
-        started(process.pid)
-    stdout, stderr = process.communicate()
+        try:
+            started(process.pid)
+        except BaseException:
+            process.communicate("")  # EOF at the gate: git never starts
+            raise
+        release = "go\n"
+    stdout, stderr = process.communicate(release)
+    if process.returncode < 0:
+        raise PushInterrupted(f"git {' '.join(args[:2])} was killed (signal "
+                              f"{-process.returncode}) before it finished")
     if process.returncode != 0:
         raise PushError(f"git {' '.join(args[:2])} failed: {(stderr or stdout).strip()}")
     return stdout.strip()
 
 
-def stop_group(group: int) -> None:
-    """Kill what is left of a push's process group (after a crash), and wait until it is
-    gone. A pid that is no longer a git process is left alone."""
+def leader_start(group: int) -> str | None:
+    """When the process `group` started (clock ticks since boot, from /proc), or None when
+    it is gone: with its id, it names a push's group so that a recycled id is never taken
+    for it."""
     try:
-        command = Path(f"/proc/{group}/cmdline").read_bytes()
+        stat = Path(f"/proc/{group}/stat").read_text()
     except OSError:
-        command = b"git"
-    if b"git" not in command:
+        return None
+    return stat.rpartition(")")[2].split()[19]  # field 22, counted after the command name
+
+
+def stop_group(group: int, start: str | None = None) -> None:
+    """Kill what is left of a push's process group (after a crash), gated or running, and
+    wait until it is gone. A leader whose start time is not `start` (its id was recycled)
+    is left alone; so, without `start`, is one that is not git or its gate."""
+    now = leader_start(group)
+    if now is not None and start is not None and now != start:
         return
+    if now is not None and start is None:
+        try:
+            if b"git" not in Path(f"/proc/{group}/cmdline").read_bytes():
+                return
+        except OSError:
+            pass
+    # With its leader gone, an id still names the group while any member lives (Linux does
+    # not hand out an id a group still uses).
     try:
         os.killpg(group, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         return
     for _ in range(100):
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
+        if not live_members(group):
             return
         time.sleep(0.05)
+
+
+def live_members(group: int) -> list[int]:
+    """The processes of `group` that can still act (a zombie, dead but not yet reaped by
+    its parent, cannot)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[2] == str(group) and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
 
 
 @contextlib.contextmanager
@@ -121,6 +175,8 @@ def push(bundle: Path, *, target: str, base: str, refs: list[str],
         try:
             _git("push", "--atomic", "--porcelain", *options, target, *specs, cwd=repo,
                  started=started)
+        except PushInterrupted:
+            raise
         except PushError as exc:
             raise PushError(f"the push to {target} was refused, nothing changed there: {exc}"
                             ) from exc

@@ -4,8 +4,8 @@ it to the real database and push it to the real repository, all or nothing.
 The rows are applied in one transaction that locks every touched row; then one of two
 protocols makes rows and commits one change:
 
-- **two-phase** (the target allows prepared transactions): PREPARE the transaction, write
-  the pending receipt, push every ref atomically, COMMIT PREPARED. The commit point is the
+- **two-phase** (the target allows prepared transactions): write the pending receipt,
+  PREPARE the transaction, push every ref atomically, COMMIT PREPARED. The commit point is the
   push: once it is on the remote, recovery commits the prepared transaction; before, it
   rolls it back.
 - **single-phase** (stock PostgreSQL, managed services): write the pending receipt, push
@@ -17,8 +17,12 @@ protocols makes rows and commits one change:
   point, so undoing never has to move a branch others may have built on.
 
 A journal records each step before the next starts; `harness promote --recover` settles
-whatever a crash left (see `recovery`). Nothing of the harness is written into the target
-database: whether a transaction committed is asked of the server (`txid_status`).
+whatever a crash left (see `recovery`). The pending receipt is written right after the
+journal's first step and before anything can commit (a PREPARE, a push, a COMMIT), so every
+promotion recovery commits has a receipt with its rows. A push is started gated: its
+process group is journaled before git may run, so recovery can always stop it. Nothing of
+the harness is written into the target database: whether a transaction committed is asked
+of the server (`txid_status`).
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ Outcome = Literal["promoted", "dry-run", "refused", "conflict", "failed", "rever
                   "in-doubt"]
 Protocol = Literal["two-phase", "single-phase"]
 
-FAILPOINTS = ("after-start", "after-prepare", "after-receipt", "after-push", "after-commit",
-              "after-fast-forward", "after-settle")
+FAILPOINTS = ("after-start", "after-receipt", "after-prepare", "after-push-start",
+              "after-push-record", "after-push", "after-commit", "after-fast-forward",
+              "after-settle")
 """The steps at which HARNESS_PROMOTE_CRASH can kill a promotion (fault-injection tests)."""
 
 
@@ -142,11 +147,12 @@ def promote(changeset: ChangeSet, config: Config, *, dry_run: bool | None = None
                 return PromotionResult("conflict", changeset.trace_id, conflicts=conflicts,
                                        plan=plan)
             plan["database"] = {**(plan["database"] or {}), "mode": applied.mode}
-        protocol = _protocol(conn, config.promotion.atomicity)
+        protocol, why = _protocol(conn, config.promotion.atomicity)
         plan["protocol"] = protocol
+        notes = [why] if why else []
         if dry_run:
-            return PromotionResult("dry-run", changeset.trace_id, plan=plan)
-        return _Commit(changeset, config, conn, applied, actual, protocol, plan).run()
+            return PromotionResult("dry-run", changeset.trace_id, plan=plan, notes=notes)
+        return _Commit(changeset, config, conn, applied, actual, protocol, plan, notes).run()
     finally:
         if conn is not None:
             conn.close()
@@ -158,9 +164,16 @@ def _is_seed(database: str | None) -> bool:
     return database is not None and Source.parse(database).kind == "seed"
 
 
-def _protocol(conn: psycopg.Connection[Any] | None, wanted: str) -> Protocol:
+def _protocol(conn: psycopg.Connection[Any] | None, wanted: str
+              ) -> tuple[Protocol, str | None]:
+    """The protocol that runs, and why it is not the one asked for (None when it is, or
+    when `auto` chose)."""
     if conn is None:
-        return "single-phase"  # commits only: the atomic push is the whole change
+        # Commits only: there is no transaction to prepare; the pushes are the whole change.
+        why = ("promotion.atomicity asks for two-phase, but the change set has no database "
+               "rows: there is no transaction to prepare, so single-phase ran (the commits "
+               "were pushed, nothing else)") if wanted == "two-phase" else None
+        return "single-phase", why
     row = conn.execute("SELECT current_setting('max_prepared_transactions')::int").fetchone()
     allowed = bool(row and row[0] > 0)
     if wanted == "two-phase" and not allowed:
@@ -168,8 +181,8 @@ def _protocol(conn: psycopg.Connection[Any] | None, wanted: str) -> Protocol:
                            "allow prepared transactions (max_prepared_transactions = 0); use "
                            "auto or single-phase, or raise the setting on the target")
     if wanted == "single-phase":
-        return "single-phase"
-    return "two-phase" if allowed else "single-phase"
+        return "single-phase", None
+    return ("two-phase" if allowed else "single-phase"), None
 
 
 class _Commit:
@@ -177,7 +190,8 @@ class _Commit:
 
     def __init__(self, changeset: ChangeSet, config: Config,
                  conn: psycopg.Connection[Any] | None, applied: Applied,
-                 actual: RowDelta | None, protocol: Protocol, plan: dict[str, Any]) -> None:
+                 actual: RowDelta | None, protocol: Protocol, plan: dict[str, Any],
+                 notes: list[str]) -> None:
         self.changeset = changeset
         self.config = config
         self.conn = conn
@@ -185,6 +199,7 @@ class _Commit:
         self.actual = actual
         self.protocol = protocol
         self.plan = plan
+        self.notes = notes
         self.id = f"{changeset.trace_id}-{uuid.uuid4().hex[:8]}"
         self.journal = Journal(self.id)
         target = config.target
@@ -208,14 +223,21 @@ class _Commit:
             base=self.changeset.workspace.base, branch_ref=self.branch_ref,
             target_ref=self.target_ref,
             bundle=str(self.changeset.bundle) if self.changeset.bundle else None,
-            triggers=self.config.promotion.triggers)
+            triggers=self.config.promotion.triggers,
+            ddl=self.config.orchestrator.blast_radius.allow_ddl)
         failpoint("after-start")
+        # Pending before anything can commit (PREPARE, push, COMMIT): recovery never
+        # commits a promotion without its receipt.
+        write_receipt(self.id, self._receipt())
+        self.journal.write(state="receipt")
+        failpoint("after-receipt")
         if self.protocol == "two-phase" and self.conn is not None:
             try:
                 self.conn.execute(sql.SQL("PREPARE TRANSACTION {}").format(
                     sql.Literal(self.journal.data["gid"])))
             except psycopg.Error as exc:
                 self.conn.rollback()
+                settle_receipt(self.id, committed=False)
                 self.journal.finish()
                 return PromotionResult("failed", self.changeset.trace_id, plan=self.plan,
                                        error=f"PREPARE TRANSACTION failed, nothing changed: "
@@ -223,12 +245,16 @@ class _Commit:
             self.conn.autocommit = True  # COMMIT/ROLLBACK PREPARED run outside a transaction
             self.journal.write(state="prepared")
             failpoint("after-prepare")
-        # Pending before the commit point, so that a committed promotion always has one.
-        write_receipt(self.id, self._receipt())
-        self.journal.write(state="receipt")
-        failpoint("after-receipt")
         try:
             pushed = self._push(first=True)
+        except git.PushInterrupted:
+            # Someone killed git: the remote says whether it got there.
+            pushed = self._landed(self._planned_refs())
+            if not pushed:
+                self._abort()
+                return PromotionResult("failed", self.changeset.trace_id, plan=self.plan,
+                                       error="the push was killed before it reached the "
+                                             "remote; nothing changed")
         except git.PushError as exc:
             self._abort()
             return PromotionResult("failed", self.changeset.trace_id, plan=self.plan,
@@ -238,22 +264,27 @@ class _Commit:
         try:
             self._commit_database()
         except psycopg.Error as exc:
-            from harness.promote.recovery import settle
+            from harness.promote.recovery import settle_one
 
             # Committed or not, recovery finds out and finishes (or undoes) the push.
-            recovery = settle(self.journal)
+            recovery = settle_one(self.journal)
             outcome: Outcome = "promoted" if recovery.decision == "committed" else \
                 "in-doubt" if recovery.decision == "in doubt" else "failed"
             return PromotionResult(outcome, self.changeset.trace_id, plan=self.plan,
                                    refs=recovery.refs, receipt=recovery.receipt,
                                    error=f"the commit failed: {exc}", protocol=self.protocol,
-                                   notes=recovery.detail)
+                                   notes=self.notes + recovery.detail)
         self.journal.write(state="committed")
         failpoint("after-commit")
-        notes: list[str] = []
+        notes = list(self.notes)
         if self.protocol == "single-phase" and self.target_ref and self.pushing:
             try:
                 pushed.update(self._push(first=False))
+            except git.PushInterrupted:
+                pushed.update(self._landed({self.target_ref: self.changeset.workspace.head}))
+                if self.target_ref not in pushed:
+                    notes.append(f"{self.target_ref} was not fast-forwarded (the push was "
+                                 f"killed); the commits are on {self.branch_ref}")
             except git.PushError as exc:
                 notes.append(f"{self.target_ref} was not fast-forwarded (it moved since the "
                              f"base); the commits are on {self.branch_ref}: {exc}")
@@ -261,7 +292,7 @@ class _Commit:
             failpoint("after-fast-forward")
         planned = self._planned_refs()
         # The pending receipt is rewritten only when the refs differ from the plan.
-        updates = {} if pushed == planned and not notes else {
+        updates = {} if pushed == planned and notes == self.notes else {
             "refs": pushed, "restore": self._restore(pushed), "notes": notes}
         receipt = settle_receipt(self.id, committed=True, **updates)
         failpoint("after-settle")
@@ -286,8 +317,23 @@ class _Commit:
         fast_forward = self.config.target.branch if self.target_ref and (
             self.protocol == "two-phase" or not first) else None
         return git.push(self.changeset.bundle, target=self.config.target.repo, base=base,
-                        started=lambda pid: self.journal.write(push_group=pid),
-                        refs=[self.branch_ref] if first else [], fast_forward=fast_forward)
+                        started=self._record_push, refs=[self.branch_ref] if first else [],
+                        fast_forward=fast_forward)
+
+    def _record_push(self, group: int) -> None:
+        """The push is started but gated: journal its process group (so that recovery can
+        stop it), then let it run."""
+        failpoint("after-push-start")
+        self.journal.write(push_group=group, push_start=git.leader_start(group))
+        failpoint("after-push-record")
+
+    def _landed(self, planned: dict[str, str]) -> dict[str, str]:
+        """After an interrupted push: which of the refs it meant to move (ref -> commit)
+        the remote shows moved (all or none: the push is atomic)."""
+        if not planned or not self.config.target.repo:
+            return {}
+        found = git.remote_refs(self.config.target.repo, list(planned))
+        return {ref: sha for ref, sha in found.items() if sha == planned[ref]}
 
     def _commit_database(self) -> None:
         if self.conn is None:

@@ -6,13 +6,16 @@ The decision rests on what the harness owns. The database transaction: still pre
 the harness is written into the target). The commits: whether any ref of the promotion on
 the remote still contains the pushed head (a fast-forward someone has since built on
 counts as pushed), never whether a shared branch still points at it.
+
+Each journal is settled on its own: one that cannot be (its remote unreachable, its
+database down) is reported in doubt with the reason, and the others are settled anyway.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,12 +24,7 @@ import psycopg
 from psycopg import sql
 
 from harness.promote import git
-from harness.promote.journal import (
-    Journal,
-    receipt_path,
-    settle_receipt,
-    write_atomically,
-)
+from harness.promote.journal import Journal, receipt_path, settle_receipt
 from harness.promote.rows import Conflict, TriggersRefused, apply_delta
 from harness.sandbox.capture import RowDelta, load_image
 
@@ -49,6 +47,8 @@ class Recovery:
     """The refs the promotion holds on the remote (when committed)."""
     receipt: str | None = None
     conflicts: list[Conflict] = field(default_factory=list)
+    error: str | None = None
+    """Why recovery could not settle it (the journal is kept; run --recover again)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
@@ -56,8 +56,21 @@ class Recovery:
 
 
 def recover() -> list[Recovery]:
-    """Settle every promotion a crash left in the journal, oldest first."""
-    return [settle(journal) for journal in Journal.pending()]
+    """Settle every promotion a crash left in the journal, oldest first, each on its own:
+    one that fails is reported in doubt (with `error`) and does not stop the others."""
+    return [settle_one(journal) for journal in Journal.pending()]
+
+
+def settle_one(journal: Journal) -> Recovery:
+    """`settle`, with any failure reported as this promotion's outcome: in doubt, the
+    journal kept, `error` saying what failed."""
+    try:
+        return settle(journal)
+    except Exception as exc:  # one journal's failure must not stop the others' recovery
+        reason = f"{type(exc).__name__}: {str(exc).strip()}"
+        return _result(journal, "in doubt", [f"recovery failed, nothing more was done: "
+                                             f"{reason}; the journal is kept: run --recover "
+                                             "again once the cause is fixed"], error=reason)
 
 
 def settle(journal: Journal) -> Recovery:
@@ -69,8 +82,10 @@ def settle(journal: Journal) -> Recovery:
     if isinstance(owner, int) and owner != os.getpid() and _alive(owner):
         detail.append(f"process {owner} is still promoting it")
         return _result(journal, "in doubt", detail)
-    if isinstance(data.get("push_group"), int):
-        git.stop_group(data["push_group"])  # a push a crash left running must not land later
+    if isinstance(data.get("push_group"), int) and owner != os.getpid():
+        # A push a crash left running (or gated) must not land after the decision. (In the
+        # promoting process itself, its push has ended: git returned.)
+        git.stop_group(data["push_group"], data.get("push_start"))
     database = _database_state(data, detail)
     if database == "prepared":
         if not data.get("repo") or _published(data):
@@ -161,7 +176,7 @@ def _forward(journal: Journal, detail: list[str]) -> Recovery:
         if existing.get(branch_ref) == head:
             pushed[branch_ref] = head
         elif not git.contains(repo, refs, head):
-            pushed.update(_push_again(data, detail))
+            pushed.update(_push_again(journal, detail))
         if target_ref:
             now = existing.get(target_ref)
             if now == head:
@@ -170,7 +185,7 @@ def _forward(journal: Journal, detail: list[str]) -> Recovery:
                 try:
                     pushed.update(git.push(Path(data["bundle"]), target=repo, base=base,
                                            refs=[], fast_forward=target_ref.removeprefix(
-                                               "refs/heads/")))
+                                               "refs/heads/"), started=_recorder(journal)))
                     detail.append(f"fast-forwarded {target_ref}")
                 except (git.PushError, KeyError, TypeError) as exc:
                     detail.append(f"{target_ref} was not fast-forwarded: {exc}")
@@ -183,12 +198,18 @@ def _forward(journal: Journal, detail: list[str]) -> Recovery:
     receipt = settle_receipt(journal.id, committed=True, refs=pushed, restore=restore,
                              recovered=detail)
     if receipt is None:
-        receipt = _rebuild_receipt(journal, pushed, restore)
-        detail.append("the pending receipt was missing; rebuilt one from the journal "
-                      "(without the rows)")
+        # Written before anything can commit, so only a hand can have removed it.
+        detail.append(f"no receipt: {receipt_path(journal.id, pending=True)} was removed "
+                      "by hand; the promotion stands but `harness revert` cannot undo it")
     detail.append("promotion committed")
     journal.finish()
-    return _result(journal, "committed", detail, pushed, str(receipt))
+    return _result(journal, "committed", detail, pushed, str(receipt) if receipt else None)
+
+
+def _recorder(journal: Journal) -> Callable[[int], None]:
+    """Journal the process group of a push recovery starts, as a promotion does: if
+    recovery is killed mid-push, the next one stops that push first."""
+    return lambda group: journal.write(push_group=group, push_start=git.leader_start(group))
 
 
 def _refs(data: dict[str, Any]) -> tuple[str | None, str, str, str, str | None]:
@@ -197,14 +218,15 @@ def _refs(data: dict[str, Any]) -> tuple[str | None, str, str, str, str | None]:
             str(data.get("branch_ref") or ""), data.get("target_ref"))
 
 
-def _push_again(data: dict[str, Any], detail: list[str]) -> dict[str, str]:
+def _push_again(journal: Journal, detail: list[str]) -> dict[str, str]:
+    data = journal.data
     bundle = Path(data.get("bundle") or "")
     if not data.get("bundle") or not bundle.is_file():
         detail.append("the commits are on no ref of the remote and their bundle is gone")
         return {}
     try:
         pushed = git.push(bundle, target=data["repo"], base=data["base"],
-                          refs=[data["branch_ref"]])
+                          refs=[data["branch_ref"]], started=_recorder(journal))
     except git.PushError as exc:
         detail.append(f"the commits are on no ref of the remote and pushing them again "
                       f"failed: {exc}")
@@ -255,7 +277,8 @@ def _reapply(journal: Journal, detail: list[str]) -> Recovery:
     if rows is not None and rows.rows:
         with psycopg.connect(data["database"]) as conn:
             try:
-                _, conflicts, _ = apply_delta(conn, rows, ddl=False,
+                # The first transaction aborted with its DDL (if the limits allowed any).
+                _, conflicts, _ = apply_delta(conn, rows, ddl=bool(data.get("ddl")),
                                               triggers=data.get("triggers", "replicate"))
             except TriggersRefused as exc:
                 conn.rollback()
@@ -266,26 +289,19 @@ def _reapply(journal: Journal, detail: list[str]) -> Recovery:
                 detail.append("the rows conflict with changes made on the target since the "
                               "crash; settle them by hand, then run --recover again")
                 return _result(journal, "in doubt", detail, conflicts=conflicts)
+            # This transaction now decides: a recovery killed before or after its COMMIT
+            # is followed by one that asks the server about it, not about the first one.
+            row = conn.execute("SELECT txid_current()::text").fetchone()
+            journal.write(state="reapplied", xid=row[0] if row else None)
             conn.commit()
         detail.append(f"applied {rows.rows} row(s) again")
     return _forward(journal, detail)
 
 
-def _rebuild_receipt(journal: Journal, refs: dict[str, str], restore: dict[str, str]) -> Path:
-    data = journal.data
-    path = receipt_path(journal.id, pending=False)
-    write_atomically(path, json.dumps({
-        "id": journal.id, "trace_id": data.get("trace_id"), "repo": data.get("repo"),
-        "database": data.get("database"), "base": data.get("base"), "head": data.get("head"),
-        "refs": refs, "restore": restore, "protocol": data.get("protocol"),
-        "triggers": data.get("triggers"), "rows": None, "rebuilt": True}))
-    return path
-
-
 def _result(journal: Journal, decision: Decision, detail: list[str],
             refs: dict[str, str] | None = None, receipt: str | None = None,
-            conflicts: list[Conflict] | None = None) -> Recovery:
+            conflicts: list[Conflict] | None = None, error: str | None = None) -> Recovery:
     return Recovery(journal.id, str(journal.data.get("state")),
                     str(journal.data.get("protocol")), decision, detail, refs or {}, receipt,
-                    conflicts or [])
+                    conflicts or [], error)
 

@@ -1,6 +1,6 @@
 """Removal of what crashed runs left behind, in one pass and in dependency order: dead
 sandbox containers and volumes first, then their databases and roles, half-built
-baselines, workspaces, and the scratch folders of pushes."""
+baselines, workspaces, and the scratch folders of pushes (once no process works in them)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,11 +98,47 @@ def collect_garbage(client: docker.DockerClient, *, everything: bool = False,
         if not (state_dir("workspaces") / image.stem).exists():
             image.unlink(missing_ok=True)
     report.pristine.extend(pristine.prune(idle_s=0.0 if everything else pristine_idle_s))
+    _remove_scratch(report, everything)
+    return report
+
+
+_LEGACY_SCRATCH = "harness-push-*"
+"""Push scratch folders of older versions, in the system's temporary folder, unowned."""
+
+
+def _remove_scratch(report: GcReport, everything: bool) -> None:
+    """Scratch folders whose maker is gone and in which no process works any more: a push
+    orphaned by a kill (its git, gated or running, works inside its scratch repository)
+    keeps its folder until recovery has stopped it. Also the unowned push folders older
+    versions left in the temporary folder, once a minute old."""
+    working = _working_folders()
     for folder in state_dir(SCRATCH).iterdir():
+        if _used(folder, working):
+            continue
         if everything or not _alive(scratch_owner(folder)):
             shutil.rmtree(folder, ignore_errors=True)
             report.scratch.append(folder.name)
-    return report
+    for folder in Path(tempfile.gettempdir()).glob(_LEGACY_SCRATCH):
+        with contextlib.suppress(OSError):
+            if folder.is_dir() and folder.stat().st_uid == os.getuid() and not _used(
+                    folder, working) and (everything or not _younger_than(folder, 60)):
+                shutil.rmtree(folder, ignore_errors=True)
+                report.scratch.append(str(folder))
+
+
+def _working_folders() -> list[str]:
+    """The current folder of every process this user can see."""
+    found = []
+    for process in Path("/proc").iterdir():
+        if process.name.isdigit():
+            with contextlib.suppress(OSError):
+                found.append(os.readlink(process / "cwd"))
+    return found
+
+
+def _used(folder: Path, working: list[str]) -> bool:
+    inside = str(folder.resolve())
+    return any(cwd == inside or cwd.startswith(inside + "/") for cwd in working)
 
 
 def _drop_orphan_databases(client: docker.DockerClient, report: GcReport) -> None:

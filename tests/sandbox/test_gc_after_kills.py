@@ -1,6 +1,7 @@
 """One plain `harness gc` after processes were SIGKILLed at random points leaves nothing of
 them: containers, volumes, sandbox databases and roles, half-built baselines, workspaces,
-push scratch folders."""
+push scratch folders (of this version and older ones), yet keeps a folder a push orphaned by
+a kill still works in."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,9 +26,9 @@ from harness.sandbox.postgres import ServerAddress
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
 
-def _start(argv: list[str]) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, cwd=cwd)
 
 
 def _kill(process: subprocess.Popen[bytes], after: float) -> int:
@@ -97,3 +99,49 @@ def test_one_gc_after_random_kills_leaves_nothing_of_the_killed(
     assert [line for line in Path("/proc/mounts").read_text().splitlines()
             if line.split()[1].startswith(f"{workspaces}/")
             and not (Path(line.split()[1]) / "owner.pid").exists()] == []
+
+
+def test_gc_drops_an_orphan_role_and_old_push_folders_but_not_one_a_push_still_uses(
+        docker_client: docker.DockerClient, pg_server: ServerAddress) -> None:
+    harness = [sys.executable, "-m", "harness.cli", "gc", "--json"]
+    role = f"sb_gc_orphan_{os.getpid()}"
+    with pg_server.connect() as conn:
+        # A sandbox's pair of roles, as a kill between dropping its database and its roles
+        # leaves them: the undo role's grant on a parameter blocks a plain DROP ROLE.
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(f'CREATE ROLE "{role}_undo" LOGIN IN ROLE "{role}"')
+        conn.execute(f'GRANT SET ON PARAMETER session_replication_role TO "{role}_undo"')
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    # A promoter killed during its push: the push it started still works in its folder.
+    in_use = Path(tempfile.mkdtemp(prefix=f"push-{dead.pid}-", dir=state_dir(SCRATCH)))
+    (in_use / "repo.git").mkdir()
+    abandoned = Path(tempfile.mkdtemp(prefix=f"push-{dead.pid}-", dir=state_dir(SCRATCH)))
+    # Older versions pushed from unowned folders in the temporary folder.
+    old = Path(tempfile.mkdtemp(prefix="harness-push-"))
+    old_in_use = Path(tempfile.mkdtemp(prefix="harness-push-"))
+    an_hour_ago = time.time() - 3600
+    for folder in (old, old_in_use):
+        os.utime(folder, (an_hour_ago, an_hour_ago))
+    pushes = [_start(["sleep", "60"], cwd=in_use / "repo.git"), _start(["sleep", "60"],
+                                                                       cwd=old_in_use)]
+    try:
+        done = subprocess.run(harness, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        with pg_server.connect() as conn:
+            left = conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s",
+                                (f"{role}%",)).fetchall()
+        assert left == [] and {role, f"{role}_undo"} <= set(report["roles"])
+        assert abandoned.name in report["scratch"] and not abandoned.exists()
+        assert str(old) in report["scratch"] and not old.exists()
+        assert in_use.is_dir() and in_use.name not in report["scratch"], "a push works there"
+        assert old_in_use.is_dir() and str(old_in_use) not in report["scratch"]
+    finally:
+        for push in pushes:
+            os.killpg(push.pid, signal.SIGKILL)
+            push.wait()
+    done = subprocess.run(harness, capture_output=True, text=True, check=False)
+    report = json.loads(done.stdout)
+    assert in_use.name in report["scratch"] and not in_use.exists(), "its push is gone"
+    assert str(old_in_use) in report["scratch"] and not old_in_use.exists()
