@@ -120,13 +120,31 @@ BEGIN
     FROM harness_capture.writers w WHERE w.relid = TG_RELID;
     IF FOUND THEN
         named := nullif(TG_RELID, writer.root);
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN
-            EXECUTE writer.removed USING stmt, named;
+        -- Read committed: the writer was read with a snapshot taken now, and the table's
+        -- columns cannot change while this statement holds it, so the writer is current.
+        IF current_setting('transaction_isolation') = 'read committed' THEN
+            IF TG_OP IN ('UPDATE', 'DELETE') THEN
+                EXECUTE writer.removed USING stmt, named;
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                EXECUTE writer.added USING stmt, named;
+            END IF;
+            RETURN NULL;
         END IF;
-        IF TG_OP IN ('INSERT', 'UPDATE') THEN
-            EXECUTE writer.added USING stmt, named;
-        END IF;
-        RETURN NULL;
+        -- An older snapshot may see a writer made before another session changed the
+        -- columns: it fails (see make_writer), and the images go the JSON way below.
+        BEGIN
+            IF TG_OP IN ('UPDATE', 'DELETE') THEN
+                EXECUTE writer.removed USING stmt, named;
+            END IF;
+            IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                EXECUTE writer.added USING stmt, named;
+            END IF;
+            RETURN NULL;
+        EXCEPTION WHEN datatype_mismatch OR undefined_column OR undefined_object
+                       OR undefined_table OR cannot_coerce THEN
+            NULL;
+        END;
     END IF;
     root := coalesce(pg_partition_root(TG_RELID), TG_RELID);
     named := nullif(TG_RELID, root);
@@ -216,11 +234,12 @@ BEGIN
                    'ENABLE ALWAYS TRIGGER harness_capture_truncate', rel);
 END $f$;
 
--- Each table's columns as a typed log copies them: names, types and type modifiers.
+-- Each table's columns as a typed log copies them: names, types, type modifiers and
+-- generation.
 CREATE VIEW harness_capture.shapes AS
     SELECT a.attrelid AS relid,
-           string_agg(format('%s %s %s', quote_ident(a.attname), a.atttypid, a.atttypmod),
-                      ', ' ORDER BY a.attnum) AS signature
+           string_agg(format('%s %s %s %s', quote_ident(a.attname), a.atttypid, a.atttypmod,
+                             a.attgenerated), ', ' ORDER BY a.attnum) AS signature
     FROM pg_catalog.pg_attribute a
     WHERE a.attnum > 0 AND NOT a.attisdropped
     GROUP BY a.attrelid;
@@ -239,9 +258,9 @@ BEGIN
     SELECT string_agg(format('%I %s', a.attname,
                              CASE WHEN harness_capture.copied(a.atttypid)
                                   THEN format_type(a.atttypid, a.atttypmod) ELSE 'json' END),
-                      ', ' ORDER BY a.attnum)
+                      ', ' ORDER BY a.attname COLLATE "C")
     INTO columns FROM pg_attribute a
-    WHERE a.attrelid = root AND a.attnum > 0 AND NOT a.attisdropped;
+    WHERE a.attrelid = root AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> 'v';
     IF columns IS NULL THEN
         RETURN;  -- a table without columns: its rows go to `changes`
     END IF;
@@ -253,8 +272,12 @@ BEGIN
     SELECT root, s.signature FROM harness_capture.shapes s WHERE s.relid = root;
 END $f$;
 
--- The root's columns in its order, read by name from the rows of the table the statement
--- named (a partition may order its columns differently).
+-- The root's columns in name order, read by name from the rows of the table the statement
+-- named (a partition may order its columns differently). In name order, a writer made
+-- before another session changed the table's columns (seen by a transaction whose snapshot
+-- is older) either names the same columns in the same places or fails: then the row images
+-- are written as JSON instead. Virtual generated columns (PostgreSQL 18) are not stored,
+-- so not copied: an image holds what the row stores.
 CREATE FUNCTION harness_capture.make_writer(rel oid, root oid) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
@@ -263,9 +286,9 @@ DECLARE
 BEGIN
     SELECT string_agg(CASE WHEN harness_capture.copied(a.atttypid) THEN format('o.%I', a.attname)
                            ELSE format('to_json(o.%I)', a.attname) END,
-                      ', ' ORDER BY a.attnum)
+                      ', ' ORDER BY a.attname COLLATE "C")
     INTO image FROM pg_attribute a
-    WHERE a.attrelid = root AND a.attnum > 0 AND NOT a.attisdropped;
+    WHERE a.attrelid = root AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> 'v';
     statement := format('INSERT INTO harness_capture_log.%I (statement, via, op, image) '
                         'SELECT $1, $2, @OP@, ROW(%s)::harness_capture_log.%I FROM @ROWS@ o',
                         'log_' || root, image, 'shape_' || root);
@@ -342,32 +365,66 @@ BEGIN
       AND coalesce(pg_partition_root(c.oid), c.oid) IN (SELECT root FROM harness_capture.logs);
 END $f$;
 
--- Every table (partitions included) gets the capture triggers it needs, and capture
--- triggers that were dropped or disabled (possible only on tables the agent owns), or are
--- of the wrong kind since the table joined or left an inheritance tree, are put back.
--- Runs after every DDL command, as the superuser; it also records each table's name.
+-- The capture triggers a table must have, each exactly: name, function, kind (tgtype:
+-- 1 row, 2 before, 4 insert, 8 delete, 16 update, 32 truncate), enabled ALWAYS, no
+-- column list, no condition.
+CREATE VIEW harness_capture.expected_triggers AS
+    SELECT row_level, name, fn, type FROM (VALUES
+        (false, 'harness_capture_insert', 'harness_capture.on_change()', 4),
+        (false, 'harness_capture_update', 'harness_capture.on_change()', 16),
+        (false, 'harness_capture_delete', 'harness_capture.on_change()', 8),
+        (false, 'harness_capture_truncate', 'harness_capture.on_truncate()', 34),
+        (true, 'harness_capture_insert', 'harness_capture.on_row_change()', 5),
+        (true, 'harness_capture_update', 'harness_capture.on_row_change()', 17),
+        (true, 'harness_capture_delete', 'harness_capture.on_row_change()', 9),
+        (true, 'harness_capture_truncate', 'harness_capture.on_truncate()', 34))
+        AS e(row_level, name, fn, type);
+
+-- Every table (partitions included) gets the capture triggers it needs, and a table whose
+-- capture triggers are not exactly those (dropped, disabled, replaced by the agent's own
+-- under the same name, renamed, of the wrong kind since the table joined or left an
+-- inheritance tree) gets them made again; a renamed one would capture twice, so every
+-- trigger running a capture function goes first. Runs after every DDL command, as the
+-- superuser; it also records each table's name.
 CREATE FUNCTION harness_capture.heal() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off AS $f$
 DECLARE
     rel regclass;
-    name text;
+    trigger name;
 BEGIN
     PERFORM set_config('harness_capture.busy', token, true) FROM harness_capture.secret;
     FOR rel IN
+        WITH ours AS (
+            SELECT t.tgrelid, t.tgname, t.tgfoid, t.tgtype, t.tgenabled, t.tgqual, t.tgattr
+            FROM pg_trigger t
+            WHERE t.tgfoid IN ('harness_capture.on_change()'::regprocedure,
+                               'harness_capture.on_row_change()'::regprocedure,
+                               'harness_capture.on_truncate()'::regprocedure)
+               OR t.tgname IN ('harness_capture_insert', 'harness_capture_update',
+                               'harness_capture_delete', 'harness_capture_truncate'))
         SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        LEFT JOIN (SELECT t.tgrelid, count(*) AS good FROM pg_trigger t
-                   WHERE t.tgname LIKE 'harness\_capture\_%' AND t.tgenabled = 'A'
-                     AND (t.tgname = 'harness_capture_truncate'
-                          OR ((t.tgtype & 1) = 1)
-                             = (t.tgrelid IN (SELECT relid FROM harness_capture.inherited)))
-                   GROUP BY t.tgrelid) triggers ON triggers.tgrelid = c.oid
-        WHERE @TABLE@ AND @USER_NAMESPACE@ AND coalesce(triggers.good, 0) < 4
+        WHERE @TABLE@ AND @USER_NAMESPACE@
+          AND (SELECT count(*) FILTER (
+                   WHERE t.tgenabled = 'A' AND t.tgqual IS NULL
+                     AND cardinality(t.tgattr::int2[]) = 0
+                     AND EXISTS (SELECT 1 FROM harness_capture.expected_triggers e
+                                 WHERE e.name = t.tgname AND e.fn::regprocedure = t.tgfoid
+                                   AND e.type = t.tgtype
+                                   AND e.row_level = (c.oid IN (
+                                       SELECT relid FROM harness_capture.inherited))))
+                     || ' of ' || count(*)
+               FROM ours t WHERE t.tgrelid = c.oid) <> '4 of 4'
     LOOP
-        FOREACH name IN ARRAY ARRAY['insert', 'update', 'delete', 'truncate'] LOOP
-            IF EXISTS (SELECT 1 FROM pg_trigger
-                       WHERE tgrelid = rel AND tgname = 'harness_capture_' || name) THEN
-                EXECUTE format('DROP TRIGGER %I ON %s', 'harness_capture_' || name, rel);
-            END IF;
+        FOR trigger IN
+            SELECT t.tgname FROM pg_trigger t
+            WHERE t.tgrelid = rel
+              AND (t.tgfoid IN ('harness_capture.on_change()'::regprocedure,
+                                'harness_capture.on_row_change()'::regprocedure,
+                                'harness_capture.on_truncate()'::regprocedure)
+                   OR t.tgname IN ('harness_capture_insert', 'harness_capture_update',
+                                   'harness_capture_delete', 'harness_capture_truncate'))
+        LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', trigger, rel);
         END LOOP;
         PERFORM harness_capture.attach(rel);
     END LOOP;
@@ -693,6 +750,10 @@ def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True,
         events.setdefault(relname, []).append((op, image, via, statement))
         if first_name and first_name != relname:
             aliases[relname] = first_name
+    for name, columns in (virtual_columns(conn, list(events)) if events else {}).items():
+        for _op, image, _via, _statement in events[name]:
+            for column in columns:
+                image.pop(column, None)
     keys = primary_keys(conn, list(events)) if events else {}
     partitioned = partition_columns(conn, list(events)) if events else {}
     masked = dict(conn.execute("SELECT * FROM harness_capture.masked_columns()").fetchall()
@@ -742,6 +803,18 @@ def record_masked(conn: psycopg.Connection[Any], masked: dict[str, list[str]]) -
             INSERT INTO harness_capture.masked
             SELECT attrelid, attnum FROM pg_attribute
             WHERE attrelid = %s::regclass AND attname = ANY (%s)""", (table, columns))
+
+
+def virtual_columns(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, list[str]]:
+    """Virtual generated columns (PostgreSQL 18) of `tables`: computed when read, never
+    stored, so in no image (a row-by-row capture would see them as null)."""
+    rows = conn.execute("""
+        SELECT t.name, array_agg(a.attname)
+        FROM unnest(%s::text[]) AS t(name)
+        JOIN pg_attribute a ON a.attrelid = to_regclass(t.name)
+        WHERE a.attgenerated = 'v' AND a.attnum > 0 AND NOT a.attisdropped
+        GROUP BY t.name""", (tables,)).fetchall()
+    return {name: list(columns) for name, columns in rows}
 
 
 def primary_keys(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, list[str]]:
@@ -808,11 +881,14 @@ def pair_moves(delta: TableDelta, partition_keys: list[str]) -> TableDelta:
 def net(table: str, key: list[str], events: list[Event]) -> TableDelta:
     """Net a table's removals ('-') and additions ('+') into a delta, per key. The images
     of one key normally form a chain (each removal removes what the previous addition
-    added); when a trigger of the user writes the same rows, a nested statement's images
+    added, in the shape the table had then: a column added or dropped in between does not
+    break it); when a trigger of the user writes the same rows, a nested statement's images
     are recorded before those of the statement that started it, and the chain is out of
     order. Then the images are netted as multisets: what was removed and never added back
     is the before-image, what was added and never removed the after-image."""
-    if not key:
+    if not key or any(column not in event[1] for event in events for column in key):
+        # No key, or images taken before the table got the key it has now (its primary key
+        # was changed since): rows are known by their whole contents.
         return _net_by_contents(table, events)
     per_key: dict[str, list[Event]] = {}
     for event in events:
@@ -856,7 +932,7 @@ def _resolve(history: list[Event]) -> tuple[Any, Any, str | None, str | None]:
         if op == "-":
             if state is _MISSING:
                 first, where_before = image, via  # it existed at the snapshot, as this
-            elif state != image:
+            elif state is None or not _continues(state, image):
                 return _by_multiset(history)
             state = None
         else:
@@ -867,6 +943,14 @@ def _resolve(history: list[Event]) -> tuple[Any, Any, str | None, str | None]:
             state, where_after = image, via
     return (None if first is _MISSING else first), (None if state is _MISSING else state), \
         where_before, where_after
+
+
+def _continues(added: dict[str, Any], removed: dict[str, Any]) -> bool:
+    """Whether `removed` is the row `added` put there, seen after any change of the table's
+    columns in between: the same values in every column both images have."""
+    if added.keys() == removed.keys():
+        return added == removed
+    return all(added[column] == removed[column] for column in added.keys() & removed.keys())
 
 
 def _by_multiset(history: list[Event]) -> tuple[Any, Any, str | None, str | None]:

@@ -346,3 +346,168 @@ def test_a_write_naming_a_partition_counts_against_the_row_budget(
         assert episode.sandbox.database is not None
         delta = episode.sandbox.database.delta()
     assert delta.rows == 10 and set(delta.tables) == {"public.events"}
+
+
+# ------------------------------------------------------------------ a red team's inputs
+
+
+def test_capture_cannot_be_switched_off_by_triggers_of_the_agents_own(
+        db: SandboxDatabase) -> None:
+    run(db, "CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql "
+            "AS 'BEGIN RETURN NULL; END'",
+        "CREATE TRIGGER harness_capture_zz AFTER INSERT ON parent "
+        "FOR EACH STATEMENT EXECUTE FUNCTION noop()",
+        "ALTER TABLE parent ENABLE ALWAYS TRIGGER harness_capture_zz",
+        "ALTER TABLE parent DISABLE TRIGGER harness_capture_insert",
+        "INSERT INTO parent SELECT g, g FROM generate_series(100, 199) g",
+        "DROP TRIGGER harness_capture_truncate ON shaped",
+        "TRUNCATE shaped",
+        # A capture trigger renamed would capture every row twice.
+        "CREATE TABLE bag (x int)",
+        "ALTER TRIGGER harness_capture_insert ON bag RENAME TO kept",
+        "INSERT INTO bag VALUES (1)")
+    delta = db.delta()
+    assert delta.tables["public.parent"].counts()["inserted"] == 100
+    assert delta.tables["public.shaped"].counts()["deleted"] == 30
+    assert delta.tables["public.bag"].inserted == [{"x": 1}]
+
+
+def test_rows_written_across_changes_of_shape_net_as_they_happened(db: SandboxDatabase) -> None:
+    run(db, "INSERT INTO shaped VALUES (100, 1, 1, 'gone')",
+        "UPDATE shaped SET a = -1 WHERE id = 1",
+        "CREATE TABLE fresh (id int PRIMARY KEY, v int, w int)",
+        "INSERT INTO fresh SELECT g, g, g FROM generate_series(1, 30) g",
+        "UPDATE fresh SET v = 0 WHERE id <= 20",
+        "ALTER TABLE shaped ADD COLUMN note text",
+        "ALTER TABLE fresh DROP COLUMN w",
+        "DELETE FROM shaped WHERE id IN (1, 100)",
+        "UPDATE fresh SET v = 1 WHERE id <= 24")
+    delta = db.delta()
+    shaped = delta.tables["public.shaped"]
+    assert shaped.counts() == {"inserted": 0, "updated": 0, "deleted": 1}
+    assert shaped.deleted == [{"id": 1, "a": 1, "price": 10, "label": "l1"}]
+    fresh = delta.tables["public.fresh"]
+    assert fresh.counts() == {"inserted": 30, "updated": 0, "deleted": 0}
+    assert {row["id"]: row["v"] for row in fresh.inserted} == {
+        **{i: 1 for i in range(1, 25)}, **{i: i for i in range(25, 31)}}
+
+
+def test_a_primary_key_changed_in_the_episode_nets_rows_by_their_contents(
+        db: SandboxDatabase) -> None:
+    run(db, "DELETE FROM shaped WHERE id <= 4", "UPDATE shaped SET a = a + 1000 WHERE id > 26",
+        "ALTER TABLE shaped DROP CONSTRAINT shaped_pkey",
+        "ALTER TABLE shaped ADD COLUMN new_id bigserial PRIMARY KEY")
+    t = db.delta().tables["public.shaped"]
+    assert len(t.deleted) == 4 + 4 and len(t.inserted) == 4  # the updates: old out, new in
+    assert sorted(row["a"] for row in t.inserted) == [1027, 1028, 1029, 1030]
+
+
+def test_a_repeatable_read_writer_after_another_sessions_migration_is_captured(
+        db: SandboxDatabase) -> None:
+    with db.connect() as reader, db.connect() as migrator:
+        reader.autocommit = False
+        reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("SELECT 1")  # the snapshot is taken here
+        migrator.execute("ALTER TABLE parent ADD COLUMN z int")
+        reader.execute("INSERT INTO parent (id, v) VALUES (500, 5)")
+        reader.execute("UPDATE parent SET v = 0 WHERE id = 1")
+        reader.commit()
+    t = db.delta().tables["public.parent"]
+    assert t.inserted == [{"id": 500, "v": 5, "z": None}]
+    assert [(u.before["v"], u.after["v"]) for u in t.updated] == [(1, 0)]
+
+
+def _mutate_config(dsn: str, tmp_path: Path, rows: int) -> Any:
+    from harness.config import load_config
+    from harness.fixtures import fixture_repo
+
+    return load_config({
+        "orchestrator": {"blast_radius": {"max_database_rows": rows, "dry_run": True}},
+        # A trigger whose function the guard cannot see would ask for approval: given here,
+        # so that the budget is what is tested.
+        "guardrails": {"builtin": {"sql.unknown-effect": "warn"}},
+        "target": {"repo": str(fixture_repo("shop")), "database": dsn},
+        "observability": {"tracing": {"path": str(tmp_path)}}})
+
+
+def test_the_row_budget_cannot_be_fooled_by_the_agents_session(kinds_dsn: str,
+                                                                tmp_path: Path) -> None:
+    from harness.episode import Episode
+
+    with Episode(_mutate_config(kinds_dsn, tmp_path, 10)) as episode:
+        # Its own catalogue views, first on its search_path, answer the harness's questions.
+        shadow = episode.act({"tool": "db_mutate", "parameters": {"sql": """
+            CREATE INDEX parent_v ON parent (v);
+            CREATE VIEW public.pg_index AS SELECT i.indrelid, true AS indisprimary, j.indkey
+                FROM pg_catalog.pg_index i, pg_catalog.pg_index j
+                WHERE j.indexrelid = 'public.parent_v'::regclass;
+            SET search_path = public, pg_catalog;
+            INSERT INTO parent SELECT g, 7 FROM generate_series(1000, 1099) g"""}})
+        assert shadow.status == "refused" and shadow.output.get("rolled_back") is True
+        # Rows a deferred trigger writes at COMMIT are weighed before it.
+        deferred = episode.act({"tool": "db_mutate", "parameters": {"sql": """
+            CREATE FUNCTION spill() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO shaped SELECT g, g, g, 'x' FROM generate_series(1000, 1499) g;
+                  RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER spill AFTER INSERT ON parent
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION spill();
+            INSERT INTO parent VALUES (2000, 1)"""}})
+        assert deferred.status == "refused" and deferred.output.get("rolled_back") is True
+        # A COMMIT inside the SQL would commit rows before they are weighed.
+        committed = episode.act({"tool": "db_mutate", "parameters": {"sql": """
+            INSERT INTO parent SELECT g, 1 FROM generate_series(3000, 3099) g; COMMIT;
+            INSERT INTO parent VALUES (4000, 1)"""}})
+        assert committed.status == "refused" and committed.refusal is not None
+        assert "COMMIT" in committed.refusal.reason
+        assert episode.sandbox.database is not None
+        assert episode.sandbox.database.delta().rows == 0, "nothing got through"
+        fine = episode.act({"tool": "db_mutate", "parameters": {
+            "sql": "SAVEPOINT a; INSERT INTO parent VALUES (5000, 1); ROLLBACK TO a; "
+                   "INSERT INTO parent VALUES (5001, 1)"}})
+        assert fine.status == "ok", fine.output
+        assert episode.sandbox.database.delta().rows == 1
+
+
+@pytest.fixture(scope="module")
+def target_server_18(docker_client: object, harness_home: Path) -> Iterator[ServerAddress]:
+    """A PostgreSQL 18 target: its sandboxes get a server of 18 too (virtual generated
+    columns are new in 18)."""
+    from harness.sandbox.postgres import DatabaseServer
+
+    server = DatabaseServer(18, instance="target", settings={"max_prepared_transactions": "0"})
+    address = server.ensure()
+    yield address
+    server.destroy()
+
+
+def test_virtual_generated_columns_are_not_stored_so_in_no_image(
+        target_server_18: ServerAddress) -> None:
+    dsn = target_server_18.fresh_database("virtual", """
+        CREATE TABLE v (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (a * 2) VIRTUAL,
+                        s int GENERATED ALWAYS AS (a * 3) STORED);
+        INSERT INTO v (id, a) SELECT g, g FROM generate_series(1, 5) g;
+        CREATE TABLE vp (id int, k int, g int GENERATED ALWAYS AS (k + 1) VIRTUAL,
+                         PRIMARY KEY (id, k)) PARTITION BY LIST (k);
+        CREATE TABLE vp_1 PARTITION OF vp FOR VALUES IN (1);
+        CREATE TABLE vparent (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (a) VIRTUAL);
+        CREATE TABLE vchild () INHERITS (vparent);""")
+    server, baseline = open_baseline(dsn)
+    db = SandboxDatabase(server, baseline, "tl-virtual").create()
+    try:
+        with db.connect_as_owner() as conn:
+            assert conn.info.server_version // 10000 == 18
+        run(db, "INSERT INTO v (id, a) VALUES (10, 10)", "UPDATE v SET a = 0 WHERE id = 1",
+            "DELETE FROM v WHERE id = 2",
+            "MERGE INTO v USING (SELECT 3 AS id) s ON v.id = s.id "
+            "WHEN MATCHED THEN UPDATE SET a = 30",
+            "INSERT INTO vp_1 (id, k) VALUES (1, 1)", "INSERT INTO vchild (id, a) VALUES (7, 7)")
+        delta = db.delta()
+    finally:
+        db.drop()
+    v = delta.tables["public.v"]
+    assert v.inserted == [{"id": 10, "a": 10, "s": 30}]
+    assert {u.key["id"]: u.after for u in v.updated} == {
+        1: {"id": 1, "a": 0, "s": 0}, 3: {"id": 3, "a": 30, "s": 90}}
+    assert v.deleted == [{"id": 2, "a": 2, "s": 6}]
+    assert delta.tables["public.vp"].inserted == [{"id": 1, "k": 1}]
+    assert delta.tables["public.vchild"].inserted == [{"id": 7, "a": 7}]
