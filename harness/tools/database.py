@@ -14,6 +14,7 @@ from harness.tools.base import (
     STRING,
     Effect,
     Judged,
+    Refusal,
     Tool,
     ToolContext,
     ToolResult,
@@ -42,9 +43,21 @@ def db_mutate(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
     """Run the SQL; commit it if the rows it brings the episode to fit the budget."""
     from harness.sandbox.capture import read_delta
 
+    ending = _ends_the_transaction(p["sql"])
+    if ending is not None:
+        return ToolResult("refused", {"rolled_back": True}, Refusal(
+            "invalid", "db_mutate.transaction-control",
+            f"{ending} cannot be part of db_mutate's SQL: it runs in one transaction that the "
+            f"harness weighs against the row budget and then commits (or rolls back) itself; "
+            f"send each transaction as its own db_mutate (SAVEPOINT and ROLLBACK TO work)"))
     conn = context.connection()
     try:
         results = _results(conn.execute(p["sql"]), context.config.tools.max_query_rows)
+        # Deferred triggers would fire at COMMIT, after the weighing: they fire now. The
+        # harness's reads of the catalogue resolve names as PostgreSQL's own, whatever
+        # search_path the agent set (a view named pg_index in its schema cannot answer).
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
         # The capture of this very transaction is visible to it: weigh, then decide.
         projected = read_delta(conn, ddl=False).rows
         overrun = context.weigh_rows(projected)
@@ -58,6 +71,27 @@ def db_mutate(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
         conn.rollback()
         raise
     return ToolResult("ok", {"results": results})
+
+
+def _ends_the_transaction(text: str) -> str | None:
+    """The first statement that would end db_mutate's transaction (or start another) before
+    its rows are weighed: COMMIT inside the SQL would commit them unweighed. SQL that does
+    not parse is PostgreSQL's to refuse."""
+    import pglast
+    from pglast import ast, enums
+
+    kinds = enums.TransactionStmtKind
+    within = {kinds.TRANS_STMT_SAVEPOINT, kinds.TRANS_STMT_RELEASE, kinds.TRANS_STMT_ROLLBACK_TO}
+    try:
+        statements = pglast.parse_sql(text)
+    except pglast.parser.ParseError:
+        return None
+    for raw in statements:
+        kind = raw.stmt.kind if isinstance(raw.stmt, ast.TransactionStmt) else None
+        if kind is not None and kind not in within:
+            name = kind.name.removeprefix("TRANS_STMT_").replace("_", " ")
+            return {"PREPARE": "PREPARE TRANSACTION", "START": "START TRANSACTION"}.get(name, name)
+    return None
 
 
 _RESULTS = result_schema({"results": {"type": "array", "items": {
