@@ -901,11 +901,19 @@ class _Reader:
         tag = "$harness_body$"
         if tag in code:
             return (), f"{what} cannot be read"
-        try:
-            functions = parse_plpgsql(f"CREATE FUNCTION harness_body() RETURNS void "
-                                      f"LANGUAGE plpgsql AS {tag}{code}{tag}")
-        except parser.ParseError as exc:
-            return (self._make("UNKNOWN", uncertain=f"{what} does not parse: {exc}",
+        # The body is read as a function returning what lets its RETURNs parse (a DO block
+        # and a procedure return nothing, a trigger function NULL or a row, a set-returning
+        # function RETURN NEXT): what it returns is not what is judged.
+        failure: parser.ParseError | None = None
+        for returns in ("void", "trigger", "SETOF record"):
+            try:
+                functions = parse_plpgsql(f"CREATE FUNCTION harness_body() RETURNS {returns} "
+                                          f"LANGUAGE plpgsql AS {tag}{code}{tag}")
+                break
+            except parser.ParseError as exc:
+                failure = failure or exc
+        else:
+            return (self._make("UNKNOWN", uncertain=f"{what} does not parse: {failure}",
                                deferred=deferred),), None
         nested: list[Statement] = []
         uncertain = None

@@ -117,6 +117,22 @@ def test_bodies_of_do_blocks_and_functions_are_read() -> None:
     assert [(s.kind, s.deferred) for s in called[0].walk()][1:] == [("DELETE", False)]
 
 
+@pytest.mark.parametrize("returns, body, kinds", [
+    ("trigger", "BEGIN NEW.seen := now(); RETURN NEW; END", []),
+    ("trigger", "BEGIN INSERT INTO audit VALUES (OLD.id); RETURN NULL; END", ["INSERT"]),
+    ("int", "BEGIN UPDATE t SET a = 1 WHERE id = 2; RETURN 1; END", ["UPDATE"]),
+    ("SETOF int", "BEGIN RETURN NEXT 1; DELETE FROM orders; RETURN; END", ["DELETE"]),
+    ("void", "BEGIN DELETE FROM orders WHERE id = 1; END", ["DELETE"]),
+])
+def test_plpgsql_bodies_parse_whatever_they_return(returns: str, body: str,
+                                                   kinds: list[str]) -> None:
+    made = analyse(f"CREATE FUNCTION f() RETURNS {returns} LANGUAGE plpgsql "
+                   f"AS $$ {body} $$").statements[0]
+    walked = list(made.walk())[1:]
+    assert [s.kind for s in walked] == kinds
+    assert all(s.uncertain is None for s in walked)
+
+
 def test_dynamic_sql_is_read_with_a_placeholder_and_marked_unknown() -> None:
     do = analyse("DO $$ BEGIN EXECUTE 'DROP TABLE ' || t; END $$").statements[0]
     assert do.uncertain and "run time" in do.uncertain
