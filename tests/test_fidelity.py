@@ -384,7 +384,9 @@ def test_a_revert_the_targets_triggers_would_spoil_is_refused_and_changes_nothin
 def test_a_table_renamed_in_the_episode_is_one_table(
         realistic: str, target_server: ServerAddress, tmp_path: Path) -> None:
     dsn = target_server.conninfo(realistic)
-    with Episode(config_for(dsn, tmp_path)) as episode:
+    config = load_config({**config_for(dsn, tmp_path).model_dump(mode="json"),
+                          "guardrails": {"builtin": {"sql.rename": "warn"}}})  # approved
+    with Episode(config) as episode:
         run_workload(episode, ["INSERT INTO shelf_notes VALUES ('E5', 'before')",
                                "ALTER TABLE shelf_notes RENAME TO shelf_remarks",
                                "INSERT INTO shelf_remarks VALUES ('E6', 'after')"])

@@ -222,6 +222,8 @@ def _episode(tmp_path: Path, repo: Path, source: str, target: str, actions: list
     config = parse_config(f"""
 orchestrator:
   blast_radius: {json.dumps(limits)}
+guardrails:
+  builtin: {{sql.rename: warn}}  # renames ask for approval; these tests give it
 sandbox:
   database:
     mask:
