@@ -464,6 +464,39 @@ def test_built_on_while_a_row_changed_since_the_crash_stays_in_doubt_until_settl
     assert items(stock_db) == [(1, "uno"), (2, "two"), (3, "three")] and no_journal_left()
 
 
+def test_rows_applied_again_after_a_crash_in_fire_mode_fire_no_trigger_twice(
+        remote: Path, tmp_path: Path, stock_db: str) -> None:
+    """With promotion.triggers: fire, the receipt holds what the target's triggers wrote
+    too (here an audit row per written row): applying it again after a crash writes those
+    rows as they are and keeps the triggers silent, so each audit row exists once."""
+    with psycopg.connect(stock_db) as conn:
+        conn.execute("""
+            CREATE TABLE audit (id serial PRIMARY KEY, what text NOT NULL);
+            CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO audit (what) VALUES (NEW.name); RETURN NULL; END $$;
+            CREATE TRIGGER noted AFTER INSERT OR UPDATE ON items
+                FOR EACH ROW EXECUTE FUNCTION note()""")
+    changes = changeset(remote, tmp_path, rows=rename(), trace="built-on-fire")
+    branch = "refs/heads/harness/built-on-fire"
+    firing = parse_config(json.dumps({
+        "orchestrator": {"blast_radius": {"max_commits": 5, "max_database_rows": 10,
+                                          "dry_run": False}},
+        "target": {"repo": str(remote), "database": stock_db},
+        "promotion": {"triggers": "fire"}}))
+    assert crash_at("after-push", changes, firing, tmp_path) == 137
+    _build_on(remote, tmp_path, branch)
+    [settled] = recover()
+    assert settled.decision == "committed", settled.detail
+    assert items(stock_db) == [(1, "uno"), (2, "two"), (3, "three")]
+    with psycopg.connect(stock_db) as conn:
+        noted = conn.execute("SELECT what FROM audit ORDER BY what").fetchall()
+    assert noted == [("three",), ("uno",)], "one audit row per written row"
+    assert revert(Path(settled.receipt or "")).outcome == "reverted"
+    assert items(stock_db) == [(1, "one"), (2, "two")]
+    with psycopg.connect(stock_db) as conn:
+        assert conn.execute("SELECT count(*) FROM audit").fetchone() == (0,)
+
+
 DEFERRED = ("CREATE TABLE items (id int PRIMARY KEY, "
             "name text NOT NULL UNIQUE DEFERRABLE INITIALLY DEFERRED); "
             "INSERT INTO items VALUES (1, 'one'), (2, 'two')")

@@ -278,8 +278,11 @@ def _reapply(journal: Journal, detail: list[str]) -> Recovery:
         with psycopg.connect(data["database"]) as conn:
             try:
                 # The first transaction aborted with its DDL (if the limits allowed any).
+                # The receipt holds the rows as that transaction wrote them, the effects of
+                # the target's triggers included when they fired: they are written again as
+                # they are, the triggers silent (firing them again would double their work).
                 _, conflicts, _ = apply_delta(conn, rows, ddl=bool(data.get("ddl")),
-                                              triggers=data.get("triggers", "replicate"))
+                                              triggers="replicate")
             except TriggersRefused as exc:
                 conn.rollback()
                 detail.append(str(exc))
