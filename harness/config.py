@@ -475,8 +475,10 @@ class Promotion(_Strict):
     triggers: Literal["replicate", "fire"] = "replicate"
     """`replicate`: the target's triggers and rules do not fire on the promoted rows (their
     effects are already in the change set; needs superuser or GRANT SET ON PARAMETER
-    session_replication_role when a touched table has any); `fire`: they fire, and the
-    receipt records the rows as they really were written."""
+    session_replication_role when a touched table has any); `fire`: they fire, the
+    receipt records the rows as they really were written (the triggers' rows in other
+    tables included, read back after the writes), and the result names what the
+    triggers changed beyond the change set (`rewritten`, `side_effects`)."""
 
 
 class HttpTool(_Strict):
