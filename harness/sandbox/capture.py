@@ -75,8 +75,8 @@ CREATE TABLE harness_capture.logs (root oid PRIMARY KEY, signature text NOT NULL
 -- How a statement on a table (a root or one of its partitions) writes into its root's
 -- log, for the shapes both had when it was made.
 CREATE TABLE harness_capture.writers (relid oid PRIMARY KEY, root oid NOT NULL,
-                                      signature text NOT NULL, removed text NOT NULL,
-                                      added text NOT NULL);
+                                      signature text NOT NULL, inserted text NOT NULL,
+                                      updated text NOT NULL, deleted text NOT NULL);
 -- The last name of every table the capture watches, so that a table renamed or dropped
 -- since its rows were captured is still named.
 -- and the name it had when first watched: a policy on `orders` still covers it renamed.
@@ -116,30 +116,21 @@ DECLARE
     root oid;
     named oid;
 BEGIN
-    SELECT w.root, w.removed, w.added INTO writer
-    FROM harness_capture.writers w WHERE w.relid = TG_RELID;
+    SELECT w.root, CASE TG_OP WHEN 'INSERT' THEN w.inserted WHEN 'UPDATE' THEN w.updated
+                              ELSE w.deleted END AS statement
+    INTO writer FROM harness_capture.writers w WHERE w.relid = TG_RELID;
     IF FOUND THEN
         named := nullif(TG_RELID, writer.root);
         -- Read committed: the writer was read with a snapshot taken now, and the table's
         -- columns cannot change while this statement holds it, so the writer is current.
         IF current_setting('transaction_isolation') = 'read committed' THEN
-            IF TG_OP IN ('UPDATE', 'DELETE') THEN
-                EXECUTE writer.removed USING stmt, named;
-            END IF;
-            IF TG_OP IN ('INSERT', 'UPDATE') THEN
-                EXECUTE writer.added USING stmt, named;
-            END IF;
+            EXECUTE writer.statement USING stmt, named;
             RETURN NULL;
         END IF;
         -- An older snapshot may see a writer made before another session changed the
         -- columns: it fails (see make_writer), and the images go the JSON way below.
         BEGIN
-            IF TG_OP IN ('UPDATE', 'DELETE') THEN
-                EXECUTE writer.removed USING stmt, named;
-            END IF;
-            IF TG_OP IN ('INSERT', 'UPDATE') THEN
-                EXECUTE writer.added USING stmt, named;
-            END IF;
+            EXECUTE writer.statement USING stmt, named;
             RETURN NULL;
         EXCEPTION WHEN datatype_mismatch OR undefined_column OR undefined_object
                        OR undefined_table OR cannot_coerce THEN
@@ -283,6 +274,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
 DECLARE
     image text;
     statement text;
+    removed text;
+    added text;
 BEGIN
     SELECT string_agg(CASE WHEN harness_capture.copied(a.atttypid) THEN format('o.%I', a.attname)
                            ELSE format('to_json(o.%I)', a.attname) END,
@@ -292,10 +285,11 @@ BEGIN
     statement := format('INSERT INTO harness_capture_log.%I (statement, via, op, image) '
                         'SELECT $1, $2, @OP@, ROW(%s)::harness_capture_log.%I FROM @ROWS@ o',
                         'log_' || root, image, 'shape_' || root);
+    removed := replace(replace(statement, '@OP@', quote_literal('-')), '@ROWS@', 'old_rows');
+    added := replace(replace(statement, '@OP@', quote_literal('+')), '@ROWS@', 'new_rows');
     INSERT INTO harness_capture.writers
-    SELECT rel, root, own.signature || ' / ' || logged.signature,
-           replace(replace(statement, '@OP@', quote_literal('-')), '@ROWS@', 'old_rows'),
-           replace(replace(statement, '@OP@', quote_literal('+')), '@ROWS@', 'new_rows')
+    SELECT rel, root, own.signature || ' / ' || logged.signature, added,
+           format('WITH removed AS (%s) %s', removed, added), removed
     FROM harness_capture.shapes own, harness_capture.shapes logged
     WHERE own.relid = rel AND logged.relid = root;
 END $f$;
