@@ -411,6 +411,9 @@ def test_exec_with_a_seed_database_reports_the_row_delta_and_passes_the_exit_cod
     assert report["database"]["clone_method"] == "copy", report["database"]
     assert "new in 18" in report["database"]["clone_detail"]
     assert report["database"]["clone_seconds"] > 0
+    # Which server, and why.
+    assert report["database"]["server_version"] == 15
+    assert "seed file" in report["database"]["server_chosen_because"]
 
 
 # ------------------------------------------------------------------- gate
