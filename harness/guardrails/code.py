@@ -66,7 +66,8 @@ _LANGUAGES: dict[str, list[_Call]] = {
         (r"\b(?:os\.(?:rename|replace)|shutil\.(?:move|copy|copyfile|copy2|copytree))\s*\(",
          "write2"),
         (r"\b(?:exec|eval|compile)\s*\(", "eval"),
-        (r"\.execute(?:many)?\s*\(", "sql"),
+        (r"\.(?:execute(?:many)?|executescript|exec_driver_sql)\s*\(", "sql"),
+        (r"\b(?:sqlalchemy|sa)\.text\s*\(", "sql"),
         (r"\bgetattr\s*\(\s*(?:os|subprocess|shutil|pty|posix)\b", "dynamic-attribute"),
     ),
     "perl": _calls(
@@ -78,15 +79,18 @@ _LANGUAGES: dict[str, list[_Call]] = {
         (r"\b(?:unlink|rmdir)\s*\(?", "rm"),
         (r"\bopen\s*\(?[^,]*,\s*(?=['\"]>)", "perl-open"),
         (r"\beval\s*\(?", "eval"),
+        (r"->(?:do|prepare|selectall_arrayref)\s*\(", "sql-maybe"),
     ),
     "ruby": _calls(
         (r"\b(?:system|exec|spawn)\s*\(?", "shell-or-list"),
+        (r"(?<![.\w])sh(?:\s*\(|\s+(?=['\"]))", "shell-or-list"),  # rake's sh
         (r"%x", "shell"),
         (r"\bFileUtils\.(?:rm_rf|rm_r|remove_dir|remove_entry|rmtree)\s*\(?", "rm-r"),
         (r"\bFileUtils\.(?:rm|rm_f|remove)\s*\(?", "rm"),
         (r"\b(?:File\.(?:delete|unlink)|Dir\.(?:rmdir|delete|unlink))\s*\(?", "rm"),
         (r"\bFile\.(?:write|open)\s*\(?", "write"),
         (r"\beval\s*\(?", "eval"),
+        (r"\.(?:exec|execute|query|exec_query|exec_params|run)\s*\(?", "sql-maybe"),
     ),
     "deno": _calls(
         (r"\bDeno\.(?:removeSync|remove)\s*\(", "rm-r"),
@@ -104,6 +108,8 @@ _LANGUAGES: dict[str, list[_Call]] = {
         (r"\b(?:writeFileSync|writeFile|appendFileSync|appendFile|createWriteStream|"
          r"truncateSync|chmodSync|renameSync)\s*\(", "write"),
         (r"\b(?:eval|Function)\s*\(", "eval"),
+        (r"\.(?:query|execute|exec|raw|unsafe|none|any|one|many)\s*\(", "sql-maybe"),
+        (r"\bsql\s*`", "sql-template"),
     ),
     "php": _calls(
         (r"['\"](?:unlink|rmdir|system|exec|shell_exec|passthru|popen)['\"]", "callback"),
@@ -111,6 +117,7 @@ _LANGUAGES: dict[str, list[_Call]] = {
         (r"\b(?:unlink|rmdir)\s*\(", "rm"),
         (r"\b(?:file_put_contents|fopen|rename|chmod)\s*\(", "write"),
         (r"\beval\s*\(", "eval"),
+        (r"->(?:query|exec|prepare)\s*\(", "sql-maybe"),
     ),
     "awk": _calls(
         (r"\bprint(?:f)?\s+(?=['\"][^'\"]*['\"]\s*\|\s*['\"](?:sh|bash|dash|zsh)['\"])",
@@ -125,6 +132,7 @@ _LANGUAGES: dict[str, list[_Call]] = {
     "ed": _calls((r"(?:^|\n)\s*!", "shell-rest"),),
     "sqlite": _calls((r"(?:^|\n|;)\s*\.(?:shell|system)\s+", "shell-rest"),),
     "make": _calls((r"(?:^|\n)\t", "shell-rest"),),
+    "just": _calls((r"(?:^|\n)[ \t]+@?-?(?=\S)", "shell-rest"),),
     "tcl": _calls((r"\b(?:exec|spawn|system)\s+", "words-rest"),),
     "lua": _calls((r"\b(?:os\.execute|io\.popen)\s*\(", "shell"),
                   (r"\bos\.remove\s*\(", "rm")),
@@ -135,6 +143,11 @@ _LANGUAGES: dict[str, list[_Call]] = {
     "gdb": _calls((r"(?:^|\s)(?:shell|!)\s*", "shell-rest"),
                   (r"\bpython\s+", "python-rest")),
 }
+
+_SQL_START = re.compile(r"\s*(?:SELECT|INSERT|UPDATE|DELETE|DROP|TRUNCATE|ALTER|CREATE|GRANT|"
+                        r"REVOKE|COPY|DO|CALL|WITH|MERGE|VACUUM|REINDEX|CLUSTER|LOCK|SET|"
+                        r"COMMENT|EXPLAIN|REFRESH)\b", re.IGNORECASE)
+"""The start of a SQL statement."""
 
 _FORK_LOOP = re.compile(r"fork\s+while\s+fork|while\b[^\n]*:\s*(?:\n\s*)?[^\n]*\bfork\s*\(|"
                         r"\bfork\s*\(\s*\)[^\n]*\bwhile\b|for\s*\(\s*;;\s*\)\s*fork|"
@@ -236,6 +249,20 @@ def _apply(effects: CodeEffects, effect: str, rest: str, language: str, depth: i
             effects.sql.append(arguments[0])
         elif arguments:
             effects.unverifiable.append("SQL built at run time")
+        return
+    if effect == "sql-maybe":
+        # A method of that name on a database client: its first argument, when a literal
+        # that reads as SQL (other objects have methods of these names too).
+        if arguments and arguments[0] is not None and _SQL_START.match(arguments[0]):
+            effects.sql.append(arguments[0])
+        return
+    if effect == "sql-template":
+        template = re.match(r"([^`]*)`", rest)
+        if template and _SQL_START.match(template.group(1)):
+            if "${" in template.group(1):
+                effects.unverifiable.append("SQL built at run time")
+            else:
+                effects.sql.append(template.group(1))
         return
     literal, dynamic = _first_argument(rest, language)
     if effect in ("shell-or-argv", "shell-or-list", "spawn-list", "spawn"):

@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     )
 
 KNOWN_TOOLS = frozenset(TOOLS)
+_FIRST_WORDS = re.compile(r"(?:^|;)\s*([A-Za-z]+)")
+_CHANGING_WORDS = frozenset({"DROP", "TRUNCATE", "DELETE", "UPDATE", "ALTER", "RENAME",
+                             "REPLACE", "GRANT", "REVOKE", "LOAD", "ATTACH", "DETACH",
+                             "VACUUM", "PRAGMA"})
+"""First words of statements in another engine's SQL that change what exists."""
 
 Approver = Callable[[ToolAction, Decision], bool]
 """Answers a require_approval decision: True approves the action, False denies it."""
@@ -199,11 +204,13 @@ class Policy:
                 yield from self._hits(iter([rules.Hit(
                     "shell.code-in-argument", f"{program} is given {argument[:60]!r}, which "
                     f"reads as a command that would: {inner[0].reason}", span)]))
-        for sql_text, span, guessed in analysis.sql:
+        for sql_text, span, guessed, dialect in analysis.sql:
             if sql_text.lstrip().startswith("\\"):
                 units = self._psql_meta(sql_text.lstrip(), span, context)
             elif shell.DYNAMIC in sql_text:
                 units = self._sql_with_unknowns(sql_text, span)
+            elif dialect != "postgres":
+                units = self._foreign_sql(sql_text, span, dialect)
             else:
                 units = self._sql(sql_text, span, read_only=False)
             yield from self._guessed(units, guessed)
@@ -245,6 +252,23 @@ class Policy:
                     yield self._builtin("tool.read-only", f"db_query is read-only but the SQL "
                                         f"runs {writing[0]}", span or statement.span)
         yield from self._statement_rules(analysis.statements, span)
+
+    def _foreign_sql(self, text: str, span: tuple[int, int], dialect: str
+                     ) -> Iterator[_Unit]:
+        """SQL for another engine (mysql, sqlite3): judged as PostgreSQL reads it when it
+        parses as PostgreSQL; when it does not, a statement that changes or drops what
+        exists needs approval and the rest passes."""
+        try:
+            sql.analyse(text)
+        except sql.SqlSyntaxError:
+            changing = sorted({word.upper() for word in _FIRST_WORDS.findall(text)}
+                              & _CHANGING_WORDS)
+            if changing:
+                yield from self._hits(iter([rules.Hit(
+                    "sql.unknown-effect", f"{dialect} SQL that PostgreSQL's parser cannot "
+                    f"read runs {', '.join(changing)}", span)]))
+            return
+        yield from self._sql(text, span, read_only=False)
 
     def _sql_with_unknowns(self, text: str, span: tuple[int, int]) -> Iterator[_Unit]:
         """SQL built from shell values only known at run time (`psql -c "... $X ..."`):

@@ -207,6 +207,14 @@ PROGRAMS: dict[str, Program] = {
     "sed": Program(valued=_set("-l", "--line-length", "-s", "-f", "--file"),
                    code={"-e": "sed", "--expression": "sed"}, runs="code:sed", permute=True),
     "ed": Program(valued=_set("-p"), stdin="ed"),
+    **{name: Program(valued=_set("-u", "-h", "-P", "-D", "-S", "-p", "--user", "--host",
+                                 "--port", "--database", "--socket", "--password",
+                                 "--defaults-file", "--defaults-extra-file", "--protocol",
+                                 "--default-character-set", "--login-path"),
+                     code={"-e": "mysql", "--execute": "mysql"}, permute=True)
+       for name in ("mysql", "mariadb")},
+    "duckdb": Program(valued=_set("-cmd", "-init", "-separator", "-nullvalue"),
+                      code={"-c": "sqlite", "-cmd": "sqlite"}, permute=True),
     "sqlite3": Program(valued=_set("-cmd", "-init", "-separator", "-nullvalue"),
                        code={"-cmd": "sqlite"}),
     "make": Program(valued=_set("-C", "--directory", "-f", "--file", "--makefile", "-I",
@@ -399,6 +407,81 @@ RUNNERS: dict[str, dict[str, int]] = {
 }
 """Tools whose subcommand (one or more words) runs its operands as a command, after their
 own options and the operands it skips (`uv run CMD ...`, `direnv exec DIR CMD ...`)."""
+
+@dataclass(frozen=True)
+class ProjectFile:
+    """A file of the project that a tool runs as code when it starts (`pytest` imports
+    conftest.py, `pip install .` runs setup.py): written earlier in the same line, it is
+    judged as the code it is."""
+
+    program: str
+    """The tool (`python -m TOOL` counts as TOOL)."""
+    words: tuple[str, ...]
+    """Subcommand words it must be given first (`pip install`)."""
+    names: tuple[str, ...]
+    """The file's names."""
+    language: str
+    where: str
+    """`below`: anywhere under the folder the tool runs in; `here`: in that folder;
+    `operand`: in the folder an operand names (`pip install ./pkg`)."""
+
+
+PROJECT_FILES: tuple[ProjectFile, ...] = (
+    *(ProjectFile(name, (), ("conftest.py",), "python", "below") for name in ("pytest", "py.test")),
+    *(ProjectFile("pip", (word,), ("setup.py",), "python", "operand")
+      for word in ("install", "wheel", "download")),
+    ProjectFile("uv", ("pip", "install"), ("setup.py",), "python", "operand"),
+    ProjectFile("uv", ("build",), ("setup.py",), "python", "operand"),
+    ProjectFile("build", (), ("setup.py",), "python", "operand"),
+    ProjectFile("tox", (), ("setup.py",), "python", "here"),
+    ProjectFile("nox", (), ("noxfile.py",), "python", "here"),
+    *(ProjectFile(name, (), ("tasks.py",), "python", "here") for name in ("invoke", "inv")),
+    ProjectFile("fab", (), ("fabfile.py",), "python", "here"),
+    ProjectFile("rake", (), ("Rakefile", "rakefile", "Rakefile.rb"), "ruby", "here"),
+    ProjectFile("just", (), ("justfile", "Justfile", ".justfile"), "just", "here"),
+    ProjectFile("gulp", (), ("gulpfile.js",), "node", "here"),
+    ProjectFile("grunt", (), ("Gruntfile.js",), "node", "here"),
+)
+"""Project files tools run (package.json scripts are `package_scripts`)."""
+
+_SCRIPT_RUNNERS = {"npm": ("run", "run-script", "rum", "urn"), "yarn": ("run",),
+                   "pnpm": ("run", "run-script"), "bun": ("run",)}
+_SCRIPT_SHORTHANDS = {"test": "test", "t": "test", "tst": "test", "start": "start",
+                      "stop": "stop", "restart": "restart"}
+_INSTALLS = {"npm": ("install", "i", "in", "isntall", "ci", "clean-install", "rebuild"),
+             "yarn": ("install",), "pnpm": ("install", "i", "rebuild"),
+             "bun": ("install", "i")}
+_OWN_COMMANDS = frozenset({
+    "add", "remove", "rm", "install", "i", "upgrade", "up", "update", "init", "info", "why",
+    "dlx", "exec", "x", "workspace", "workspaces", "config", "cache", "bin", "link", "unlink",
+    "pack", "publish", "global", "list", "ls", "outdated", "audit", "version", "versions",
+    "create", "node", "set", "plugin", "login", "logout", "help", "constraints", "patch",
+    "explain", "store", "env", "import", "prune", "fetch", "licenses", "root", "setup",
+    "self-update", "deploy", "recursive", "-r", "build", "pm"})
+"""Commands of yarn, pnpm and bun themselves: any other word runs the package script."""
+_LIFECYCLE = ("preinstall", "install", "postinstall", "prepublish", "preprepare", "prepare",
+              "postprepare")
+
+
+def package_scripts(program: str, operands: list[str]) -> tuple[str, ...]:
+    """The package.json scripts a package manager runs, in order (`npm t`: pretest, test,
+    posttest; `yarn` alone: the install lifecycle)."""
+    name = base(program)
+    if name not in _SCRIPT_RUNNERS:
+        return ()
+    first = operands[0] if operands else ""
+    script = None
+    if first in _SCRIPT_RUNNERS[name] and len(operands) > 1:
+        script = operands[1]
+    elif first in _SCRIPT_SHORTHANDS:
+        script = _SCRIPT_SHORTHANDS[first]
+    elif (not operands and name != "npm") or (first in _INSTALLS[name] and (
+            len(operands) == 1 or first in ("ci", "clean-install", "rebuild"))):
+        return _LIFECYCLE
+    elif name != "npm" and first and first not in _OWN_COMMANDS:
+        script = first
+    return (f"pre{script}", script, f"post{script}") if script else ()
+
 
 JUDGED = frozenset({
     "rm", "rmdir", "unlink", "shred", "srm", "wipe", "dd", "mkfs", "mke2fs", "mkswap",

@@ -62,7 +62,12 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "sql.drop-owned": (Verdict.BLOCK, "DROP OWNED: every object a role owns"),
     "sql.truncate": (Verdict.BLOCK, "TRUNCATE"),
     "sql.drop-column": (Verdict.REQUIRE_APPROVAL, "ALTER TABLE ... DROP COLUMN: the column's "
-                        "data is gone"),
+                        "data is gone (and DETACH PARTITION, NO INHERIT: rows leave the "
+                        "table)"),
+    "sql.exclusive-lock": (Verdict.REQUIRE_APPROVAL, "a statement that keeps a table's readers "
+                           "or writers out while it scans or rewrites it: VACUUM FULL, "
+                           "CLUSTER, REINDEX without CONCURRENTLY, LOCK TABLE in (ACCESS) "
+                           "EXCLUSIVE mode"),
     "sql.rename": (Verdict.REQUIRE_APPROVAL, "ALTER ... RENAME of a column, table, view, "
                    "schema or database: every reader of the old name breaks"),
     "sql.system-catalog": (Verdict.BLOCK, "a write to PostgreSQL's own catalogues "
@@ -78,8 +83,10 @@ CATALOGUE: dict[str, tuple[Verdict, str]] = {
     "sql.unknown-effect": (Verdict.REQUIRE_APPROVAL, "a statement whose effect cannot be seen "
                            "here: a procedure, a trigger, SQL built at run time, code in "
                            "another language, a statement prepared elsewhere"),
-    "sql.replication-role": (Verdict.REQUIRE_APPROVAL, "session_replication_role silences "
-                             "triggers and foreign keys"),
+    "sql.replication-role": (Verdict.REQUIRE_APPROVAL, "session_replication_role (for a "
+                             "session, a role, a database or through PGOPTIONS) and ALTER "
+                             "TABLE ... DISABLE TRIGGER/RULE silence triggers, rules and "
+                             "foreign keys"),
     "sql.dangerous-function": (Verdict.BLOCK, "server administration or file-access functions"),
     "sql.alter-system": (Verdict.BLOCK, "ALTER SYSTEM changes the server's configuration"),
     "sql.privileges": (Verdict.REQUIRE_APPROVAL, "GRANT, REVOKE and role changes"),
@@ -732,6 +739,8 @@ def _git_paths(sub: str, rest: list[str]) -> list[str]:
     """The paths a git subcommand writes in the work tree."""
     if sub in ("rm", "mv"):
         return [a for a in rest if not a.startswith("-")]
+    if sub == "restore" and _has(rest, "S", "--staged") and not _has(rest, "W", "--worktree"):
+        return []  # the index alone: no file of the work tree is written
     if sub in ("checkout", "restore") and "--" in rest:
         return rest[rest.index("--") + 1 :]
     if sub == "restore":
@@ -754,10 +763,22 @@ def _git(command: Command, protected: list[str], via: str,
     for folder, checked_out in command.worktrees:
         if inside(where, folder):
             branch = checked_out
+    if sub == "rebase":
+        branch = _rebased_branch(rest) or branch
     if sub == "push":
         yield from _push(rest, guarded, branch, command, via)
     elif sub in ("filter-branch", "filter-repo"):
         yield Hit("git.rewrite-history", f"git {sub} rewrites every branch{via}", command.span)
+    elif sub == "reflog" and rest[:1] in (["expire"], ["delete"]) and (
+            rest[0] == "delete" or any(re.fullmatch(
+                r"--expire(-unreachable)?=(now|all|0|[\d.]+\.seconds?\.ago)", a) for a in rest)):
+        yield Hit("git.rewrite-history", f"git reflog {rest[0]} drops the record of where "
+                  f"branches were: rewritten or reset commits can no longer be recovered{via}",
+                  command.span)
+    elif sub == "replace" and not _has(rest, "l", "--list", "d", "--delete") and \
+            [a for a in rest if not a.startswith("-")]:
+        yield Hit("git.rewrite-history", f"git replace makes history show other commits "
+                  f"than the ones it has{via}", command.span)
     elif sub == "branch":
         yield from _branch(rest, guarded, command, via)
     elif sub in ("checkout", "switch"):
@@ -806,6 +827,26 @@ def _git(command: Command, protected: list[str], via: str,
             name = branch or "a branch only known at run time"
             yield Hit("git.rewrite-history",
                       f"git {sub} rewrites the protected branch {name}{via}", command.span)
+
+
+_REBASE_VALUED = frozenset({"--onto", "-x", "--exec", "-s", "--strategy", "-X",
+                            "--strategy-option", "-C", "--whitespace"})
+
+
+def _rebased_branch(rest: list[str]) -> str | None:
+    """`git rebase [OPTIONS] UPSTREAM BRANCH` (or `--root BRANCH`) checks BRANCH out and
+    rewrites it."""
+    operands: list[str] = []
+    skip = False
+    for arg in rest:
+        if skip:
+            skip = False
+        elif arg in _REBASE_VALUED:
+            skip = True
+        elif not arg.startswith("-"):
+            operands.append(arg)
+    wanted = 1 if "--root" in rest else 2
+    return operands[wanted - 1] if len(operands) >= wanted else None
 
 
 def _has(args: list[str], *flags: str) -> bool:
@@ -951,6 +992,19 @@ def _statement_hits(statement: Statement, protected: list[str], span: tuple[int,
                   f"{statement.rewrites_column} with a constant", span)
     if statement.drops_column:
         yield Hit("sql.drop-column", f"ALTER TABLE {targets} drops a column and its data", span)
+    if statement.detaches:
+        yield Hit("sql.drop-column", f"ALTER TABLE takes {statement.detaches} away from its "
+                  "readers", span)
+    if statement.locks:
+        yield Hit("sql.exclusive-lock", statement.locks, span)
+    if statement.silences:
+        yield Hit("sql.replication-role", f"ALTER TABLE {targets} switches off "
+                  f"{statement.silences}: they stop firing", span)
+    if statement.library:
+        yield Hit("sql.dangerous-function", f"the function loads the library "
+                  f"{statement.library} into the server", span)
+    if statement.access:
+        yield Hit("sql.privileges", statement.access, span)
     if statement.renames:
         yield Hit("sql.rename", f"ALTER renames the {statement.renames}: its readers break",
                   span)

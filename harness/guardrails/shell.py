@@ -2,11 +2,12 @@
 
 The line is parsed with tree-sitter-bash (a real shell grammar); each simple command's
 words are normalised the way bash would expand them (quotes and escapes removed,
-`$'..'` decoded, braces expanded, variables whose value is visible in the line
-substituted, `$(echo x)` and `$(pwd)` evaluated, `for` loops over literal lists unrolled),
-and state is carried through the line the way bash carries it: the working folder (`cd`,
-`pushd`, `popd`), symbolic links made earlier, aliases, functions, the git branch checked
-out. Each program's argv is read by its own conventions (`programs`): wrappers are looked
+`$'..'` decoded, unquoted braces expanded, variables whose value is visible in the line
+substituted (arrays, positional parameters, namerefs and `printf -v` too), `$(echo x)` and
+`$(pwd)` evaluated, `for` loops over literal lists unrolled), and state is carried through
+the line the way bash carries it: the working folder (`cd`, `pushd`, `popd`), symbolic
+links made earlier, aliases, functions (a call runs the body with its arguments), files
+written and the tools that run them later, the git branch checked out. Each program's argv is read by its own conventions (`programs`): wrappers are looked
 through (`sudo -Eu root`, `timeout -s 9 10`, `flock f -c ...`, `ssh host CMD`), and every
 argument that carries code is analysed in turn: `-c` strings, `eval`, `trap`, `alias`,
 `xargs` and `find -exec` commands, interpreter code (`code`), scripts fed on stdin or in
@@ -37,6 +38,10 @@ from harness.sandbox.paths import resolve
 
 DYNAMIC = "\x00"
 """Stands in a word for text only known when the command runs."""
+FIELD = "\x01"
+"""Separates the fields `"${a[@]}"` and `"$@"` expand to, inside quotes too."""
+NO_FIELDS = "\x02"
+"""What `"${a[@]}"` of an empty array expands to: no field at all, not an empty one."""
 
 MAX_DEPTH = 8
 MAX_LOOP_VALUES = 32
@@ -143,9 +148,10 @@ class ShellAnalysis:
     commands: list[Command] = field(default_factory=list)
     functions: dict[str, list[Command]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-    sql: list[tuple[str, tuple[int, int], bool]] = field(default_factory=list)
-    """SQL the line sends to psql, with the span of the psql command and whether it is
-    only what a program the guard does not model may run."""
+    sql: list[tuple[str, tuple[int, int], bool, str]] = field(default_factory=list)
+    """SQL the line sends to a database, with the span of the command, whether it is
+    only what a program the guard does not model may run, and its dialect (`postgres`,
+    `mysql`, `sqlite`)."""
     suspect_arguments: list[tuple[str, str, tuple[int, int]]] = field(default_factory=list)
     """(program, argument, span): arguments of programs the analysis does not model that
     read as command lines; the policy judges what they would run."""
@@ -169,13 +175,24 @@ class _State:
     """Files the line wrote with content it shows (`echo X > f`, `cat > f <<EOF`)."""
     git_aliases: dict[str, str] = field(default_factory=dict)
     traps: list[tuple[str, tuple[int, int]]] = field(default_factory=list)
+    arrays: dict[str, list[str]] = field(default_factory=dict)
+    """Indexed arrays the line set (`a=(x y)`, `declare -a`, `a+=(z)`)."""
+    namerefs: dict[str, str] = field(default_factory=dict)
+    """`declare -n ref=name`: ref stands for the variable name."""
+    positional: list[str] | None = None
+    """`$1`, `$@`...: set by `set --` or a function call (None: only known at run time)."""
+    functions: dict[str, str] = field(default_factory=dict)
+    """Functions the line defined: their body, run again with a call's arguments."""
 
     def fork(self) -> _State:
         """A copy a subshell can change without changing this one."""
         return replace(self, stack=list(self.stack), env=dict(self.env), links=list(self.links),
                        aliases=dict(self.aliases), files=dict(self.files),
                        git_aliases=dict(self.git_aliases), traps=list(self.traps),
-                       worktrees=dict(self.worktrees))
+                       worktrees=dict(self.worktrees),
+                       arrays={k: list(v) for k, v in self.arrays.items()},
+                       namerefs=dict(self.namerefs), functions=dict(self.functions),
+                       positional=None if self.positional is None else list(self.positional))
     worktrees: dict[str, str] = field(default_factory=dict)
     """Folders `git worktree add` checked a branch out in."""
 
@@ -257,8 +274,8 @@ class _Walker:
     def _problem(self, rule_id: str, reason: str, span: tuple[int, int]) -> None:
         self.analysis.problems.append(Problem(rule_id, reason, span, self.guessing))
 
-    def _sql(self, text: str, span: tuple[int, int]) -> None:
-        self.analysis.sql.append((text, span, self.guessing))
+    def _sql(self, text: str, span: tuple[int, int], dialect: str = "postgres") -> None:
+        self.analysis.sql.append((text, span, self.guessing, dialect))
 
     def _node_text(self, node: tree_sitter.Node) -> str:
         return self.source[node.start_byte : node.end_byte].decode(errors="replace")
@@ -276,6 +293,14 @@ class _Walker:
         if kind == "variable_assignment":
             self._assign(node)
             return []
+        if kind == "declaration_command":
+            self._declare(node)
+            return []
+        if kind == "unset_command":  # the grammar's own node for `unset NAME...`
+            words = [w for child in node.named_children for w in self._word(child)]
+            self._carry(Command(("unset", *words), self._span(node), cwd=self.state.cwd,
+                                places=self.places))
+            return []
         if kind == "subshell":
             return self._isolated(lambda: self._children(node))
         if kind == "for_statement":
@@ -286,6 +311,8 @@ class _Walker:
             name = self._node_text(name_node) if name_node else ""
             commands = self._isolated(lambda: self._visit(body)) if body is not None else []
             self.analysis.functions[name] = commands
+            if body is not None:
+                self.state.functions[name] = self._node_text(body)
             return []
         if kind == "list":
             # `a && b && c ...` nests to the left: walk that spine without recursing.
@@ -335,15 +362,64 @@ class _Walker:
             produced.extend(self._visit(body))
         return produced
 
-    def _assign(self, node: tree_sitter.Node) -> None:
+    def _assign(self, node: tree_sitter.Node, *, nameref: bool = False) -> None:
         name_node = node.child_by_field_name("name")
         value_node = node.child_by_field_name("value")
         if name_node is None:
             return
+        appending = any(c.type == "+=" for c in node.children)
         if name_node.type == "subscript":  # a[$(cmd)]=x runs cmd
             self._visit_expansions(name_node)
+            self._assign_element(name_node, value_node)
+            return
+        name = self._node_text(name_node)
+        if name == "PGOPTIONS" and value_node is not None and \
+                "session_replication_role" in self._node_text(value_node):
+            self._problem("sql.replication-role", "PGOPTIONS sets session_replication_role for "
+                          "every PostgreSQL session started after it: triggers and foreign "
+                          "keys stop firing", self._span(node))
+        if value_node is not None and value_node.type == "array":
+            elements = [w for child in value_node.named_children for w in self._word(child)]
+            before = self.state.arrays.get(name, []) if appending else []
+            self.state.arrays[name] = before + elements
+            self.env[name] = self.state.arrays[name][0] if self.state.arrays[name] else ""
+            return
         value = "".join(self._word(value_node, split=False)) if value_node is not None else ""
-        self.env[self._node_text(name_node)] = value
+        if nameref:
+            self.state.namerefs[name] = value
+            return
+        if name in self.state.namerefs:  # assigning to ref assigns the variable it names
+            name = self.state.namerefs[name]
+        if appending:
+            value = self._known().get(name, DYNAMIC) + value
+        self.env[name] = value
+        if name in self.state.arrays:
+            self.state.arrays[name][:1] = [value]
+
+    def _assign_element(self, subscript: tree_sitter.Node, value_node: tree_sitter.Node | None
+                        ) -> None:
+        """`a[2]=x`: one element of an array."""
+        name_node = subscript.child_by_field_name("name")
+        index_node = subscript.child_by_field_name("index")
+        name = self._node_text(name_node) if name_node is not None else ""
+        value = "".join(self._word(value_node, split=False)) if value_node is not None else ""
+        index = "".join(self._word(index_node, split=False)) if index_node is not None else ""
+        elements = self.state.arrays.setdefault(name, [])
+        if not index.isdigit() or int(index) > len(elements):
+            self.state.arrays[name] = [DYNAMIC]  # which element, or a sparse array
+            return
+        elements[int(index) : int(index) + 1] = [value]
+
+    def _declare(self, node: tree_sitter.Node) -> None:
+        """`declare`, `local`, `typeset`, `export`, `readonly`: assignments, with `-n`
+        making a name stand for another variable."""
+        flags = "".join(self._node_text(c)[1:] for c in node.named_children
+                        if c.type == "word" and self._node_text(c).startswith("-"))
+        for child in node.named_children:
+            if child.type == "variable_assignment":
+                self._assign(child, nameref="n" in flags)
+            elif child.type != "word":
+                self._visit_expansions(child)
 
     def _pipeline(self, node: tree_sitter.Node) -> list[Command]:
         produced: list[Command] = []
@@ -382,10 +458,11 @@ class _Walker:
             elif child.type == "herestring_redirect":
                 script = " ".join("".join(self._word(w, split=False))
                                   for w in child.named_children) + "\n"
-        if body is None:
-            return []
+        if body is None:  # `> file`: a command of redirections only, as `: > file`
+            return self._null(node, tuple(redirects))
         if body.type == "command":
-            return self._command(body, tuple(redirects), (script, stdin[1]))
+            return self._command(body, tuple(redirects), (script, stdin[1]),
+                                 trailing=self._dropped_words(node, body))
         if body.type == "list" and body.named_children and \
                 body.named_children[-1].type == "command":
             # `a && b < f` (as the grammar groups it): the redirection is b's.
@@ -430,8 +507,29 @@ class _Walker:
                 else (None, None)
             previous = self._visit(child, feed)
 
+    def _null(self, node: tree_sitter.Node, redirects: tuple[Redirect, ...]) -> list[Command]:
+        """Redirections with no command (`> file`, `>| file`): they open (and truncate)
+        their files all the same."""
+        if not redirects:
+            return []
+        return self._expand(Command((":",), self._span(node), redirects, None, None, self.via,
+                                    (), self.state.cwd, self.state.branch,
+                                    tuple(self.state.links), (),
+                                    tuple(self.state.worktrees.items()), self.places))
+
+    def _dropped_words(self, node: tree_sitter.Node, body: tree_sitter.Node
+                       ) -> tuple[str, ...]:
+        """Words between a command and its redirections that the grammar leaves out of
+        both (`psql -f - <<EOF` parses as `psql -f` and the heredoc)."""
+        following = [c for c in node.children if c.start_byte >= body.end_byte]
+        if not following:
+            return ()
+        gap = self.source[body.end_byte : following[0].start_byte].decode(errors="replace")
+        words = gap.split()
+        return tuple(words) if all(re.fullmatch(r"[\w./=+-]+", w) for w in words) else ()
+
     def _command(self, node: tree_sitter.Node, redirects: tuple[Redirect, ...],
-                 stdin: Stdin) -> list[Command]:
+                 stdin: Stdin, trailing: tuple[str, ...] = ()) -> list[Command]:
         argv: list[str] = []
         local_env: dict[str, str] = {}
         extra_redirects = list(redirects)
@@ -466,11 +564,15 @@ class _Walker:
                     segments.extend(self._unquoted_text("$" + self._node_text(member)))
                 else:
                     segments.extend(self._segments(member))
+            braces = _unquoted_braces(
+                self.source[group[0].start_byte : group[-1].end_byte].decode(errors="replace"))
             for one in _join_segments(segments, self._ifs()):
-                argv.extend(_brace_expand(one) if "{" in one and "," in one else [one])
+                argv.extend(_brace_expand(one) if braces and "{" in one and "," in one
+                            else [one])
+        argv.extend(trailing)
         if not argv:
             self.env.update(local_env)
-            return []
+            return self._null(node, tuple(extra_redirects))
         if argv[0] in self.state.aliases and self.via[-1:] != ("alias",):
             text = self.state.aliases[argv[0]] + " " + " ".join(_quote(a) for a in argv[1:])
             self._nested_text(self._span(node), text, "alias")
@@ -516,8 +618,10 @@ class _Walker:
         if not split:
             return [" ".join(fields)]
         expanded: list[str] = []
+        braces = _unquoted_braces(self._node_text(node))
         for one in fields:
-            expanded.extend(_brace_expand(one) if "{" in one and "," in one else [one])
+            expanded.extend(_brace_expand(one) if braces and "{" in one and "," in one
+                            else [one])
         return expanded
 
     def _segments(self, node: tree_sitter.Node) -> list[tuple[str, bool]]:
@@ -610,17 +714,31 @@ class _Walker:
             else " \t\n"
 
     def _known(self) -> dict[str, str]:
-        return {**_well_known(self.places), "PWD": self.state.cwd,
-                **({"OLDPWD": self.state.previous} if self.state.moved else {}), **self.env}
+        known = {**_well_known(self.places), "PWD": self.state.cwd,
+                 **({"OLDPWD": self.state.previous} if self.state.moved else {}), **self.env}
+        positional = self.state.positional
+        if positional is not None:
+            known.update({str(n): "" for n in range(1, 10)})
+            known.update({str(n): arg for n, arg in enumerate(positional, 1)})
+            known.update({"@": FIELD.join(positional) or NO_FIELDS, "*": " ".join(positional),
+                          "#": str(len(positional))})
+        for ref, target in self.state.namerefs.items():
+            known[ref] = known.get(target, DYNAMIC)
+        return known
 
     def _string_part(self, node: tree_sitter.Node) -> str:
         if node.type == "string_content":
             return re.sub(r'\\([$`"\\\n])', r"\1", self._node_text(node))
+        if node.type in ("simple_expansion", "expansion"):
+            return self._expansion(node)  # "$@" keeps its fields apart
         return "".join(self._word(node, split=False))
 
     def _expansion(self, node: tree_sitter.Node) -> str:
         names = [c for c in node.named_children
                  if c.type in ("variable_name", "special_variable_name")]
+        subscripts = [c for c in node.named_children if c.type == "subscript"]
+        if subscripts and not names:
+            return self._element(node, subscripts[0])
         if not names:
             self._visit_expansions(node)
             return DYNAMIC
@@ -628,6 +746,15 @@ class _Walker:
         extra = [c for c in node.named_children if c is not names[0]]
         known = self._known()
         whole = self._node_text(node)
+        if name in ("@", "*") and whole.startswith("${") and len(whole) > 4:
+            # ${@:2}, ${*:1:2}: a slice of the positional parameters, counted from $0.
+            slice_ = re.fullmatch(r"\$\{[@*]:\s*(\d+)(?::\s*(\d+))?\}", whole)
+            if slice_ is None or self.state.positional is None:
+                return DYNAMIC
+            start, count = int(slice_.group(1)), slice_.group(2)
+            chosen = [DYNAMIC, *self.state.positional][start:]  # $0 is not known
+            chosen = chosen[: int(count)] if count is not None else chosen
+            return (FIELD if name == "@" else " ").join(chosen) or NO_FIELDS
         if whole.startswith("${!"):  # ${!v}: the variable v names
             target = known.get(name)
             return known.get(target, DYNAMIC) if target and DYNAMIC not in target else DYNAMIC
@@ -653,6 +780,39 @@ class _Walker:
             # takes the default.
             return default if default is not None else DYNAMIC
         return known.get(name, DYNAMIC)
+
+    def _element(self, node: tree_sitter.Node, subscript: tree_sitter.Node) -> str:
+        """`${a[0]}`, `${a[@]}`, `${a[*]}`, `${a[@]:1:2}`, `${#a[@]}` of an array the line
+        set (a plain variable is an array of one)."""
+        self._visit_expansions(subscript)
+        name_node = subscript.child_by_field_name("name")
+        index_node = subscript.child_by_field_name("index")
+        name = self._node_text(name_node) if name_node is not None else ""
+        name = self.state.namerefs.get(name, name)
+        known = self._known()
+        elements = self.state.arrays.get(name)
+        if elements is None:
+            elements = [known[name]] if name in known else None
+        whole = self._node_text(node)
+        after = self.source[subscript.end_byte : node.end_byte].decode(errors="replace")[:-1]
+        if elements is None or whole.startswith("${!") or (after and not re.fullmatch(
+                r":\s*\d+(:\s*\d+)?", after)):
+            return DYNAMIC
+        index = "".join(self._word(index_node, split=False)) if index_node is not None else ""
+        if index not in ("@", "*"):
+            if whole.startswith("${#") or after or not re.fullmatch(r"-?\d+", index):
+                return DYNAMIC
+            position = int(index)
+            return elements[position] if -len(elements) <= position < len(elements) else ""
+        if after:
+            numbers = [int(n) for n in after[1:].replace(" ", "").split(":")]
+            elements = elements[numbers[0] :][: numbers[1]] if len(numbers) > 1 else \
+                elements[numbers[0] :]
+        if whole.startswith("${#"):
+            return str(len(elements))
+        if not elements:
+            return NO_FIELDS if index == "@" else ""
+        return (FIELD if index == "@" else " ").join(elements)
 
     def _substitution(self, node: tree_sitter.Node) -> str:
         inner = self._isolated(functools.partial(self._visit_inner, node))
@@ -709,6 +869,10 @@ class _Walker:
             return produced
         self._carry(command)
         self._environment_code(command)
+        if command.argv[0] in self.state.functions and command.via[-1:] not in (
+                ("command",), ("builtin",)):
+            self._call(command)
+            return produced
         conventions = programs.spec(program)
         parsed = programs.parse(program, command.args)
         if "/" in command.argv[0] and command.path(command.argv[0]) in self.state.files:
@@ -730,6 +894,8 @@ class _Walker:
             if parsed.has("-" + flag) and parsed.operands:
                 self._code(command, language, parsed.operands[0], f"{program} -{flag}")
                 return produced
+        if self.state.files:
+            self._project_code(command, parsed)
         handler = _HANDLERS.get(program)
         if handler is not None:
             produced += handler(self, command, parsed)
@@ -760,6 +926,22 @@ class _Walker:
         if unmodelled and not self.guessing:
             produced += self._guess(command)
         return produced
+
+    def _call(self, command: Command) -> None:
+        """A function the line defined, called: its body runs in this shell with the
+        call's arguments as `$1`, `$@`... (a function calling itself is read once)."""
+        name = command.argv[0]
+        how = f"function {name}"
+        if how in self.via or self.depth >= MAX_DEPTH:
+            return
+        saved = self.state.positional
+        self.state.positional = list(command.args)
+        try:
+            _Walker(self.analysis, self.state.functions[name], depth=self.depth + 1,
+                    outer_span=command.span, state=self.state, via=(*self.via, how),
+                    places=self.places, guessing=self.guessing).run()
+        finally:
+            self.state.positional = saved
 
     def _guess(self, command: Command) -> list[Command]:
         """A program the guard does not model whose arguments hold a command a rule
@@ -834,6 +1016,24 @@ class _Walker:
                 name, equals, value = arg.partition("=")
                 if equals:
                     state.env[name] = value
+        elif program == "unset":
+            functions = "-f" in args
+            for name in (a for a in args if not a.startswith("-")):
+                if functions:
+                    state.functions.pop(name, None)
+                    continue
+                state.namerefs.pop(name, None)
+                state.arrays[name] = []  # unset: it expands to nothing from now on
+                state.env[name] = ""
+        elif program == "set" and (args[:1] == ("--",) or (
+                args and not args[0].startswith(("-", "+")))):
+            state.positional = list(args[1:] if args[0] == "--" else args)
+        elif program == "shift" and state.positional is not None:
+            count = args[0] if args else "1"
+            state.positional = state.positional[int(count):] if count.isdigit() else None
+        elif program == "printf" and args[:1] == ("-v",) and len(args) >= 3:
+            output = _echo_output([replace(command, argv=("printf", *args[2:]))])
+            state.env[args[1]] = output if output is not None else DYNAMIC
 
     # ------------------------------------------------------------ code
 
@@ -856,6 +1056,17 @@ class _Walker:
             self._nested(command, text, how)
         elif language == "sql":
             self._sql(text, command.span)
+        elif language == "mysql":
+            self._sql(text, command.span, "mysql")
+        elif language == "sqlite":
+            # The sqlite3 shell: dot-commands (`.shell CMD` runs one) and SQL.
+            lines = text.splitlines()
+            dots = "\n".join(line for line in lines if line.lstrip().startswith("."))
+            statements = "\n".join(line for line in lines if not line.lstrip().startswith("."))
+            if dots:
+                self._inline(command, "sqlite", dots, how)
+            if statements.strip():
+                self._sql(statements, command.span, "sqlite")
         elif language == "argv-string":
             if DYNAMIC in text:
                 self._nested(command, text, how)
@@ -894,6 +1105,39 @@ class _Walker:
         for nested_language, nested in effects.nested:
             if self.depth < MAX_DEPTH:
                 self._inline(command, nested_language, nested, how)
+
+    def _project_code(self, command: Command, parsed: programs.Parsed) -> None:
+        """Files of the project the tool runs as code (`pytest` imports conftest.py, `pip
+        install .` runs setup.py, `npm test` the package.json script): judged by the
+        content the line wrote to them."""
+        tool, words = command.program, list(parsed.operands)
+        module = parsed.value("-m") if programs.spec(tool) is programs.spec("python") else None
+        if module:
+            after = command.args[command.args.index(module) + 1:] \
+                if module in command.args else ()
+            tool, words = module, [a for a in after if not a.startswith("-")]
+        tool = re.sub(r"\d[\d.]*$", "", tool) if tool.startswith("pip") else tool
+        scripts = programs.package_scripts(tool, words)
+        manifest = self.state.files.get(command.path("package.json")) if scripts else None
+        if manifest is not None:
+            try:
+                table = json.loads(manifest).get("scripts", {})
+            except (ValueError, AttributeError):
+                table = {}
+            for script in scripts:
+                if isinstance(table, dict) and isinstance(table.get(script), str):
+                    self._nested(command, table[script], f"{tool} script {script}")
+        here = command.path(".")
+        for entry in programs.PROJECT_FILES:
+            if entry.program != tool or words[: len(entry.words)] != list(entry.words):
+                continue
+            folders = [command.path(w) for w in words[len(entry.words):] if DYNAMIC not in w] \
+                if entry.where == "operand" else [here]
+            for path, content in list(self.state.files.items()):
+                folder, name = posixpath.split(path)
+                if name in entry.names and (folder in folders or (
+                        entry.where == "below" and folder.startswith(here.rstrip("/") + "/"))):
+                    self._code(command, entry.language, content, f"{tool} runs {path}")
 
     def _stdin_code(self, command: Command, language: str) -> None:
         """A program that runs what it reads on stdin (`| sh`, `python3 - <<EOF`,
@@ -942,7 +1186,14 @@ class _Walker:
 
     def _environment_code(self, command: Command) -> None:
         """Variables whose value a program runs or loads: prompts a shell expands, the
-        libraries and startup code interpreters load."""
+        libraries and startup code interpreters load, PGOPTIONS that silence triggers."""
+        exported = [tuple(a.split("=", 1)) for a in command.args if "=" in a] \
+            if command.program == "export" else []
+        for name, value in [*command.env, *exported]:
+            if name == "PGOPTIONS" and "session_replication_role" in value:
+                self._problem("sql.replication-role", "PGOPTIONS sets session_replication_role "
+                              "for every PostgreSQL session it starts: triggers and foreign "
+                              "keys stop firing", command.span)
         for name, value in [*command.env, *((k, v) for k, v in self.env.items()
                                              if k in _CODE_VARIABLES)]:
             if name in ("PS0", "PS1", "PS2", "PS4", "PROMPT_COMMAND") and value:
@@ -1145,8 +1396,14 @@ def _handle_sudo_shell(walker: _Walker, command: Command, parsed: programs.Parse
     return walker._expand(_derive(command, tuple(parsed.rest), "sudo")) if parsed.rest else []
 
 
+_PSQL_INCLUDE = re.compile(r"^\s*\\(?:i|ir|include|include_relative)\s+(\S+)", re.MULTILINE)
+
+
 def _handle_psql(walker: _Walker, command: Command, parsed: programs.Parsed) -> list[Command]:
     given = [v for o, v in parsed.options if o in ("-c", "--command") and v is not None]
+    for text in given:  # `\i FILE` runs the file's SQL
+        for path in _PSQL_INCLUDE.findall(text):
+            walker._run_file(command, path, "sql", "psql \\i")
     if given:
         return []  # read as code from the option table
     sql_file = parsed.value("-f", "--file")
@@ -1165,6 +1422,20 @@ def _handle_psql(walker: _Walker, command: Command, parsed: programs.Parsed) -> 
         walker._problem("shell.unverifiable-sql",
                         "psql reads SQL produced at run time; it cannot be checked",
                         command.span)
+    return []
+
+
+def _handle_mysql(walker: _Walker, command: Command, parsed: programs.Parsed
+                  ) -> list[Command]:
+    """mysql and mariadb: -e SQL is read from the option table; otherwise the SQL on
+    stdin, as psql's."""
+    if parsed.value("-e", "--execute") is not None or command.stdin_input() is not None:
+        return []
+    if command.stdin_script is not None and DYNAMIC not in command.stdin_script:
+        walker._sql(command.stdin_script, command.span, "mysql")
+    elif command.stdin_producer is not None:
+        walker._problem("shell.unverifiable-sql", f"{command.program} reads SQL produced at "
+                        "run time; it cannot be checked", command.span)
     return []
 
 
@@ -1271,16 +1542,6 @@ def _handle_npm(walker: _Walker, command: Command, parsed: programs.Parsed) -> l
             if key.startswith("scripts."):
                 walker._nested(command, value, f"npm script {key[8:]}")
         return []
-    script = words[1] if words[:1] in (["run"], ["run-script"]) and len(words) > 1 else \
-        words[0] if words[:1] in (["test"], ["start"], ["stop"], ["restart"]) else None
-    manifest = walker.state.files.get(command.path("package.json"))
-    if script and manifest is not None:
-        try:
-            scripts = json.loads(manifest).get("scripts", {})
-        except (ValueError, AttributeError):
-            scripts = {}
-        if isinstance(scripts, dict) and isinstance(scripts.get(script), str):
-            walker._nested(command, scripts[script], f"npm run {script}")
     if words[:1] in (["exec"], ["x"]):
         inner = programs.parse("npx", words[1:])
         for option, given in inner.options:
@@ -1427,7 +1688,8 @@ _HANDLERS = {
     "xargs": _handle_xargs, "find": _handle_find, "eval": _handle_eval,
     "source": _handle_source, ".": _handle_source, "trap": _handle_trap,
     "alias": _handle_alias, "parallel": _handle_parallel, "busybox": _handle_busybox,
-    "sudo": _handle_sudo_shell, "psql": _handle_psql, "su": _handle_su, "env": _handle_env,
+    "sudo": _handle_sudo_shell, "psql": _handle_psql, "mysql": _handle_mysql,
+    "mariadb": _handle_mysql, "su": _handle_su, "env": _handle_env,
     "git": _handle_git, "socat": _handle_socat, "ssh": _handle_ssh, "less": _handle_less,
     "npm": _handle_npm, "deno": _handle_deno, "make": _handle_make, "at": _handle_at,
     "batch": _handle_at, "crontab": _handle_at, "runuser": _handle_runuser,
@@ -1577,6 +1839,30 @@ def _names_program(word: str) -> bool:
 
 def _join_segments(segments: list[tuple[str, bool]], ifs: str = " \t\n") -> list[str]:
     """Join word pieces into fields, splitting the splittable ones on the IFS characters."""
+    if any(FIELD in text or NO_FIELDS in text for text, _ in segments):
+        # "${a[@]}": each element a field of its own, whatever the quoting.
+        pieces: list[tuple[str, bool]] = []
+        for text, splittable in segments:
+            parts = text.split(FIELD)
+            for index, part in enumerate(parts):
+                if index:
+                    pieces.append((FIELD, False))
+                pieces.append((part, splittable))
+        joined: list[str] = []
+        group: list[tuple[str, bool]] = []
+        for piece in [*pieces, (FIELD, False)]:
+            if piece[0] == FIELD:
+                joined.extend(field.replace(NO_FIELDS, "")
+                              for field in _join_plain(group, ifs) if field != NO_FIELDS)
+                group = []
+            else:
+                group.append(piece)
+        return joined
+    return _join_plain(segments, ifs)
+
+
+def _join_plain(segments: list[tuple[str, bool]], ifs: str) -> list[str]:
+    """`_join_segments` for pieces that hold no field separator."""
     fields: list[str] = []
     current = ""
     started = False
@@ -1668,6 +1954,13 @@ def _unescape(text: str) -> str:
 
 
 _BRACE = re.compile(r"\{([^{}]*,[^{}]*)\}")
+_QUOTED = re.compile(r"\$?'[^']*'|\"(?:\\.|[^\"\\])*\"")
+
+
+def _unquoted_braces(text: str) -> bool:
+    """Whether a word's source has a brace list outside quotes (bash expands only those:
+    `'{"a":1,"b":2}'` is one word)."""
+    return "{" in text and _BRACE.search(_QUOTED.sub("", text)) is not None
 
 
 def _brace_expand(word: str, limit: int = 256) -> list[str]:

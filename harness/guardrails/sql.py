@@ -88,10 +88,25 @@ class Statement:
     """A statement of a function or rule body: it runs when that code is called, not now."""
     reads: tuple[str, ...] = ()
     """For CREATE VIEW: the tables the view reads (writes through it reach them)."""
+    runs: str | None = None
+    """For CREATE TRIGGER: the function it runs."""
     fires_on: str | None = None
     """For CREATE RULE: the kind of statement on its table that runs its actions."""
     settings: tuple[tuple[str, str], ...] = ()
-    """SET name = value, and set_config(name, value) calls."""
+    """SET name = value, and set_config(name, value) calls (and the defaults ALTER ROLE
+    and ALTER DATABASE ... SET give every later session)."""
+    locks: str | None = None
+    """What an exclusive lock held while the statement scans or rewrites a table keeps
+    out (VACUUM FULL, CLUSTER, REINDEX without CONCURRENTLY, LOCK TABLE)."""
+    silences: str | None = None
+    """Triggers or rules an ALTER TABLE switches off."""
+    detaches: str | None = None
+    """Rows an ALTER TABLE takes away from the table's readers (DETACH PARTITION, NO
+    INHERIT)."""
+    access: str | None = None
+    """How the statement changes who may connect or with whose rights code runs."""
+    library: str | None = None
+    """A shared library the statement loads into the server (a C function's file)."""
     uncertain: str | None = None
 
     @functools.cached_property
@@ -142,6 +157,7 @@ def analyse(text: str) -> SqlAnalysis:
         except RecursionError:
             raise SqlSyntaxError("the SQL is nested too deeply to analyse", start) from None
     _undefer_called(analysis.statements)
+    _triggers_of_known_functions(analysis.statements)
     _undefer_fired(analysis.statements)
     _resolve_executes(analysis.statements)
     _through_views(analysis.statements)
@@ -247,6 +263,12 @@ def _constant(value: Any) -> Any:
             if isinstance(inner, str):
                 return inner.strip().lower() in ("t", "true", "y", "yes", "on", "1")
             return bool(inner)
+        if names and names[-1] in ("text", "varchar", "bpchar") and \
+                not (body.get("typeName") or {}).get("arrayBounds"):
+            if isinstance(inner, bool):
+                return "true" if inner else "false"
+            if isinstance(inner, int | float):
+                return str(inner)
         return inner
     if kind == "A_Expr" and body.get("kind") == "AEXPR_OP":
         op = _string((body.get("name") or [None])[-1])
@@ -315,11 +337,41 @@ def truth(value: Any) -> bool | None:
             items = listed[1].get("items", [])
         if not isinstance(items, list):
             return None
+        positive = _string((body.get("name") or [None])[-1]) == "="
+        itself = _strip_locations(body.get("lexpr"))
+        if positive and any(_strip_locations(i) == itself for i in items):
+            return True  # x IN (x, ...): every row where x is not null, as x = x
         values = [_constant(i) for i in items]
         if left is _UNKNOWN or any(v is _UNKNOWN for v in values):
             return None
         inside = left in values
         return inside if _string((body.get("name") or [None])[-1]) == "=" else not inside
+    if kind == "A_Expr" and body.get("kind") in ("AEXPR_BETWEEN", "AEXPR_BETWEEN_SYM"):
+        bounds = (_node(body.get("rexpr")) or ("", {}))[1].get("items", [])
+        itself = _strip_locations(body.get("lexpr"))
+        if len(bounds) == 2 and all(_strip_locations(b) == itself for b in bounds):
+            return True  # x BETWEEN x AND x: every row where x is not null, as x = x
+        values = [_constant(v) for v in (body.get("lexpr"), *bounds)]
+        if len(values) == 3 and not any(v is _UNKNOWN or v is None for v in values):
+            low, high = sorted(values[1:]) if body["kind"] == "AEXPR_BETWEEN_SYM" \
+                else values[1:]
+            try:
+                return bool(low <= values[0] <= high)
+            except TypeError:
+                return None
+        return None
+    if kind == "A_Expr" and body.get("kind") in ("AEXPR_LIKE", "AEXPR_ILIKE"):
+        pattern = _constant(body.get("rexpr"))
+        if isinstance(pattern, str) and pattern and set(pattern) == {"%"} and \
+                _string((body.get("name") or [None])[-1]) in ("~~", "~~*"):
+            return True  # x LIKE '%': every row where x is not null
+        return None
+    if kind == "A_Expr" and body.get("kind") in ("AEXPR_OP_ANY", "AEXPR_OP_ALL") and \
+            _empty_array(body.get("rexpr")):
+        return bool(body["kind"] == "AEXPR_OP_ALL")  # ALL of nothing holds, ANY of nothing not
+    if kind == "SubLink" and body.get("subLinkType") in ("ANY_SUBLINK", "ALL_SUBLINK") and \
+            _empty_query(body.get("subselect")):
+        return bool(body["subLinkType"] == "ALL_SUBLINK")
     if kind == "NullTest":
         inner = _constant(body.get("arg"))
         if inner is _UNKNOWN and not _never_null(body.get("arg")):
@@ -356,6 +408,34 @@ def truth(value: Any) -> bool | None:
     return None
 
 
+def _empty_array(value: Any) -> bool:
+    """`'{}'::int[]`, `ARRAY[]::int[]`, `'{}'` where an array is expected: an array with
+    no element."""
+    if _constant(value) == "{}":
+        return True
+    node = _node(value)
+    while node is not None and node[0] == "TypeCast":
+        if node[1].get("typeName", {}).get("arrayBounds") and \
+                _constant(node[1].get("arg")) == "{}":
+            return True
+        node = _node(node[1].get("arg"))
+    return node is not None and node[0] == "A_ArrayExpr" and not node[1].get("elements")
+
+
+def _empty_query(value: Any) -> bool:
+    """A SELECT that returns no row: `WHERE false`, `LIMIT 0`."""
+    query = _select(value)
+    if query is None or query.get("op") not in (None, "SETOP_NONE"):
+        return False
+    where, limit = query.get("whereClause"), query.get("limitCount")
+    return (where is not None and truth(where) is False) or (
+        limit is not None and _constant(limit) == 0)
+
+
+_SYSTEM_COLUMNS = frozenset({"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"})
+"""Columns every row has and none holds null."""
+
+
 def _never_null(value: Any) -> bool:
     """Whether an expression is never null: a constant, a test (`x IS NULL`, `a IS
     DISTINCT FROM b`), `coalesce(..., constant)`, `count(...)`."""
@@ -375,14 +455,28 @@ def _never_null(value: Any) -> bool:
         return _string((body.get("funcname") or [None])[-1]) == "count"
     if kind == "TypeCast":
         return _never_null(body.get("arg"))
+    if kind == "ColumnRef":
+        return _last_field(body) in _SYSTEM_COLUMNS
     return False
 
 
+_OPPOSITE = {"<": ">=", ">=": "<", ">": "<=", "<=": ">", "=": "<>", "<>": "=", "!=": "="}
+
+
 def _complementary(args: list[Any]) -> bool:
-    """`x IS NULL OR x IS NOT NULL`: one of them holds for every row."""
+    """`x IS NULL OR x IS NOT NULL`, `x > 1 OR x <= 1`: one of them holds for every row
+    (every row where x is not null, for comparisons, as x = x)."""
     tests = [(_strip_locations(n[1].get("arg")), n[1].get("nulltesttype"))
              for n in (_node(a) for a in args) if n and n[0] == "NullTest"]
-    return any((arg, "IS_NULL") in tests and (arg, "IS_NOT_NULL") in tests for arg, _ in tests)
+    if any((arg, "IS_NULL") in tests and (arg, "IS_NOT_NULL") in tests for arg, _ in tests):
+        return True
+    comparisons = {(_string((n[1].get("name") or [None])[-1]),
+                    json.dumps(_strip_locations(n[1].get("lexpr")), sort_keys=True),
+                    json.dumps(_strip_locations(n[1].get("rexpr")), sort_keys=True))
+                   for n in (_node(a) for a in args)
+                   if n and n[0] == "A_Expr" and n[1].get("kind") == "AEXPR_OP"}
+    return any((_OPPOSITE.get(op or ""), left, right) in comparisons
+               for op, left, right in comparisons)
 
 
 Table = tuple[str, str]
@@ -801,9 +895,93 @@ class _Reader:
             if cmd.get("subtype") == "AT_AlterColumnType" and using is not None and \
                     not any(kind == "ColumnRef" for kind, _ in _nodes(using)):
                 rewritten = str(cmd.get("name"))
+        table = _relation(body.get("relation")) or "?"
+        silenced = [_SILENCING[cmd["subtype"]].format(name=cmd.get("name") or "?")
+                    for cmd in commands if cmd.get("subtype") in _SILENCING]
+        detached = [f"the partition {_relation(cmd['def']['PartitionCmd'].get('name'))}"
+                    if cmd.get("subtype") == "AT_DetachPartition" else
+                    f"the rows of {table} (no longer part of "
+                    f"{_relation((_node(cmd.get('def')) or ('', {}))[1])})"
+                    for cmd in commands
+                    if cmd.get("subtype") in ("AT_DetachPartition", "AT_DropInherit")
+                    and (cmd.get("subtype") == "AT_DropInherit" or "PartitionCmd" in (
+                        cmd.get("def") or {}))]
+        cascade = next((f"DROP CONSTRAINT {cmd.get('name')} CASCADE drops whatever depends "
+                        "on it" for cmd in commands if cmd.get("subtype") ==
+                        "AT_DropConstraint" and cmd.get("behavior") == "DROP_CASCADE"), None)
         return self._make("ALTER", object_kind=_object_kind(body.get("objtype")) or "TABLE",
-                          targets=(_relation(body.get("relation")) or "?",), drops_column=drops,
-                          rewrites_column=rewritten)
+                          targets=(table,), drops_column=drops, rewrites_column=rewritten,
+                          silences=", ".join(silenced) or None,
+                          detaches=", ".join(detached) or None, uncertain=cascade)
+
+    def _VacuumStmt(self, body: dict[str, Any]) -> Statement:
+        full = any(option.get("defname") == "full" and _flag(option)
+                   for kind, option in _nodes(body.get("options")) if kind == "DefElem")
+        names = [_relation(r.get("relation")) for kind, r in _nodes(body.get("rels"))
+                 if kind == "VacuumRelation"]
+        word = "VACUUM" if body.get("is_vacuumcmd") else "ANALYZE"
+        return self._make(word, targets=tuple(n for n in names if n),
+                          locks=f"VACUUM FULL rewrites {', '.join(n for n in names if n) or 'every table'} "
+                          "under an ACCESS EXCLUSIVE lock" if full else None)
+
+    def _ClusterStmt(self, body: dict[str, Any]) -> Statement:
+        name = _relation(body.get("relation"))
+        return self._make("CLUSTER", targets=(name,) if name else (),
+                          locks=f"CLUSTER rewrites {name or 'every clustered table'} under an "
+                          "ACCESS EXCLUSIVE lock")
+
+    def _ReindexStmt(self, body: dict[str, Any]) -> Statement:
+        concurrent = any(option.get("defname") == "concurrently" and _flag(option)
+                         for kind, option in _nodes(body.get("params")) if kind == "DefElem")
+        name = _relation(body.get("relation")) or body.get("name") or "?"
+        what = str(body.get("kind", "")).removeprefix("REINDEX_OBJECT_").lower()
+        return self._make("REINDEX", targets=(name,) if body.get("relation") else (),
+                          locks=None if concurrent else f"REINDEX {what} {name} without "
+                          "CONCURRENTLY blocks writes (and reads that use the index) until "
+                          "it ends")
+
+    def _LockStmt(self, body: dict[str, Any]) -> Statement:
+        names = [_relation(r) for kind, r in _nodes(body.get("relations")) if "relname" in r]
+        mode = int(body.get("mode") or 0)
+        return self._make("LOCK", targets=tuple(n for n in names if n),
+                          locks=f"LOCK {', '.join(n for n in names if n)} in "
+                          f"{'ACCESS EXCLUSIVE' if mode == 8 else 'EXCLUSIVE'} mode keeps "
+                          f"{'readers' if mode == 8 else 'writers'} out" if mode >= 7 else None)
+
+    def _AlterRoleSetStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("ALTER", object_kind="ROLE SETTING",
+                          settings=_setting(body.get("setstmt")))
+
+    def _AlterDatabaseSetStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("ALTER", object_kind="DATABASE SETTING",
+                          settings=_setting(body.get("setstmt")))
+
+    def _AlterDatabaseStmt(self, body: dict[str, Any]) -> Statement:
+        options = {o.get("defname"): o for kind, o in _nodes(body.get("options"))
+                   if kind == "DefElem"}
+        closing = [name for name in ("connection_limit", "allow_connections", "is_template")
+                   if name in options]
+        return self._make("ALTER", object_kind="DATABASE",
+                          access=f"ALTER DATABASE {body.get('dbname')} changes who may connect "
+                          f"({', '.join(closing)})" if closing else None)
+
+    def _AlterDefaultPrivilegesStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("GRANT", object_kind="DEFAULT PRIVILEGES")
+
+    def _AlterFunctionStmt(self, body: dict[str, Any]) -> Statement:
+        definer = any(option.get("defname") == "security" and _flag(option)
+                      for kind, option in _nodes(body.get("actions")) if kind == "DefElem")
+        name = _qualified((body.get("func") or {}).get("objname") or [])
+        return self._make("ALTER", object_kind=_object_kind(body.get("objtype")),
+                          access=f"{name} would run with its owner's rights (SECURITY "
+                          "DEFINER)" if definer else None)
+
+    def _DropSubscriptionStmt(self, body: dict[str, Any]) -> Statement:
+        return self._make("DROP", object_kind="SUBSCRIPTION",
+                          targets=(str(body.get("subname")),),
+                          uncertain=f"DROP SUBSCRIPTION {body.get('subname')} stops "
+                          "replication and drops its slot on the publisher, a server this "
+                          "SQL does not show")
 
     def _DropOwnedStmt(self, body: dict[str, Any]) -> Statement:
         return self._make("DROP", object_kind="OWNED")
@@ -881,6 +1059,8 @@ class _Reader:
         code = ""
         if parts and parts[0] == "List":
             code = _string(parts[1].get("items", [None])[0]) or ""
+        if language == "c" and code:
+            return self._make("CREATE", object_kind=what, targets=(name,), library=code)
         nested, uncertain = self._body(code, language, f"{what.lower()} {name}",
                                        deferred=True)
         return self._make("CREATE", object_kind=what, targets=(name,), nested=nested,
@@ -958,7 +1138,7 @@ class _Reader:
     def _CreateTrigStmt(self, body: dict[str, Any]) -> Statement:
         function = _qualified(body.get("funcname") or [])
         return self._make("CREATE", object_kind="TRIGGER",
-                          targets=(_relation(body.get("relation")) or "?",),
+                          targets=(_relation(body.get("relation")) or "?",), runs=function,
                           uncertain=f"the trigger runs {function}, whose body is not here")
 
     def _CreateEventTrigStmt(self, body: dict[str, Any]) -> Statement:
@@ -1023,6 +1203,37 @@ class _Reader:
         # It parsed, so it is PostgreSQL; only its kind is not modelled here.
         return self._make(first, object_kind=object_kind, targets=targets,
                           uncertain=f"{kind} statements are not modelled")
+
+
+_SILENCING = {"AT_DisableTrig": "the trigger {name}", "AT_DisableTrigAll": "every trigger, "
+              "foreign keys included", "AT_DisableTrigUser": "every user trigger",
+              "AT_DisableRule": "the rule {name}"}
+"""ALTER TABLE commands that switch off what runs on the table's writes."""
+
+
+def _flag(option: dict[str, Any]) -> bool:
+    """A boolean option's value: given alone it is true (`FULL`, `CONCURRENTLY`)."""
+    arg = option.get("arg")
+    if arg is None:
+        return True
+    value = _string(arg)
+    if value is not None:
+        return value.lower() not in ("false", "off", "0", "no")
+    node = _node(arg)
+    if node and node[0] == "Boolean":
+        return bool(node[1].get("boolval"))
+    if node and node[0] == "Integer":
+        return bool(node[1].get("ival"))
+    return True
+
+
+def _setting(setstmt: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """The (name, value) an ALTER ROLE or ALTER DATABASE ... SET gives later sessions."""
+    if not setstmt or not setstmt.get("name"):
+        return ()
+    args = setstmt.get("args") or []
+    value = _constant(args[0]) if args else ""
+    return ((str(setstmt["name"]), str(value) if value is not _UNKNOWN else "?"),)
 
 
 _READ_BY_NAME = frozenset({"TABLE", "VIEW", "MATERIALIZED VIEW", "FOREIGN TABLE", "SCHEMA",
@@ -1123,6 +1334,16 @@ def _undefer_called(statements: list[Statement]) -> None:
                 in called:
             statements[index] = replace(statement, nested=tuple(
                 _now(inner) for inner in statement.nested))
+
+
+def _triggers_of_known_functions(statements: list[Statement]) -> None:
+    """A trigger that runs a function created in the same text runs code that is here:
+    the function's body is judged (as code that runs later), the trigger is no unknown."""
+    created = {_name_key(s.targets[0]) for s in statements if s.kind == "CREATE" and
+               s.object_kind == "FUNCTION" and s.targets and s.uncertain is None}
+    for index, statement in enumerate(statements):
+        if statement.runs is not None and _name_key(statement.runs) in created:
+            statements[index] = replace(statement, uncertain=None)
 
 
 def _undefer_fired(statements: list[Statement]) -> None:

@@ -15,7 +15,8 @@ corpus/policy.yaml, Context(branch="agent/work"), Policy.evaluate. Figures:
 
 Files: corpus/redteam.jsonl and corpus/redteam_everyday.jsonl (with expect, family and
 why), the held-out corpus (heldout*.jsonl), the second red team's (redteam2*.jsonl) and
-cases of its classes (classes*.jsonl), and the old corpus (destructive.jsonl read as
+cases of its classes (classes*.jsonl), the third red team's (redteam3*.jsonl), and the old
+corpus (destructive.jsonl read as
 expect=block, family "old-destructive"; everyday.jsonl as expect=allow, family
 "old-everyday"). A case with a `host` is judged as the pre-tool hook judges a Claude Code
 Bash call on that host (`hook.answer`, with its HOME and CLAUDE_PROJECT_DIR).
@@ -76,6 +77,7 @@ def load_all() -> list[Case]:
             + _load("heldout.jsonl") + _load("heldout_everyday.jsonl")
             + _load("redteam2.jsonl") + _load("redteam2_everyday.jsonl")
             + _load("classes.jsonl") + _load("classes_everyday.jsonl")
+            + _load("redteam3.jsonl") + _load("redteam3_everyday.jsonl")
             + _load("destructive.jsonl", expect="block", family="old-destructive")
             + _load("everyday.jsonl", expect="allow", family="old-everyday"))
 
@@ -136,6 +138,7 @@ def score(cases: list[Case]) -> tuple[dict[str, object], list[tuple[Case, Decisi
             "heldout": _summary([j for j in judged if j[0].source.startswith("heldout")]),
             "redteam2": _summary([j for j in judged if j[0].source.startswith("redteam2")]),
             "classes": _summary([j for j in judged if j[0].source.startswith("classes")]),
+            "redteam3": _summary([j for j in judged if j[0].source.startswith("redteam3")]),
             "old_corpus": _summary([j for j in judged if j[0].source in (
                 "destructive.jsonl", "everyday.jsonl")]),
             "all": _summary(judged),

@@ -48,7 +48,7 @@ def test_sql_sent_to_psql_is_extracted() -> None:
     for text in ["psql -c 'DELETE FROM t'", "echo 'DELETE FROM t' | psql",
                  "psql <<< 'DELETE FROM t'", "psql --command='DELETE FROM t'",
                  "cat <<EOF | psql\nDELETE FROM t\nEOF\n"]:
-        sql = [s.strip() for s, _, _ in analyse(text).sql]
+        sql = [s.strip() for s, _, _, _ in analyse(text).sql]
         assert sql == ["DELETE FROM t"], text
 
 
