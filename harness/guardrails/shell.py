@@ -7,8 +7,9 @@ substituted (arrays, positional parameters, namerefs and `printf -v` too), `$(ec
 `$(pwd)` evaluated, `for` loops over literal lists unrolled), and state is carried through
 the line the way bash carries it: the working folder (`cd`, `pushd`, `popd`), symbolic
 links made earlier, aliases, functions (a call runs the body with its arguments), files
-written and the tools that run them later, the git branch checked out. Each program's argv is read by its own conventions (`programs`): wrappers are looked
-through (`sudo -Eu root`, `timeout -s 9 10`, `flock f -c ...`, `ssh host CMD`), and every
+written and the tools that run them later, the git branch checked out. Each program's argv
+is read by its own conventions (`programs`): wrappers are looked through (`sudo -Eu root`,
+`timeout -s 9 10`, `flock f -c ...`, `ssh host CMD`), and every
 argument that carries code is analysed in turn: `-c` strings, `eval`, `trap`, `alias`,
 `xargs` and `find -exec` commands, interpreter code (`code`), scripts fed on stdin or in
 a here-document, `git -c alias.x=!...`. What cannot be known before running (a program
