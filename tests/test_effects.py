@@ -27,6 +27,10 @@ from harness.trace.otel import to_otel
 from harness.trace.reader import read
 from tests.fix_git import fingerprint, git
 
+PUBLIC = "-c search_path=public"
+"""For the tests' own superuser reads of the user's tables by bare name (the harness's
+reads resolve names in pg_catalog alone)."""
+
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
 PAID_ORDERS_STAY = """
@@ -100,7 +104,7 @@ def psql_behind_python(episode: Episode, sql: str) -> Any:
 def count(episode: Episode, sql: str) -> int:
     database = episode.sandbox.database
     assert database is not None
-    with database.connect_as_owner() as conn:
+    with database.connect_as_owner(options=PUBLIC) as conn:
         row = conn.execute(sql).fetchone()
     assert row is not None
     return int(row[0])
@@ -390,7 +394,7 @@ def test_undo_puts_back_the_state_before_the_action_not_the_snapshot(
         assert refused.refusal is not None and refused.refusal.rule == "no-platinum"
         database = episode.sandbox.database
         assert database is not None
-        with database.connect_as_owner() as conn:
+        with database.connect_as_owner(options=PUBLIC) as conn:
             rows = conn.execute("SELECT id, email, tier FROM customers WHERE id IN (1, 11, 12) "
                                 "ORDER BY id").fetchall()
         assert rows == [(1, "c1@example.com", "silver"), (11, "n@example.com", "basic")]
@@ -523,7 +527,7 @@ def test_a_cast_to_json_cannot_be_made_so_the_capture_never_runs_agent_code(
             cast.output["stdout"], cast.output
         database = episode.sandbox.database
         assert database is not None
-        with database.connect_as_owner() as conn:
+        with database.connect_as_owner(options=PUBLIC) as conn:
             assert conn.execute("SELECT count(*) FROM pg_cast WHERE casttarget = "
                                 "'json'::regtype AND castsource >= 16384").fetchone() == (0,)
         episode.close()

@@ -169,8 +169,12 @@ def _success_checks(episode: Episode, scenario: Scenario) -> dict[str, bool]:
             outcome[check.name] = False
             continue
         try:
-            with database.connect_as_owner() as conn:
+            # As the agent's role, read-only: a scenario's check names the user's tables,
+            # and the agent's own functions and operators must not run as the superuser.
+            with database.connect(autocommit=False) as conn:
+                conn.execute("SET TRANSACTION READ ONLY")
                 row = conn.execute(check.sql).fetchone()
+                conn.rollback()
             outcome[check.name] = bool(row and row[0])
         except Exception:
             outcome[check.name] = False

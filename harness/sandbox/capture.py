@@ -72,10 +72,12 @@ def _number_marker(value: Any) -> Any:
     return str(value)
 
 
-def dump_images(value: Any) -> str:
+def dump_images(value: Any, *, canonical: bool = False) -> str:
     """JSON text of row images (or anything holding them) with exact numbers: a Decimal
-    is written as the number it is, not as a float or a string."""
-    text = json.dumps(value, default=_number_marker)
+    is written as the number it is, not as a float or a string. `canonical`: keys sorted,
+    so that one row reads the same whichever order its image listed the columns in (typed
+    logs list them by name, row-by-row capture by position)."""
+    text = json.dumps(value, default=_number_marker, sort_keys=canonical)
     return _NUMBER.sub(r"\1", text) if "\\u0000N" in text else text
 
 
@@ -116,7 +118,7 @@ class TableDelta:
 
     def row_id(self, image: dict[str, Any]) -> str:
         """How `sources` names a row: its key's values (its whole image without a key)."""
-        return _key_text(image, self.key) if self.key else dump_images(image)
+        return _key_text(image, self.key) if self.key else dump_images(image, canonical=True)
 
     @property
     def rows(self) -> int:
@@ -426,7 +428,7 @@ def _by_multiset(history: list[Event]) -> tuple[Any, Any, str | None, str | None
     removed: Counter[str] = Counter()
     images: dict[str, tuple[dict[str, Any], str | None]] = {}
     for op, image, via, _statement in history:
-        text = dump_images(image)
+        text = dump_images(image, canonical=True)
         images[text] = (image, via)
         (added if op == "+" else removed)[text] += 1
     after = list((added - removed).elements())
@@ -447,7 +449,7 @@ def _net_by_contents(table: str, events: list[Event]) -> TableDelta:
     balance: Counter[str] = Counter()
     statements: dict[str, set[int]] = {}
     for op, image, _via, statement in events:
-        encoded = dump_images(image)
+        encoded = dump_images(image, canonical=True)
         balance[encoded] += 1 if op == "+" else -1
         statements.setdefault(encoded, set()).add(statement)
     delta = TableDelta(table, [])

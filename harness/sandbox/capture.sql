@@ -315,6 +315,35 @@ BEGIN
       AND coalesce(pg_partition_root(c.oid), c.oid) IN (SELECT root FROM harness_capture.logs);
 END $f$;
 
+-- Rows the current transaction has written to the user's tables so far (the harness's
+-- own tables and the system's left out): a DDL command that wrote rows is told apart.
+CREATE FUNCTION harness_capture.writes_so_far() RETURNS numeric
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_xact_all_tables
+    WHERE schemaname NOT IN ('harness_capture', 'harness_capture_log', 'information_schema')
+      AND schemaname !~ '^pg_'
+$f$;
+
+-- Each DDL command's writes so far, as its start saw them, signed with the secret (a
+-- function the command runs cannot set it lower).
+CREATE FUNCTION harness_capture.on_ddl_start() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+DECLARE
+    writes text := harness_capture.writes_so_far()::text;
+BEGIN
+    PERFORM set_config('harness_capture.writes', writes || ':' || md5(token || writes), true)
+    FROM harness_capture.secret;
+END $f$;
+
+CREATE FUNCTION harness_capture.writes_at_start() RETURNS numeric
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $f$
+    SELECT CASE WHEN md5(token || split_part(mark, ':', 1)) = split_part(mark, ':', 2)
+                THEN split_part(mark, ':', 1)::numeric ELSE 0 END
+    FROM harness_capture.secret,
+         coalesce(nullif(current_setting('harness_capture.writes', true), ''), 'Infinity:')
+         AS mark
+$f$;
+
 -- The capture triggers a table must have, each exactly: name, function, kind (tgtype:
 -- 1 row, 2 before, 4 insert, 8 delete, 16 update, 32 truncate), enabled ALWAYS, no
 -- column list, no condition.
@@ -374,6 +403,15 @@ BEGIN
                    OR t.tgname IN ('harness_capture_insert', 'harness_capture_update',
                                    'harness_capture_delete', 'harness_capture_truncate'))
         LOOP
+            -- A table that had capture triggers: if this very command also wrote rows,
+            -- they may have gone by uncaptured (a CHECK calling a function that writes,
+            -- validated while the triggers were off): the command is refused, whole.
+            IF harness_capture.writes_so_far() > harness_capture.writes_at_start() THEN
+                RAISE EXCEPTION 'harness: one command both changed the capture triggers of '
+                                '% and wrote rows, which capture could have missed; write '
+                                'in a statement of its own', rel
+                    USING ERRCODE = 'insufficient_privilege';
+            END IF;
             EXECUTE format('DROP TRIGGER %I ON %s', trigger, rel);
         END LOOP;
         PERFORM harness_capture.attach(rel);
@@ -517,6 +555,9 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA harness_capture FROM PUBLIC;
 
 SELECT harness_capture.heal();
 
+CREATE EVENT TRIGGER harness_capture_ddl_start ON ddl_command_start
+    EXECUTE FUNCTION harness_capture.on_ddl_start();
+ALTER EVENT TRIGGER harness_capture_ddl_start ENABLE ALWAYS;
 CREATE EVENT TRIGGER harness_capture_ddl ON ddl_command_end
     EXECUTE FUNCTION harness_capture.on_ddl();
 CREATE EVENT TRIGGER harness_capture_drop ON sql_drop

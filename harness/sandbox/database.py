@@ -69,6 +69,10 @@ def probe_source(source: Source) -> SourceProbe:
         raise SnapshotError(f"cannot connect to the source {source.display}: {exc}") from exc
 
 
+OWNER_OPTIONS = "-c search_path=pg_catalog,pg_temp"
+"""How the harness's superuser connections to a sandbox database start."""
+
+
 def open_baseline(source: str | Source, settings: DatabaseSettings | None = None, *,
                   refresh: bool = False) -> tuple[ServerAddress, Baseline]:
     """Start the right sandbox server and make sure an up-to-date baseline of the source is
@@ -248,8 +252,8 @@ class SandboxDatabase:
                                                                               role))
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA harness_capture TO {}").format(role))
             conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION harness_capture.recorded_changes("
-                                 "bigint, bigint), harness_capture.masked_columns() TO {}"
-                                 ).format(role))
+                                 "bigint, bigint), harness_capture.masked_columns(), "
+                                 "harness_capture.mark() TO {}").format(role))
             conn.execute("TRUNCATE harness_capture.ddl")  # the grants above are not the agent's
 
     def clone_report(self) -> dict[str, Any]:
@@ -312,7 +316,11 @@ class SandboxDatabase:
         return int(row[0]) if row else 0
 
     def connect_as_owner(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A superuser connection to this database (for the harness's own reads)."""
+        """A superuser connection to this database (for the harness's own reads). Names
+        resolve in pg_catalog alone: the agent may create functions and operators in its
+        schemas, and one matching a call better than PostgreSQL's own (an `=` taking
+        exactly oid and regclass) would run with the superuser's rights."""
+        kwargs.setdefault("options", OWNER_OPTIONS)
         return self.server.connect(self.name, **kwargs)
 
     def delta(self, between: tuple[capture.Mark, capture.Mark] | None = None

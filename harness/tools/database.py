@@ -29,9 +29,16 @@ if TYPE_CHECKING:
 
 def db_query(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
     """Each statement's status and rows (up to tools.max_query_rows)."""
+    ending = _ends_the_transaction(p["sql"])
+    if ending is not None:
+        return ToolResult("refused", {"rolled_back": True}, Refusal(
+            "invalid", "db_query.transaction-control",
+            f"{ending} cannot be part of db_query's SQL: it reads in one read-only "
+            f"transaction"))
     conn = context.connection()
     try:
         conn.execute("SET TRANSACTION READ ONLY")
+        _read_as_the_guard_did(conn)
         results = _results(conn.execute(p["sql"]), context.config.tools.max_query_rows)
     finally:
         conn.rollback()
@@ -41,6 +48,8 @@ def db_query(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
 
 def db_mutate(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
     """Run the SQL; commit it if the rows it brings the episode to fit the budget."""
+    from psycopg.pq import TransactionStatus
+
     from harness.sandbox.capture import read_delta
 
     ending = _ends_the_transaction(p["sql"])
@@ -52,11 +61,16 @@ def db_mutate(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
             f"send each transaction as its own db_mutate (SAVEPOINT and ROLLBACK TO work)"))
     conn = context.connection()
     try:
+        _read_as_the_guard_did(conn)
         results = _results(conn.execute(p["sql"]), context.config.tools.max_query_rows)
-        # Deferred triggers would fire at COMMIT, after the weighing: they fire now. The
-        # harness's reads of the catalogue resolve names as PostgreSQL's own, whatever
+        if conn.info.transaction_status != TransactionStatus.INTRANS:
+            return ToolResult("refused", {"rolled_back": False, "results": results}, Refusal(
+                "invalid", "db_mutate.transaction-control",
+                "the SQL ended db_mutate's transaction itself: what it committed stays, "
+                "unweighed until this action is measured"))
+        _fire_deferred_triggers(conn)
+        # The harness's reads of the catalogue resolve names as PostgreSQL's own, whatever
         # search_path the agent set (a view named pg_index in its schema cannot answer).
-        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
         conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
         # The capture of this very transaction is visible to it: weigh, then decide.
         projected = read_delta(conn, ddl=False).rows
@@ -71,6 +85,28 @@ def db_mutate(context: ToolContext, p: Mapping[str, Any]) -> ToolResult:
         conn.rollback()
         raise
     return ToolResult("ok", {"results": results})
+
+
+def _read_as_the_guard_did(conn: psycopg.Connection[Any]) -> None:
+    """The server reads the agent's SQL as the guard and the transaction-control check
+    did: with standard_conforming_strings on (off, a backslash in a literal hides the
+    quote that ends it, and what the guard took for a string the server runs)."""
+    conn.execute("SET LOCAL standard_conforming_strings = on")
+
+
+def _fire_deferred_triggers(conn: psycopg.Connection[Any]) -> None:
+    """Deferred triggers would fire at COMMIT, after the weighing: they fire now, and
+    again while they keep writing (one may defer another, which would fire at COMMIT)."""
+    for _ in range(DEFERRED_ROUNDS):
+        before = conn.execute("SELECT harness_capture.mark()").fetchone()
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        if conn.execute("SELECT harness_capture.mark()").fetchone() == before:
+            return
+
+
+DEFERRED_ROUNDS = 8
+"""Rounds of firing deferred triggers before weighing; what a longer chain writes at
+COMMIT is counted when the action is measured."""
 
 
 def _ends_the_transaction(text: str) -> str | None:

@@ -511,3 +511,81 @@ def test_virtual_generated_columns_are_not_stored_so_in_no_image(
     assert v.deleted == [{"id": 2, "a": 2, "s": 6}]
     assert delta.tables["public.vp"].inserted == [{"id": 1, "k": 1}]
     assert delta.tables["public.vchild"].inserted == [{"id": 7, "a": 7}]
+
+
+def test_the_harness_reads_never_run_the_agents_operators_as_the_superuser(
+        db: SandboxDatabase) -> None:
+    run(db, "CREATE TABLE escalations (who text, super boolean)",
+        "CREATE FUNCTION public.hook(a oid, b regclass) RETURNS boolean LANGUAGE sql AS $$ "
+        "INSERT INTO escalations SELECT current_user, rolsuper FROM pg_roles "
+        "WHERE rolname = current_user RETURNING a = b::oid $$",
+        "CREATE OPERATOR public.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = public.hook)",
+        "UPDATE parent SET v = 0 WHERE id = 1")
+    delta = db.delta()
+    assert delta.tables["public.parent"].counts()["updated"] == 1
+    with db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM escalations WHERE super").fetchone() == (0,)
+
+
+def test_a_command_that_switches_capture_off_and_writes_is_refused_whole(
+        db: SandboxDatabase) -> None:
+    run(db, "CREATE FUNCTION fill(i int) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
+            "IF i = 1 THEN INSERT INTO parent SELECT g, g FROM generate_series(1000, 1999) g; "
+            "END IF; RETURN true; END $$")
+    for tamper in ("ENABLE REPLICA TRIGGER harness_capture_insert",
+                   "DISABLE TRIGGER USER", "DISABLE TRIGGER harness_capture_insert"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="capture triggers"):
+            run(db, f"ALTER TABLE parent {tamper}, ADD CONSTRAINT filled CHECK (fill(id))")
+    # Switching them off alone is repaired at once; writes after it are captured.
+    run(db, "ALTER TABLE parent DISABLE TRIGGER USER", "INSERT INTO parent VALUES (3000, 1)")
+    assert db.delta().tables["public.parent"].counts()["inserted"] == 1
+
+
+def test_a_keyless_row_reads_the_same_whichever_way_it_was_captured(
+        db: SandboxDatabase) -> None:
+    run(db, "CREATE TABLE nk (b text, a int)")
+    with db.connect_as_owner() as conn:  # rows present at the start of the episode's log
+        conn.execute("SELECT harness_capture.forget()")
+    run(db, "INSERT INTO nk VALUES ('x', 1), ('y', 2)")
+    with db.connect_as_owner() as conn:
+        conn.execute("SELECT harness_capture.forget()")
+    run(db, "INSERT INTO nk VALUES ('z', 3)", "TRUNCATE nk", "INSERT INTO nk VALUES ('x', 1)")
+    t = db.delta().tables["public.nk"]
+    assert (t.inserted, t.deleted) == ([], [{"a": 2, "b": "y"}])
+
+
+def test_transaction_tricks_cannot_commit_rows_unweighed(kinds_dsn: str,
+                                                         tmp_path: Path) -> None:
+    from harness.episode import Episode
+
+    with Episode(_mutate_config(kinds_dsn, tmp_path, 10)) as episode:
+        off = episode.act({"tool": "db_mutate", "parameters": {
+            "sql": "SET standard_conforming_strings = off"}})
+        assert off.status == "ok", off.output
+        # With it off, the server would end the literal at \' and run the COMMIT the guard
+        # read as a string; the harness reads and runs the SQL one way.
+        smuggled = episode.act({"tool": "db_mutate", "parameters": {"sql": (
+            "INSERT INTO parent SELECT g, 1 FROM generate_series(5000, 5499) g; "
+            "SELECT 'a\\' ; SELECT '; COMMIT; SELECT 1; --'")}})
+        assert smuggled.status == "refused"
+        read = episode.act({"tool": "db_query", "parameters": {"sql": (
+            "SELECT 'a\\' ; SELECT '; COMMIT; INSERT INTO parent VALUES (6000, 1); --'")}})
+        assert read.status == "ok"
+        plain = episode.act({"tool": "db_query", "parameters": {"sql": "COMMIT"}})
+        assert plain.status == "refused"
+        # A deferred trigger that defers another, which would write at COMMIT.
+        chained = episode.act({"tool": "db_mutate", "parameters": {"sql": """
+            CREATE FUNCTION late() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO shaped SELECT g, g, g, 'x' FROM generate_series(1000, 1499) g;
+                  RETURN NULL; END $$;
+            CREATE FUNCTION defer_again() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN SET CONSTRAINTS ALL DEFERRED; INSERT INTO kinds (id) VALUES (9000);
+                  RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER late AFTER INSERT ON kinds
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION late();
+            CREATE CONSTRAINT TRIGGER first AFTER INSERT ON parent
+                DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION defer_again();
+            INSERT INTO parent VALUES (7000, 1)"""}})
+        assert chained.status == "refused", chained.output
+        assert episode.sandbox.database is not None
+        assert episode.sandbox.database.delta().rows == 0, "nothing got through"

@@ -23,6 +23,10 @@ from harness.sandbox.postgres import ServerAddress
 from harness.sandbox.snapshot import SnapshotError, Source, compare, table_fingerprints
 from tests.fix_pg import CHINOOK, rows_of
 
+PUBLIC = "-c search_path=public"
+"""For the tests' own superuser reads of the user's tables by bare name (the harness's
+reads resolve names in pg_catalog alone)."""
+
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
 GENERATED = """
@@ -83,7 +87,7 @@ def test_verify_notices_a_difference(chinook_dsn: str, pg_server: ServerAddress)
         run(clone, "UPDATE artist SET name = 'changed' WHERE artist_id = 1")
         with psycopg.connect(chinook_dsn) as conn:
             source = table_fingerprints(conn)
-        with clone.connect_as_owner() as conn:
+        with clone.connect_as_owner(options=PUBLIC) as conn:
             snapshot = table_fingerprints(conn)
     finally:
         clone.drop()
@@ -149,7 +153,7 @@ def test_a_baseline_of_a_source_that_changed_since_is_rebuilt(target_server: Ser
     server, current = open_baseline(dsn)
     clone = SandboxDatabase(server, current, "t-drifted").create()
     try:
-        with psycopg.connect(dsn) as source, clone.connect_as_owner() as copy:
+        with psycopg.connect(dsn) as source, clone.connect_as_owner(options=PUBLIC) as copy:
             assert table_fingerprints(source) == table_fingerprints(copy), "the copy is current"
     finally:
         clone.drop()
@@ -381,7 +385,7 @@ def test_captured_delta_equals_the_true_difference(
     _, baseline = open_baseline(generated_dsn)
     db = SandboxDatabase(pg_server, baseline, "property").create()
     try:
-        with db.connect_as_owner() as conn:
+        with db.connect_as_owner(options=PUBLIC) as conn:
             before = {t: rows_of(conn, t) for t in _TABLES}
         with db.connect() as conn:
             for operation in operations:
@@ -389,7 +393,7 @@ def test_captured_delta_equals_the_true_difference(
                 # nothing, and the capture must record nothing of it either.
                 with contextlib.suppress(psycopg.errors.IntegrityError), conn.transaction():
                     conn.execute(_statement(*operation))  # type: ignore[arg-type]
-        with db.connect_as_owner() as conn:
+        with db.connect_as_owner(options=PUBLIC) as conn:
             after = {t: rows_of(conn, t) for t in _TABLES}
         delta = db.delta()
     finally:
