@@ -5,7 +5,7 @@ triggers with transition tables: they see every row an INSERT, UPDATE, DELETE or
 touched, set-based (the field notes measured +6% write cost on a 700k-row table against
 +145% for row-level triggers writing jsonb; here, with the images copied typed into a log
 per table, a bulk INSERT costs ~1.4x, an UPDATE ~1.8x (both images are kept) and a DELETE
-~3.5x (a delete itself is cheap; the rows' images are the work)), they need no
+~3.3-3.9x (a delete itself is cheap; the rows' images are the work)), they need no
 server-wide setting (logical decoding needs wal_level=logical and a replication slot per
 database), and what they record rolls back with the agent's transaction, so a rolled-back
 change is never counted. TRUNCATE is captured by a BEFORE TRUNCATE trigger that copies
