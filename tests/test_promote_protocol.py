@@ -429,7 +429,7 @@ def test_work_built_on_the_harness_branch_before_the_commit_point_keeps_the_prom
     theirs = _build_on(remote, tmp_path, branch)
     [settled] = recover()
     assert settled.decision == "committed", settled.detail
-    assert f"{branch} contain(s) the commits and others have built on them; the rows are " \
+    assert f"{branch} contain(s) the commits, put there or built on by others; the rows are " \
            "applied again instead of undoing the commits" in settled.detail
     assert "applied 2 row(s) again" in settled.detail
     assert items(stock_db) == [(1, "uno"), (2, "two"), (3, "three")]

@@ -123,11 +123,6 @@ def scratch_repository(purpose: str) -> Iterator[Path]:
         yield repo
 
 
-def remote_ref(target: str, ref: str) -> str | None:
-    """The commit `ref` points at on the remote, or None when it does not exist."""
-    return remote_refs(target, [ref]).get(ref)
-
-
 def remote_refs(target: str, refs: list[str]) -> dict[str, str]:
     """Which of `refs` exist on the remote, and the commit each points at."""
     if not refs:
@@ -158,8 +153,9 @@ def contains(target: str, refs: list[str], commit: str) -> bool:
 def push(bundle: Path, *, target: str, base: str, refs: list[str],
          fast_forward: str | None = None, started: Callable[[int], None] | None = None
          ) -> dict[str, str]:
-    """Push the bundle's HEAD to each of `refs` (new refs) and, with `fast_forward`, to that
-    branch too if its head is still `base`. Returns ref -> commit pushed."""
+    """Push the bundle's HEAD to each of `refs` (new refs: the push fails, changing nothing,
+    if one exists) and, with `fast_forward`, to that branch too if its head is still
+    `base`. Returns ref -> commit pushed."""
     with scratch_repository("push") as repo:
         # The bundle's prerequisite (the base) comes from the target itself.
         _git("fetch", "-q", "--no-tags", target, "+refs/heads/*:refs/remotes/target/*",
@@ -167,7 +163,8 @@ def push(bundle: Path, *, target: str, base: str, refs: list[str],
         _git("fetch", "-q", str(bundle), "HEAD:refs/heads/harness-promote", cwd=repo)
         head = _git("rev-parse", "refs/heads/harness-promote", cwd=repo)
         specs = [f"{head}:{ref}" for ref in refs]
-        options = []
+        # `refs` are new: each must not exist (an empty lease), or nothing is pushed.
+        options = [f"--force-with-lease={ref}:" for ref in refs]
         if fast_forward:
             ref = f"refs/heads/{fast_forward}"
             specs.append(f"{head}:{ref}")

@@ -4,6 +4,8 @@ temporary file, fsync, rename, fsync of the folder."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -38,24 +40,68 @@ def _sync_folder(folder: Path) -> None:
 
 class Journal:
     """The record of one promotion in progress: each step is written before the next one
-    starts, so recovery knows how far a crashed promotion got."""
+    starts, so recovery knows how far a crashed promotion got.
+
+    Beside it, a lock (`<id>.lock`, flock): held by the promoter from before the journal's
+    first write to its end, and by the one recovery settling it. The kernel drops it when
+    its holder dies, so a lock that cannot be taken means a live process works on the
+    promotion (a process id alone may have been reused), and two recoveries never settle
+    the same promotion at once."""
 
     def __init__(self, promotion_id: str, data: dict[str, Any] | None = None) -> None:
         self.id = promotion_id
         self.path = state_dir("journal") / f"{promotion_id}.json"
+        self.lock_path = self.path.with_suffix(".lock")
         self.data: dict[str, Any] = data or {}
+        self._lock: int | None = None
 
     @classmethod
     def pending(cls) -> list[Journal]:
-        """Every journal a crash left behind, oldest first."""
+        """Every journal a crash left behind, oldest first. One settled while this lists
+        them is skipped; one that cannot be read is listed with `unreadable` set (its
+        writes are atomic, so only a hand or a failing disk makes one)."""
         found = []
-        for path in sorted(state_dir("journal").glob("*.json"), key=lambda p: p.stat().st_mtime):
+        for path in state_dir("journal").glob("*.json"):
             try:
-                data = json.loads(path.read_text())
-            except ValueError:
-                continue  # an unreadable journal is never written: writes are atomic
-            found.append(cls(path.stem, data))
-        return found
+                listed = (path.stat().st_mtime, cls(path.stem, _read(path)))
+            except FileNotFoundError:
+                continue  # settled (removed) since the folder was listed
+            found.append(listed)
+        return [journal for _, journal in sorted(found, key=lambda entry: entry[0])]
+
+    def lock(self) -> bool:
+        """Take the promotion's lock without waiting; False when a live process holds it."""
+        if self._lock is not None:
+            return True
+        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return False
+        self._lock = descriptor
+        return True
+
+    def unlock(self) -> None:
+        """Let go of the lock (the promoter at its end, a recovery once it has settled)."""
+        if self._lock is None:
+            return
+        descriptor, self._lock = self._lock, None
+        if not self.path.exists():
+            # Settled: the lock file goes too, if it is still the one held here.
+            with contextlib.suppress(OSError):
+                if os.stat(self.lock_path).st_ino == os.fstat(descriptor).st_ino:
+                    self.lock_path.unlink()
+        os.close(descriptor)
+
+    def reload(self) -> bool:
+        """Read the journal again (under the lock: what the last holder wrote); False when
+        it is gone (a promoter or another recovery settled it meanwhile)."""
+        try:
+            self.data = _read(self.path)
+        except FileNotFoundError:
+            return False
+        return True
 
     def write(self, **changes: Any) -> None:
         """Update and persist."""
@@ -63,9 +109,22 @@ class Journal:
         write_atomically(self.path, json.dumps(self.data, default=str))
 
     def finish(self) -> None:
-        """The promotion is settled: remove the journal."""
+        """The promotion is settled: remove the journal (and let go of its lock)."""
         self.path.unlink(missing_ok=True)
         _sync_folder(self.path.parent)
+        self.unlock()
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """A journal's data; {"unreadable": why} when it is not one."""
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return {"unreadable": f"{path} cannot be read as a journal: {exc}"}
+    if not isinstance(data, dict):
+        return {"unreadable": f"{path} cannot be read as a journal: not an object"}
+    return data
 
 
 def receipt_path(promotion_id: str, *, pending: bool) -> Path:

@@ -209,6 +209,16 @@ class _Commit:
         self.pushing = changeset.bundle is not None and bool(target.repo)
 
     def run(self) -> PromotionResult:
+        # Held from before the journal exists until the promotion ends (the kernel drops it
+        # if the process dies): while it is held, recovery leaves the promotion alone.
+        if not self.journal.lock():
+            raise HarnessError(f"the lock of promotion {self.id} is held by another process")
+        try:
+            return self._run()
+        finally:
+            self.journal.unlock()
+
+    def _run(self) -> PromotionResult:
         target = self.config.target
         head = self.changeset.workspace.head
         xid = None
@@ -217,6 +227,7 @@ class _Commit:
             xid = row[0] if row else None
         self.journal.write(
             id=self.id, trace_id=self.changeset.trace_id, state="started", owner=os.getpid(),
+            owner_start=git.leader_start(os.getpid()), locked=True,
             protocol=self.protocol, gid=f"harness-{self.id}", xid=xid,
             database=target.database if self.conn is not None else None,
             repo=target.repo if self.pushing else None, head=head,
@@ -267,7 +278,7 @@ class _Commit:
             from harness.promote.recovery import settle_one
 
             # Committed or not, recovery finds out and finishes (or undoes) the push.
-            recovery = settle_one(self.journal)
+            recovery = settle_one(self.journal, promoting=True)
             outcome: Outcome = "promoted" if recovery.decision == "committed" else \
                 "in-doubt" if recovery.decision == "in doubt" else "failed"
             return PromotionResult(outcome, self.changeset.trace_id, plan=self.plan,
@@ -308,12 +319,22 @@ class _Commit:
         if not self.pushing or self.changeset.bundle is None or not self.config.target.repo:
             return {}
         base = self.changeset.workspace.base
-        if first and self.target_ref and self.protocol == "single-phase":
-            # The fast-forward comes after the commit point; refuse now what it would refuse.
-            now = git.remote_ref(self.config.target.repo, self.target_ref)
-            if now != base:
-                raise git.PushError(f"{self.target_ref} is at {now}, not at the base {base}: "
-                                    f"it cannot be fast-forwarded; nothing changed")
+        if first:
+            now = git.remote_refs(self.config.target.repo, [self.branch_ref] + (
+                [self.target_ref] if self.target_ref else []))
+            if self.branch_ref in now:
+                # Not the promotion's to move (an older run's, or someone's): undoing would
+                # delete it. The push also asks for the ref to be new (compare-and-swap).
+                raise git.PushError(f"{self.branch_ref} already exists on the remote (at "
+                                    f"{now[self.branch_ref]}); delete it or promote under "
+                                    f"another trace id; nothing changed")
+            if self.target_ref and self.protocol == "single-phase" and \
+                    now.get(self.target_ref) != base:
+                # The fast-forward comes after the commit point; refuse now what it would
+                # refuse.
+                raise git.PushError(f"{self.target_ref} is at {now.get(self.target_ref)}, not "
+                                    f"at the base {base}: it cannot be fast-forwarded; "
+                                    f"nothing changed")
         fast_forward = self.config.target.branch if self.target_ref and (
             self.protocol == "two-phase" or not first) else None
         return git.push(self.changeset.bundle, target=self.config.target.repo, base=base,
@@ -369,10 +390,16 @@ class _Commit:
 
     def _receipt(self) -> dict[str, Any]:
         planned = self._planned_refs()
-        return receipt_document(
+        document = receipt_document(
             promotion_id=self.id, changeset=self.changeset, config=self.config,
             refs=planned, restore=self._restore(planned), applied=self.applied,
             rows=self.actual, protocol=self.protocol)
+        if self.applied.mode == "fire" and self.changeset.rows is not None:
+            # What was asked for, before the target's triggers: recovery writes it again
+            # (and lets them fire once) when it must apply the rows again and the role may
+            # not silence the triggers to write `rows` as they are.
+            document["requested"] = self.changeset.rows.to_dict()
+        return document
 
 
 def receipt_document(*, promotion_id: str, changeset: ChangeSet, config: Config,

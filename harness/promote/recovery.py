@@ -24,9 +24,14 @@ import psycopg
 from psycopg import sql
 
 from harness.promote import git
-from harness.promote.journal import Journal, receipt_path, settle_receipt
+from harness.promote.journal import (
+    Journal,
+    receipt_path,
+    settle_receipt,
+    write_atomically,
+)
 from harness.promote.rows import Conflict, TriggersRefused, apply_delta
-from harness.sandbox.capture import RowDelta, load_image
+from harness.sandbox.capture import RowDelta, dump_images, load_image
 
 Decision = Literal["committed", "rolled back", "in doubt"]
 _WAIT_FOR_ABORT_S = 15.0
@@ -57,15 +62,43 @@ class Recovery:
 
 def recover() -> list[Recovery]:
     """Settle every promotion a crash left in the journal, oldest first, each on its own:
-    one that fails is reported in doubt (with `error`) and does not stop the others."""
-    return [settle_one(journal) for journal in Journal.pending()]
+    one that fails is reported in doubt (with `error`) and does not stop the others. Each
+    is settled under its lock: one a live process holds (its promoter, or another
+    recovery) is reported in doubt and left to it; one settled meanwhile is skipped."""
+    settled = []
+    for journal in Journal.pending():
+        if not journal.lock():
+            if journal.path.exists():
+                settled.append(_result(journal, "in doubt", [
+                    _holder(journal.data), "it holds the promotion's lock: nothing was done; "
+                    "run --recover again once it has ended"]))
+            continue
+        try:
+            # Under the lock, as the last holder left it (a recovery killed mid-push
+            # journaled that push's process group, a reapplied transaction's id).
+            if journal.reload():
+                settled.append(settle_one(journal))
+        finally:
+            journal.unlock()
+    return settled
 
 
-def settle_one(journal: Journal) -> Recovery:
+def _holder(data: dict[str, Any]) -> str:
+    """Who holds a promotion's lock: its promoter (its process id, started when the journal
+    says), or else another recovery."""
+    owner = data.get("owner")
+    if isinstance(owner, int) and _alive(owner) and git.leader_start(owner) == data.get(
+            "owner_start", git.leader_start(owner)):
+        return f"process {owner} is still promoting it"
+    return "another `harness promote --recover` is settling it"
+
+
+def settle_one(journal: Journal, *, promoting: bool = False) -> Recovery:
     """`settle`, with any failure reported as this promotion's outcome: in doubt, the
-    journal kept, `error` saying what failed."""
+    journal kept, `error` saying what failed. The caller holds the journal's lock;
+    `promoting` when it is the promoting process itself (whose pushes have ended)."""
     try:
-        return settle(journal)
+        return settle(journal, promoting=promoting)
     except Exception as exc:  # one journal's failure must not stop the others' recovery
         reason = f"{type(exc).__name__}: {str(exc).strip()}"
         return _result(journal, "in doubt", [f"recovery failed, nothing more was done: "
@@ -73,16 +106,25 @@ def settle_one(journal: Journal) -> Recovery:
                                              "again once the cause is fixed"], error=reason)
 
 
-def settle(journal: Journal) -> Recovery:
+def settle(journal: Journal, *, promoting: bool = False) -> Recovery:
     """Finish or undo one promotion from what its journal, the target database and the
-    remote say; the journal is removed unless the outcome is still in doubt."""
+    remote say; the journal is removed unless the outcome is still in doubt. The caller
+    holds the journal's lock, so no live process works on it (`promoting`: but for the
+    caller itself, the promoting process)."""
     data = journal.data
     detail: list[str] = []
+    if "unreadable" in data:
+        detail.append(f"{data['unreadable']}; nothing was done: settle this promotion by "
+                      f"hand (its pending receipt says what it meant to change), then remove "
+                      f"{journal.path}")
+        return _result(journal, "in doubt", detail, error=str(data["unreadable"]))
     owner = data.get("owner")
-    if isinstance(owner, int) and owner != os.getpid() and _alive(owner):
+    if not data.get("locked") and isinstance(owner, int) and owner != os.getpid() \
+            and _alive(owner):
+        # A journal of a version without the lock: its owner's process id is all there is.
         detail.append(f"process {owner} is still promoting it")
         return _result(journal, "in doubt", detail)
-    if isinstance(data.get("push_group"), int) and owner != os.getpid():
+    if isinstance(data.get("push_group"), int) and not promoting:
         # A push a crash left running (or gated) must not land after the decision. (In the
         # promoting process itself, its push has ended: git returned.)
         git.stop_group(data["push_group"], data.get("push_start"))
@@ -176,7 +218,15 @@ def _forward(journal: Journal, detail: list[str]) -> Recovery:
         if existing.get(branch_ref) == head:
             pushed[branch_ref] = head
         elif not git.contains(repo, refs, head):
-            pushed.update(_push_again(journal, detail))
+            again = _push_again(journal, detail)
+            if not again:
+                # The rows are committed: settling now would leave them without their
+                # commits. Kept (journal, pending receipt) until the push gets through.
+                detail.append(f"in doubt: the database has the rows but the commits are on no "
+                              f"ref of the remote; run --recover again once the remote takes "
+                              f"the push (or push {head} to {branch_ref} by hand)")
+                return _result(journal, "in doubt", detail)
+            pushed.update(again)
         if target_ref:
             now = existing.get(target_ref)
             if now == head:
@@ -243,12 +293,17 @@ def _backward(journal: Journal, detail: list[str]) -> Recovery:
     if repo:
         refs = [ref for ref in (branch_ref, target_ref) if ref]
         existing = git.remote_refs(repo, refs)
-        ours = {ref: sha for ref, sha in existing.items() if sha == head}
+        # What the push before the commit point moved: single-phase moves the target
+        # branch only after it, so a target branch at the head was moved there by others.
+        pushable = {branch_ref} | ({target_ref} if target_ref and
+                                   journal.data.get("protocol") == "two-phase" else set())
+        ours = {ref: sha for ref, sha in existing.items() if sha == head and ref in pushable}
         built_on = [ref for ref in existing if ref not in ours and
                     git.contains(repo, [ref], head)]
         if built_on:
-            detail.append(f"{', '.join(built_on)} contain(s) the commits and others have built "
-                          "on them; the rows are applied again instead of undoing the commits")
+            detail.append(f"{', '.join(built_on)} contain(s) the commits, put there or built "
+                          "on by others; the rows are applied again instead of undoing the "
+                          "commits")
             return _reapply(journal, detail)
         if ours:
             try:
@@ -285,8 +340,28 @@ def _reapply(journal: Journal, detail: list[str]) -> Recovery:
                                               triggers="replicate")
             except TriggersRefused as exc:
                 conn.rollback()
-                detail.append(str(exc))
-                return _result(journal, "in doubt", detail)
+                requested = receipt.get("requested")
+                if not requested:
+                    detail.append(str(exc))
+                    return _result(journal, "in doubt", detail)
+                # Fire mode, and the role may not silence the triggers: write the change
+                # set as it was asked for and let them fire once, as the promotion did.
+                try:
+                    applied, conflicts, actual = apply_delta(
+                        conn, RowDelta.from_dict(requested), ddl=bool(data.get("ddl")),
+                        triggers="fire")
+                except TriggersRefused as refused:
+                    conn.rollback()
+                    detail.append(str(refused))
+                    return _result(journal, "in doubt", detail)
+                if not conflicts:
+                    # Before the commit: the receipt records what this transaction wrote,
+                    # so a revert undoes the triggers' work of this time.
+                    receipt.update(rows=actual.to_dict(), applied=asdict(applied))
+                    write_atomically(pending, dump_images(receipt))
+                    detail.append("the role may not silence the target's triggers: the change "
+                                  "set was written as asked and they fired once, as at the "
+                                  "promotion; the receipt records what they wrote")
             if conflicts:
                 conn.rollback()
                 detail.append("the rows conflict with changes made on the target since the "

@@ -79,7 +79,11 @@ def revert(receipt_path: Path) -> PromotionResult:
     finally:
         if conn is not None:
             conn.close()
-    return PromotionResult("reverted", trace_id, refs=receipt.get("refs") or {})
+    ddl = RowDelta.from_dict(receipt["rows"]).ddl if receipt.get("rows") else []
+    notes = [f"the promotion's schema changes were not undone (a revert inverts rows, not "
+             f"DDL): {'; '.join(d.query or d.command_tag for d in ddl)}"] if ddl and \
+        (receipt.get("applied") or {}).get("ddl") else []
+    return PromotionResult("reverted", trace_id, refs=receipt.get("refs") or {}, notes=notes)
 
 
 def _undo_rows(conn: psycopg.Connection[Any], inverse: RowDelta, triggers: TriggerMode
