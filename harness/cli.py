@@ -452,6 +452,8 @@ def _print_promotion(promotion: Any) -> None:
                   "`harness promote --recover`", soft_wrap=True)
     elif outcome == "reverted":
         out.print("[bold green]reverted[/]")
+        for note in promotion.notes:
+            out.print(f"  note: {note}", soft_wrap=True)
     else:
         out.print(f"[bold red]promotion failed[/], nothing changed: {promotion.error}")
 

@@ -501,7 +501,7 @@ def _check_by_contents(conn: psycopg.Connection[Any], table: TableDelta, info: _
     conflicts = []
     wanted: dict[str, int] = {}
     for image in table.deleted:
-        encoded = dump_images(image)
+        encoded = dump_images(image, canonical=True)
         wanted[encoded] = wanted.get(encoded, 0) + 1
     for encoded, count in wanted.items():
         found = conn.execute(sql.SQL(
@@ -598,7 +598,7 @@ def _handled_children(child: TableDelta | None, fk: _ForeignKey) -> set[str]:
 def _identity(row: dict[str, Any], table: TableDelta | None) -> str:
     if table is not None and table.key:
         return dump_images([row.get(k) for k in table.key])
-    return dump_images(row)
+    return dump_images(row, canonical=True)
 
 
 def _key_of(row: dict[str, Any], table: TableDelta | None) -> dict[str, Any] | None:
