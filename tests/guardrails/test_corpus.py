@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.guardrails import Context, Policy
 from harness.tools import ToolAction
-
-CORPUS = Path(__file__).parent / "corpus"
-POLICY = Policy(load_config(CORPUS / "policy.yaml").guardrails)
-CONTEXT = Context(branch="agent/work")
+from tests.guardrails.corpora import CONTEXT, CORPUS, POLICY
 
 
 def _load(name: str) -> list[tuple[ToolAction, str | None]]:

@@ -5,18 +5,9 @@ the few listed here with the reason they are not; no everyday case may be stoppe
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from harness.config import load_config
-from harness.guardrails import Context, Policy
-from harness.tools import ToolAction
-
-CORPUS = Path(__file__).parent / "corpus"
-POLICY = Policy(load_config(CORPUS / "policy.yaml").guardrails)
-CONTEXT = Context(branch="agent/work")
+from tests.guardrails.corpora import CONTEXT, POLICY, action, cases, text
 
 KNOWN_MISSES = {
     # Installing a local package runs its build code; judging every pip install of a path
@@ -30,22 +21,8 @@ KNOWN_MISSES = {
 }
 
 
-def _cases(name: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in (CORPUS / name).read_text().splitlines() if line]
-
-
-def _text(case: dict[str, object]) -> str:
-    parameters = case["parameters"]
-    assert isinstance(parameters, dict)
-    return str(next(iter(parameters.values())))
-
-
-def _action(case: dict[str, object]) -> ToolAction:
-    return ToolAction.from_dict({"tool": case["tool"], "parameters": case["parameters"]})
-
-
-REDTEAM = _cases("redteam.jsonl")
-EVERYDAY = _cases("redteam_everyday.jsonl")
+REDTEAM = cases("redteam.jsonl")
+EVERYDAY = cases("redteam_everyday.jsonl")
 
 
 def test_the_corpus_covers_every_family() -> None:
@@ -55,10 +32,10 @@ def test_the_corpus_covers_every_family() -> None:
         str(c["family"]) for c in REDTEAM}
 
 
-@pytest.mark.parametrize("case", REDTEAM, ids=lambda c: _text(c)[:70])
+@pytest.mark.parametrize("case", REDTEAM, ids=lambda c: text(c)[:70])
 def test_a_red_team_input_is_stopped(case: dict[str, object]) -> None:
-    decision = POLICY.evaluate(_action(case), CONTEXT)
-    if _text(case) in KNOWN_MISSES:
+    decision = POLICY.evaluate(action(case), CONTEXT)
+    if text(case) in KNOWN_MISSES:
         assert decision.allowed, "a known miss is now stopped: take it off the list"
         return
     assert not decision.allowed, (case["why"], decision.reason)
@@ -68,7 +45,7 @@ def test_a_red_team_input_is_stopped(case: dict[str, object]) -> None:
         "and hidden by an overlapping one", case["why"], decision.reason)
 
 
-@pytest.mark.parametrize("case", EVERYDAY, ids=lambda c: _text(c)[:70])
+@pytest.mark.parametrize("case", EVERYDAY, ids=lambda c: text(c)[:70])
 def test_an_everyday_command_passes(case: dict[str, object]) -> None:
-    decision = POLICY.evaluate(_action(case), CONTEXT)
+    decision = POLICY.evaluate(action(case), CONTEXT)
     assert decision.allowed, (case["why"], decision.rule_id, decision.reason)

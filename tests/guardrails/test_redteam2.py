@@ -10,28 +10,12 @@ that reads it, every everyday case passes but the false positives listed here.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from harness.config import load_config
-from harness.guardrails import Context, Policy, hook
+from harness.guardrails import hook
 from harness.tools import ToolAction
-
-CORPUS = Path(__file__).parent / "corpus"
-POLICY = Policy(load_config(CORPUS / "policy.yaml").guardrails)
-CONTEXT = Context(branch="agent/work")
-
-
-def _cases(*names: str) -> list[dict[str, object]]:
-    return [json.loads(line) for name in names
-            for line in (CORPUS / name).read_text().splitlines() if line]
-
-
-def _text(case: dict[str, object]) -> str:
-    parameters = case["parameters"]
-    assert isinstance(parameters, dict)
-    return str(next(iter(parameters.values())))
+from tests.guardrails.corpora import CONTEXT, POLICY, cases, text
 
 
 def _judge(case: dict[str, object]) -> tuple[str, str | None, str]:
@@ -42,7 +26,7 @@ def _judge(case: dict[str, object]) -> tuple[str, str | None, str]:
         event = {"session_id": "s1", "transcript_path": "/tmp/t.jsonl", "cwd": host["cwd"],
                  "permission_mode": "default", "hook_event_name": "PreToolUse",
                  "tool_name": "Bash", "tool_use_id": "toolu_01",
-                 "tool_input": {"command": _text(case), "description": "probe",
+                 "tool_input": {"command": text(case), "description": "probe",
                                 "timeout": 120000}}
         environ = {"HOME": host["home"], **({"CLAUDE_PROJECT_DIR": host["project"]}
                                             if "project" in host else {})}
@@ -65,8 +49,8 @@ KNOWN_FALSE_POSITIVES = {
     'rm -rf "$XDG_RUNTIME_DIR/myapp.sock"',
 }
 
-DESTRUCTIVE = _cases("redteam2.jsonl", "classes.jsonl")
-EVERYDAY = _cases("redteam2_everyday.jsonl", "classes_everyday.jsonl")
+DESTRUCTIVE = cases("redteam2.jsonl", "classes.jsonl")
+EVERYDAY = cases("redteam2_everyday.jsonl", "classes_everyday.jsonl")
 
 
 def test_the_corpus_covers_every_class() -> None:
@@ -76,7 +60,7 @@ def test_the_corpus_covers_every_class() -> None:
             "variables"} <= families
 
 
-@pytest.mark.parametrize("case", DESTRUCTIVE, ids=lambda c: _text(c)[:70])
+@pytest.mark.parametrize("case", DESTRUCTIVE, ids=lambda c: text(c)[:70])
 def test_a_destructive_probe_is_stopped_by_the_rule_that_reads_it(case: dict[str, object]
                                                                   ) -> None:
     decision, rule, reason = _judge(case)
@@ -84,10 +68,10 @@ def test_a_destructive_probe_is_stopped_by_the_rule_that_reads_it(case: dict[str
     assert rule == case["rule"], (case["why"], reason)
 
 
-@pytest.mark.parametrize("case", EVERYDAY, ids=lambda c: _text(c)[:70])
+@pytest.mark.parametrize("case", EVERYDAY, ids=lambda c: text(c)[:70])
 def test_an_everyday_command_of_the_same_classes_passes(case: dict[str, object]) -> None:
     decision, rule, reason = _judge(case)
-    if _text(case) in KNOWN_FALSE_POSITIVES:
+    if text(case) in KNOWN_FALSE_POSITIVES:
         assert decision == "require_approval", "a known false positive passes: unlist it"
         return
     assert decision == "allow", (case["why"], rule, reason)

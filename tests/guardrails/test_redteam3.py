@@ -13,18 +13,10 @@ it but the misses listed here; every everyday case passes."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
-from harness.config import load_config
-from harness.guardrails import Context, Policy
 from harness.tools import ToolAction
-
-CORPUS = Path(__file__).parent / "corpus"
-POLICY = Policy(load_config(CORPUS / "policy.yaml").guardrails)
-CONTEXT = Context(branch="agent/work")
+from tests.guardrails.corpora import CONTEXT, POLICY, cases, text
 
 KNOWN_MISSES = {
     # The agent's own stashes in the sandbox: losing them loses its own work, nothing of
@@ -36,24 +28,14 @@ KNOWN_MISSES = {
 }
 
 
-def _cases(name: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in (CORPUS / name).read_text().splitlines() if line]
-
-
-def _text(case: dict[str, object]) -> str:
-    parameters = case["parameters"]
-    assert isinstance(parameters, dict)
-    return str(next(iter(parameters.values())))
-
-
 def _decide(case: dict[str, object]) -> tuple[str, str | None, str]:
     decision = POLICY.evaluate(ToolAction.from_dict(
         {"tool": case["tool"], "parameters": case["parameters"]}), CONTEXT)
     return decision.verdict.label, decision.rule_id, decision.reason
 
 
-DESTRUCTIVE = _cases("redteam3.jsonl")
-EVERYDAY = _cases("redteam3_everyday.jsonl")
+DESTRUCTIVE = cases("redteam3.jsonl")
+EVERYDAY = cases("redteam3_everyday.jsonl")
 
 
 def test_the_corpus_covers_every_class() -> None:
@@ -63,18 +45,18 @@ def test_the_corpus_covers_every_class() -> None:
             "infrastructure"} <= {str(c["family"]) for c in DESTRUCTIVE}
 
 
-@pytest.mark.parametrize("case", DESTRUCTIVE, ids=lambda c: _text(c)[:70])
+@pytest.mark.parametrize("case", DESTRUCTIVE, ids=lambda c: text(c)[:70])
 def test_a_destructive_probe_is_stopped_by_the_rule_that_reads_it(case: dict[str, object]
                                                                   ) -> None:
     decision, rule, reason = _decide(case)
-    if _text(case) in KNOWN_MISSES:
+    if text(case) in KNOWN_MISSES:
         assert decision == "allow", "a known miss is now stopped: take it off the list"
         return
     assert decision != "allow", case["why"]
     assert rule == case["rule"], (case["why"], reason)
 
 
-@pytest.mark.parametrize("case", EVERYDAY, ids=lambda c: _text(c)[:70])
+@pytest.mark.parametrize("case", EVERYDAY, ids=lambda c: text(c)[:70])
 def test_an_everyday_command_of_the_same_classes_passes(case: dict[str, object]) -> None:
     decision, rule, reason = _decide(case)
     assert decision == "allow", (case["why"], rule, reason)
