@@ -81,7 +81,9 @@ def receipts_of(trace: str) -> list[Path]:
 def hold_pushes(remote: Path, release: Path) -> None:
     """The remote's pre-receive hook waits until `release` exists: a push stays in flight."""
     hook = remote / "hooks" / "pre-receive"
-    hook.write_text(f"#!/bin/sh\nwhile [ ! -e '{release}' ]; do sleep 0.05; done\n")
+    # At most a minute: a test that fails before releasing leaves no hook running for ever.
+    hook.write_text(f"#!/bin/sh\nn=0\nwhile [ ! -e '{release}' ] && [ $n -lt 1200 ]; do "
+                    f"sleep 0.05; n=$((n + 1)); done\n")
     hook.chmod(0o755)
 
 
