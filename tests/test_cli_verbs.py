@@ -665,7 +665,8 @@ def test_promote_recover_exits_1_while_the_promoting_process_is_still_at_work(
         remote: Path, target: Target, agent_image: str, tmp_path: Path) -> None:
     release = tmp_path / "release"
     hook = remote / "hooks" / "pre-receive"
-    hook.write_text(f"#!/bin/sh\nwhile [ ! -e '{release}' ]; do sleep 0.05; done\n")
+    hook.write_text(f"#!/bin/sh\nn=0\nwhile [ ! -e '{release}' ] && [ $n -lt 1200 ]; do "
+                    f"sleep 0.05; n=$((n + 1)); done\n")  # at most a minute
     hook.chmod(0o755)
     config = write_config(tmp_path, remote, target.dsn)
     actions = write_actions(tmp_path, WORK)
