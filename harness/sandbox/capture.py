@@ -220,7 +220,9 @@ def read_delta(conn: psycopg.Connection[Any], *, ddl: bool = True,
         events.setdefault(relname, []).append((op, image, via, statement))
         if first_name and first_name != relname:
             aliases[relname] = first_name
-    for name, columns in (virtual_columns(conn, list(events)) if events else {}).items():
+    virtual = virtual_columns(conn, list(events)) \
+        if events and conn.info.server_version >= VIRTUAL_COLUMNS_VERSION else {}
+    for name, columns in virtual.items():
         for _op, image, _via, _statement in events[name]:
             for column in columns:
                 image.pop(column, None)
@@ -273,6 +275,10 @@ def record_masked(conn: psycopg.Connection[Any], masked: dict[str, list[str]]) -
             INSERT INTO harness_capture.masked
             SELECT attrelid, attnum FROM pg_attribute
             WHERE attrelid = %s::regclass AND attname = ANY (%s)""", (table, columns))
+
+
+VIRTUAL_COLUMNS_VERSION = 180000
+"""The first server version with virtual generated columns: older ones are not asked."""
 
 
 def virtual_columns(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, list[str]]:

@@ -359,6 +359,14 @@ CREATE VIEW harness_capture.expected_triggers AS
         (true, 'harness_capture_truncate', 'harness_capture.on_truncate()', 34))
         AS e(row_level, name, fn, type);
 
+-- Every trigger that is, or poses as, a capture trigger: one running a capture function,
+-- or one with a capture trigger's name.
+CREATE VIEW harness_capture.capture_triggers AS
+    SELECT t.tgrelid, t.tgname, t.tgfoid, t.tgtype, t.tgenabled, t.tgqual, t.tgattr
+    FROM pg_catalog.pg_trigger t
+    WHERE t.tgfoid IN (SELECT e.fn::regprocedure FROM harness_capture.expected_triggers e)
+       OR t.tgname IN (SELECT e.name FROM harness_capture.expected_triggers e);
+
 -- Every table (partitions included) gets the capture triggers it needs, and a table whose
 -- capture triggers are not exactly those (dropped, disabled, replaced by the agent's own
 -- under the same name, renamed, of the wrong kind since the table joined or left an
@@ -373,14 +381,6 @@ DECLARE
 BEGIN
     PERFORM set_config('harness_capture.busy', token, true) FROM harness_capture.secret;
     FOR rel IN
-        WITH ours AS (
-            SELECT t.tgrelid, t.tgname, t.tgfoid, t.tgtype, t.tgenabled, t.tgqual, t.tgattr
-            FROM pg_trigger t
-            WHERE t.tgfoid IN ('harness_capture.on_change()'::regprocedure,
-                               'harness_capture.on_row_change()'::regprocedure,
-                               'harness_capture.on_truncate()'::regprocedure)
-               OR t.tgname IN ('harness_capture_insert', 'harness_capture_update',
-                               'harness_capture_delete', 'harness_capture_truncate'))
         SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE @TABLE@ AND @USER_NAMESPACE@
           AND (SELECT count(*) FILTER (
@@ -392,26 +392,21 @@ BEGIN
                                    AND e.row_level = (c.oid IN (
                                        SELECT relid FROM harness_capture.inherited))))
                      || ' of ' || count(*)
-               FROM ours t WHERE t.tgrelid = c.oid) <> '4 of 4'
+               FROM harness_capture.capture_triggers t WHERE t.tgrelid = c.oid) <> '4 of 4'
     LOOP
+        -- A table that had capture triggers: if this very command also wrote rows, they
+        -- may have gone by uncaptured (a CHECK calling a function that writes, validated
+        -- while the triggers were off): the command is refused, whole.
+        IF EXISTS (SELECT 1 FROM harness_capture.capture_triggers t WHERE t.tgrelid = rel)
+           AND harness_capture.writes_so_far() > harness_capture.writes_at_start() THEN
+            RAISE EXCEPTION 'harness: one command both changed the capture triggers of % '
+                            'and wrote rows, which capture could have missed; write in a '
+                            'statement of its own', rel
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
         FOR trigger IN
-            SELECT t.tgname FROM pg_trigger t
-            WHERE t.tgrelid = rel
-              AND (t.tgfoid IN ('harness_capture.on_change()'::regprocedure,
-                                'harness_capture.on_row_change()'::regprocedure,
-                                'harness_capture.on_truncate()'::regprocedure)
-                   OR t.tgname IN ('harness_capture_insert', 'harness_capture_update',
-                                   'harness_capture_delete', 'harness_capture_truncate'))
+            SELECT t.tgname FROM harness_capture.capture_triggers t WHERE t.tgrelid = rel
         LOOP
-            -- A table that had capture triggers: if this very command also wrote rows,
-            -- they may have gone by uncaptured (a CHECK calling a function that writes,
-            -- validated while the triggers were off): the command is refused, whole.
-            IF harness_capture.writes_so_far() > harness_capture.writes_at_start() THEN
-                RAISE EXCEPTION 'harness: one command both changed the capture triggers of '
-                                '% and wrote rows, which capture could have missed; write '
-                                'in a statement of its own', rel
-                    USING ERRCODE = 'insufficient_privilege';
-            END IF;
             EXECUTE format('DROP TRIGGER %I ON %s', trigger, rel);
         END LOOP;
         PERFORM harness_capture.attach(rel);
