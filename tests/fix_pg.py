@@ -15,6 +15,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.fixtures import fixtures_root
+from harness.sandbox.database import SandboxDatabase
 from harness.sandbox.postgres import DatabaseServer, ServerAddress, available_versions
 
 CHINOOK = fixtures_root() / "datasets" / "chinook" / "chinook_postgresql.sql"
@@ -142,3 +143,10 @@ def chinook_dsn(target_server: ServerAddress) -> str:
 def rows_of(conn: psycopg.Connection[object], table: str) -> list[dict[str, object]]:
     """Every row of `table` as the JSON objects the capture records."""
     return [row[0] for row in conn.execute(f"SELECT to_jsonb(t) FROM {table} t")]  # type: ignore[misc]
+
+
+def run(db: SandboxDatabase, *statements: str) -> None:
+    """Run `statements` in `db` as its agent would, each committed on its own."""
+    with db.connect() as conn:
+        for statement in statements:
+            conn.execute(statement)

@@ -29,6 +29,7 @@ from harness.sandbox.postgres import ServerAddress
 from harness.sandbox.snapshot import table_fingerprints
 from tests.fix_git import git
 from tests.fix_pg import application_role
+from tests.waiting import wait_for
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
 
@@ -112,16 +113,6 @@ def journal_dir() -> Path:
 
 def journals_of(trace_id: str) -> list[Path]:
     return sorted(journal_dir().glob(f"{trace_id}-*.json"))
-
-
-def wait_for(condition: Any, what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 @pytest.fixture(autouse=True)

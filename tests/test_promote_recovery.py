@@ -44,6 +44,7 @@ from tests.test_promote_protocol import (
     refs,
     rename,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -96,17 +97,7 @@ def recovery_pushing(journal: Journal) -> int:
         journal.reload()
         group = journal.data.get("push_group")
         return group if group != crashed else None
-    return int(wait_for(pushing, "a recovery to start its push"))
-
-
-def wait_for(condition: Any, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting for {what}")
+    return int(wait_for(pushing, "a recovery to start its push", timeout=30))
 
 
 def test_single_phase_undo_keeps_a_target_branch_others_fast_forwarded(
@@ -177,6 +168,21 @@ def test_a_reused_process_id_does_not_hold_recovery_back(
     assert "refs/heads/harness/pid-reused" not in refs(remote)
 
 
+def committed_with_its_branch_deleted(remote: Path, tmp_path: Path, dsn: str, trace: str
+                                      ) -> tuple[str, str, Path, Journal]:
+    """A promotion killed after its COMMIT whose harness branch someone then deleted, with
+    the remote holding pushes until `release` exists: recovery must push the branch again.
+    The head, the branch, the release file and the promotion's journal."""
+    changes = changeset(remote, tmp_path, rows=rename(), trace=trace)
+    branch = f"refs/heads/harness/{trace}"
+    assert crash_at("after-commit", changes, config(remote, dsn), tmp_path) == 137
+    git(remote, "update-ref", "-d", branch)
+    release = tmp_path / "release"
+    hold_pushes(remote, release)
+    [journal] = Journal.pending()
+    return changes.workspace.head, branch, release, journal
+
+
 def test_two_recoveries_at_once_settle_a_promotion_once_and_record_every_ref(
         remote: Path, tmp_path: Path, stock_db: str) -> None:
     """Killed after the COMMIT, its harness branch deleted: recovery pushes it again (held by
@@ -184,13 +190,8 @@ def test_two_recoveries_at_once_settle_a_promotion_once_and_record_every_ref(
     (the journal names its process group) nor settle the promotion itself: it reports the
     promotion in doubt, held by the other. The receipt names every ref at the head, so a
     revert removes them all."""
-    changes = changeset(remote, tmp_path, rows=rename(), trace="two-recoveries")
-    head, branch = changes.workspace.head, "refs/heads/harness/two-recoveries"
-    assert crash_at("after-commit", changes, config(remote, stock_db), tmp_path) == 137
-    git(remote, "update-ref", "-d", branch)
-    release = tmp_path / "release"
-    hold_pushes(remote, release)
-    [journal] = Journal.pending()
+    head, branch, release, journal = committed_with_its_branch_deleted(
+        remote, tmp_path, stock_db, "two-recoveries")
     first = subprocess.Popen(RECOVER, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         recovery_pushing(journal)
@@ -225,13 +226,8 @@ def test_a_recovery_killed_mid_push_is_finished_by_the_next_one(
     """Recovery pushes the deleted harness branch again and is killed while the push is in
     flight. The next recovery stops that push's process group (journaled by the killed one)
     before it decides, then pushes again itself."""
-    changes = changeset(remote, tmp_path, rows=rename(), trace="killed-recovery")
-    head, branch = changes.workspace.head, "refs/heads/harness/killed-recovery"
-    assert crash_at("after-commit", changes, config(remote, stock_db), tmp_path) == 137
-    git(remote, "update-ref", "-d", branch)
-    release = tmp_path / "release"
-    hold_pushes(remote, release)
-    [journal] = Journal.pending()
+    head, branch, release, journal = committed_with_its_branch_deleted(
+        remote, tmp_path, stock_db, "killed-recovery")
     killed = subprocess.Popen(RECOVER, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         group = recovery_pushing(journal)

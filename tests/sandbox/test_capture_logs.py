@@ -17,6 +17,7 @@ import pytest
 from harness.sandbox.capture import RowDelta, dump_images, load_image
 from harness.sandbox.database import SandboxDatabase, open_baseline
 from harness.sandbox.postgres import ServerAddress
+from tests.fix_pg import run
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 
@@ -80,12 +81,6 @@ def db(pg_server: ServerAddress, kinds_dsn: str,
         yield database
     finally:
         database.drop()
-
-
-def run(db: SandboxDatabase, *statements: str) -> None:
-    with db.connect() as conn:
-        for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
 
 
 def rows(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:

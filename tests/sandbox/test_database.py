@@ -21,7 +21,7 @@ from harness.sandbox.capture import RowDelta
 from harness.sandbox.database import SandboxDatabase, open_baseline
 from harness.sandbox.postgres import ServerAddress
 from harness.sandbox.snapshot import SnapshotError, Source, compare, table_fingerprints
-from tests.fix_pg import CHINOOK, rows_of
+from tests.fix_pg import CHINOOK, rows_of, run
 
 PUBLIC = "-c search_path=public"
 """For the tests' own superuser reads of the user's tables by bare name (the harness's
@@ -56,12 +56,6 @@ def sandbox_db(pg_server: ServerAddress, generated_dsn: str,
         yield db
     finally:
         db.drop()
-
-
-def run(db: SandboxDatabase, *statements: str) -> None:
-    with db.connect() as conn:
-        for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]
 
 
 def counts(delta: RowDelta) -> dict[str, dict[str, int]]:
