@@ -111,9 +111,8 @@ def _cost(plain: Any, captured: Any, owner_of: Any, work: str, undo: str,
                 recorded = owner.execute("SELECT count(*) FROM harness_capture.recorded_changes()"
                                          ).fetchone()
                 assert recorded == (logged,), f"every row captured: {recorded}"
-        captured.execute(undo)
-        with owner_of() as owner:  # keep the log from growing across runs
-            owner.execute("SELECT harness_capture.forget()")
+            captured.execute(undo)
+            owner.execute("SELECT harness_capture.forget()")  # the log starts empty each run
             owner.execute("VACUUM")
     a, b = summary(without), summary(with_capture)
     return {"without_capture": a, "with_capture": b,

@@ -97,10 +97,11 @@ def _read_as_the_guard_did(conn: psycopg.Connection[Any]) -> None:
 def _fire_deferred_triggers(conn: psycopg.Connection[Any]) -> None:
     """Deferred triggers would fire at COMMIT, after the weighing: they fire now, and
     again while they keep writing (one may defer another, which would fire at COMMIT)."""
+    mark = conn.execute("SELECT harness_capture.mark()").fetchone()
     for _ in range(DEFERRED_ROUNDS):
-        before = conn.execute("SELECT harness_capture.mark()").fetchone()
         conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        if conn.execute("SELECT harness_capture.mark()").fetchone() == before:
+        before, mark = mark, conn.execute("SELECT harness_capture.mark()").fetchone()
+        if mark == before:
             return
 
 
