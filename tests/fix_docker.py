@@ -25,8 +25,8 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> docker.DockerClient:
-    """The engine the harness would use."""
+def engine_client() -> engine.Engine:
+    """The engine the harness uses, through the harness's own client."""
     try:
         return engine.connect()
     except HarnessError as exc:
@@ -35,10 +35,17 @@ def docker_client() -> docker.DockerClient:
 
 
 @pytest.fixture(scope="session")
-def agent_image(docker_client: docker.DockerClient) -> str:
+def docker_client(engine_client: engine.Engine) -> docker.DockerClient:
+    """The same engine through docker-py: what the tests observe with is not the client
+    the harness acts with."""
+    return docker.from_env(timeout=120)
+
+
+@pytest.fixture(scope="session")
+def agent_image(engine_client: engine.Engine) -> str:
     """The agent image's tag, built when missing."""
     try:
-        return images.ensure(docker_client, images.ImageDefinition.named("agent"))
+        return images.ensure(engine_client, images.ImageDefinition.named("agent"))
     except HarnessError as exc:
         _unavailable(f"cannot build the agent image: {exc}")
         raise
@@ -64,10 +71,11 @@ def no_leftover_resources(request: pytest.FixtureRequest, harness_home: Path
     """After the whole session (and after the session's database server is removed), no
     container, volume or disk of the session's harness home may remain."""
     try:
-        client = engine.connect()
+        engine.connect()
     except HarnessError:
         yield
         return
+    client = docker.from_env(timeout=120)
     if os.environ.get("HARNESS_TEST_KEEP_SERVERS"):
         yield  # a shared home whose servers outlive the session: nothing to count
         return

@@ -182,15 +182,15 @@ def run_episode(request: EpisodeRequest, node_id: str) -> EpisodeOutcome:
 def infrastructure_failure(exc: BaseException) -> bool:
     """Whether a run failed for its node's sake: the engine, the sandbox, a clone or the
     database server; never the agent's own error or a configuration error."""
-    import docker.errors
     import git
     import psycopg
 
     from harness.sandbox.snapshot import SnapshotError
 
     # Not ConnectionError: a subprocess agent that dies mid-write raises BrokenPipeError.
-    return isinstance(exc, SandboxError | SnapshotError | docker.errors.DockerException
-                      | psycopg.OperationalError | git.GitError)
+    # The engine's errors are SandboxErrors.
+    return isinstance(exc, SandboxError | SnapshotError | psycopg.OperationalError
+                      | git.GitError)
 
 
 def clear_leftovers() -> list[str]:

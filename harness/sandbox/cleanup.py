@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
 import psycopg
 from psycopg import sql
 
@@ -23,6 +21,7 @@ from harness.home import SCRATCH, home_key, scratch_owner, state_dir
 from harness.sandbox import labels, pristine
 from harness.sandbox.database import OWNER_PID, SandboxDatabase, drop_role
 from harness.sandbox.disk import unmount
+from harness.sandbox.engine import Engine, EngineError, NotFound, container_name
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
 from harness.sandbox.reflink import IMAGE_NAME, DataImage
 
@@ -50,7 +49,7 @@ class GcReport:
         return asdict(self)
 
 
-def collect_garbage(client: docker.DockerClient, *, everything: bool = False,
+def collect_garbage(client: Engine, *, everything: bool = False,
                     pristine_idle_s: float = pristine.IDLE_S) -> GcReport:
     """Remove this harness home's resources whose creating process is gone (and unlabelled
     ones of older versions), and pristine checkouts no sandbox mounts that were last used
@@ -58,25 +57,25 @@ def collect_garbage(client: docker.DockerClient, *, everything: bool = False,
     database servers (with their cached baselines) and every unmounted pristine checkout.
     Other homes on the same engine are never touched."""
     report = GcReport()
-    selector: dict[str, str | list[str] | bool] = {"label": labels.SANDBOX}
     # Containers first: a database is only an orphan once its container is gone.
-    for container in client.containers.list(all=True, filters=selector, ignore_removed=True):
-        if not _ours(container.labels, everything):
+    for container in client.containers(labels=[labels.SANDBOX]):
+        tags = container.get("Labels") or {}
+        if not _ours(tags, everything):
             continue
-        server = container.labels.get(labels.KIND) == DB_SERVER_KIND
-        if everything or (_orphaned(container.labels) and not server):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True, v=True)
-            report.containers.append(container.name or container.id or "?")
-    for volume in client.volumes.list(filters=selector):
-        volume_labels = volume.attrs.get("Labels") or {}
+        server = tags.get(labels.KIND) == DB_SERVER_KIND
+        if everything or (_orphaned(tags) and not server):
+            with contextlib.suppress(NotFound):
+                client.remove_container(container["Id"], volumes=True)
+            report.containers.append(container_name(container))
+    for volume in client.volumes(labels=[labels.SANDBOX]):
+        volume_labels = volume.get("Labels") or {}
         if not _ours(volume_labels, everything):
             continue
         server = volume_labels.get(labels.KIND) == DB_SERVER_KIND
         if everything or (_orphaned(volume_labels) and not server):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                volume.remove(force=True)
-                report.volumes.append(volume.name)
+            with contextlib.suppress(EngineError):
+                client.remove_volume(volume["Name"])
+                report.volumes.append(volume["Name"])
     if not everything:
         _drop_orphan_databases(client, report)
     else:
@@ -141,14 +140,13 @@ def _used(folder: Path, working: list[str]) -> bool:
     return any(cwd == inside or cwd.startswith(inside + "/") for cwd in working)
 
 
-def _drop_orphan_databases(client: docker.DockerClient, report: GcReport) -> None:
+def _drop_orphan_databases(client: Engine, report: GcReport) -> None:
     """On every running database server of this home: sandbox databases (sb_*) whose
     container is gone and whose owning process is dead (a sandbox makes its database
     before its container), sandbox roles left without a database, and half-built
     baselines no builder holds."""
-    live = {SandboxDatabase.name_for(c.labels.get(labels.SANDBOX, ""))
-            for c in client.containers.list(all=True, filters={"label": labels.SANDBOX},
-                                               ignore_removed=True)}
+    live = {SandboxDatabase.name_for((c.get("Labels") or {}).get(labels.SANDBOX, ""))
+            for c in client.containers(labels=[labels.SANDBOX])}
     for version in available_versions():
         server = DatabaseServer(version, client)
         if not server.running():

@@ -12,16 +12,15 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import docker
-import docker.errors
-from docker.types import Mount
-
-from harness.config import Hardening
 from harness.errors import SandboxError, SandboxFileNotFound, SandboxNotADirectory
+from harness.sandbox.engine import Engine, EngineError, NotFound, mount
 from harness.sandbox.layout import HOME, TMP, WORKSPACE
 from harness.sandbox.result import TIMEOUT_EXIT_CODE, ExecResult
+
+if TYPE_CHECKING:
+    from harness.config import Hardening
 
 # PID 1 of every sandbox. It forks nothing while it waits (a fifo read is a builtin),
 # so even with the pids limit exhausted it can answer SIGUSR1 by killing every other
@@ -65,7 +64,7 @@ class Container:
 
     def __init__(
         self,
-        client: docker.DockerClient,
+        client: Engine,
         image: str,
         *,
         hardening: Hardening,
@@ -97,7 +96,7 @@ class Container:
         self._running: dict[str, _Running] = {}
         """The commands running now, by token."""
         self._guard = threading.Lock()
-        self._container: Any = None
+        self._container: str | None = None
         self._oom_seen = 0
 
     # ------------------------------------------------------------ lifecycle
@@ -107,21 +106,22 @@ class Container:
         """The engine's id of the running container."""
         if self._container is None:
             raise SandboxError("the container is not running; call start() first")
-        return str(self._container.id)
+        return self._container
 
     def start(self) -> Container:
         """Create and start the container with the hardening settings."""
         try:
-            self._container = self.client.containers.create(self.image, **self._create_args())
-            self._container.start()
-        except docker.errors.ImageNotFound as exc:
+            self._container = self.client.create_container(self.create_config())
+            self.client.start_container(self._container)
+        except NotFound as exc:
             self.stop()
             raise SandboxError(
                 f"image {self.image} is missing; run `harness images build`"
             ) from exc
-        except docker.errors.APIError as exc:
+        except EngineError as exc:
             self.stop()
-            raise SandboxError(f"cannot start a container from {self.image}: {exc}") from exc
+            raise SandboxError(
+                f"cannot start a container from {self.image}: {exc.message}") from exc
         return self
 
     def stop(self) -> None:
@@ -130,13 +130,13 @@ class Container:
         if container is None:
             return
         try:
-            container.remove(force=True, v=True)
-        except docker.errors.NotFound:
+            self.client.remove_container(container, force=True, volumes=True)
+        except NotFound:
             pass
-        except docker.errors.APIError as exc:
+        except EngineError as exc:
             # Another remover (`harness gc --all`) got there first: it finishes the job.
-            if exc.status_code != 409:
-                raise SandboxError(f"cannot remove container {container.name}: {exc}") from exc
+            if exc.status != 409:
+                raise SandboxError(f"cannot remove container {container}: {exc}") from exc
 
     def __enter__(self) -> Container:
         try:
@@ -148,14 +148,14 @@ class Container:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _create_args(self) -> dict[str, Any]:
+    def create_config(self) -> dict[str, Any]:
+        """The Engine API's configuration of this container, hardened."""
         h = self.hardening
-        mounts = [Mount(target=target, source=source, type="bind", read_only=True)
+        mounts = [mount("bind", source, target, read_only=True)
                   for source, target in self.read_only_mounts.items()]
         if self.workspace:
-            mounts.append(Mount(target=WORKSPACE, source=self.workspace, type="bind"))
-        mounts += [Mount(target=target, source=source, type="bind")
-                   for source, target in self.writable_mounts.items()]
+            mounts.append(mount("bind", self.workspace, WORKSPACE))
+        mounts += [mount("bind", source, target) for source, target in self.writable_mounts.items()]
         uid, gid = self.owner
         tmpfs = {TMP: f"rw,nosuid,nodev,size={h.tmpfs_size},mode=1777",
                  # The launcher's pid files: never on a disk the agent can fill.
@@ -167,32 +167,35 @@ class Container:
             tmpfs[HOME] = f"rw,nosuid,nodev,size=64m,uid={uid},gid={gid},mode=0700"
         for target in self.writable_mounts.values():
             tmpfs.pop(target, None)
-        args: dict[str, Any] = {
-            "command": ["bash", "-c", _INIT],
-            "user": user,
-            "working_dir": WORKSPACE,
-            "environment": self.environment,
-            "labels": self.labels,
-            "mounts": mounts,
-            "tmpfs": tmpfs,
-            "read_only": h.read_only_root,
-            "network_mode": "bridge" if h.network else "none",
-            "pids_limit": h.pids_limit,
-            "mem_limit": h.memory,
-            "memswap_limit": h.memory,
-            "nano_cpus": int(h.cpus * 1e9),
-            "ipc_mode": "private",
+        memory = size_bytes(h.memory)
+        host: dict[str, Any] = {
+            "Mounts": mounts,
+            "Tmpfs": tmpfs,
+            "ReadonlyRootfs": h.read_only_root,
+            "NetworkMode": "bridge" if h.network else "none",
+            "PidsLimit": h.pids_limit,
+            "Memory": memory,
+            "MemorySwap": memory,
+            "NanoCpus": int(h.cpus * 1e9),
+            "IpcMode": "private",
             # Nothing reads PID 1's output, and a log would be a file on the host the agent
             # can grow without limit (writing to /proc/1/fd/1).
-            "log_config": {"type": "none", "config": {}},
-            "shm_size": "16m",
-            "detach": True,
+            "LogConfig": {"Type": "none", "Config": {}},
+            "ShmSize": 16 << 20,
         }
         if h.drop_capabilities:
-            args["cap_drop"] = ["ALL"]
+            host["CapDrop"] = ["ALL"]
         if h.no_new_privileges:
-            args["security_opt"] = ["no-new-privileges:true"]
-        return args
+            host["SecurityOpt"] = ["no-new-privileges:true"]
+        return {
+            "Image": self.image,
+            "Cmd": ["bash", "-c", _INIT],
+            "User": user,
+            "WorkingDir": WORKSPACE,
+            "Env": [f"{k}={v}" for k, v in self.environment.items()],
+            "Labels": self.labels,
+            "HostConfig": host,
+        }
 
     # ------------------------------------------------------------ commands
 
@@ -223,18 +226,19 @@ class Container:
         limit = output_limit or self.output_limit
         timeout = self.default_timeout if timeout is None else timeout
         token = uuid.uuid4().hex
-        api = self.client.api
         started = time.monotonic()
         try:
-            exec_id = api.exec_create(
+            exec_id = self.client.create_exec(
                 self.id, ["bash", "-c", _LAUNCH, "harness", token, *argv],
                 environment={**self.bound_environment, **dict(env or {})},
                 workdir=cwd or None, stdin=True, user=user or "",
-            )["Id"]
-            stream = api.exec_start(exec_id, socket=True)
-        except docker.errors.APIError as exc:
-            raise SandboxError(f"cannot run {argv[0]!r} in the sandbox: {exc}") from exc
-        reader = _FrameReader(stream, limit, trailer=f"\0harness-exit:{token}:".encode())
+            )
+            stream, already = self.client.exec_attach(exec_id)
+        except EngineError as exc:
+            raise SandboxError(
+                f"cannot run {argv[0]!r} in the sandbox: {exc.message}") from exc
+        reader = _FrameReader(stream, limit, trailer=f"\0harness-exit:{token}:".encode(),
+                              already=already)
         data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
         # Written from a thread while the output is read, so that neither side can block
         # the other; closing our half of the socket is the command's end of input.
@@ -288,7 +292,7 @@ class Container:
 
     def _exit_code(self, exec_id: str) -> int:
         for _ in range(50):
-            info = self.client.api.exec_inspect(exec_id)
+            info = self.client.inspect_exec(exec_id)
             if not info.get("Running"):
                 return int(info.get("ExitCode") or 0)
             time.sleep(0.01)
@@ -302,33 +306,33 @@ class Container:
             running = self._running.get(token)
         if running is None or running.reader.sid is None:
             return  # ended already, or not started far enough to say its session
-        with contextlib.suppress(docker.errors.APIError):
-            exec_id = self.client.api.exec_create(
+        with contextlib.suppress(EngineError):
+            exec_id = self.client.create_exec(
                 self.id, ["bash", "-c", f"kill -KILL -- -{running.reader.sid}"],
-                user=running.user or "")["Id"]
-            self.client.api.exec_start(exec_id, detach=True)
+                user=running.user or "")
+            self.client.start_exec_detached(exec_id)
 
     def _kill_everything(self) -> None:
         """PID 1 kills every process of the container's user; each other user running a
         command now has every process of theirs killed by a process of their own."""
-        with contextlib.suppress(docker.errors.APIError):
-            self.client.api.kill(self.id, signal="SIGUSR1")
+        with contextlib.suppress(EngineError):
+            self.client.kill_container(self.id, signal="SIGUSR1")
         with self._guard:
             users = {r.user for r in self._running.values() if r.user is not None}
         for user in users:
-            with contextlib.suppress(docker.errors.APIError):
-                exec_id = self.client.api.exec_create(self.id, ["bash", "-c", "kill -KILL -1"],
-                                                      user=user)["Id"]
-                self.client.api.exec_start(exec_id, detach=True)
+            with contextlib.suppress(EngineError):
+                exec_id = self.client.create_exec(self.id, ["bash", "-c", "kill -KILL -1"],
+                                                  user=user)
+                self.client.start_exec_detached(exec_id)
 
     def _oom_killed(self) -> bool:
         """Whether the cgroup's OOM-kill counter rose since last looked at."""
         script = ("cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control "
                   "2>/dev/null; true")
         try:
-            exec_id = self.client.api.exec_create(self.id, ["sh", "-c", script])["Id"]
-            output = self.client.api.exec_start(exec_id)
-        except docker.errors.APIError:
+            output = self.client.exec_output(self.client.create_exec(
+                self.id, ["sh", "-c", script]))
+        except (EngineError, OSError):
             return False
         match = _OOM_COUNTER.search(output or b"")
         if match is None:
@@ -339,6 +343,13 @@ class Container:
 
 
 _NOT_STARTED = "OCI runtime exec failed"
+
+
+def size_bytes(size: str) -> int:
+    """Bytes in a size like 512m or 2g (k, m, g are powers of 1024)."""
+    unit = size[-1].lower()
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(unit, 1)
+    return int(float(size.rstrip("kmgKMG")) * scale)
 
 
 def _raise_not_started(message: str, cwd: str | None) -> None:
@@ -356,8 +367,8 @@ class _FrameReader:
     """Reads Docker's multiplexed exec stream (8-byte frame headers) under a deadline,
     keeping at most `limit` bytes of each of stdout and stderr."""
 
-    def __init__(self, stream: Any, limit: int, *, trailer: bytes) -> None:
-        self._stream = stream
+    def __init__(self, stream: socket.socket, limit: int, *, trailer: bytes,
+                 already: bytes = b"") -> None:
         self._trailer = trailer
         self._stderr_tail = bytearray()
         self._head: bytearray | None = bytearray()
@@ -365,12 +376,13 @@ class _FrameReader:
         self.sid: int | None = None
         """The command's session id, from the launcher's header."""
         self.exit_code: int | None = None
-        self._sock: socket.socket = getattr(stream, "_sock", stream)
+        self._sock = stream
         self._limit = limit
-        self._buffer = bytearray()
+        self._buffer = bytearray(already)
         self._kept = {1: bytearray(), 2: bytearray()}
         self.truncated = False
         self._eof = False
+        self._split_frames()  # what came with the engine's answer
 
     def drain(self, *, deadline: float) -> bool:
         """Read until the stream ends (True) or the deadline passes (False)."""
@@ -466,7 +478,5 @@ class _FrameReader:
 
     def close(self) -> None:
         """Close the stream's socket."""
-        with contextlib.suppress(OSError):
-            self._stream.close()
         with contextlib.suppress(OSError):
             self._sock.close()

@@ -19,12 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
-import docker.errors
-
 from harness.errors import ImageError
 from harness.progress import report
 from harness.sandbox import labels
+from harness.sandbox.engine import Engine, EngineError
 
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -111,17 +109,13 @@ class ImageDefinition:
         return [line for line in lines if line and not line.startswith("#")]
 
 
-def exists(client: docker.DockerClient, tag: str) -> bool:
+def exists(client: Engine, tag: str) -> bool:
     """Whether the engine has the image `tag`."""
-    try:
-        client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
+    return client.has_image(tag)
 
 
 def ensure(
-    client: docker.DockerClient,
+    client: Engine,
     definition: ImageDefinition,
     *,
     offline: bool | None = None,
@@ -149,19 +143,19 @@ def ensure(
     return tag
 
 
-def _pull_base(client: docker.DockerClient, base: str, say: Progress) -> bool:
+def _pull_base(client: Engine, base: str, say: Progress) -> bool:
     if exists(client, base):
         return True
     try:
-        client.images.pull(base)
-    except docker.errors.APIError as exc:
+        client.pull_image(base)
+    except EngineError as exc:
         say(f"cannot pull {base} ({_first_line(exc)}); building offline")
         return False
     return True
 
 
 def _offline_base(
-    client: docker.DockerClient, definition: ImageDefinition, *, force: bool, say: Progress
+    client: Engine, definition: ImageDefinition, *, force: bool, say: Progress
 ) -> str:
     """A Debian root filesystem with the definition's packages, imported as an image."""
     packages = sorted(set(definition.packages))
@@ -195,15 +189,16 @@ def _offline_base(
         _run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(tarball), "."], what="tar")
         say(f"docker import as {tag}")
         repository, _, version = tag.partition(":")
-        client.api.import_image_from_file(
-            str(tarball), repository=repository, tag=version,
-            changes=[f"LABEL {labels.IMAGE_HASH}={key}", "CMD [\"bash\"]"],
-        )
+        try:
+            client.import_image(tarball, repository=repository, tag=version,
+                                changes=[f"LABEL {labels.IMAGE_HASH}={key}", "CMD [\"bash\"]"])
+        except EngineError as exc:
+            raise ImageError(f"docker import as {tag} failed: {exc}") from exc
     return tag
 
 
 def _build(
-    client: docker.DockerClient,
+    client: Engine,
     definition: ImageDefinition,
     *,
     base: str,
@@ -217,29 +212,19 @@ def _build(
             (Path(context) / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, Path(context) / name)
         _build_in(client, definition, Path(context), base=base, offline=offline)
-    client.images.get(definition.tag).tag(repository, "latest")
+    client.tag_image(definition.tag, repository, "latest")
 
 
-def _build_in(client: docker.DockerClient, definition: ImageDefinition, context: Path, *,
+def _build_in(client: Engine, definition: ImageDefinition, context: Path, *,
               base: str, offline: bool) -> None:
     version = definition.tag.partition(":")[2]
-    stream = client.api.build(
-        path=str(context),
-        tag=definition.tag,
-        buildargs={"BASE": base},
-        labels={labels.IMAGE_HASH: version, labels.KIND: f"image-{definition.name}"},
-        network_mode="none" if offline else None,
-        rm=True,
-        forcerm=True,
-        decode=True,
-    )
-    log: list[str] = []
-    for chunk in stream:
-        if "error" in chunk:
-            tail = "".join(log[-15:])
-            raise ImageError(f"building {definition.tag} failed: {chunk['error']}\n{tail}")
-        if "stream" in chunk:
-            log.append(chunk["stream"])
+    try:
+        client.build_image(
+            context, tag=definition.tag, buildargs={"BASE": base},
+            labels={labels.IMAGE_HASH: version, labels.KIND: f"image-{definition.name}"},
+            network_mode="none" if offline else None)
+    except EngineError as exc:
+        raise ImageError(f"building {definition.tag} failed: {exc.message}") from exc
 
 
 def _run(argv: list[str], *, what: str) -> None:

@@ -7,10 +7,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import docker
-
 from harness.home import home_key
 from harness.sandbox import labels
+from harness.sandbox.engine import Engine, NotFound, container_name
 
 
 @dataclass(frozen=True)
@@ -33,7 +32,7 @@ class LiveSandbox:
         return asdict(self)
 
 
-def live_sandboxes(client: docker.DockerClient, *, every_home: bool = False
+def live_sandboxes(client: Engine, *, every_home: bool = False
                    ) -> list[LiveSandbox]:
     """The sandbox containers of this harness home (of every home with `every_home`),
     oldest first."""
@@ -41,20 +40,23 @@ def live_sandboxes(client: docker.DockerClient, *, every_home: bool = False
 
     found = []
     now = time.time()
-    for container in client.containers.list(
-            all=True, filters={"label": f"{labels.KIND}=sandbox"}, ignore_removed=True):
-        tags = container.labels
+    for container in client.containers(labels=[f"{labels.KIND}=sandbox"]):
+        tags = container.get("Labels") or {}
         if not every_home and tags.get(labels.HOME) != home_key():
             continue
         pid = tags.get(labels.PID, "")
         created = float(tags.get(labels.CREATED_AT) or now)
-        env = (container.attrs.get("Config") or {}).get("Env") or []
+        try:
+            attrs = client.inspect_container(container["Id"])
+        except NotFound:
+            continue  # removed since it was listed
+        env = (attrs.get("Config") or {}).get("Env") or []
         trace = next((v.partition("=")[2] for v in env
                       if v.startswith("HARNESS_TRACE_ID=")), None) or _bound_trace(
                           tags.get(labels.SANDBOX, ""))
-        image = (container.attrs.get("Config") or {}).get("Image") or ""
-        found.append(LiveSandbox(tags.get(labels.SANDBOX, ""), container.name or "",
-                                 container.status, round(now - created, 1),
+        image = (attrs.get("Config") or {}).get("Image") or ""
+        found.append(LiveSandbox(tags.get(labels.SANDBOX, ""), container_name(container),
+                                 str((attrs.get("State") or {}).get("Status", "")), round(now - created, 1),
                                  tags.get(labels.OWNER, ""), int(pid) if pid.isdigit() else None,
                                  _alive(pid), trace, image))
     return sorted(found, key=lambda s: -s.age_seconds)

@@ -11,19 +11,18 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
 import psycopg
-from docker.types import Mount
 from psycopg import sql
 
 from harness.errors import SandboxError
 from harness.home import home_key, locked, state_dir
 from harness.sandbox import engine, images, labels
+from harness.sandbox.engine import Engine, EngineError, NotFound, mount
 from harness.sandbox.reflink import (
     REFLINK_MIN_VERSION,
     CloneSupport,
@@ -172,7 +171,7 @@ land its rows where no action's effects are judged."""
 class DatabaseServer:
     """The server for one major version; `ensure()` starts it when it is not running."""
 
-    def __init__(self, version: int = 15, client: docker.DockerClient | None = None, *,
+    def __init__(self, version: int = 15, client: Engine | None = None, *,
                  instance: str = "sandbox", settings: dict[str, str] | None = None,
                  data_image_size: int | None = DEFAULT_DATA_IMAGE_BYTES) -> None:
         self.version = version
@@ -194,7 +193,7 @@ class DatabaseServer:
         self._wants_image = data_image_size is not None
 
     @property
-    def client(self) -> docker.DockerClient:
+    def client(self) -> Engine:
         """The Docker engine."""
         if self._client is None:
             self._client = engine.connect()
@@ -208,9 +207,9 @@ class DatabaseServer:
             password = self._password()
             not_on_image = self._prepare_data()
             container = self._container()
-            if container is None or container.status != "running":
+            if container is None or _status(container) != "running":
                 if container is not None:
-                    container.remove(force=True)
+                    self._remove(volumes=False)
                 self._start(on_image=not_on_image is None)
             address = ServerAddress(self.socket_dir, password, version=self.version,
                                     clone=self._clone_support(not_on_image))
@@ -229,34 +228,35 @@ class DatabaseServer:
         /run/harness/sandbox-socket and each of `socket_dirs` at its own path. Returns the
         exit code and stderr."""
         tag = images.ensure(self.client, images.ImageDefinition.named(f"postgres-{self.version}"))
-        mounts = [Mount("/run/harness/sandbox-socket", str(self.socket_dir), type="bind")]
-        mounts += [Mount(folder, folder, type="bind", read_only=True) for folder in socket_dirs]
-        container = self.client.containers.create(
-            tag, entrypoint=["bash", "-c", script], environment=environment,
-            network_mode="host", mounts=mounts, cap_drop=["ALL"],
-            security_opt=["no-new-privileges:true"],
-            labels=labels.resource_labels(f"{self.name}-client", "db-client"))
+        mounts = [mount("bind", str(self.socket_dir), "/run/harness/sandbox-socket")]
+        mounts += [mount("bind", folder, folder, read_only=True) for folder in socket_dirs]
+        container = self.client.create_container({
+            "Image": tag, "Entrypoint": ["bash", "-c", script],
+            "Env": [f"{k}={v}" for k, v in environment.items()],
+            "Labels": labels.resource_labels(f"{self.name}-client", "db-client"),
+            "HostConfig": {"NetworkMode": "host", "Mounts": mounts, "CapDrop": ["ALL"],
+                           "SecurityOpt": ["no-new-privileges:true"]}})
         try:
-            container.start()
-            code = int(container.wait().get("StatusCode", 1))
-            errors = container.logs(stdout=False, stderr=True).decode(errors="replace")
+            self.client.start_container(container)
+            code = self.client.wait_container(container)
+            errors = self.client.container_logs(container, stdout=False).decode(
+                errors="replace")
         finally:
-            container.remove(force=True)
+            self.client.remove_container(container, volumes=False)
         return code, errors
 
     def running(self) -> bool:
         """Whether the server's container is up."""
         container = self._container()
-        return container is not None and container.status == "running"
+        return container is not None and _status(container) == "running"
 
     def destroy(self) -> None:
         """Stop the server and delete its data (every cached baseline and sandbox copy),
         on its volume or its data image (unmounted and deleted)."""
-        container = self._container()
-        if container is not None:
-            container.remove(force=True, v=True)
-        with contextlib.suppress(docker.errors.NotFound):
-            self.client.volumes.get(self.volume).remove(force=True)
+        if self._container() is not None:
+            self._remove(volumes=True)
+        with contextlib.suppress(NotFound):
+            self.client.remove_volume(self.volume)
         self.data_image.remove()
 
     # ------------------------------------------------------------ internals
@@ -269,17 +269,15 @@ class DatabaseServer:
             path.chmod(0o644)  # read by the server's uid through a single-file mount
         return path.read_text().strip()
 
-    def _container(self) -> Any:
-        try:
-            return self.client.containers.get(self.name)
-        except docker.errors.NotFound:
-            return None
+    def _container(self) -> dict[str, Any] | None:
+        return self.client.find_container(self.name)
 
-    def _volume(self) -> Any:
-        try:
-            return self.client.volumes.get(self.volume)
-        except docker.errors.NotFound:
-            return None
+    def _remove(self, *, volumes: bool) -> None:
+        with contextlib.suppress(NotFound):
+            self.client.remove_container(self.name, volumes=volumes)
+
+    def _volume(self) -> dict[str, Any] | None:
+        return self.client.find_volume(self.volume)
 
     def _prepare_data(self) -> str | None:
         """Mount the data image when the server keeps its data there (making it on a new
@@ -300,9 +298,8 @@ class DatabaseServer:
         if not self.data_image.mounted():
             # Not mounted (a reboot): a container still running holds the old mount, and the
             # same filesystem must never be mounted twice.
-            container = self._container()
-            if container is not None:
-                container.remove(force=True)
+            if self._container() is not None:
+                self._remove(volumes=False)
             try:
                 self.data_image.ensure()
             except SandboxError as exc:
@@ -319,7 +316,7 @@ class DatabaseServer:
             return CloneSupport(found.reflink, f"data on the XFS image {self.data_image.image}"
                                 + ("" if found.reflink else f": {found.detail}"))
         volume = self._volume()
-        where = Path(volume.attrs.get("Mountpoint") or "/nonexistent") if volume else None
+        where = Path(volume.get("Mountpoint") or "/nonexistent") if volume else None
         if where is not None and os.access(where.parent, os.W_OK):
             # Docker's own storage may already clone (XFS with reflink, btrfs).
             found = can_reflink(where.parent)
@@ -340,26 +337,28 @@ class DatabaseServer:
             self.socket_dir.chmod(0o777)
         server_labels = {**labels.resource_labels(self.name, DB_SERVER_KIND)}
         if on_image:
-            data = Mount("/var/lib/postgresql/data", str(self.data_image.pgdata), type="bind")
+            data = mount("bind", str(self.data_image.pgdata), "/var/lib/postgresql/data")
         else:
-            data = Mount("/var/lib/postgresql/data", self.volume, type="volume")
-            with contextlib.suppress(docker.errors.APIError):
-                self.client.volumes.create(self.volume, labels=server_labels)
+            data = mount("volume", self.volume, "/var/lib/postgresql/data")
+            with contextlib.suppress(EngineError):
+                self.client.create_volume(self.volume, labels=server_labels)
         try:
-            self.client.containers.run(
-                tag, name=self.name, detach=True, network_mode="none", labels=server_labels,
-                mounts=[
-                    Mount(CONTAINER_SOCKET_DIR, str(self.socket_dir), type="bind"),
-                    Mount("/run/harness/superuser-password",
-                          str(self.folder / "superuser-password"), type="bind", read_only=True),
-                    data,
-                ],
-                cap_drop=["ALL"], security_opt=["no-new-privileges:true"],
-                shm_size="256m", mem_limit="4g",
-                command=[part for name, value in sorted(self.settings.items())
-                         for part in ("-c", f"{name}={value}")],
-            )
-        except docker.errors.APIError as exc:
+            self.client.start_container(self.client.create_container({
+                "Image": tag, "Labels": server_labels,
+                "Cmd": [part for name, value in sorted(self.settings.items())
+                        for part in ("-c", f"{name}={value}")],
+                "HostConfig": {
+                    "NetworkMode": "none",
+                    "Mounts": [
+                        mount("bind", str(self.socket_dir), CONTAINER_SOCKET_DIR),
+                        mount("bind", str(self.folder / "superuser-password"),
+                               "/run/harness/superuser-password", read_only=True),
+                        data,
+                    ],
+                    "CapDrop": ["ALL"], "SecurityOpt": ["no-new-privileges:true"],
+                    "ShmSize": 256 << 20, "Memory": 4 << 30,
+                }}, name=self.name))
+        except EngineError as exc:
             raise SandboxError(f"cannot start the sandbox database server: {exc}") from exc
 
     def _wait(self, address: ServerAddress, timeout: float = 60.0) -> None:
@@ -373,8 +372,14 @@ class DatabaseServer:
             except psycopg.OperationalError as exc:
                 last = exc
                 container = self._container()
-                if container is None or container.status == "exited":
-                    logs = container.logs(tail=20).decode(errors="replace") if container else ""
+                if container is None or _status(container) == "exited":
+                    logs = self.client.container_logs(self.name, tail=20).decode(
+                        errors="replace") if container else ""
                     raise SandboxError(f"the sandbox database server stopped:\n{logs}") from exc
                 time.sleep(0.1)
         raise SandboxError(f"the sandbox database server did not answer in {timeout:.0f}s: {last}")
+
+
+def _status(container: Mapping[str, Any]) -> str:
+    """A container's state (running, exited, ...) from its inspection."""
+    return str((container.get("State") or {}).get("Status", ""))

@@ -10,8 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import docker
-
 from harness.config import Hardening, SandboxSettings, size_bytes
 from harness.errors import (
     SandboxError,
@@ -32,6 +30,7 @@ from harness.sandbox.workspace import Workspace, WorkspaceChanges
 if TYPE_CHECKING:  # the database driver loads only for sandboxes with a database
     from harness.sandbox.capture import RowDelta
     from harness.sandbox.database import SandboxDatabase
+    from harness.sandbox.engine import Engine
 
 _ENOSPC = "No space left on device"
 BOUND_TRACE = "bound-trace-id"
@@ -50,7 +49,7 @@ class Sandbox:
         settings: SandboxSettings | None = None,
         environment: Mapping[str, str] | None = None,
         database: str | None = None,
-        client: docker.DockerClient | None = None,
+        client: Engine | None = None,
         owner: tuple[int, int] | None = None,
     ) -> None:
         self.id = f"hx-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
@@ -299,7 +298,7 @@ def _absolute(path: str) -> str:
     return path if path.startswith("/") else posixpath.join(WORKSPACE, path)
 
 
-def _image_reference(client: docker.DockerClient, image: str) -> str:
+def _image_reference(client: Engine, image: str) -> str:
     """An image reference: a definition under sandboxes/ is built when missing."""
     if ":" in image or "/" in image:
         return image

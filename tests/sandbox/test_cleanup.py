@@ -12,6 +12,7 @@ from harness.errors import SandboxError
 from harness.sandbox import Sandbox, labels
 from harness.sandbox.cleanup import collect_garbage
 from harness.sandbox.container import Container
+from harness.sandbox.engine import Engine
 
 pytestmark = pytest.mark.docker
 
@@ -53,44 +54,44 @@ def test_a_failed_start_leaves_nothing(docker_client: docker.DockerClient, shop_
     assert not sb.workspace.path.exists()
 
 
-def test_gc_removes_resources_of_dead_processes_only(
+def test_gc_removes_resources_of_dead_processes_only(engine_client: Engine,
     docker_client: docker.DockerClient, agent_image: str
 ) -> None:
     orphan_labels = {**labels.resource_labels("hx-orphan", "sandbox"), labels.PID: "999999999"}
-    orphan = Container(docker_client, agent_image, hardening=Hardening(), labels=orphan_labels)
-    live = Container(docker_client, agent_image, hardening=Hardening(),
+    orphan = Container(engine_client, agent_image, hardening=Hardening(), labels=orphan_labels)
+    live = Container(engine_client, agent_image, hardening=Hardening(),
                      labels=labels.resource_labels("hx-live", "sandbox"))
     orphan.start()
     orphan_name = docker_client.containers.get(orphan.id).name
     with live:
-        report = collect_garbage(docker_client)
+        report = collect_garbage(engine_client)
         assert orphan_name in report.containers
         assert _containers_of(docker_client, "hx-orphan") == []
         assert _containers_of(docker_client, "hx-live"), "a sandbox in use is kept"
     assert _containers_of(docker_client, "hx-live") == []
 
 
-def test_gc_never_touches_another_harness_homes_resources(
+def test_gc_never_touches_another_harness_homes_resources(engine_client: Engine,
     docker_client: docker.DockerClient, agent_image: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two homes (a user's runs and a test session, two CI jobs) share one engine: even
     `gc --all` in one leaves the other's sandboxes, orphaned or not, alone."""
     orphan = {**labels.resource_labels("hx-other-home", "sandbox"), labels.PID: "999999999"}
-    other = Container(docker_client, agent_image, hardening=Hardening(), labels=orphan)
+    other = Container(engine_client, agent_image, hardening=Hardening(), labels=orphan)
     with other:
         name = docker_client.containers.get(other.id).name
         monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "second-home"))
-        plain = collect_garbage(docker_client)
-        everything = collect_garbage(docker_client, everything=True)
+        plain = collect_garbage(engine_client)
+        everything = collect_garbage(engine_client, everything=True)
         monkeypatch.undo()
         assert _containers_of(docker_client, "hx-other-home"), "another home's orphan is kept"
         assert name not in plain.containers + everything.containers
-        assert name in collect_garbage(docker_client).containers, "its own home removes it"
+        assert name in collect_garbage(engine_client).containers, "its own home removes it"
 
 
 @pytest.mark.postgres
-def test_gc_keeps_the_database_server_and_drops_orphaned_sandbox_databases(
+def test_gc_keeps_the_database_server_and_drops_orphaned_sandbox_databases(engine_client: Engine,
     docker_client: docker.DockerClient, pg_server: object, shop_repo: Path
 ) -> None:
     from harness.sandbox.database import SandboxDatabase, open_baseline
@@ -104,7 +105,7 @@ def test_gc_keeps_the_database_server_and_drops_orphaned_sandbox_databases(
     being_born = SandboxDatabase(server, baseline, "hx-no-container-yet").create()
     try:
         with Sandbox(shop_repo, database=str(CHINOOK)) as live:
-            report = collect_garbage(docker_client)
+            report = collect_garbage(engine_client)
             assert orphan.name in report.databases
             assert live.database is not None and live.database.name not in report.databases
             assert being_born.name not in report.databases, "its owner is alive"

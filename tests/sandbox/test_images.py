@@ -10,6 +10,7 @@ import pytest
 
 from harness.errors import ImageError
 from harness.sandbox import images
+from harness.sandbox.engine import Engine
 
 
 def test_the_tag_follows_the_definition_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,8 +55,8 @@ def test_the_built_image_has_the_agent_user_and_tools(
 
 
 @pytest.mark.docker
-def test_an_existing_image_is_not_rebuilt(docker_client: docker.DockerClient, agent_image: str) -> None:
+def test_an_existing_image_is_not_rebuilt(engine_client: Engine, agent_image: str) -> None:
     said: list[str] = []
-    assert images.ensure(docker_client, images.ImageDefinition.named("agent"),
+    assert images.ensure(engine_client, images.ImageDefinition.named("agent"),
                          progress=said.append) == agent_image
     assert said == []

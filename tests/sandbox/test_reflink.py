@@ -17,6 +17,7 @@ from harness.errors import SandboxError
 from harness.sandbox.cleanup import collect_garbage
 from harness.sandbox.database import SandboxDatabase, clone_method, open_baseline
 from harness.sandbox.disk import unmount
+from harness.sandbox.engine import Engine
 from harness.sandbox.postgres import DatabaseServer, ServerAddress
 from harness.sandbox.reflink import host_support
 from harness.sandbox.snapshot import Baseline, Source, ensure_baseline
@@ -164,7 +165,7 @@ def test_reflink_on_a_server_older_than_18_is_refused_with_the_reason(
         clone_method(older, "reflink")
 
 
-def test_gc_all_leaves_no_mount_and_no_image(
+def test_gc_all_leaves_no_mount_and_no_image(engine_client: Engine,
         docker_client: docker.DockerClient, reflinked: object, seed: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
@@ -173,7 +174,7 @@ def test_gc_all_leaves_no_mount_and_no_image(
     image = DatabaseServer(18).data_image
     try:
         assert server.clone.reflink and image.mounted()
-        report = collect_garbage(docker_client, everything=True)
+        report = collect_garbage(engine_client, everything=True)
         assert report.data_images == [str(image.image)]
         assert not image.exists() and not image.mountpoint.exists()
         assert str(home) not in Path("/proc/mounts").read_text()

@@ -21,6 +21,7 @@ from harness.config import SandboxSettings
 from harness.home import state_dir
 from harness.sandbox import Sandbox, Workspace, overlay, pristine
 from harness.sandbox.cleanup import collect_garbage
+from harness.sandbox.engine import Engine
 from harness.sandbox.workspace_states import WorkspaceStates
 from tests.fix_git import git
 
@@ -302,7 +303,7 @@ time.sleep(120)
 
 
 @pytest.mark.parametrize("disk_limit", ["64m", ""], ids=["own disk", "no disk"])
-def test_gc_after_a_sigkill_leaves_no_mount_upper_layer_or_stale_pristine_checkout(
+def test_gc_after_a_sigkill_leaves_no_mount_upper_layer_or_stale_pristine_checkout(engine_client: Engine,
         origin: Path, docker_client: docker.DockerClient, disk_limit: str) -> None:
     process = subprocess.Popen([sys.executable, "-c", _OPEN_AND_WAIT, str(origin), disk_limit],
                                stdout=subprocess.PIPE, text=True, start_new_session=True)
@@ -318,12 +319,12 @@ def test_gc_after_a_sigkill_leaves_no_mount_upper_layer_or_stale_pristine_checko
     half_built = state_dir("pristine") / f"{key}.building-{process.pid}"
     (half_built / "tree").mkdir(parents=True)
 
-    report = collect_garbage(docker_client)  # the default age: the checkout is kept
+    report = collect_garbage(engine_client)  # the default age: the checkout is kept
     assert view.parent.name in report.workspaces and f"{key}.building-{process.pid}" \
         in report.pristine
     assert not _mounted(view) and not _mounted(view.parent) and not view.parent.exists()
     assert (state_dir("pristine") / key / "tree").is_dir()
-    report = collect_garbage(docker_client, pristine_idle_s=0)
+    report = collect_garbage(engine_client, pristine_idle_s=0)
     assert key in report.pristine and not (state_dir("pristine") / key).exists()
     assert not any(str(state_dir("pristine")) in line or str(view) in line
                    for line in Path("/proc/mounts").read_text().splitlines())
