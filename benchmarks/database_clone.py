@@ -125,10 +125,10 @@ def main() -> None:
                         help="Remove the server and its data image at the end.")
     args = parser.parse_args()
     os.environ["HARNESS_HOME"] = args.home
-    from harness.config import DatabaseSettings
     from harness.home import state_dir
     from harness.sandbox.database import open_baseline
     from harness.sandbox.postgres import DatabaseServer
+    from harness.sandbox.settings import DatabaseSettings
 
     settings = DatabaseSettings(clone="reflink", server_version=18,
                                 data_image_size=args.image_size)

@@ -19,10 +19,8 @@ SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
 
 def resources() -> dict[str, int]:
-    client = engine.connect()
-    containers = client.containers.list(all=True, filters={"label": labels.SANDBOX},
-                                        ignore_removed=True)
-    sandboxes = [c for c in containers if c.labels.get(labels.KIND) == "sandbox"]
+    containers = engine.connect().containers(labels=[labels.SANDBOX])
+    sandboxes = [c for c in containers if (c.get("Labels") or {}).get(labels.KIND) == "sandbox"]
     server, _ = open_baseline(str(Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
                                   / "shop.sql"))
     with server.connect() as conn:

@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stats import summary, timed
 
-from harness.config import SandboxSettings
 from harness.fixtures import fixture_repo, generated_repo
 from harness.sandbox import Sandbox, engine, images
+from harness.sandbox.settings import SandboxSettings
 
 
 def lifecycle(repo: Path, runs: int, settings: SandboxSettings | None = None

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stats import summary, timed
 
-from harness.config import SandboxSettings
 from harness.fixtures import fixture_repo, fixture_seed
 from harness.sandbox import Sandbox, SandboxPool, engine, images
+from harness.sandbox.settings import SandboxSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = [sys.executable, "-m", "harness.cli"]

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stats import summary, timed
 
-from harness.config import SandboxSettings
 from harness.fixtures import generated_repo
 from harness.sandbox import Sandbox, Workspace, overlay
+from harness.sandbox.settings import SandboxSettings
 
 MODES: tuple[Literal["auto", "off"], ...] = ("auto", "off")
 

@@ -139,17 +139,22 @@ def exec_command(
     The origin repository is never changed.
     """
     from harness.sandbox import Sandbox
+    from harness.sandbox.settings import SandboxSettings
 
-    config = _config(config_path)
+    # Without a configuration file the defaults need no validation (nor its library).
+    settings = _config(config_path).sandbox if config_path else SandboxSettings()
     argv: str | list[str] = command[0] if len(command) == 1 else list(command)
     env = _env_items(env_items)
     stdin = sys.stdin.buffer.read() if interactive else None
     try:
-        with Sandbox(repo, ref=ref, settings=config.sandbox, database=database) as sandbox:
+        with Sandbox(repo, ref=ref, settings=settings, database=database) as sandbox:
             result = sandbox.exec(argv, timeout=timeout, env=env or None, cwd=workdir,
                                   stdin=stdin)
+            # The engine tears the container down while the workspace is read.
+            stopping = _InBackground(sandbox.stop_container)
             changes = sandbox.changes()
             delta = sandbox.row_delta()
+            stopping.wait()
             sandbox_id = sandbox.id
             clone = sandbox.database.clone_report() if sandbox.database is not None else None
             overrides = sandbox.hardening_overrides
@@ -183,8 +188,38 @@ def exec_command(
         if delta is not None:
             total = delta.summary()["total"]
             notes.append(f"rows +{total['inserted']} ~{total['updated']} -{total['deleted']}")
-        err.print(f"[dim]harness: {'; '.join(notes)}[/]")
+        _say_dimly(f"harness: {'; '.join(notes)}")
     sys.exit(result.exit_code)
+
+
+class _InBackground:
+    """`work` run in a thread; `wait()` joins it and raises what it raised."""
+
+    def __init__(self, work: Callable[[], None]) -> None:
+        import threading
+
+        self._work = work
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        except BaseException as exc:
+            self._failure = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._failure is not None:
+            raise self._failure
+
+
+def _say_dimly(text: str) -> None:
+    """A closing line on stderr, dim on a terminal (without loading rich for one line)."""
+    dim = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    sys.stderr.write(f"\x1b[2m{text}\x1b[0m\n" if dim else f"{text}\n")
+    sys.stderr.flush()
 
 
 def _env_items(items: tuple[str, ...]) -> dict[str, str]:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,6 +23,10 @@ from pydantic import (
 )
 
 from harness.errors import ConfigError
+from harness.sandbox.settings import SandboxSettings, SettingError
+
+if TYPE_CHECKING:
+    import yaml
 
 
 class _Strict(BaseModel):
@@ -68,8 +71,8 @@ class EpisodeLimits(_Strict):
 class Orchestrator(_Strict):
     """The episode orchestrator's settings."""
 
-    blast_radius: BlastRadius = BlastRadius()
-    limits: EpisodeLimits = EpisodeLimits()
+    blast_radius: BlastRadius = Field(default_factory=BlastRadius)
+    limits: EpisodeLimits = Field(default_factory=EpisodeLimits)
 
 
 # ------------------------------------------------------------------ guardrails
@@ -285,8 +288,8 @@ class Logging(_Strict):
 class Observability(_Strict):
     """Tracing and logging."""
 
-    tracing: Tracing = Tracing()
-    logging: Logging = Logging()
+    tracing: Tracing = Field(default_factory=Tracing)
+    logging: Logging = Field(default_factory=Logging)
     attribute_rows: bool = True
     """Name, for every changed row, the action that changed it (in the change set and on
     each action's span). Off saves two reads per database-writing action; effect policies
@@ -294,163 +297,6 @@ class Observability(_Strict):
 
 
 # --------------------------------------------------------------------- sandbox
-
-_SIZE = re.compile(r"^\d+(\.\d+)?[kmg]?$", re.IGNORECASE)
-
-
-def size_bytes(size: str) -> int:
-    """Bytes in a size like 512m or 2g (k, m, g are powers of 1024)."""
-    unit = size[-1].lower()
-    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(unit, 1)
-    return int(float(size.rstrip("kmgKMG")) * scale)
-
-
-class Hardening(_Strict):
-    """How each sandbox container is confined. Every field that differs from the
-    default is reported as an override (see `Hardening.overrides`)."""
-
-    network: bool = False
-    """Give the container a network; off by default (no interface but lo)."""
-    read_only_root: bool = True
-    drop_capabilities: bool = True
-    no_new_privileges: bool = True
-    user: str = "agent"
-    pids_limit: int = Field(256, ge=16)
-    memory: str = "1g"
-    """Memory limit, e.g. 512m or 2g; swap is not allowed beyond it."""
-    cpus: float = Field(1.0, gt=0)
-    tmpfs_size: str = "256m"
-    exec_users: list[str] = []
-    """Users besides the agent a program may be run as (the exec tool's `user`, inspect's
-    `exec(user=...)`), e.g. [root], or ["*"] for any; none by default. Root without
-    capabilities and with a read-only root can change little: relax those too if the
-    programs need it."""
-
-    def may_run_as(self, user: str) -> bool:
-        """Whether a program may be run as `user`, another than the container's own (which
-        is asked for by naming no user: a name that looks like the agent's may be another
-        user, when `user` above is not the agent or the host is not root)."""
-        return user in self.exec_users or "*" in self.exec_users
-
-    @field_validator("exec_users")
-    @classmethod
-    def _users(cls, value: list[str]) -> list[str]:
-        for user in value:
-            if not re.fullmatch(r"\*|[a-z_][a-z0-9_-]{0,31}|\d+(:\d+)?", user):
-                raise ValueError(f"{user!r} is not a user name or uid[:gid]")
-        return value
-
-    @field_validator("memory", "tmpfs_size")
-    @classmethod
-    def _size(cls, value: str) -> str:
-        if not _SIZE.match(value):
-            raise ValueError(f"{value!r} is not a size like 512m or 2g")
-        return value.lower()
-
-    def overrides(self) -> dict[str, Any]:
-        """The fields set to something other than the hardened default."""
-        default = Hardening()
-        return {
-            name: getattr(self, name)
-            for name in type(self).model_fields
-            if getattr(self, name) != getattr(default, name)
-        }
-
-
-class FixedMask(_Strict):
-    """Mask a column with one value (cast to the column's type)."""
-
-    fixed: str | int | float | bool
-
-
-MaskRule = Literal["hash", "null", "fake"] | FixedMask
-_MASK_TARGET = re.compile(r"^([A-Za-z_][\w$]*\.){1,2}[A-Za-z_][\w$]*$")
-
-
-class DatabaseSettings(_Strict):
-    """The sandbox's copy of the target database."""
-
-    server_version: int | None = None
-    """PostgreSQL major version of the sandbox server; default: the target's own (with
-    `clone: reflink`, 18 for an older target)."""
-    clone: Literal["auto", "reflink", "copy"] = "auto"
-    """How a sandbox's database is copied from the baseline: `reflink` shares the blocks
-    (constant time at any size; PostgreSQL 18 with its data on a reflink filesystem, which
-    the harness makes as a loop-mounted XFS image when run as root) and fails when it
-    cannot; `copy` copies every file (FILE_COPY); `auto` clones where it can and copies
-    elsewhere, saying why (`harness doctor`, `clone_method` in `exec --json`)."""
-    data_image_size: str = "32g"
-    """Size of the sparse XFS image holding a PostgreSQL 18 sandbox server's data (its
-    baselines and every sandbox copy); read when the image is first made."""
-    baseline_max_age_s: float | None = Field(None, gt=0)
-    """Renew a cached baseline older than this; None keeps it until --refresh."""
-    refresh_on_source_change: bool = True
-    """Renew a cached baseline of a live source that has changed since it was made; false
-    keeps one fixed copy (reproducible runs against a moving database)."""
-    mask: dict[str, MaskRule] = {}
-    """`table.column` (or `schema.table.column`) -> `hash`, `null`, `fake` (format-
-    preserving) or `{fixed: value}`: applied when the baseline is built, so no sandbox
-    holds the real values; a change set that writes a masked column is refused."""
-
-    @field_validator("data_image_size")
-    @classmethod
-    def _image_size(cls, value: str) -> str:
-        if not _SIZE.match(value) or size_bytes(value) < 1 << 30:
-            raise ValueError(f"{value!r} is not a size of at least 1g (like 32g)")
-        return value.lower()
-
-    @field_validator("mask", mode="before")
-    @classmethod
-    def _yaml_null(cls, value: Any) -> Any:
-        # `column: null` in YAML is None: the null rule, as the user meant.
-        if isinstance(value, dict):
-            return {k: "null" if v is None else v for k, v in value.items()}
-        return value
-
-    @field_validator("mask")
-    @classmethod
-    def _mask_targets(cls, value: dict[str, MaskRule]) -> dict[str, MaskRule]:
-        for target in value:
-            if not _MASK_TARGET.match(target):
-                raise ValueError(f"{target!r} is not table.column or schema.table.column")
-        return value
-
-
-class SandboxSettings(_Strict):
-    """The sandbox every episode runs in."""
-
-    image: str = "agent"
-    """A definition under sandboxes/ (built on demand) or any image reference containing ':'."""
-    hardening: Hardening = Hardening()
-    exec_timeout_s: float = Field(120.0, gt=0)
-    """Seconds a command may run when the agent names no timeout."""
-    max_exec_timeout_s: float = Field(900.0, gt=0)
-    """The most an agent may ask for: a longer timeout is cut to this."""
-    output_limit_bytes: int = Field(1 << 20, ge=1024)
-    """Bytes of stdout and of stderr kept per command; the rest is dropped and flagged."""
-    disk_limit: str | None = "4g"
-    """Space for everything the agent writes (workspace, /tmp, home), e.g. 512m or 4g:
-    one fixed-size filesystem per sandbox, enforced by the kernel (ENOSPC past it). Needs
-    root and loop devices (`harness doctor` says); None: no limit."""
-    require_disk_limit: bool = False
-    """Refuse to open a sandbox when this host cannot enforce `disk_limit`; otherwise the
-    sandbox opens and reports the limit as not enforced."""
-    workspace_cow: Literal["auto", "off"] = "auto"
-    """`auto`: the workspace is a copy-on-write overlay over one shared pristine checkout
-    per (repository, revision), opening in constant time at any repository size, where the
-    host can mount one (root, overlayfs; `harness doctor` says); elsewhere, and with `off`,
-    each sandbox clones and checks out its own work tree."""
-    database: DatabaseSettings = DatabaseSettings()
-
-    @field_validator("disk_limit")
-    @classmethod
-    def _disk(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not _SIZE.match(value) or size_bytes(value) < 16 << 20:
-            raise ValueError(f"{value!r} is not a size of at least 16m (like 512m or 4g)")
-        return value.lower()
-
 
 class Target(_Strict):
     """The real systems a promotion may change."""
@@ -507,7 +353,7 @@ class HttpTool(_Strict):
 class Tools(_Strict):
     """Settings of the built-in tools."""
 
-    http: HttpTool = HttpTool()
+    http: HttpTool = Field(default_factory=HttpTool)
     max_query_rows: int = Field(500, ge=1)
     """Rows a db_query returns at most (the rest are counted, not shown)."""
 
@@ -661,22 +507,22 @@ class RaySettings(_Strict):
 class EvalSettings(_Strict):
     """Settings of `harness eval`."""
 
-    ray: RaySettings = RaySettings()
+    ray: RaySettings = Field(default_factory=RaySettings)
 
 
 class Config(_Strict):
     """A whole harness configuration."""
 
-    orchestrator: Orchestrator = Orchestrator()
-    guardrails: Guardrails = Guardrails()
-    state_injection: StateInjection = StateInjection()
-    observability: Observability = Observability()
-    sandbox: SandboxSettings = SandboxSettings()
-    target: Target = Target()
-    promotion: Promotion = Promotion()
-    tools: Tools = Tools()
-    gate: Gate = Gate()
-    eval: EvalSettings = EvalSettings()
+    orchestrator: Orchestrator = Field(default_factory=Orchestrator)
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+    state_injection: StateInjection = Field(default_factory=StateInjection)
+    observability: Observability = Field(default_factory=Observability)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    target: Target = Field(default_factory=Target)
+    promotion: Promotion = Field(default_factory=Promotion)
+    tools: Tools = Field(default_factory=Tools)
+    gate: Gate = Field(default_factory=Gate)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
     effects: list[EffectPolicy] = []
     """Policies over measured effects (see EffectPolicy)."""
 
@@ -727,6 +573,8 @@ def _relative_to(config: Config, folder: Path) -> Config:
 
 def parse_config(text: str, *, origin: str = "<string>") -> Config:
     """Validate YAML text as a configuration; `origin` names it in errors."""
+    import yaml
+
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -746,10 +594,22 @@ def _validate(
     data: dict[str, Any], *, lines: dict[tuple[str | int, ...], int], origin: str
 ) -> Config:
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(_mask_nulls(data))
     except ValidationError as exc:
         problems = [_describe(error, lines, origin) for error in exc.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def _mask_nulls(data: dict[str, Any]) -> dict[str, Any]:
+    """`column: null` under sandbox.database.mask is YAML's None: the null rule, as meant."""
+    sandbox = data.get("sandbox")
+    database = sandbox.get("database") if isinstance(sandbox, dict) else None
+    mask = database.get("mask") if isinstance(database, dict) else None
+    if not isinstance(mask, dict) or None not in mask.values():
+        return data
+    fixed = {k: "null" if v is None else v for k, v in mask.items()}
+    assert isinstance(sandbox, dict) and isinstance(database, dict)
+    return {**data, "sandbox": {**sandbox, "database": {**database, "mask": fixed}}}
 
 
 def _describe(
@@ -762,6 +622,10 @@ def _describe(
         part for part in error["loc"]
         if not (isinstance(part, str) and part in tags)
     )
+    message = error["msg"]
+    broken = (error.get("ctx") or {}).get("error")
+    if isinstance(broken, SettingError):  # a sandbox setting's own rule names its key
+        loc, message = (*loc, *broken.path), broken.message
     key = ".".join(str(part) if isinstance(part, str) else f"[{part}]" for part in loc)
     key = key.replace(".[", "[")
     line = None
@@ -770,12 +634,11 @@ def _describe(
         if line is not None:
             break
     where = f"{origin}:{line}" if line is not None else origin
-    message = error["msg"]
     if error["type"] == "union_tag_invalid":
         context = error.get("ctx", {})
         message = (f"unknown kind {context.get('tag')!r}; expected one of "
                    f"{context.get('expected_tags')}")
-    if error["type"] == "extra_forbidden":
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         message = "unknown key (check its spelling and section)"
     return f"{where}: {key or '<top>'}: {message}"
 
@@ -788,6 +651,8 @@ def _record_lines(
     node: yaml.Node, path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]
 ) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
+    import yaml
+
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             child = (*path, key_node.value)

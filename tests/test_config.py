@@ -95,3 +95,63 @@ def test_exec_users_are_user_names_uids_or_a_star_and_the_agent_always_may() -> 
     assert parse_config("sandbox:\n  hardening:\n    exec_users: ['*']\n"
                         ).sandbox.hardening.may_run_as("daemon")
     assert not parse_config("").sandbox.hardening.may_run_as("root")
+
+
+SANDBOX_RULES = [
+    ("hardening:\n    pids_limit: 3", "sandbox.hardening.pids_limit", "greater than or equal to 16"),
+    ("hardening:\n    cpus: 0", "sandbox.hardening.cpus", "greater than 0"),
+    ("hardening:\n    tmpfs_size: huge", "sandbox.hardening.tmpfs_size", "'huge' is not a size"),
+    ("hardening:\n    network: perhaps", "sandbox.hardening.network", "valid boolean"),
+    ("hardening:\n    memroy: 2g", "sandbox.hardening.memroy", "unknown key"),
+    ("exec_timeout_s: -1", "sandbox.exec_timeout_s", "greater than 0"),
+    ("output_limit_bytes: 12", "sandbox.output_limit_bytes", "greater than or equal to 1024"),
+    ("disk_limit: 1k", "sandbox.disk_limit", "at least 16m"),
+    ("workspace_cow: sometimes", "sandbox.workspace_cow", "'auto' or 'off'"),
+    ("database:\n    data_image_size: 100m", "sandbox.database.data_image_size", "at least 1g"),
+    ("database:\n    baseline_max_age_s: 0", "sandbox.database.baseline_max_age_s",
+     "greater than 0"),
+    ("database:\n    mask:\n      nodot: hash", "sandbox.database.mask.nodot", "'nodot' is not"),
+    ("database:\n    mask:\n      t.c: scramble", "sandbox.database.mask.t.c", "'hash'"),
+    ("database:\n    mask:\n      t.c: {fixed: 1, extra: 2}", "sandbox.database.mask.t.c",
+     "unknown key"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "says"), SANDBOX_RULES,
+                         ids=[rule[1] + ":" + rule[0].split()[-1] for rule in SANDBOX_RULES])
+def test_every_sandbox_setting_is_checked_and_named_at_its_line(section: str, key: str,
+                                                                says: str) -> None:
+    """The sandbox's settings are plain dataclasses (opening a sandbox needs no pydantic);
+    read from YAML they are checked as strictly, each error naming its key and line."""
+    text = "target:\n  repo: .\nsandbox:\n  " + section + "\n"
+    line = text.count("\n")  # the last line holds the offending key
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, origin="h.yaml")
+    message = str(info.value)
+    assert f"h.yaml:{line}: {key}" in message and says in message, message
+
+
+def test_sandbox_settings_made_in_python_are_checked_too() -> None:
+    from harness.sandbox.settings import (
+        DatabaseSettings,
+        Hardening,
+        SandboxSettings,
+        SettingError,
+    )
+
+    for make in (lambda: Hardening(pids_limit=2), lambda: Hardening(memory="lots"),
+                 lambda: Hardening(exec_users=["x; rm"]), lambda: SandboxSettings(disk_limit="1"),
+                 lambda: DatabaseSettings(mask={"bad": "hash"})):
+        with pytest.raises(SettingError):
+            make()
+    assert Hardening(memory="2G").memory == "2g"
+    assert Hardening(network=True).overrides() == {"network": True}
+
+
+def test_a_yaml_null_mask_is_the_null_rule_and_settings_round_trip_through_json() -> None:
+    config = parse_config("sandbox:\n  database:\n    mask:\n      users.email: null\n"
+                          "      users.name: {fixed: anon}\n  hardening:\n    memory: 2G\n")
+    assert config.sandbox.database.mask["users.email"] == "null"
+    assert config.sandbox.hardening.memory == "2g"
+    again = load_config(config.model_dump(mode="json"))
+    assert again == config and again.sandbox.database.mask["users.name"].fixed == "anon"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import SandboxSettings
 from harness.fixtures import fixture_repo
 from harness.sandbox import Sandbox
+from harness.sandbox.settings import SandboxSettings
 from harness.testing import assert_untouched, changes
 
 SEED = """

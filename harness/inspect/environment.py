@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -188,12 +189,20 @@ def _load(config: SandboxEnvironmentConfigType | None) -> Config:
         path = _CONFIG_FILE
     settings = load_config(Path(path))
     sandbox = settings.sandbox
-    if "output_limit_bytes" not in sandbox.model_fields_set:
+    if not _sets(Path(path), "sandbox", "output_limit_bytes"):
         # inspect's own limit on what an exec returns, unless the config set one.
         limit = max(sandbox.output_limit_bytes, SandboxEnvironmentLimits.MAX_EXEC_OUTPUT_SIZE)
-        settings = settings.model_copy(update={"sandbox": sandbox.model_copy(
-            update={"output_limit_bytes": limit})})
+        settings = settings.model_copy(update={"sandbox": dataclasses.replace(
+            sandbox, output_limit_bytes=limit)})
     return settings
+
+
+def _sets(path: Path, section: str, key: str) -> bool:
+    """Whether the configuration file sets `key` in `section` (validated already)."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    return key in (data.get(section) or {})
 
 
 def _prepare(config: Config) -> None:

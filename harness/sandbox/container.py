@@ -18,9 +18,10 @@ from harness.errors import SandboxError, SandboxFileNotFound, SandboxNotADirecto
 from harness.sandbox.engine import Engine, EngineError, NotFound, mount
 from harness.sandbox.layout import HOME, TMP, WORKSPACE
 from harness.sandbox.result import TIMEOUT_EXIT_CODE, ExecResult
+from harness.sandbox.settings import size_bytes
 
 if TYPE_CHECKING:
-    from harness.config import Hardening
+    from harness.sandbox.settings import Hardening
 
 # PID 1 of every sandbox. It forks nothing while it waits (a fifo read is a builtin),
 # so even with the pids limit exhausted it can answer SIGUSR1 by killing every other
@@ -343,13 +344,6 @@ class Container:
 
 
 _NOT_STARTED = "OCI runtime exec failed"
-
-
-def size_bytes(size: str) -> int:
-    """Bytes in a size like 512m or 2g (k, m, g are powers of 1024)."""
-    unit = size[-1].lower()
-    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(unit, 1)
-    return int(float(size.rstrip("kmgKMG")) * scale)
 
 
 def _raise_not_started(message: str, cwd: str | None) -> None:

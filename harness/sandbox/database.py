@@ -17,7 +17,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from harness.config import DatabaseSettings, size_bytes
 from harness.errors import SandboxError
 from harness.sandbox import capture, catalog, labels
 from harness.sandbox.layout import DATABASE_SOCKET
@@ -28,6 +27,7 @@ from harness.sandbox.postgres import (
     choose_version,
 )
 from harness.sandbox.reflink import REFLINK_MIN_VERSION, CloneSupport
+from harness.sandbox.settings import DatabaseSettings, size_bytes
 from harness.sandbox.snapshot import (
     Baseline,
     SnapshotError,

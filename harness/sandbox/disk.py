@@ -19,10 +19,12 @@ from pathlib import Path
 from harness.errors import SandboxError
 from harness.home import state_dir
 from harness.sandbox.layout import HOME, TMP
+from harness.sandbox.probes import forget, remembered
 
 NEARLY_FULL_BYTES = 1 << 20
 """A disk with less free space than this (or no free inode) counts as full."""
 _FOLDERS = {"tmp": 0o1777, "home": 0o700}
+PROBE = "disk"
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,19 @@ def _probe() -> Mechanism:
     if blocker is not None:
         return Mechanism(False, f"{blocker}; /tmp and home are size-capped tmpfs, the "
                                 "workspace is not limited" if "root" in blocker else blocker)
+    return Mechanism(*remembered(PROBE, _mount_one))
+
+
+def _mount_one() -> tuple[bool, str]:
     probe = Disk(f"probe-{os.getpid()}-{secrets.token_hex(4)}", 16 << 20,
                  owner=(os.geteuid(), os.getegid()))
     try:
         probe.create(checked=False)
     except SandboxError as exc:
-        return Mechanism(False, f"a filesystem image cannot be mounted here: {exc}")
+        return False, f"a filesystem image cannot be mounted here: {exc}"
     finally:
         probe.remove()
-    return Mechanism(True, "a loop-mounted ext4 image per sandbox (workspace, /tmp and home)")
+    return True, "a loop-mounted ext4 image per sandbox (workspace, /tmp and home)"
 
 
 class Disk:
@@ -117,8 +123,10 @@ class Disk:
                     os.chown(self.path / folder, *self.owner)
             shutil.rmtree(self.path / "lost+found", ignore_errors=True)
             (self.path / "owner.pid").write_text(str(os.getpid()))
-        except BaseException:
+        except BaseException as exc:
             self.remove()
+            if checked and isinstance(exc, SandboxError):
+                forget(PROBE)  # the next sandbox asks the host again
             raise
         return self
 

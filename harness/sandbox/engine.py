@@ -157,8 +157,12 @@ class Engine:
     def _socket(self, timeout: float | None) -> socket.socket:
         if self.host.startswith("unix://"):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            sock.connect(self.host[len("unix://"):])
+            try:
+                sock.settimeout(timeout)
+                sock.connect(self.host[len("unix://"):])
+            except BaseException:
+                sock.close()
+                raise
             return sock
         address = self.host[len("tcp://"):].rstrip("/")
         name, _, port = address.rpartition(":")
@@ -168,9 +172,13 @@ class Engine:
         import ssl
 
         ca, cert, key = self._tls
-        context = ssl.create_default_context(cafile=ca)
-        context.load_cert_chain(cert, key)
-        return context.wrap_socket(sock, server_hostname=name)
+        try:
+            context = ssl.create_default_context(cafile=ca)
+            context.load_cert_chain(cert, key)
+            return context.wrap_socket(sock, server_hostname=name)
+        except BaseException:
+            sock.close()
+            raise
 
     def _open(self, method: str, path: str, *,
               query: Mapping[str, Any] | list[tuple[str, Any]] | None = None,

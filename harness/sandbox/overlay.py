@@ -18,7 +18,9 @@ from pathlib import Path
 from harness.errors import SandboxError
 from harness.home import state_dir
 from harness.sandbox.disk import unmount
+from harness.sandbox.probes import forget, remembered
 
+PROBE = "overlay"
 _UNSAFE = (",", ":", "\\", "\n")
 """Characters overlayfs's option parser would read as separators."""
 
@@ -52,6 +54,10 @@ def _probe() -> Support:
         subprocess.run(["modprobe", "overlay"], capture_output=True, check=False)
         if "\toverlay\n" not in Path("/proc/filesystems").read_text():
             return Support(False, "the kernel has no overlay filesystem (modprobe overlay)")
+    return Support(*remembered(PROBE, _mount_one))
+
+
+def _mount_one() -> tuple[bool, str]:
     probe = state_dir("workspaces") / f"probe-cow-{os.getpid()}-{secrets.token_hex(4)}"
     lower = state_dir("pristine") / f"probe-{os.getpid()}-{secrets.token_hex(4)}"
     try:
@@ -63,16 +69,16 @@ def _probe() -> Support:
         try:
             (probe / "view" / "file").write_text("upper\n")
             if (lower / "file").read_text() != "lower\n":
-                return Support(False, "the overlay wrote through to its lower layer")
+                return False, "the overlay wrote through to its lower layer"
         finally:
             unmount(probe / "view")
     except (SandboxError, OSError) as exc:
-        return Support(False, f"an overlay cannot be mounted over {state_dir('pristine')}: {exc}")
+        return False, f"an overlay cannot be mounted over {state_dir('pristine')}: {exc}"
     finally:
         shutil.rmtree(probe, ignore_errors=True)
         shutil.rmtree(lower, ignore_errors=True)
-    return Support(True, "a copy-on-write overlay per sandbox over one shared pristine "
-                         "checkout per (repository, revision)")
+    return True, ("a copy-on-write overlay per sandbox over one shared pristine checkout "
+                  "per (repository, revision)")
 
 
 def mount_view(lower: Path, upper: Path, work: Path, target: Path) -> None:
@@ -91,6 +97,7 @@ def mount_view(lower: Path, upper: Path, work: Path, target: Path) -> None:
     done = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"nosuid,nodev,{options}",
                            str(target)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
+        forget(PROBE)  # the next sandbox asks the host again
         raise SandboxError(f"cannot mount the copy-on-write view at {target}: "
                            f"{(done.stderr or done.stdout).strip()}")
 

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.config import SandboxSettings
 from harness.errors import HarnessError
 from harness.sandbox.sandbox import Sandbox
+from harness.sandbox.settings import SandboxSettings
 
 _LOG = logging.getLogger("harness.pool")
 
@@ -109,7 +109,7 @@ class SandboxPool:
             settings: SandboxSettings | None = None, database: str | None = None) -> PoolKey:
         """The key a request falls under, as the repository and the seed are now."""
         settings = settings or SandboxSettings()
-        digest = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
+        digest = hashlib.sha256(settings.fingerprint().encode()).hexdigest()[:16]
         return PoolKey(digest, str(repo), ref, _revision(str(repo), ref), database,
                        _file_version(database))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import time
 import uuid
@@ -10,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.config import Hardening, SandboxSettings, size_bytes
 from harness.errors import (
     SandboxError,
     SandboxFileNotFound,
@@ -25,6 +25,7 @@ from harness.sandbox.disk import Disk, mechanism
 from harness.sandbox.labels import resource_labels
 from harness.sandbox.layout import HOME, WORKSPACE
 from harness.sandbox.result import ExecResult
+from harness.sandbox.settings import Hardening, SandboxSettings, size_bytes
 from harness.sandbox.workspace import Workspace, WorkspaceChanges
 
 if TYPE_CHECKING:  # the database driver loads only for sandboxes with a database
@@ -135,11 +136,17 @@ class Sandbox:
         if "HARNESS_TRACE_ID" in chosen:  # for `harness ps`: the container's own has none
             (self.workspace.path.parent / BOUND_TRACE).write_text(chosen["HARNESS_TRACE_ID"])
 
+    def stop_container(self) -> None:
+        """Remove the container now, keeping the workspace and the database to be read
+        until `close`; safe to call from another thread while they are read."""
+        container = self._container
+        if container is not None:
+            container.stop()
+
     def close(self) -> None:
         """Remove the container and the clone; safe to call twice."""
         try:
-            if self._container is not None:
-                self._container.stop()
+            self.stop_container()
         finally:
             self._container = None
             try:
@@ -174,7 +181,7 @@ class Sandbox:
         hardening = self.settings.hardening
         limit = self.settings.disk_limit
         if limit is not None and size_bytes(limit) < size_bytes(hardening.tmpfs_size):
-            return hardening.model_copy(update={"tmpfs_size": limit})
+            return dataclasses.replace(hardening, tmpfs_size=limit)
         return hardening
 
     def __enter__(self) -> Sandbox:

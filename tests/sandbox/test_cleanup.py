@@ -7,12 +7,12 @@ from pathlib import Path
 import docker
 import pytest
 
-from harness.config import Hardening
 from harness.errors import SandboxError
 from harness.sandbox import Sandbox, labels
 from harness.sandbox.cleanup import collect_garbage
 from harness.sandbox.container import Container
 from harness.sandbox.engine import Engine
+from harness.sandbox.settings import Hardening
 
 pytestmark = pytest.mark.docker
 
@@ -45,7 +45,7 @@ def test_an_exception_inside_the_block_still_cleans_up(
 
 
 def test_a_failed_start_leaves_nothing(docker_client: docker.DockerClient, shop_repo: Path) -> None:
-    from harness.config import SandboxSettings
+    from harness.sandbox.settings import SandboxSettings
 
     sb = Sandbox(shop_repo, settings=SandboxSettings(image="harness-missing:nope"))
     with pytest.raises(SandboxError, match="missing"):

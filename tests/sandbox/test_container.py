@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness.config import Hardening, SandboxSettings
 from harness.sandbox import Sandbox
+from harness.sandbox.settings import Hardening, SandboxSettings
 
 pytestmark = pytest.mark.docker
 

@@ -169,7 +169,7 @@ def test_sandboxes_opening_at_once_after_the_source_changed_build_one_baseline(
 
 
 def test_a_baseline_can_be_kept_fixed_while_its_source_moves(target_server: ServerAddress) -> None:
-    from harness.config import DatabaseSettings
+    from harness.sandbox.settings import DatabaseSettings
 
     dsn = target_server.fresh_database("moving", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
     fixed = DatabaseSettings(refresh_on_source_change=False)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import SandboxSettings, parse_config
+from harness.config import parse_config
 from harness.errors import ConfigError
 from harness.home import state_dir
 from harness.sandbox import Sandbox
 from harness.sandbox.disk import image_path, mechanism
+from harness.sandbox.settings import SandboxSettings
 
 pytestmark = pytest.mark.docker
 LIMIT_MB = 64

@@ -16,10 +16,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from harness.config import SandboxSettings, parse_config
+from harness.config import parse_config
 from harness.episode import EpisodePool
 from harness.fixtures import fixture_seed
 from harness.sandbox import SandboxPool, labels
+from harness.sandbox.settings import SandboxSettings
 from tests.fix_git import git
 from tests.fix_pg import ServerAddress
 
@@ -160,7 +161,7 @@ target: {{repo: {shop_repo}, database: {fixture_seed('shop')}}}
 
 CRASHING_OWNER = textwrap.dedent("""
     import json, os, sys, time
-    from harness.config import SandboxSettings
+    from harness.sandbox.settings import SandboxSettings
     from harness.sandbox import SandboxPool, labels
     pool = SandboxPool(size=2)
     pool.warm(sys.argv[1], settings=SandboxSettings(disk_limit=None), database=sys.argv[2],

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import SandboxSettings
 from harness.fixtures import fixture_repo, fixture_seed
 from harness.sandbox import Sandbox, SandboxPool
+from harness.sandbox.settings import SandboxSettings
 
 SETTINGS = SandboxSettings(disk_limit=None)
 MARKER = ("-- v1 padding\nCREATE TABLE version_marker (v text);\n"

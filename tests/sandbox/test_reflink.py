@@ -12,7 +12,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from harness.config import DatabaseSettings
 from harness.errors import SandboxError
 from harness.sandbox.cleanup import collect_garbage
 from harness.sandbox.database import SandboxDatabase, clone_method, open_baseline
@@ -20,6 +19,7 @@ from harness.sandbox.disk import unmount
 from harness.sandbox.engine import Engine
 from harness.sandbox.postgres import DatabaseServer, ServerAddress
 from harness.sandbox.reflink import host_support
+from harness.sandbox.settings import DatabaseSettings
 from harness.sandbox.snapshot import Baseline, Source, ensure_baseline
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
@@ -117,7 +117,7 @@ def test_a_reflinked_clone_shares_the_baselines_blocks_and_keeps_its_writes(
 def test_the_data_image_is_mounted_again_after_a_reboot_with_its_baselines(
         reflinked: tuple[ServerAddress, Baseline], seed: Path) -> None:
     server = DatabaseServer(18)
-    server.client.containers.get(server.name).remove(force=True)
+    server.client.remove_container(server.name)
     unmount(server.data_image.mountpoint)  # what a reboot does; the image file stays
     assert not server.data_image.mounted() and server.data_image.exists()
     address = server.ensure()

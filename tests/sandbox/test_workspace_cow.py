@@ -17,11 +17,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from harness.config import SandboxSettings
 from harness.home import state_dir
 from harness.sandbox import Sandbox, Workspace, overlay, pristine
 from harness.sandbox.cleanup import collect_garbage
 from harness.sandbox.engine import Engine
+from harness.sandbox.settings import SandboxSettings
 from harness.sandbox.workspace_states import WorkspaceStates
 from tests.fix_git import git
 
@@ -293,7 +293,7 @@ def test_concurrent_opens_of_one_revision_build_its_pristine_checkout_once(
 
 _OPEN_AND_WAIT = """
 import sys, time
-from harness.config import SandboxSettings
+from harness.sandbox.settings import SandboxSettings
 from harness.sandbox import Sandbox
 sandbox = Sandbox(sys.argv[1], settings=SandboxSettings(disk_limit=sys.argv[2] or None)).open()
 sandbox.exec("echo mine >> README.md")
