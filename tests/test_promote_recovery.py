@@ -314,7 +314,8 @@ def test_a_journal_settled_while_recovery_lists_them_is_skipped(
 
     monkeypatch.setattr(Path, "stat", settled_meanwhile)
     try:
-        assert recover() == []
+        # Only the ghost is this test's: a journal another test left is not its business.
+        assert ghost.stem not in [r.id for r in recover()]
     finally:
         ghost.unlink(missing_ok=True)
 

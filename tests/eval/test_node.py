@@ -3,13 +3,13 @@ elsewhere) and which the agent's (a result), and how a node's identity is compar
 
 from __future__ import annotations
 
-import docker.errors
 import git
 import psycopg
 import pytest
 
 from harness.errors import ConfigError, EngineUnavailable, HarnessError, WorkspaceError
 from harness.eval.node import InfrastructureError, NodeIdentity, infrastructure_failure
+from harness.sandbox.engine import EngineError
 from harness.sandbox.snapshot import SnapshotError
 
 DRIVER = NodeIdentity("driver", "host-driver", "/home/d", "0.1.0",
@@ -19,7 +19,7 @@ DRIVER = NodeIdentity("driver", "host-driver", "/home/d", "0.1.0",
 @pytest.mark.parametrize("failure", [
     EngineUnavailable("no Docker engine answers"), WorkspaceError("clone failed"),
     SnapshotError("baseline failed"), psycopg.OperationalError("server closed the connection"),
-    docker.errors.APIError("500 Server Error"), git.GitCommandError("clone", 128)])
+    EngineError(500, "Server Error"), git.GitCommandError("clone", 128)])
 def test_the_node_s_failures_are_retried(failure: Exception) -> None:
     assert infrastructure_failure(failure)
 
