@@ -603,12 +603,13 @@ def _validate(
 def _mask_nulls(data: dict[str, Any]) -> dict[str, Any]:
     """`column: null` under sandbox.database.mask is YAML's None: the null rule, as meant."""
     sandbox = data.get("sandbox")
-    database = sandbox.get("database") if isinstance(sandbox, dict) else None
-    mask = database.get("mask") if isinstance(database, dict) else None
+    if not isinstance(sandbox, dict) or not isinstance(sandbox.get("database"), dict):
+        return data
+    database = sandbox["database"]
+    mask = database.get("mask")
     if not isinstance(mask, dict) or None not in mask.values():
         return data
     fixed = {k: "null" if v is None else v for k, v in mask.items()}
-    assert isinstance(sandbox, dict) and isinstance(database, dict)
     return {**data, "sandbox": {**sandbox, "database": {**database, "mask": fixed}}}
 
 

@@ -53,7 +53,7 @@ def _engine() -> Check:
 def _image(name: str) -> Check:
     try:
         definition = images.ImageDefinition.named(name)
-        if images.exists(engine.connect(), definition.tag):
+        if engine.connect().has_image(definition.tag):
             return Check(f"image {name}", True, definition.tag)
         return Check(f"image {name}", False, f"{definition.tag} is not built",
                      "harness images build")

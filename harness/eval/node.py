@@ -132,7 +132,7 @@ def prepare(scenario_files: tuple[str, ...], images_tarball: str | None = None) 
     with locked(state_dir("eval") / "prepare.lock"):
         client = engine.connect()
         wanted = [images.ImageDefinition.named("agent")]
-        missing = [d.tag for d in wanted if not images.exists(client, d.tag)]
+        missing = [d.tag for d in wanted if not client.has_image(d.tag)]
         if missing and images_tarball:
             _load_images(images_tarball, missing)
         for definition in wanted:

@@ -225,10 +225,8 @@ class Engine:
             data = answer.body()
         except TimeoutError as exc:
             raise EngineError(504, f"{method} {path}: the engine did not answer in "
-                                   f"{timeout:.0f}s") from exc
-        except (OSError, ConnectionError) as exc:
-            if isinstance(exc, EngineError):
-                raise
+                                   f"{timeout}s") from exc
+        except OSError as exc:
             raise EngineError(502, f"{method} {path}: {exc}") from exc
         _raise_for(answer.status, data)
         if not data:
@@ -386,8 +384,9 @@ class Engine:
 
     def pull_image(self, image: str) -> None:
         """Pull from a registry; EngineError when it cannot."""
-        name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (
-            image, "", "latest")
+        name, tag = image, "latest"
+        if ":" in image.rsplit("/", 1)[-1]:  # a tag, not a registry's port
+            name, _, tag = image.rpartition(":")
         self._drain(self._open("POST", "/images/create",
                                query={"fromImage": name, "tag": tag}, timeout=None))
 
@@ -457,6 +456,11 @@ def container_name(listed: Mapping[str, Any]) -> str:
     """A listed container's name (without the engine's leading slash), else its id."""
     names = listed.get("Names") or []
     return str(names[0]).lstrip("/") if names else str(listed.get("Id") or "?")
+
+
+def container_status(inspection: Mapping[str, Any]) -> str:
+    """A container's state (running, exited, ...) from its inspection."""
+    return str((inspection.get("State") or {}).get("Status", ""))
 
 
 def mount(kind: str, source: str, target: str, *, read_only: bool = False) -> dict[str, Any]:

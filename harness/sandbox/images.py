@@ -109,11 +109,6 @@ class ImageDefinition:
         return [line for line in lines if line and not line.startswith("#")]
 
 
-def exists(client: Engine, tag: str) -> bool:
-    """Whether the engine has the image `tag`."""
-    return client.has_image(tag)
-
-
 def ensure(
     client: Engine,
     definition: ImageDefinition,
@@ -129,7 +124,7 @@ def ensure(
     """
     say = progress or report
     tag = definition.tag
-    if exists(client, tag) and not force:
+    if client.has_image(tag) and not force:
         return tag
     if progress is None:  # built on first use: say why this call takes minutes
         report(f"building the sandbox image {tag} (first use; it takes a few minutes, once)")
@@ -144,7 +139,7 @@ def ensure(
 
 
 def _pull_base(client: Engine, base: str, say: Progress) -> bool:
-    if exists(client, base):
+    if client.has_image(base):
         return True
     try:
         client.pull_image(base)
@@ -162,7 +157,7 @@ def _offline_base(
     suite = definition.suite
     key = hashlib.sha256(f"{suite}\n{' '.join(packages)}".encode()).hexdigest()[:12]
     tag = f"harness-rootfs:{suite}-{key}"
-    if exists(client, tag) and not force:
+    if client.has_image(tag) and not force:
         return tag
     if shutil.which("debootstrap") is None:
         raise ImageError(

@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.home import home_key
 from harness.sandbox import labels
-from harness.sandbox.engine import Engine, NotFound, container_name
+from harness.sandbox.engine import Engine, NotFound, container_name, container_status
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def live_sandboxes(client: Engine, *, every_home: bool = False
                           tags.get(labels.SANDBOX, ""))
         image = (attrs.get("Config") or {}).get("Image") or ""
         found.append(LiveSandbox(tags.get(labels.SANDBOX, ""), container_name(container),
-                                 str((attrs.get("State") or {}).get("Status", "")), round(now - created, 1),
+                                 container_status(attrs), round(now - created, 1),
                                  tags.get(labels.OWNER, ""), int(pid) if pid.isdigit() else None,
                                  _alive(pid), trace, image))
     return sorted(found, key=lambda s: -s.age_seconds)

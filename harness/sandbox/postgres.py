@@ -11,7 +11,6 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from psycopg import sql
 from harness.errors import SandboxError
 from harness.home import home_key, locked, state_dir
 from harness.sandbox import engine, images, labels
-from harness.sandbox.engine import Engine, EngineError, NotFound, mount
+from harness.sandbox.engine import Engine, EngineError, NotFound, container_status, mount
 from harness.sandbox.reflink import (
     REFLINK_MIN_VERSION,
     CloneSupport,
@@ -207,7 +206,7 @@ class DatabaseServer:
             password = self._password()
             not_on_image = self._prepare_data()
             container = self._container()
-            if container is None or _status(container) != "running":
+            if container is None or container_status(container) != "running":
                 if container is not None:
                     self._remove(volumes=False)
                 self._start(on_image=not_on_image is None)
@@ -248,7 +247,7 @@ class DatabaseServer:
     def running(self) -> bool:
         """Whether the server's container is up."""
         container = self._container()
-        return container is not None and _status(container) == "running"
+        return container is not None and container_status(container) == "running"
 
     def destroy(self) -> None:
         """Stop the server and delete its data (every cached baseline and sandbox copy),
@@ -372,14 +371,9 @@ class DatabaseServer:
             except psycopg.OperationalError as exc:
                 last = exc
                 container = self._container()
-                if container is None or _status(container) == "exited":
+                if container is None or container_status(container) == "exited":
                     logs = self.client.container_logs(self.name, tail=20).decode(
                         errors="replace") if container else ""
                     raise SandboxError(f"the sandbox database server stopped:\n{logs}") from exc
                 time.sleep(0.1)
         raise SandboxError(f"the sandbox database server did not answer in {timeout:.0f}s: {last}")
-
-
-def _status(container: Mapping[str, Any]) -> str:
-    """A container's state (running, exited, ...) from its inspection."""
-    return str((container.get("State") or {}).get("Status", ""))
