@@ -151,3 +151,25 @@ def test_a_required_limit_that_cannot_be_enforced_refuses_to_open(
         assert sandbox.hardening_overrides["disk_limit"].startswith("not enforced: no loop")
         assert sandbox.exec("df --output=size -m /tmp | tail -1").stdout.strip() == \
             str(LIMIT_MB), "tmpfs no larger than the limit"
+
+
+def test_a_disk_that_fails_to_mount_forgets_the_hosts_record_and_leaves_nothing() -> None:
+    """The record that this host mounts disks saves every later process a probe; a disk
+    that then cannot be made (here: an image too small to hold a filesystem) must send
+    the next process back to probing, and leave no image, folder or mount behind."""
+    from harness.errors import SandboxError
+    from harness.sandbox import probes
+    from harness.sandbox.disk import PROBE, Disk
+
+    assert mechanism().enforced
+    record = state_dir("probes") / f"{PROBE}.json"
+    assert record.exists(), "a probe that worked is recorded"
+    broken = Disk("hx-too-small", 1, owner=(os.geteuid(), os.getegid()))
+    with pytest.raises(SandboxError):
+        broken.create()
+    assert not record.exists(), "the record is forgotten"
+    assert not broken.image.exists() and not broken.path.exists()
+    assert not _mounted(broken.path)
+    # The next asker probes again (a probe that fails is answered and never recorded).
+    assert probes.remembered(PROBE, lambda: (False, "probed again")) == (False, "probed again")
+    assert not record.exists()
