@@ -20,8 +20,8 @@ from psycopg import sql
 from harness.home import SCRATCH, home_key, scratch_owner, state_dir
 from harness.sandbox import labels, pristine
 from harness.sandbox.database import OWNER_PID, SandboxDatabase, drop_role
-from harness.sandbox.disk import unmount
 from harness.sandbox.engine import Engine, EngineError, NotFound, container_name
+from harness.sandbox.mounts import unmount
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
 from harness.sandbox.reflink import IMAGE_NAME, DataImage
 

@@ -19,12 +19,14 @@ from pathlib import Path
 from harness.errors import SandboxError
 from harness.home import state_dir
 from harness.sandbox.layout import HOME, TMP
+from harness.sandbox.mounts import attach_loop, detach_loop, mount, unmount
 from harness.sandbox.probes import forget, remembered
 
 NEARLY_FULL_BYTES = 1 << 20
 """A disk with less free space than this (or no free inode) counts as full."""
 _FOLDERS = {"tmp": 0o1777, "home": 0o700}
 PROBE = "disk"
+_FAILURE = "cannot make the sandbox disk"
 
 
 @dataclass(frozen=True)
@@ -107,15 +109,8 @@ class Disk:
             # device can share its inode number, which mkfs would take for "in use".
             _run("mkfs.ext4", "-q", "-F", "-F", "-m", "0", "-O", "^has_journal", "-E",
                  "lazy_itable_init=1,lazy_journal_init=1,nodiscard", str(self.image))
-            # The loop device is attached here, not by `mount -o loop`: mount refuses an image
-            # whose inode number a deleted, still attached image once had.
-            device = _run("losetup", "--find", "--show", str(self.image))
-            try:
-                # discard: space the agent frees goes back to the host (holes in the image).
-                _run("mount", "-o", "discard,nosuid,nodev", device, str(self.path))
-            except SandboxError:
-                subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
-                raise
+            # discard: space the agent frees goes back to the host (holes in the image).
+            mount_image(self.image, self.path, "ext4", "discard", failure=_FAILURE)
             for folder, mode in _FOLDERS.items():
                 (self.path / folder).mkdir()
                 os.chmod(self.path / folder, mode)
@@ -157,23 +152,25 @@ def image_path(name: str) -> Path:
     return state_dir("disks") / f"{name}.img"
 
 
-def unmount(path: Path) -> None:
-    """Unmount `path` if something is mounted there (lazily when still busy), and free its
-    loop device (at once, or when the last user lets go)."""
-    if not os.path.ismount(path):
-        return
-    devices = [line.split()[0] for line in Path("/proc/mounts").read_text().splitlines()
-               if line.split()[1] == str(path)]
-    if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
-    for device in devices:
-        if device.startswith("/dev/loop"):
-            subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+def mount_image(image: Path, target: Path, fstype: str, options: str, *,
+                failure: str) -> None:
+    """Attach `image` to a loop device and mount it at `target` (nosuid, nodev); on
+    failure nothing stays attached, and SandboxError says `failure` and why."""
+    try:
+        device = attach_loop(image)
+    except OSError as exc:
+        raise SandboxError(f"{failure}: cannot attach {image} to a loop device: "
+                           f"{exc.strerror or exc}") from exc
+    try:
+        mount(device, target, fstype, options)
+    except OSError as exc:
+        detach_loop(device)
+        raise SandboxError(f"{failure}: {exc.strerror or exc}") from exc
 
 
 def _run(*argv: str) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SandboxError(f"cannot make the sandbox disk: {' '.join(argv[:2])}: "
+        raise SandboxError(f"{_FAILURE}: {' '.join(argv[:2])}: "
                            f"{(done.stderr or done.stdout).strip()}")
     return done.stdout.strip()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness.errors import SandboxError
 from harness.home import state_dir
-from harness.sandbox.disk import unmount
+from harness.sandbox.mounts import mount, unescape, unmount
 from harness.sandbox.probes import forget, remembered
 
 PROBE = "overlay"
@@ -94,12 +94,12 @@ def mount_view(lower: Path, upper: Path, work: Path, target: Path) -> None:
     # redirect_dir: renaming a folder of the lower layer works (else EXDEV, and `git mv dir`
     # fails); nosuid/nodev: the agent's files are never setuid programs or devices here.
     options = f"lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=on"
-    done = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"nosuid,nodev,{options}",
-                           str(target)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
+    try:
+        mount("overlay", target, "overlay", options)
+    except OSError as exc:
         forget(PROBE)  # the next sandbox asks the host again
         raise SandboxError(f"cannot mount the copy-on-write view at {target}: "
-                           f"{(done.stderr or done.stdout).strip()}")
+                           f"{exc.strerror or exc}") from exc
 
 
 def unmount_view(target: Path) -> None:
@@ -116,12 +116,5 @@ def lower_layers_in_use() -> set[str]:
             continue
         for option in fields[3].split(","):
             if option.startswith("lowerdir="):
-                found.update(_unescape(part) for part in option[len("lowerdir="):].split(":"))
+                found.update(unescape(part) for part in option[len("lowerdir="):].split(":"))
     return found
-
-
-def _unescape(path: str) -> str:
-    """A path as /proc/mounts writes it (space, tab, newline and backslash octal-escaped)."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        path = path.replace(code, char)
-    return path

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from harness.errors import SandboxError
 from harness.home import scratch_folder
-from harness.sandbox.disk import image_mount_blocker, unmount
+from harness.sandbox.disk import image_mount_blocker, mount_image
+from harness.sandbox.mounts import unmount
 
 REFLINK_MIN_VERSION = 18
 """The first PostgreSQL major version with `file_copy_method = clone`."""
@@ -29,6 +30,7 @@ IMAGE_NAME = "data.xfs"
 """The image file in a server's folder."""
 MIN_IMAGE_BYTES = 300 << 20
 """mkfs.xfs refuses a filesystem smaller than this."""
+_FAILURE = "cannot make the database data image"
 _FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
 
 
@@ -141,15 +143,8 @@ class DataImage:
             except BaseException:
                 self.image.unlink(missing_ok=True)
                 raise
-        # The loop device is attached here, not by `mount -o loop` (see disk.Disk.create).
-        device = _run("losetup", "--find", "--show", str(self.image))
-        try:
-            # discard: a dropped database's blocks go back to the host (holes in the image).
-            _run("mount", "-t", "xfs", "-o", "discard,nosuid,nodev", device,
-                 str(self.mountpoint))
-        except SandboxError:
-            subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
-            raise
+        # discard: a dropped database's blocks go back to the host (holes in the image).
+        mount_image(self.image, self.mountpoint, "xfs", "discard", failure=_FAILURE)
         if fresh or not self.pgdata.exists():
             self.pgdata.mkdir(mode=0o700, exist_ok=True)
             os.chown(self.pgdata, *self.owner)
@@ -166,6 +161,6 @@ class DataImage:
 def _run(*argv: str) -> str:
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SandboxError(f"cannot make the database data image: {' '.join(argv[:2])}: "
+        raise SandboxError(f"{_FAILURE}: {' '.join(argv[:2])}: "
                            f"{(done.stderr or done.stdout).strip()}")
     return done.stdout.strip()

@@ -15,8 +15,8 @@ import pytest
 from harness.errors import SandboxError
 from harness.sandbox.cleanup import collect_garbage
 from harness.sandbox.database import SandboxDatabase, clone_method, open_baseline
-from harness.sandbox.disk import unmount
 from harness.sandbox.engine import Engine
+from harness.sandbox.mounts import unmount
 from harness.sandbox.postgres import DatabaseServer, ServerAddress
 from harness.sandbox.reflink import host_support
 from harness.sandbox.settings import DatabaseSettings
