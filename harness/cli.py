@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -147,14 +148,14 @@ def exec_command(
     env = _env_items(env_items)
     stdin = sys.stdin.buffer.read() if interactive else None
     try:
-        with Sandbox(repo, ref=ref, settings=settings, database=database) as sandbox:
-            result = sandbox.exec(argv, timeout=timeout, env=env or None, cwd=workdir,
-                                  stdin=stdin)
-            # The engine tears the container down while the workspace is read.
-            stopping = _InBackground(sandbox.stop_container)
+        with contextlib.closing(Sandbox(repo, ref=ref, settings=settings,
+                                        database=database)) as sandbox:
+            # The command is the container's one process: no exec, and a container that
+            # is gone when it ends.
+            result = sandbox.run(argv, timeout=timeout, env=env or None, cwd=workdir,
+                                 stdin=stdin)
             changes = sandbox.changes()
             delta = sandbox.row_delta()
-            stopping.wait()
             sandbox_id = sandbox.id
             clone = sandbox.database.clone_report() if sandbox.database is not None else None
             overrides = sandbox.hardening_overrides
@@ -190,29 +191,6 @@ def exec_command(
             notes.append(f"rows +{total['inserted']} ~{total['updated']} -{total['deleted']}")
         _say_dimly(f"harness: {'; '.join(notes)}")
     sys.exit(result.exit_code)
-
-
-class _InBackground:
-    """`work` run in a thread; `wait()` joins it and raises what it raised."""
-
-    def __init__(self, work: Callable[[], None]) -> None:
-        import threading
-
-        self._work = work
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._work()
-        except BaseException as exc:
-            self._failure = exc
-
-    def wait(self) -> None:
-        self._thread.join()
-        if self._failure is not None:
-            raise self._failure
 
 
 def _say_dimly(text: str) -> None:

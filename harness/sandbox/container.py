@@ -45,6 +45,16 @@ _LAUNCH = (
     'printf "\\0harness-exit:%s:%d" "$token" "$rc" >&2; kill -KILL 0'
 )
 _SID_HEADER = b"\0harness-sid:"
+# The launcher of a command that is its container's one process (`Container.run`): the
+# container's end ends whatever the command left running. It enters the working folder
+# itself (the engine would make a missing one) and says why it could not as a negative
+# status, which no command can exit with.
+_RUN = (
+    'token=$1 dir=$2; shift 2; printf "\\0harness-sid:%d\\0" $$ >&2; '
+    'if [ -n "$dir" ] && ! cd -- "$dir" 2>/dev/null; then '
+    'if [ ! -e "$dir" ]; then rc=-1; elif [ ! -d "$dir" ]; then rc=-2; else rc=-3; fi; '
+    'else "$@"; rc=$?; fi; printf "\\0harness-exit:%s:%d" "$token" "$rc" >&2'
+)
 
 
 @dataclass
@@ -56,6 +66,8 @@ class _Running:
     user: str | None
     reader: _FrameReader
     interrupted: bool = False
+    whole_container: bool = False
+    """The command is the container's one process (`run`): killing it kills the container."""
 _KILL_GRACE_S = 2.0
 _OOM_COUNTER = re.compile(rb"^oom_kill (\d+)$", re.MULTILINE)
 
@@ -114,15 +126,9 @@ class Container:
         try:
             self._container = self.client.create_container(self.create_config())
             self.client.start_container(self._container)
-        except NotFound as exc:
-            self.stop()
-            raise SandboxError(
-                f"image {self.image} is missing; run `harness images build`"
-            ) from exc
         except EngineError as exc:
             self.stop()
-            raise SandboxError(
-                f"cannot start a container from {self.image}: {exc.message}") from exc
+            raise _start_error(exc, self.image) from exc
         return self
 
     def stop(self) -> None:
@@ -149,8 +155,11 @@ class Container:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def create_config(self) -> dict[str, Any]:
-        """The Engine API's configuration of this container, hardened."""
+    def create_config(self, command: Sequence[str] | None = None,
+                      environment: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The Engine API's configuration of this container, hardened; its process is
+        `command` (by default one that waits for `exec`), with `environment` over the
+        container's own."""
         h = self.hardening
         mounts = [mount("bind", source, target, read_only=True)
                   for source, target in self.read_only_mounts.items()]
@@ -190,10 +199,10 @@ class Container:
             host["SecurityOpt"] = ["no-new-privileges:true"]
         return {
             "Image": self.image,
-            "Cmd": ["bash", "-c", _INIT],
+            "Cmd": list(command or ["bash", "-c", _INIT]),
             "User": user,
             "WorkingDir": WORKSPACE,
-            "Env": [f"{k}={v}" for k, v in self.environment.items()],
+            "Env": [f"{k}={v}" for k, v in {**self.environment, **(environment or {})}.items()],
             "Labels": self.labels,
             "HostConfig": host,
         }
@@ -281,15 +290,99 @@ class Container:
             interrupted=interrupted,
         )
 
+    def run(
+        self,
+        command: Sequence[str] | str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: bytes | str | None = None,
+    ) -> ExecResult:
+        """Create the container with `command` as its one process, run it to its end and
+        remove the container: the `docker run` of a sandbox, one container start and no
+        exec. The result reads as `exec`'s; past `timeout` the container is killed, and
+        every process the command started ends with it."""
+        if self._container is not None:
+            raise SandboxError("the container is running already; run commands with exec()")
+        argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
+        if not argv:
+            raise ValueError("empty command")
+        timeout = self.default_timeout if timeout is None else timeout
+        token = uuid.uuid4().hex
+        config = self.create_config(["bash", "-c", _RUN, "harness", token, cwd or "", *argv],
+                                    {**self.bound_environment, **dict(env or {})})
+        if stdin is not None:
+            config.update(OpenStdin=True, StdinOnce=True, AttachStdin=True)
+        try:
+            self._container = self.client.create_container(config)
+            stream, already = self.client.attach_container(self._container,
+                                                           stdin=stdin is not None)
+            self.client.start_container(self._container)
+            started = time.monotonic()  # the command's time, as exec's, starts now
+        except EngineError as exc:
+            self.stop()
+            raise _start_error(exc, self.image) from exc
+        except BaseException:
+            self.stop()
+            raise
+        reader = _FrameReader(stream, self.output_limit,
+                              trailer=f"\0harness-exit:{token}:".encode(), already=already)
+        if stdin is not None:
+            data = stdin.encode() if isinstance(stdin, str) else stdin
+            threading.Thread(target=reader.feed, args=(data,), daemon=True).start()
+        with self._guard:
+            self._running[token] = _Running(None, reader, whole_container=True)
+        try:
+            timed_out = not reader.drain(deadline=started + timeout)
+            if timed_out:
+                self._kill_quietly()
+                reader.drain(deadline=time.monotonic() + _KILL_GRACE_S)
+            duration = time.monotonic() - started
+            if reader.exit_code is not None and reader.exit_code < 0:
+                _raise_no_folder(reader.exit_code, cwd or WORKSPACE)
+            if timed_out:
+                exit_code = TIMEOUT_EXIT_CODE
+            elif reader.exit_code is not None:
+                exit_code = reader.exit_code
+            else:  # the launcher itself was killed (OOM, or a kill from outside)
+                exit_code = self.client.wait_container(self.id)
+            with self._guard:
+                interrupted = self._running[token].interrupted
+            oom = (exit_code == 137 or timed_out) and not interrupted and bool(
+                self.client.inspect_container(self.id)["State"].get("OOMKilled"))
+        finally:
+            reader.close()
+            with self._guard:
+                self._running.pop(token)
+            self.stop()
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=reader.text(1),
+            stderr=reader.text(2),
+            duration_s=round(duration, 6),
+            timed_out=timed_out,
+            truncated=reader.truncated,
+            oom_killed=oom,
+            interrupted=interrupted,
+        )
+
     def interrupt(self) -> None:
         """Kill the process tree of every command running now (from another thread); each
-        `exec` returns soon after with `interrupted` set."""
+        `exec` (or `run`) returns soon after with `interrupted` set."""
         with self._guard:
             tokens = list(self._running)
             for running in self._running.values():
                 running.interrupted = True
         for token in tokens:
             self._kill_session(token)
+
+    def _kill_quietly(self) -> None:
+        """Kill the container (a `run`'s command and all it started)."""
+        container = self._container
+        if container is not None:
+            with contextlib.suppress(EngineError):
+                self.client.kill_container(container)
 
     def _exit_code(self, exec_id: str) -> int:
         for _ in range(50):
@@ -305,6 +398,9 @@ class Container:
         caller falls back to `_kill_everything`."""
         with self._guard:
             running = self._running.get(token)
+        if running is not None and running.whole_container:
+            self._kill_quietly()
+            return
         if running is None or running.reader.sid is None:
             return  # ended already, or not started far enough to say its session
         with contextlib.suppress(EngineError):
@@ -344,6 +440,22 @@ class Container:
 
 
 _NOT_STARTED = "OCI runtime exec failed"
+
+
+def _start_error(exc: EngineError, image: str) -> SandboxError:
+    if isinstance(exc, NotFound):
+        return SandboxError(f"image {image} is missing; run `harness images build`")
+    return SandboxError(f"cannot start a container from {image}: {exc.message}")
+
+
+def _raise_no_folder(status: int, cwd: str) -> None:
+    """The `run` launcher's status for a working folder it could not enter."""
+    if status == -1:
+        raise SandboxFileNotFound(f"the working folder {cwd} does not exist in the sandbox")
+    if status == -2:
+        raise SandboxNotADirectory(f"the working folder {cwd} is not a folder")
+    raise SandboxError(f"the command could not start: the working folder {cwd} cannot "
+                       "be entered (permission denied)")
 
 
 def _raise_not_started(message: str, cwd: str | None) -> None:

@@ -3,8 +3,8 @@
 A small client of the Engine API: the few calls the harness makes, spoken over the
 engine's socket with nothing but the standard library, so that `harness exec` starts
 without importing an HTTP stack. One connection per call (a unix socket connects in
-microseconds); a command's input and output ride on the connection `exec_attach` takes
-over, as the engine's own client does."""
+microseconds); a command's input and output ride on the connection `exec_attach` (or
+`attach_container`) takes over, as the engine's own client does."""
 
 from __future__ import annotations
 
@@ -297,6 +297,14 @@ class Engine:
         except NotFound:
             return None
 
+    def attach_container(self, container: str, *, stdin: bool) -> tuple[socket.socket, bytes]:
+        """Attach to a container's main process before it starts (as `docker run` does):
+        the connection carries its input, when `stdin`, and its multiplexed output, with
+        what of that output was already read with the answer's headers."""
+        return self._take_over("POST", f"/containers/{quote(container)}/attach",
+                               query={"stream": 1, "stdin": int(stdin), "stdout": 1,
+                                      "stderr": 1})
+
     def wait_container(self, container: str) -> int:
         """Wait for the container to stop; its exit status."""
         answer = self._call("POST", f"/containers/{quote(container)}/wait", timeout=None)
@@ -340,9 +348,15 @@ class Engine:
         is sent) and its multiplexed output (what is read), with what of that output was
         already read with the answer's headers."""
         body = json.dumps({"Detach": False, "Tty": False}).encode()
-        answer = self._open("POST", f"/exec/{exec_id}/start", body=body,
-                            headers={"Content-Type": "application/json",
-                                     "Connection": "Upgrade", "Upgrade": "tcp"},
+        return self._take_over("POST", f"/exec/{exec_id}/start", body=body)
+
+    def _take_over(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+                   body: bytes | None = None) -> tuple[socket.socket, bytes]:
+        """A call whose connection the engine hands over to a process's streams."""
+        headers = {"Connection": "Upgrade", "Upgrade": "tcp"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        answer = self._open(method, path, query=query, body=body, headers=headers,
                             timeout=CALL_TIMEOUT_S)
         if answer.status not in (101, 200):
             _raise_for(answer.status, answer.body())

@@ -88,6 +88,37 @@ class Sandbox:
 
     def open(self) -> Sandbox:
         """Clone the repo and start the container; on failure, undo what was made."""
+        self._prepare()
+        try:
+            self.container.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def run(
+        self,
+        command: Sequence[str] | str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: bytes | str | None = None,
+    ) -> ExecResult:
+        """Make the sandbox for one command, the `docker run` of sandboxes: the clone (and
+        database) as `open` makes them, and a container whose one process is `command`,
+        removed when it ends (see `Container.run`). The workspace and database stay to be
+        read until `close`. The result reads as `exec`'s."""
+        if self._container is not None:
+            raise SandboxError(f"sandbox {self.id} is open already; run commands with exec()")
+        cwd = self._folder(cwd)
+        self._prepare()
+        result = self.container.run(command, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
+        return self._with_disk_state(result)
+
+    def _prepare(self) -> None:
+        """The disk, the clone, the database, and the container to run over them (not yet
+        started); on failure, undo what was made."""
         started = time.monotonic()
         try:
             client = self._client or engine.connect()
@@ -118,12 +149,11 @@ class Sandbox:
                 owner=self.workspace.owner,
                 output_limit=self.settings.output_limit_bytes,
                 default_timeout=self.settings.exec_timeout_s,
-            ).start()
+            )
         except BaseException:
             self.close()
             raise
         self.open_duration_s = time.monotonic() - started
-        return self
 
     def bind(self, environment: Mapping[str, str]) -> None:
         """Give a sandbox opened ahead of time (a pool's) its user's variables: every
@@ -136,17 +166,11 @@ class Sandbox:
         if "HARNESS_TRACE_ID" in chosen:  # for `harness ps`: the container's own has none
             (self.workspace.path.parent / BOUND_TRACE).write_text(chosen["HARNESS_TRACE_ID"])
 
-    def stop_container(self) -> None:
-        """Remove the container now, keeping the workspace and the database to be read
-        until `close`; safe to call from another thread while they are read."""
-        container = self._container
-        if container is not None:
-            container.stop()
-
     def close(self) -> None:
         """Remove the container and the clone; safe to call twice."""
         try:
-            self.stop_container()
+            if self._container is not None:
+                self._container.stop()
         finally:
             self._container = None
             try:
@@ -205,17 +229,26 @@ class Sandbox:
         """Run a command in the container (see `Container.exec`); `disk_limit_hit` says
         whether the sandbox's disk is full after it. `user` is the agent (None) or one
         of `sandbox.hardening.exec_users`; another raises SandboxPermissionError."""
-        if cwd is not None and not cwd.startswith("/"):
-            cwd = posixpath.normpath(posixpath.join(WORKSPACE, cwd))
+        cwd = self._folder(cwd)
         if user is not None and not self.settings.hardening.may_run_as(user):
             raise SandboxPermissionError(
                 f"commands run as the agent user: {user!r} is not in "
                 "sandbox.hardening.exec_users")
         result = self.container.exec(command, timeout=timeout, env=env, cwd=cwd, stdin=stdin,
                                      user=user)
+        return self._with_disk_state(result)
+
+    def _with_disk_state(self, result: ExecResult) -> ExecResult:
         if self.disk is not None and (self.disk.full() or _ENOSPC in result.stderr):
-            result = replace(result, disk_limit_hit=True)
+            return replace(result, disk_limit_hit=True)
         return result
+
+    @staticmethod
+    def _folder(cwd: str | None) -> str | None:
+        """A working folder in the container; a relative one starts at the workspace."""
+        if cwd is not None and not cwd.startswith("/"):
+            return posixpath.normpath(posixpath.join(WORKSPACE, cwd))
+        return cwd
 
     def interrupt(self) -> None:
         """Kill the commands running in the container now (see `Container.interrupt`)."""
