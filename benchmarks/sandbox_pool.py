@@ -70,6 +70,13 @@ def _process(argv: list[str]) -> float:
 
 
 def cli_figures(runs: int) -> dict[str, object]:
+    # As an installed package is: byte-compiled (a shell with PYTHONDONTWRITEBYTECODE set
+    # would otherwise compile every module edited since its last import, in every run).
+    import compileall
+
+    import harness
+
+    compileall.compile_dir(str(Path(harness.__file__).parent), quiet=1)
     repo = str(fixture_repo())
     tag = images.ensure(engine.connect(), images.ImageDefinition.named("agent"))
     scratch = Path(tempfile.mkdtemp())

@@ -213,7 +213,8 @@ class Workspace:
         self._object_stores = borrowed_stores(upper / ".git" / "objects")
         (upper / ".git" / "objects" / "info" / "alternates").unlink(missing_ok=True)
         self.base = self._resolve_base(upper)
-        self.branch = self._branch_name(upper)
+        head = run_git(upper, "symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        self.branch = self._branch_name(upper, head=head)
         # The user's git configuration shapes a checkout (autocrlf, smudge filters): a
         # change of it makes another pristine checkout, as a fresh checkout would differ.
         settings = subprocess.run(["git", "config", "--global", "--list"], capture_output=True,
@@ -225,24 +226,28 @@ class Workspace:
             overlay.mount_view(checkout.tree, upper, self.cow_path / "work", self.path)
         self.view, self.pristine = "overlay", checkout.tree
         self.view_detail = f"a copy-on-write view of pristine checkout {checkout.key}"
-        self._switch_without_checkout()
-        self._original_tips = sorted(set(self._git("for-each-ref", "--format=%(objectname)").split()))
+        self._switch_without_checkout(head or self._git("rev-parse", "HEAD", check=False))
         if os.geteuid() == 0 and self.owner != (os.geteuid(), os.getegid()):
             os.chown(self.path, *self.owner, follow_symlinks=False)  # the upper layer's root
             _chown_tree(self.path / ".git", *self.owner)  # in the upper layer only
 
-    def _switch_without_checkout(self) -> None:
+    def _switch_without_checkout(self, before: str) -> None:
         """What `git checkout -q -B <branch> <base>` does when the index and the work tree
         already hold the base (they are the pristine checkout's): point the branch at the
-        base and HEAD at the branch, with the same reflog messages, reading no file."""
+        base and HEAD at the branch, with the same reflog messages, reading no file.
+        `before` is what HEAD names now (its branch, or the base it is detached at)."""
         branch = f"refs/heads/{self.branch}"
-        exists = bool(self._git("rev-parse", "--verify", "--quiet", branch, check=False))
-        before = (self._git("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
-                  or self._git("rev-parse", "HEAD", check=False))
-        self._git("update-ref", "-m", f"branch: {'Reset to' if exists else 'Created from'} "
+        refs: dict[str, str] = {}
+        for line in self._git("for-each-ref", "--format=%(refname) %(objectname)").splitlines():
+            name, target = line.split(" ", 1)
+            refs[name] = target
+        self._git("update-ref", "-m", f"branch: {'Reset to' if branch in refs else 'Created from'} "
                   f"{self.base}", branch, self.base)
         self._git("symbolic-ref", "-m", f"checkout: moving from {before} to {self.branch}",
                   "HEAD", branch)
+        # Only the branch moved: the tips are the others' and the base.
+        refs[branch] = self.base
+        self._original_tips = sorted(set(refs.values()))
 
     def _build_pristine(self, source: Path, folder: Path) -> None:
         """Check the base out into `folder/tree`, owned by the agent, and leave its index,
@@ -357,6 +362,8 @@ class Workspace:
         exclude = [f"^{tip}" for tip in self._original_tips] or [f"^{self.base}"]
         commits = parse_commits(self._git("log", COMMIT_FORMAT, "--branches", "--tags", "HEAD",
                                           *exclude, "--"))
+        if head == self.base:  # a commit against itself: no file differs
+            return WorkspaceChanges(self.base, head, commits, [], "")
         files = self.files_between(self.base, head)
         diff = self.isolated("diff", *PLAIN_DIFF, self.base, head)
         return WorkspaceChanges(self.base, head, commits, files, diff)
@@ -396,7 +403,9 @@ class Workspace:
                 continue
         raise WorkspaceError(f"{self.origin} has no branch, tag or commit {ref!r}")
 
-    def _branch_name(self, repo: Path | None = None) -> str:
+    def _branch_name(self, repo: Path | None = None, *, head: str | None = None) -> str:
+        """The branch the sandbox works on: the one `ref` names, else the one checked out
+        (`head`, when the caller read it already), else harness-work."""
         if self.ref and not _SHA.match(self.ref):
             try:
                 run_git(repo or self.path, "rev-parse", "--verify", "--quiet",
@@ -405,8 +414,9 @@ class Workspace:
             except WorkspaceError:
                 pass
         if not self.ref:
-            head = run_git(repo or self.path, "symbolic-ref", "--quiet", "--short", "HEAD",
-                           check=False, alternates=self._object_stores)
+            if head is None:
+                head = run_git(repo or self.path, "symbolic-ref", "--quiet", "--short", "HEAD",
+                               check=False, alternates=self._object_stores)
             if head:
                 return head
         return "harness-work"
@@ -531,8 +541,9 @@ class IsolatedGit:
             return
         if not (self.git_dir / "HEAD").exists():
             self.git_dir.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["git", "init", "-q", "--bare", str(self.git_dir)], check=True,
-                           capture_output=True, env=_isolated_environment())
+            # No template: the harness's own repository needs no hooks or samples.
+            subprocess.run(["git", "init", "-q", "--bare", "--template=", str(self.git_dir)],
+                           check=True, capture_output=True, env=_isolated_environment())
         (self.git_dir / "objects" / "info" / "alternates").write_text(
             "".join(f"{store}\n" for store in self.objects))
         self._ready = True
@@ -595,13 +606,16 @@ def _repository_at(folder: Path, origin: str) -> Path:
     """The repository whose top (work tree, or git folder of a bare one) is `folder`;
     a folder inside a repository is not one."""
     env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(folder.resolve().parent)}
-    try:
-        bare, git_dir = _plain_git(["-C", str(folder), "rev-parse", "--is-bare-repository",
-                                    "--absolute-git-dir"], "", env).split("\n")[:2]
-        top = Path(git_dir) if bare == "true" else Path(_plain_git(
-            ["-C", str(folder), "rev-parse", "--show-toplevel"], "", env).strip())
-    except (WorkspaceError, ValueError) as exc:
-        raise WorkspaceError(f"{origin} is not a git repository") from exc
+    # One call: a bare repository answers the first two and then fails the third.
+    done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--is-bare-repository",
+                           "--absolute-git-dir", "--show-toplevel"],
+                          capture_output=True, text=True, env=env, check=False)
+    answers = done.stdout.split("\n")
+    bare = answers[0]
+    if len(answers) < 2 or not answers[1] or (bare != "true" and (
+            done.returncode != 0 or len(answers) < 3 or not answers[2])):
+        raise WorkspaceError(f"{origin} is not a git repository")
+    top = Path(answers[1] if bare == "true" else answers[2])
     if bare != "true" and top.resolve() != folder.resolve():
         raise WorkspaceError(f"{origin} is not a git repository (it is inside {top})")
     return top.resolve()

@@ -94,6 +94,28 @@ def test_unknown_ref_and_missing_repo_are_clear_errors(shop_repo: Path, tmp_path
         Workspace(tmp_path, name="plain-dir").__enter__()
 
 
+def test_a_bare_repository_or_a_linked_work_tree_is_an_origin_and_a_subfolder_is_not(
+        shop_repo: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(shop_repo), str(bare)], check=True)
+    linked = tmp_path / "linked"
+    git(shop_repo, "worktree", "add", "-q", "--detach", str(linked), "HEAD~1")
+    try:
+        for origin, base in ((bare, git(shop_repo, "rev-parse", "HEAD")),
+                             (linked, git(shop_repo, "rev-parse", "HEAD~1"))):
+            with Workspace(origin, name=f"origin-{origin.name}") as ws:
+                assert ws.base == base
+                assert (ws.path / "README.md").exists()
+        with pytest.raises(WorkspaceError, match="not a git repository"):
+            Workspace(shop_repo / "shop", name="subfolder").__enter__()
+        with pytest.raises(WorkspaceError, match="not a git repository"):
+            Workspace(bare / "refs", name="bare-subfolder").__enter__()
+    finally:
+        git(shop_repo, "worktree", "remove", "--force", str(linked))
+
+
 def test_clone_borrows_objects_instead_of_copying_them(shop_repo: Path) -> None:
     with Workspace(shop_repo, name="borrow") as ws:
         own_objects = [p for p in (ws.path / ".git" / "objects").rglob("*") if p.is_file()]

@@ -168,10 +168,18 @@ def test_changes_diff_states_and_bundles_are_the_same_as_with_a_checkout_of_its_
     assert cow[1]["commit_count"] == 3 and cow[4]
 
 
-@pytest.mark.parametrize("ref_kind", ["default", "branch", "older commit"])
+@pytest.mark.parametrize("ref_kind", ["default", "branch", "older commit", "annotated tag",
+                                      "other branch", "origin detached", "tip shared by a tag"])
 def test_refs_reflogs_and_index_at_open_match_a_checkout_of_its_own(
         origin: Path, ref_kind: str) -> None:
-    ref = {"default": None, "branch": "main", "older commit": git(origin, "rev-parse", "HEAD~1")
+    older = git(origin, "rev-parse", "HEAD~1")
+    git(origin, "tag", "-a", "-m", "release", "v1", older)
+    git(origin, "tag", "light", "HEAD")
+    git(origin, "branch", "feature", older)
+    if ref_kind == "origin detached":
+        git(origin, "checkout", "-q", "--detach", older)
+    ref = {"default": None, "branch": "main", "older commit": older, "annotated tag": "v1",
+           "other branch": "feature", "origin detached": None, "tip shared by a tag": "light",
            }[ref_kind]
     seen = []
     for cow in ("auto", "off"):
