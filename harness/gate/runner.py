@@ -4,6 +4,7 @@ the PR's migrations in a sandbox."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import re
@@ -374,8 +375,9 @@ def _rehearse(repo: Path, head: str, database: str, config: Config) -> CheckResu
     command = config.gate.migrate
     if not command:
         return False, "`--db` given but `gate.migrate` names no migration command", []
-    with Sandbox(repo, ref=head, settings=config.sandbox, database=database) as sandbox:
-        result = sandbox.exec(command, timeout=config.sandbox.exec_timeout_s)
+    with contextlib.closing(Sandbox(repo, ref=head, settings=config.sandbox,
+                                    database=database)) as sandbox:
+        result = sandbox.run(command, timeout=config.sandbox.exec_timeout_s)
         delta = sandbox.row_delta()
         changes = sandbox.changes()
     if not result.ok:
