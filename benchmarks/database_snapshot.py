@@ -7,7 +7,9 @@ table against a full-table diff of the same table (target: at least 100x faster)
 write cost of capture: a bulk INSERT, UPDATE and DELETE of --rows rows (100k) with and
 without it, and on a partitioned table an UPDATE through the partitioned root and one
 naming the partition, each against the same statement on a copy without capture on the
-same server. `--parts write` runs only the write-cost figures.
+same server, and (`transition_tables_only`, `floor_ratio`) on a copy whose statement
+triggers keep transition tables and do nothing: the floor of any capture by statement
+trigger. `--parts write` runs only the write-cost figures.
 
 The target databases live on a separate PostgreSQL server of the same image and
 settings (the "real system"), removed at the end.
@@ -96,15 +98,33 @@ def delta_figures(target: ServerAddress, runs: int) -> dict[str, object]:
             "target": "capture delta at least 100x faster than the full-table diff"}
 
 
+_FLOOR_TRIGGERS = """
+CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER i AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+CREATE TRIGGER u AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows
+    NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+CREATE TRIGGER d AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION nothing();
+"""
+"""Statement triggers that keep the transition tables and do nothing with them: what any
+capture by statement trigger pays before it copies a row (the floor of this design)."""
+
+
 def _cost(plain: Any, captured: Any, owner_of: Any, work: str, undo: str,
-          runs: int, rows: int, logged: int | None) -> dict[str, object]:
+          runs: int, rows: int, logged: int | None, floor: Any = None) -> dict[str, object]:
     """The median and p95 of `work` on a database without capture and on a sandbox copy
-    with it (same server, same data), `undo` putting the rows back between runs."""
-    without, with_capture = [], []
+    with it (same server, same data), `undo` putting the rows back between runs; with
+    `floor`, also on a copy whose triggers only keep the transition tables."""
+    without, with_capture, at_floor = [], [], []
     for _ in range(runs):
         without.append(timed(lambda: plain.execute(work)))
         plain.execute(undo)
         plain.execute("VACUUM")
+        if floor is not None:
+            at_floor.append(timed(lambda: floor.execute(work)))
+            floor.execute(undo)
+            floor.execute("VACUUM")
         with_capture.append(timed(lambda: captured.execute(work)))
         with owner_of() as owner:
             if logged is not None:
@@ -115,10 +135,16 @@ def _cost(plain: Any, captured: Any, owner_of: Any, work: str, undo: str,
             owner.execute("SELECT harness_capture.forget()")  # the log starts empty each run
             owner.execute("VACUUM")
     a, b = summary(without), summary(with_capture)
-    return {"without_capture": a, "with_capture": b,
-            "rows_per_s_without": round(rows / (a["median_ms"] / 1000)),
-            "rows_per_s_with": round(rows / (b["median_ms"] / 1000)),
-            "overhead_ratio": round(b["median_ms"] / a["median_ms"], 2)}
+    figures: dict[str, object] = {
+        "without_capture": a, "with_capture": b,
+        "rows_per_s_without": round(rows / (a["median_ms"] / 1000)),
+        "rows_per_s_with": round(rows / (b["median_ms"] / 1000)),
+        "overhead_ratio": round(b["median_ms"] / a["median_ms"], 2)}
+    if at_floor:
+        c = summary(at_floor)
+        figures.update(transition_tables_only=c,
+                       floor_ratio=round(c["median_ms"] / a["median_ms"], 2))
+    return figures
 
 
 def write_cost(target: ServerAddress, rows: int, runs: int) -> dict[str, object]:
@@ -130,8 +156,9 @@ def write_cost(target: ServerAddress, rows: int, runs: int) -> dict[str, object]
                 FROM generate_series(1, {rows}) g;"""
     dsn = fresh(target, "bench_write", setup)
     server, baseline = open_baseline(dsn, refresh=True)
-    plain_name = "bench_write_plain"
+    plain_name, floor_name = "bench_write_plain", "bench_write_floor"
     server.fresh_database(plain_name, setup)
+    server.fresh_database(floor_name, setup + _FLOOR_TRIGGERS.format(table="w"))
     db = SandboxDatabase(server, baseline, "bench-write").create()
     statements = {
         "insert": (f"INSERT INTO w SELECT g, 0, md5(g::text), '2024-01-01', g / 7.0 "
@@ -145,14 +172,16 @@ def write_cost(target: ServerAddress, rows: int, runs: int) -> dict[str, object]
     figures: dict[str, object] = {"rows": rows}
     try:
         with server.connect(plain_name, autocommit=True) as plain, \
+                server.connect(floor_name, autocommit=True) as floor, \
                 db.connect() as captured:
             for name, (work, undo, logged) in statements.items():
                 figures[name] = _cost(plain, captured, db.connect_as_owner, work, undo,
-                                      runs, rows, logged)
+                                      runs, rows, logged, floor)
     finally:
         db.drop()
         with server.connect() as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {plain_name}")
+            conn.execute(f"DROP DATABASE IF EXISTS {floor_name}")
     return figures
 
 
