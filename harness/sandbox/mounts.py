@@ -46,7 +46,8 @@ def unmount(path: Path) -> None:
     loop device (at once, or when the last user lets go)."""
     if not os.path.ismount(path):
         return
-    devices = [fields[0] for fields in _mount_table() if unescape(fields[1]) == str(path)]
+    where = os.path.realpath(path)  # the table names the resolved path
+    devices = [fields[0] for fields in _mount_table() if unescape(fields[1]) == where]
     libc = _libc()
     if libc.umount2(os.fsencode(path), 0) != 0 and ctypes.get_errno() == errno.EBUSY:
         libc.umount2(os.fsencode(path), _MNT_DETACH)

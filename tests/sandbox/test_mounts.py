@@ -101,3 +101,18 @@ def test_a_mount_that_fails_says_where_and_why_and_unmount_of_nothing_is_quiet(
     unmount(target)  # nothing mounted: nothing to do
     detach_loop(device)  # detached already: nothing to do
     detach_loop("/dev/loop-harness-none")  # no such device: nothing to do
+
+
+def test_a_mount_reached_through_a_symlink_is_unmounted_and_its_device_freed(
+        images: list[Path], tmp_path: Path) -> None:
+    """A harness home behind a symlink: the mount table names the resolved path."""
+    real = tmp_path / "real"
+    (real / "target").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    through_link = tmp_path / "link" / "target"
+    device = attach_loop(images[2])
+    mount(device, through_link, "ext4")
+    assert os.path.ismount(real / "target")
+    unmount(through_link)
+    assert not os.path.ismount(real / "target")
+    assert device not in _attached()
