@@ -145,6 +145,7 @@ def exec_command(
     # Without a configuration file the defaults need no validation (nor its library).
     settings = _config(config_path).sandbox if config_path else SandboxSettings()
     argv: str | list[str] = command[0] if len(command) == 1 else list(command)
+    _end_on_termination()
     env = _env_items(env_items)
     stdin = sys.stdin.buffer.read() if interactive else None
     try:
@@ -191,6 +192,18 @@ def exec_command(
             notes.append(f"rows +{total['inserted']} ~{total['updated']} -{total['deleted']}")
         _say_dimly(f"harness: {'; '.join(notes)}")
     sys.exit(result.exit_code)
+
+
+def _end_on_termination() -> None:
+    """SIGTERM and SIGHUP end this command as Ctrl-C does: through its cleanup (the
+    container, the clone, the disk), with the shell's status for the signal."""
+    import signal
+
+    def end(number: int, _frame: object) -> None:
+        raise SystemExit(128 + number)
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, end)
 
 
 def _say_dimly(text: str) -> None:
@@ -992,7 +1005,7 @@ def gc(everything: bool, as_json: bool) -> None:
               f"sandbox database(s), {len(report.roles)} role(s), {len(report.baselines)} "
               f"half-built baseline(s), {len(report.scratch)} scratch folder(s), "
               f"{len(report.data_images)} database data image(s), {len(report.pristine)} "
-              "pristine checkout(s)")
+              f"pristine checkout(s), {len(report.loop_devices)} loop device(s)")
 
 
 @main.command(epilog="Exit codes: 0 every check passed, 1 a check failed.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_gc_json_lists_what_it_removed(agent_image: str) -> None:
     assert done.returncode == 0
     assert set(json.loads(done.stdout)) == {"containers", "volumes", "workspaces", "databases",
                                             "roles", "baselines", "scratch", "data_images",
-                                            "pristine"}
+                                            "pristine", "loop_devices"}
 
 
 def test_help_documents_the_exit_codes() -> None:
@@ -150,3 +151,39 @@ def test_check_batch_prints_one_decision_per_line_in_order(tmp_path: Path) -> No
     assert lines[1]["rule_id"] == "sql.delete-without-where"
     assert lines[2]["rule_id"] == "tool.bad-parameters"
     assert done.returncode == 1
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT],
+                         ids=["TERM", "HUP", "INT"])
+def test_exec_ended_by_a_signal_leaves_nothing_behind(
+        shop_repo: Path, agent_image: str, harness_home: Path, number: int) -> None:
+    """`timeout`, a closed terminal or Ctrl-C: the command's container, its clone, disk and
+    mounts go, as after a normal end (SIGTERM once left the command running)."""
+    import time
+    import uuid
+
+    import docker
+
+    marker = uuid.uuid4().hex
+    client = docker.from_env()
+    with subprocess.Popen([*HARNESS, "exec", "--repo", str(shop_repo), "--",
+                           f"echo {marker}; sleep 120"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        deadline = time.monotonic() + 120
+        running = []
+        while not running and time.monotonic() < deadline:
+            running = [c for c in client.containers.list(filters={"label": "harness.sandbox"})
+                       if marker in " ".join(c.attrs["Config"]["Cmd"])]
+            time.sleep(0.05)
+        assert running, "the command never started"
+        sandbox = running[0].labels["harness.sandbox"]
+        process.send_signal(number)
+        _, stderr = process.communicate(timeout=120)
+    assert process.returncode == (128 + number if number != signal.SIGINT else 1), stderr
+    assert not client.containers.list(all=True, filters={"label": f"harness.sandbox={sandbox}"})
+    client.close()
+    assert not (harness_home / "workspaces" / sandbox).exists()
+    assert sandbox not in Path("/proc/mounts").read_text()
+    attached = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    assert sandbox not in attached

@@ -21,7 +21,7 @@ from harness.home import SCRATCH, home_key, scratch_owner, state_dir
 from harness.sandbox import labels, pristine
 from harness.sandbox.database import OWNER_PID, SandboxDatabase, drop_role
 from harness.sandbox.engine import Engine, EngineError, NotFound, container_name
-from harness.sandbox.mounts import unmount
+from harness.sandbox.mounts import detach_loop, loop_devices, mounted_devices, unmount
 from harness.sandbox.postgres import DB_SERVER_KIND, DatabaseServer, available_versions
 from harness.sandbox.reflink import IMAGE_NAME, DataImage
 
@@ -43,6 +43,8 @@ class GcReport:
     pristine: list[str] = field(default_factory=list)
     """Pristine checkouts (the lower layers of workspace views) no sandbox mounts and no one
     used for a while, and half-built ones whose builder is gone."""
+    loop_devices: list[str] = field(default_factory=list)
+    """Loop devices left attached to a gone sandbox's disk image, detached."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form."""
@@ -96,9 +98,23 @@ def collect_garbage(client: Engine, *, everything: bool = False,
     for image in state_dir("disks").glob("*.img"):
         if not (state_dir("workspaces") / image.stem).exists():
             image.unlink(missing_ok=True)
+    _detach_orphan_loops(report)
     report.pristine.extend(pristine.prune(idle_s=0.0 if everything else pristine_idle_s))
     _remove_scratch(report, everything)
     return report
+
+
+def _detach_orphan_loops(report: GcReport) -> None:
+    """Loop devices still attached to a sandbox disk image whose sandbox is gone and which
+    nothing mounts: a process killed between attaching its disk and mounting it."""
+    disks, mounted = state_dir("disks"), mounted_devices()
+    for device, backing in sorted(loop_devices().items()):
+        image = Path(backing.removesuffix(" (deleted)"))
+        if image.parent != disks or device in mounted:
+            continue
+        if not (state_dir("workspaces") / image.stem).exists():
+            detach_loop(device)
+            report.loop_devices.append(device)
 
 
 _LEGACY_SCRATCH = "harness-push-*"

@@ -10,7 +10,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,22 +39,30 @@ _INIT = (
 # each action starts from the same state (a process detached with setsid survives).
 # Only shell builtins run after the command, so this works with no pid to spare. (The
 # session id is told, not written to a file: files would fill the private tmpfs after a
-# few hundred commands, and a command run as another user could not write there.)
+# few hundred commands, and a command run as another user could not write there.) The
+# trailer ends with a NUL: output a background process writes right after it cannot run
+# into its digits.
 _LAUNCH = (
     'token=$1; shift; printf "\\0harness-sid:%d\\0" $$ >&2; "$@"; rc=$?; '
-    'printf "\\0harness-exit:%s:%d" "$token" "$rc" >&2; kill -KILL 0'
+    'printf "\\0harness-exit:%s:%d\\0" "$token" "$rc" >&2; kill -KILL 0'
 )
 _SID_HEADER = b"\0harness-sid:"
 # The launcher of a command that is its container's one process (`Container.run`): the
-# container's end ends whatever the command left running. It enters the working folder
-# itself (the engine would make a missing one) and says why it could not as a negative
-# status, which no command can exit with.
+# container's end ends whatever the command left running, and its exit status is the
+# container's. It enters the working folder itself (the engine would make a missing one,
+# as root); when it cannot, it says why in place of the header, before any process of
+# the command exists, so no output of the command can pass for that answer.
 _RUN = (
-    'token=$1 dir=$2; shift 2; printf "\\0harness-sid:%d\\0" $$ >&2; '
-    'if [ -n "$dir" ] && ! cd -- "$dir" 2>/dev/null; then '
-    'if [ ! -e "$dir" ]; then rc=-1; elif [ ! -d "$dir" ]; then rc=-2; else rc=-3; fi; '
-    'else "$@"; rc=$?; fi; printf "\\0harness-exit:%s:%d" "$token" "$rc" >&2'
+    'dir=$1; shift; '
+    'if [ -n "$dir" ] && ! cd -P -- "$dir" 2>/dev/null; then '
+    'if [ ! -e "$dir" ]; then why=missing; elif [ ! -d "$dir" ]; then why=file; '
+    'else why=denied; fi; printf "\\0harness-cwd:%s\\0" "$why" >&2; exit 126; fi; '
+    'printf "\\0harness-sid:%d\\0" $$ >&2; "$@"; exit $?'
 )
+_NO_FOLDER = re.compile(rb"^\0harness-cwd:(\w+)\0")
+# Launchers run as `bash -p`: no BASH_ENV, ENV, SHELLOPTS or exported functions of the
+# caller's variables apply to them (the command itself still sees its variables).
+_BASH = ["bash", "-p", "-c"]
 
 
 @dataclass
@@ -66,6 +74,8 @@ class _Running:
     user: str | None
     reader: _FrameReader
     interrupted: bool = False
+    killed: bool = False
+    """A kill was sent for it (after a timeout or an interrupt)."""
     whole_container: bool = False
     """The command is the container's one process (`run`): killing it kills the container."""
 _KILL_GRACE_S = 2.0
@@ -89,6 +99,7 @@ class Container:
         owner: tuple[int, int] = (1000, 1000),
         output_limit: int = 1 << 20,
         default_timeout: float = 120.0,
+        name: str | None = None,
     ) -> None:
         self.client = client
         self.image = image
@@ -109,6 +120,11 @@ class Container:
         self._running: dict[str, _Running] = {}
         """The commands running now, by token."""
         self._guard = threading.Lock()
+        self._interrupts = 0
+        """How many times `interrupt` was called: a command that saw it move while it
+        started was interrupted before it could be tracked."""
+        self.name = name or f"hx-{uuid.uuid4().hex[:12]}"
+        """The container's name: known before the engine answers the create."""
         self._container: str | None = None
         self._oom_seen = 0
 
@@ -124,7 +140,10 @@ class Container:
     def start(self) -> Container:
         """Create and start the container with the hardening settings."""
         try:
-            self._container = self.client.create_container(self.create_config())
+            # Named: a create whose answer never came (Ctrl-C) is still found and removed.
+            self._container = self.name
+            self._container = self.client.create_container(self.create_config(),
+                                                           name=self.name)
             self.client.start_container(self._container)
         except EngineError as exc:
             self.stop()
@@ -199,7 +218,7 @@ class Container:
             host["SecurityOpt"] = ["no-new-privileges:true"]
         return {
             "Image": self.image,
-            "Cmd": list(command or ["bash", "-c", _INIT]),
+            "Cmd": list(command or [*_BASH, _INIT]),
             "User": user,
             "WorkingDir": WORKSPACE,
             "Env": [f"{k}={v}" for k, v in {**self.environment, **(environment or {})}.items()],
@@ -236,10 +255,11 @@ class Container:
         limit = output_limit or self.output_limit
         timeout = self.default_timeout if timeout is None else timeout
         token = uuid.uuid4().hex
+        since = self._interrupts
         started = time.monotonic()
         try:
             exec_id = self.client.create_exec(
-                self.id, ["bash", "-c", _LAUNCH, "harness", token, *argv],
+                self.id, [*_BASH, _LAUNCH, "harness", token, *argv],
                 environment={**self.bound_environment, **dict(env or {})},
                 workdir=cwd or None, stdin=True, user=user or "",
             )
@@ -254,10 +274,10 @@ class Container:
         # the other; closing our half of the socket is the command's end of input.
         writer = threading.Thread(target=reader.feed, args=(data,), daemon=True)
         writer.start()
-        with self._guard:
-            self._running[token] = _Running(user, reader)
+        self._track(token, _Running(user, reader), since)
         try:
-            finished = reader.drain(deadline=started + timeout)
+            finished = reader.drain(deadline=started + timeout,
+                                    each=lambda: self._kill_if_interrupted(token))
             timed_out = not finished
             if timed_out:
                 self._kill_session(token)
@@ -309,13 +329,16 @@ class Container:
         if not argv:
             raise ValueError("empty command")
         timeout = self.default_timeout if timeout is None else timeout
-        token = uuid.uuid4().hex
-        config = self.create_config(["bash", "-c", _RUN, "harness", token, cwd or "", *argv],
+        config = self.create_config([*_BASH, _RUN, "harness", cwd or "", *argv],
                                     {**self.bound_environment, **dict(env or {})})
         if stdin is not None:
             config.update(OpenStdin=True, StdinOnce=True, AttachStdin=True)
+        token = uuid.uuid4().hex
+        since = self._interrupts
         try:
-            self._container = self.client.create_container(config)
+            # Named: a create whose answer never came (Ctrl-C) is still found and removed.
+            self._container = self.name
+            self._container = self.client.create_container(config, name=self.name)
             stream, already = self.client.attach_container(self._container,
                                                            stdin=stdin is not None)
             self.client.start_container(self._container)
@@ -326,35 +349,31 @@ class Container:
         except BaseException:
             self.stop()
             raise
-        reader = _FrameReader(stream, self.output_limit,
-                              trailer=f"\0harness-exit:{token}:".encode(), already=already)
+        reader = _FrameReader(stream, self.output_limit, trailer=None, already=already)
         if stdin is not None:
             data = stdin.encode() if isinstance(stdin, str) else stdin
             threading.Thread(target=reader.feed, args=(data,), daemon=True).start()
-        with self._guard:
-            self._running[token] = _Running(None, reader, whole_container=True)
         try:
+            self._track(token, _Running(None, reader, whole_container=True), since)
             timed_out = not reader.drain(deadline=started + timeout)
             if timed_out:
                 self._kill_quietly()
                 reader.drain(deadline=time.monotonic() + _KILL_GRACE_S)
             duration = time.monotonic() - started
-            if reader.exit_code is not None and reader.exit_code < 0:
-                _raise_no_folder(reader.exit_code, cwd or WORKSPACE)
-            if timed_out:
-                exit_code = TIMEOUT_EXIT_CODE
-            elif reader.exit_code is not None:
-                exit_code = reader.exit_code
-            else:  # the launcher itself was killed (OOM, or a kill from outside)
-                exit_code = self.client.wait_container(self.id)
+            # The container's status is its launcher's, which is the command's: nothing
+            # the command prints can stand in for it.
+            status = self.client.wait_container(self.id)
             with self._guard:
                 interrupted = self._running[token].interrupted
+            if reader.sid is None and not (timed_out or interrupted):
+                _raise_not_run(reader.data(2), status, cwd or WORKSPACE)  # never started
+            exit_code = TIMEOUT_EXIT_CODE if timed_out else status
             oom = (exit_code == 137 or timed_out) and not interrupted and bool(
                 self.client.inspect_container(self.id)["State"].get("OOMKilled"))
         finally:
             reader.close()
             with self._guard:
-                self._running.pop(token)
+                self._running.pop(token, None)
             self.stop()
         return ExecResult(
             exit_code=exit_code,
@@ -369,12 +388,30 @@ class Container:
 
     def interrupt(self) -> None:
         """Kill the process tree of every command running now (from another thread); each
-        `exec` (or `run`) returns soon after with `interrupted` set."""
+        `exec` (or `run`) returns soon after with `interrupted` set. A command still
+        starting is killed as soon as it can be."""
         with self._guard:
+            self._interrupts += 1
             tokens = list(self._running)
             for running in self._running.values():
                 running.interrupted = True
         for token in tokens:
+            self._kill_session(token)
+
+    def _track(self, token: str, running: _Running, since: int) -> None:
+        """Count a command as running; one interrupted while it started (the interrupt
+        count moved `since`) is killed now, or once its session is known."""
+        with self._guard:
+            self._running[token] = running
+            if self._interrupts != since:
+                running.interrupted = True
+        self._kill_if_interrupted(token)
+
+    def _kill_if_interrupted(self, token: str) -> None:
+        with self._guard:
+            running = self._running.get(token)
+            due = running is not None and running.interrupted and not running.killed
+        if due:
             self._kill_session(token)
 
     def _kill_quietly(self) -> None:
@@ -399,13 +436,15 @@ class Container:
         with self._guard:
             running = self._running.get(token)
         if running is not None and running.whole_container:
+            running.killed = True
             self._kill_quietly()
             return
         if running is None or running.reader.sid is None:
             return  # ended already, or not started far enough to say its session
+        running.killed = True
         with contextlib.suppress(EngineError):
             exec_id = self.client.create_exec(
-                self.id, ["bash", "-c", f"kill -KILL -- -{running.reader.sid}"],
+                self.id, [*_BASH, f"kill -KILL -- -{running.reader.sid}"],
                 user=running.user or "")
             self.client.start_exec_detached(exec_id)
 
@@ -418,7 +457,7 @@ class Container:
             users = {r.user for r in self._running.values() if r.user is not None}
         for user in users:
             with contextlib.suppress(EngineError):
-                exec_id = self.client.create_exec(self.id, ["bash", "-c", "kill -KILL -1"],
+                exec_id = self.client.create_exec(self.id, [*_BASH, "kill -KILL -1"],
                                                   user=user)
                 self.client.start_exec_detached(exec_id)
 
@@ -448,14 +487,20 @@ def _start_error(exc: EngineError, image: str) -> SandboxError:
     return SandboxError(f"cannot start a container from {image}: {exc.message}")
 
 
-def _raise_no_folder(status: int, cwd: str) -> None:
-    """The `run` launcher's status for a working folder it could not enter."""
-    if status == -1:
+def _raise_not_run(stderr: bytes, status: int, cwd: str) -> None:
+    """Why the `run` launcher did not start the command: the working folder it could not
+    enter, or whatever stopped the launcher itself."""
+    why = _NO_FOLDER.match(stderr)
+    reason = why.group(1).decode() if why else ""
+    if reason == "missing":
         raise SandboxFileNotFound(f"the working folder {cwd} does not exist in the sandbox")
-    if status == -2:
+    if reason == "file":
         raise SandboxNotADirectory(f"the working folder {cwd} is not a folder")
-    raise SandboxError(f"the command could not start: the working folder {cwd} cannot "
-                       "be entered (permission denied)")
+    if reason == "denied":
+        raise SandboxError(f"the command could not start: the working folder {cwd} cannot "
+                           "be entered (permission denied)")
+    detail = stderr.decode(errors="replace").strip()
+    raise SandboxError(f"the command could not start (status {status}): {detail}")
 
 
 def _raise_not_started(message: str, cwd: str | None) -> None:
@@ -471,12 +516,17 @@ def _raise_not_started(message: str, cwd: str | None) -> None:
 
 class _FrameReader:
     """Reads Docker's multiplexed exec stream (8-byte frame headers) under a deadline,
-    keeping at most `limit` bytes of each of stdout and stderr."""
+    keeping at most `limit` bytes of each of stdout and stderr. It takes the launcher's
+    header off stderr and, given a `trailer`, the exit-status trailer too."""
 
-    def __init__(self, stream: socket.socket, limit: int, *, trailer: bytes,
+    _STATUS_BYTES = 22
+    """The most a status and its terminator take after the trailer: a sign, 20 digits, NUL."""
+
+    def __init__(self, stream: socket.socket, limit: int, *, trailer: bytes | None,
                  already: bytes = b"") -> None:
         self._trailer = trailer
-        self._stderr_tail = bytearray()
+        self._pending = bytearray()
+        """The end of stderr that may be the start of the trailer, held back until known."""
         self._head: bytearray | None = bytearray()
         """The start of stderr until the launcher's header is read (then None)."""
         self.sid: int | None = None
@@ -490,8 +540,9 @@ class _FrameReader:
         self._eof = False
         self._split_frames()  # what came with the engine's answer
 
-    def drain(self, *, deadline: float) -> bool:
-        """Read until the stream ends (True) or the deadline passes (False)."""
+    def drain(self, *, deadline: float, each: Callable[[], None] | None = None) -> bool:
+        """Read until the stream ends (True) or the deadline passes (False), calling
+        `each` after every piece read."""
         while not self._eof:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -510,6 +561,9 @@ class _FrameReader:
                 break
             self._buffer += chunk
             self._split_frames()
+            if each is not None:
+                each()
+        self._release()
         return True
 
     def _split_frames(self) -> None:
@@ -521,15 +575,26 @@ class _FrameReader:
             del self._buffer[: 8 + size]
             if kind == 2:
                 payload = self._take_trailer(self._take_header(payload))
-            kept = self._kept.get(kind)
-            if kept is None:
-                continue
-            room = self._limit - len(kept)
-            if room >= len(payload):
-                kept += payload
-            else:
-                kept += payload[: max(room, 0)]
-                self.truncated = True
+            self._keep(kind, payload)
+
+    def _keep(self, kind: int, payload: bytes | bytearray) -> None:
+        kept = self._kept.get(kind)
+        if kept is None:
+            return
+        room = self._limit - len(kept)
+        if room >= len(payload):
+            kept += payload
+        else:
+            kept += payload[: max(room, 0)]
+            self.truncated = True
+
+    def _release(self) -> None:
+        """At the stream's end, what was held back is output after all."""
+        if self._head:
+            self._keep(2, self._head)
+        self._head = None
+        self._keep(2, self._pending)
+        self._pending = bytearray()
 
     def _take_header(self, payload: bytearray) -> bytearray:
         """Remove the launcher's header (the first bytes of stderr: the header mark, the
@@ -550,20 +615,26 @@ class _FrameReader:
         return head[end + 1:]
 
     def _take_trailer(self, payload: bytearray) -> bytearray:
-        """Remove the launcher's exit-status trailer from stderr and remember the status."""
-        window = self._stderr_tail + payload
-        at = window.rfind(self._trailer)
-        if at < 0:
-            self._stderr_tail = window[-(len(self._trailer) + 16):]
+        """Remove the launcher's exit-status trailer (mark, status, NUL) from stderr and
+        remember the status; the last one in the stream counts. What could still be the
+        start of one is held back: a trailer split over frames is found whole, and output
+        written right after it is kept apart from its digits."""
+        if self._trailer is None:
             return payload
-        digits = bytes(window[at + len(self._trailer):])
-        if digits.lstrip(b"-").isdigit():
-            self.exit_code = int(digits)
-        # The trailer may have started in an earlier frame; what of it was kept stays
-        # (at most a few bytes), the rest of this frame from the trailer on is dropped.
-        start_in_payload = at - len(self._stderr_tail)
-        self._stderr_tail = bytearray()
-        return payload[: max(start_in_payload, 0)]
+        self._pending += payload
+        at = self._pending.rfind(self._trailer)
+        if at >= 0:
+            end = self._pending.find(b"\0", at + len(self._trailer))
+            digits = bytes(self._pending[at + len(self._trailer):end])
+            if end >= 0 and digits.lstrip(b"-").isdigit():
+                self.exit_code = int(digits)
+                output = self._pending[:at] + self._pending[end + 1:]
+                self._pending = bytearray()
+                return output
+        hold = len(self._trailer) + self._STATUS_BYTES
+        ready = self._pending[:-hold] if len(self._pending) > hold else bytearray()
+        del self._pending[:len(ready)]
+        return ready
 
     def feed(self, data: bytes) -> None:
         """Write `data` as the command's standard input, then end it."""

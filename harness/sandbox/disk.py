@@ -163,9 +163,11 @@ def mount_image(image: Path, target: Path, fstype: str, options: str, *,
                            f"{exc.strerror or exc}") from exc
     try:
         mount(device, target, fstype, options)
-    except OSError as exc:
-        detach_loop(device)
-        raise SandboxError(f"{failure}: {exc.strerror or exc}") from exc
+    except BaseException as exc:
+        detach_loop(device)  # also on Ctrl-C: a device attached to nothing mounted is lost
+        if isinstance(exc, OSError):
+            raise SandboxError(f"{failure}: {exc.strerror or exc}") from exc
+        raise
 
 
 def _run(*argv: str) -> str:

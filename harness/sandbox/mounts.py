@@ -7,6 +7,7 @@ OSError with the kernel's reason."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -94,6 +95,20 @@ def detach_loop(device: str) -> None:
             raise
     finally:
         os.close(handle)
+
+
+def loop_devices() -> dict[str, str]:
+    """Every attached loop device and its backing file (a deleted one ends " (deleted)")."""
+    found = {}
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        with contextlib.suppress(OSError):
+            found[f"/dev/{backing.parent.parent.name}"] = backing.read_text().rstrip("\n")
+    return found
+
+
+def mounted_devices() -> set[str]:
+    """The devices something is mounted from now."""
+    return {fields[0] for fields in _mount_table()}
 
 
 def _mount_table() -> list[list[str]]:

@@ -109,8 +109,6 @@ class Sandbox:
         database) as `open` makes them, and a container whose one process is `command`,
         removed when it ends (see `Container.run`). The workspace and database stay to be
         read until `close`. The result reads as `exec`'s."""
-        if self._container is not None:
-            raise SandboxError(f"sandbox {self.id} is open already; run commands with exec()")
         cwd = self._folder(cwd)
         self._prepare()
         result = self.container.run(command, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
@@ -119,6 +117,9 @@ class Sandbox:
     def _prepare(self) -> None:
         """The disk, the clone, the database, and the container to run over them (not yet
         started); on failure, undo what was made."""
+        if self._container is not None:
+            raise SandboxError(f"sandbox {self.id} was opened already: a sandbox opens, or "
+                               "runs its one command, once until it is closed")
         started = time.monotonic()
         try:
             client = self._client or engine.connect()
@@ -149,6 +150,7 @@ class Sandbox:
                 owner=self.workspace.owner,
                 output_limit=self.settings.output_limit_bytes,
                 default_timeout=self.settings.exec_timeout_s,
+                name=self.id,
             )
         except BaseException:
             self.close()
@@ -167,23 +169,37 @@ class Sandbox:
             (self.workspace.path.parent / BOUND_TRACE).write_text(chosen["HARNESS_TRACE_ID"])
 
     def close(self) -> None:
-        """Remove the container and the clone; safe to call twice."""
-        try:
-            if self._container is not None:
-                self._container.stop()
-        finally:
-            self._container = None
+        """Remove the container, the database copy and the clone; safe to call twice.
+        Each step runs even when one before it failed or was interrupted (Ctrl-C); the
+        first failure is raised at the end."""
+        failure: BaseException | None = None
+        for step in (self._remove_container, self._drop_database, self._remove_files):
             try:
-                if self.database is not None:
-                    self.database.drop()
-            finally:
-                self.database = None
-                if self.disk is not None:
-                    self.workspace.detach()  # the view's upper layer is on the disk
-                    self.disk.remove()  # the clone goes with its filesystem
-                    self.disk = None
-                else:
-                    self.workspace.remove()
+                step()
+            except BaseException as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _remove_container(self) -> None:
+        container, self._container = self._container, None
+        if container is not None:
+            container.stop()
+
+    def _drop_database(self) -> None:
+        database, self.database = self.database, None
+        if database is not None:
+            database.drop()
+
+    def _remove_files(self) -> None:
+        disk, self.disk = self.disk, None
+        if disk is None:
+            self.workspace.remove()
+            return
+        try:
+            self.workspace.detach()  # the view's upper layer is on the disk
+        finally:
+            disk.remove()  # the clone goes with its filesystem
 
     def _make_disk(self) -> dict[str, str]:
         """The sandbox's own filesystem when a disk limit is set and enforceable; the

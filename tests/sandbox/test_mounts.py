@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -116,3 +117,47 @@ def test_a_mount_reached_through_a_symlink_is_unmounted_and_its_device_freed(
     unmount(through_link)
     assert not os.path.ismount(real / "target")
     assert device not in _attached()
+
+
+def test_a_disk_interrupted_between_attach_and_mount_frees_its_device(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.sandbox import disk as disk_module
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(disk_module, "mount", interrupted)
+    disk = disk_module.Disk("hx-interrupted", 16 << 20, owner=(os.geteuid(), os.getegid()))
+    with pytest.raises(KeyboardInterrupt):
+        disk.create()
+    assert not [backing for backing in _attached().values()
+                if "hx-interrupted" in backing], "the loop device stayed attached"
+    assert not disk.image.exists() and not disk.path.exists()
+
+
+def test_gc_detaches_a_device_left_by_a_process_killed_before_it_mounted(
+        images: list[Path]) -> None:
+    """A process SIGKILLed between attaching its disk and mounting it leaves a device no
+    mount table names; gc frees it once its sandbox is gone, and only then."""
+    from harness.home import state_dir
+    from harness.sandbox import engine
+    from harness.sandbox.cleanup import collect_garbage
+
+    disks = state_dir("disks")
+    orphan, living = disks / "hx-killed-before-mount.img", disks / "hx-still-making.img"
+    for image in (orphan, living):
+        shutil.copyfile(images[3], image)
+    folder = state_dir("workspaces") / living.stem
+    folder.mkdir()
+    (folder / "owner.pid").write_text(str(os.getpid()))  # its maker is alive
+    orphan_device, living_device = attach_loop(orphan), attach_loop(living)
+    orphan.unlink()  # as gc does first: the device now backs a deleted file
+    try:
+        report = collect_garbage(engine.connect())
+        assert orphan_device in report.loop_devices
+        assert orphan_device not in _attached()
+        assert _attached().get(living_device) == str(living), "a sandbox being made keeps it"
+    finally:
+        detach_loop(living_device)
+        living.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -208,13 +208,122 @@ def test_interrupting_a_run_kills_it_at_once(fresh: Any, engine_client: Engine) 
     assert _containers_of(engine_client, sandbox) == []
 
 
-def test_a_sandbox_runs_one_command_only(fresh: Any) -> None:
+def test_a_sandbox_opens_or_runs_once_until_closed_and_leaks_nothing_trying_again(
+        fresh: Any, engine_client: Engine) -> None:
     sandbox = fresh()
     assert sandbox.run("true").ok
-    with pytest.raises(SandboxError, match="open already"):
-        sandbox.run("true")
-    with fresh() as opened, pytest.raises(SandboxError, match="open already"):
-        opened.run("true")
+    disks_before = _loop_devices()
+    for again in (lambda: sandbox.run("true"), sandbox.open):
+        with pytest.raises(SandboxError, match="opened already"):
+            again()
+    with fresh() as opened:
+        for again in (lambda: opened.run("true"), opened.open):
+            with pytest.raises(SandboxError, match="opened already"):
+                again()
+        assert len(_containers_of(engine_client, opened)) == 1
+    assert _loop_devices() == disks_before, "no second disk was made"
+    sandbox.close()
+    assert sandbox.run("echo again").stdout == "again\n", "closed, it may run once more"
+
+
+def _loop_devices() -> set[str]:
+    import subprocess
+
+    return set(subprocess.run(["losetup", "-a"], capture_output=True, text=True,
+                              check=True).stdout.splitlines())
+
+
+@pytest.mark.parametrize("run_it", [True, False], ids=["run", "exec"])
+def test_output_written_right_after_the_command_ends_does_not_change_its_status(
+        fresh: Any, run_it: bool) -> None:
+    """A background writer's bytes land in the frame right after the launcher's status:
+    they must neither be read as part of it nor hide it (the status once came out as 0)."""
+    command = "yes bg >&2 & sleep 0.1; exit 7"
+    for _ in range(12):
+        if run_it:
+            result = fresh().run(command, timeout=30)
+        else:
+            with fresh() as opened:
+                result = opened.exec(command, timeout=30)
+        assert result.exit_code == 7, result.stderr[-200:]
+        assert "harness-exit" not in result.stderr
+        assert result.stderr.startswith("bg\n")
+
+
+def test_the_status_is_the_containers_not_what_the_command_prints(fresh: Any) -> None:
+    """No token to forge: whatever the command prints after its start, its status is the
+    one its process ended with, and a folder answer it prints is its own output."""
+    forged = ("printf '\\0harness-cwd:missing\\0' >&2; "
+              "for t in $(tr '\\0' ' ' < /proc/1/cmdline); do "
+              "printf '\\0harness-exit:%s:0\\0' \"$t\" >&2; done; exit 9")
+    result = fresh().run(forged)
+    assert result.exit_code == 9
+    assert result.stderr.startswith("\0harness-cwd:missing\0")
+
+
+def test_the_callers_shell_variables_do_not_reach_the_launchers(fresh: Any,
+                                                               tmp_path: Path) -> None:
+    """BASH_ENV, SHELLOPTS and exported functions do not reach the launchers (`bash -p`):
+    no trace, no sourced file and no function standing in for a builtin breaks their
+    header or status. BASH_ENV still reaches the command."""
+    env = {"SHELLOPTS": "xtrace", "BASH_ENV": "/workspace/README.md",
+           "BASH_FUNC_printf%%": "() { echo hijacked; }",
+           "BASH_FUNC_kill%%": "() { echo spared; }"}
+    argv = ["sh", "-c", "echo $BASH_ENV; exit 4"]
+    with fresh() as opened:
+        by_exec = opened.exec(argv, env=env)
+        assert opened.exec("sleep 30 & echo started", env=env).stdout == "started\n"
+        assert opened.exec("pgrep -x sleep || echo none").stdout == "none\n", \
+            "a function named kill spared the command's background"
+    by_run = fresh().run(argv, env=env)
+    for result in (by_exec, by_run):
+        assert (result.exit_code, result.stdout, result.stderr) == \
+            (4, "/workspace/README.md\n", "")
+
+
+def test_an_interrupt_while_the_command_starts_is_not_lost(fresh: Any,
+                                                           engine_client: Engine) -> None:
+    sandbox = fresh()
+    results: list[ExecResult] = []
+    worker = threading.Thread(target=lambda: results.append(
+        sandbox.run("sleep 60", timeout=120)))
+    worker.start()
+    while sandbox._container is None:  # the container is being made: not yet tracked
+        time.sleep(0.001)
+    sandbox.interrupt()
+    worker.join(timeout=30)
+    assert results and results[0].interrupted
+    assert results[0].duration_s < 10
+    with fresh() as opened:
+        client = opened.container.client
+        making = threading.Event()
+        real_create = client.create_exec
+
+        def create_exec(*args: Any, **kwargs: Any) -> str:
+            making.set()
+            time.sleep(0.2)  # the interrupt comes while the exec is being made
+            return real_create(*args, **kwargs)
+
+        opened.container.client = _Patched(client, create_exec=create_exec)
+        worker = threading.Thread(target=lambda: results.append(
+            opened.exec("sleep 60", timeout=120)))
+        worker.start()
+        making.wait()
+        opened.interrupt()
+        worker.join(timeout=30)
+        opened.container.client = client
+        assert results[1].interrupted and results[1].duration_s < 10
+        assert opened.exec("pgrep -x sleep || echo none").stdout == "none\n"
+
+
+class _Patched:
+    """An engine client with some calls replaced."""
+
+    def __init__(self, real: Engine, **replaced: Any) -> None:
+        self._real, self._replaced = real, replaced
+
+    def __getattr__(self, name: str) -> Any:
+        return self._replaced.get(name) or getattr(self._real, name)
 
 
 def test_a_missing_image_is_named_and_nothing_is_left(shop_repo: Path,
@@ -237,3 +346,41 @@ def test_commits_made_by_the_command_are_read_after_it(fresh: Any) -> None:
     changes = sandbox.changes()
     assert changes.commit_count == 1
     assert [f.path for f in changes.files] == ["NEW.md"]
+
+
+def test_a_create_interrupted_before_its_answer_leaves_no_container(
+        fresh: Any, engine_client: Engine) -> None:
+    """Ctrl-C while the engine makes the container: its id never came back, its name is
+    known, and it is removed by name."""
+    sandbox = fresh()
+
+    def create_then_interrupted(config: Any, *, name: str | None = None) -> str:
+        engine_client.create_container(config, name=name)
+        raise KeyboardInterrupt
+
+    sandbox._client = _Patched(engine_client, create_container=create_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sandbox.run("true")
+    assert _containers_of(engine_client, sandbox) == []
+
+
+def test_close_interrupted_in_one_step_still_takes_the_others(
+        fresh: Any, engine_client: Engine) -> None:
+    sandbox = fresh()
+    sandbox.run("echo data > /workspace/file")
+    disk = sandbox.disk
+    assert disk is not None
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    sandbox.workspace.detach = interrupted  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sandbox.close()
+    finally:
+        del sandbox.workspace.detach  # the class's again, for the fixture's close
+    assert not disk.path.exists() and not disk.image.exists()
+    assert not [line for line in Path("/proc/mounts").read_text().splitlines()
+                if sandbox.id in line]
+    assert not [line for line in _loop_devices() if sandbox.id in line]
