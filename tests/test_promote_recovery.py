@@ -248,6 +248,28 @@ def test_a_recovery_killed_mid_push_is_finished_by_the_next_one(
     assert items(stock_db) == BEFORE
 
 
+def test_a_lock_its_holder_lets_go_of_within_moments_is_waited_for(
+        remote: Path, tmp_path: Path, stock_db: str) -> None:
+    """A crashed process's lock can outlive it for a moment (a child it was forking holds
+    the descriptor until it runs its program): recovery waits for it a little, rather
+    than report the promotion in doubt, and still reports a holder that stays."""
+    changes = changeset(remote, tmp_path, rows=rename(), trace="brief-holder")
+    assert crash_at("after-commit", changes, config(remote, stock_db), tmp_path) == 137
+    [journal] = Journal.pending()
+    hold = ("import fcntl, os, sys, time; d = os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.flock(d, fcntl.LOCK_EX); print('held', flush=True); "
+            "time.sleep(float(sys.argv[2]))")
+    for seconds, expected in ((30.0, ["in doubt"]), (1.0, ["committed"])):
+        with subprocess.Popen([sys.executable, "-c", hold, str(journal.lock_path),
+                               str(seconds)], stdout=subprocess.PIPE, text=True) as holder:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            try:
+                assert [r.decision for r in recover()] == expected
+            finally:
+                holder.kill()
+    assert no_journal_left()
+
+
 SCENARIOS = [("stock_db", "after-commit", "branch-deleted"),
              ("stock_db", "after-push", "built-on"),
              ("stock_db", "after-push", "unchanged"),

@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +70,22 @@ class Journal:
             found.append(listed)
         return [journal for _, journal in sorted(found, key=lambda entry: entry[0])]
 
-    def lock(self) -> bool:
-        """Take the promotion's lock without waiting; False when a live process holds it."""
+    def lock(self, *, wait_s: float = 0.0) -> bool:
+        """Take the promotion's lock, trying for up to `wait_s` seconds; False when a live
+        process holds it all that time."""
         if self._lock is not None:
             return True
         descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            return False
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(descriptor)
+                    return False
+                time.sleep(0.05)
         self._lock = descriptor
         return True
 

@@ -35,6 +35,8 @@ from harness.sandbox.capture import RowDelta, dump_images, load_image
 
 Decision = Literal["committed", "rolled back", "in doubt"]
 _WAIT_FOR_ABORT_S = 15.0
+_LOCK_WAIT_S = 3.0
+"""How long recovery waits for a promotion's lock before it reports a live holder."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,9 @@ def recover() -> list[Recovery]:
     recovery) is reported in doubt and left to it; one settled meanwhile is skipped."""
     settled = []
     for journal in Journal.pending():
-        if not journal.lock():
+        # A crashed holder's lock can outlive it for a moment: a child it was forking
+        # holds a copy of the descriptor until that child closes it to run its program.
+        if not journal.lock(wait_s=_LOCK_WAIT_S):
             if journal.path.exists():
                 settled.append(_result(journal, "in doubt", [
                     _holder(journal.data), "it holds the promotion's lock: nothing was done; "
