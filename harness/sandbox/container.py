@@ -249,9 +249,7 @@ class Container:
         the command reads an empty input. With `stdout_bytes` its output comes as bytes
         (`stdout_bytes`), not decoded. `user` runs it as another user than the container's.
         """
-        argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
-        if not argv:
-            raise ValueError("empty command")
+        argv = _argv(command)
         limit = output_limit or self.output_limit
         timeout = self.default_timeout if timeout is None else timeout
         token = uuid.uuid4().hex
@@ -325,9 +323,7 @@ class Container:
         every process the command started ends with it."""
         if self._container is not None:
             raise SandboxError("the container is running already; run commands with exec()")
-        argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
-        if not argv:
-            raise ValueError("empty command")
+        argv = _argv(command)
         timeout = self.default_timeout if timeout is None else timeout
         config = self.create_config([*_BASH, _RUN, "harness", cwd or "", *argv],
                                     {**self.bound_environment, **dict(env or {})})
@@ -491,7 +487,13 @@ def _raise_not_run(stderr: bytes, status: int, cwd: str) -> None:
     """Why the `run` launcher did not start the command: the working folder it could not
     enter, or whatever stopped the launcher itself."""
     why = _NO_FOLDER.match(stderr)
-    reason = why.group(1).decode() if why else ""
+    _raise_for_folder(why.group(1).decode() if why else "", cwd)
+    detail = stderr.decode(errors="replace").strip()
+    raise SandboxError(f"the command could not start (status {status}): {detail}")
+
+
+def _raise_for_folder(reason: str, cwd: str) -> None:
+    """The typed error for a working folder that is `missing`, a `file`, or `denied`."""
     if reason == "missing":
         raise SandboxFileNotFound(f"the working folder {cwd} does not exist in the sandbox")
     if reason == "file":
@@ -499,8 +501,14 @@ def _raise_not_run(stderr: bytes, status: int, cwd: str) -> None:
     if reason == "denied":
         raise SandboxError(f"the command could not start: the working folder {cwd} cannot "
                            "be entered (permission denied)")
-    detail = stderr.decode(errors="replace").strip()
-    raise SandboxError(f"the command could not start (status {status}): {detail}")
+
+
+def _argv(command: Sequence[str] | str) -> list[str]:
+    """A command as an argv: a string is run by bash."""
+    argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
+    if not argv:
+        raise ValueError("empty command")
+    return argv
 
 
 def _raise_not_started(message: str, cwd: str | None) -> None:
@@ -508,9 +516,9 @@ def _raise_not_started(message: str, cwd: str | None) -> None:
     error, not a result that looks like the command's own."""
     detail = message.strip()
     if cwd and "chdir" in detail and "no such file or directory" in detail:
-        raise SandboxFileNotFound(f"the working folder {cwd} does not exist in the sandbox")
+        _raise_for_folder("missing", cwd)
     if cwd and "chdir" in detail and "not a directory" in detail:
-        raise SandboxNotADirectory(f"the working folder {cwd} is not a folder")
+        _raise_for_folder("file", cwd)
     raise SandboxError(f"the command could not start: {detail}")
 
 
@@ -654,6 +662,8 @@ class _FrameReader:
         return self._kept[kind].decode("utf-8", errors="replace")
 
     def close(self) -> None:
-        """Close the stream's socket."""
+        """Close the stream's socket; what was held back is output (the stream may not
+        have ended: a command killed past every grace)."""
+        self._release()
         with contextlib.suppress(OSError):
             self._sock.close()
